@@ -1,0 +1,191 @@
+//! [`EngineBuilder`]: stores, executors and policies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::artifact::{ArtifactStore, ObjectStoreArtifacts};
+use crate::engine::{Engine, EngineInner, Registration, WorkerConfig};
+use crate::executor::Executor;
+use crate::job::JobType;
+use crate::retry::RetryPolicy;
+use crate::store::JobStore;
+use crate::{Error, MemoryStore, Result};
+
+/// Per-type options for [`EngineBuilder::executor_with`].
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ExecutorOptions {
+    /// Attempts and backoff; the engine's default policy when `None`.
+    pub retry: Option<RetryPolicy>,
+    /// An attempt running longer fails (and is retried by the policy).
+    pub timeout: Option<Duration>,
+}
+
+impl ExecutorOptions {
+    /// Sets the retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Builds an [`Engine`]. See [`Engine::builder`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    store: Option<Arc<dyn JobStore>>,
+    artifacts: Option<Arc<dyn ArtifactStore>>,
+    executors: Vec<(String, Arc<dyn Executor>, ExecutorOptions)>,
+    retry: RetryPolicy,
+    config: WorkerConfig,
+    heartbeat: Option<Duration>,
+}
+
+impl std::fmt::Debug for dyn Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Executor")
+    }
+}
+
+impl EngineBuilder {
+    pub(crate) fn new() -> Self {
+        EngineBuilder {
+            store: None,
+            artifacts: None,
+            executors: Vec::new(),
+            retry: RetryPolicy::default(),
+            config: WorkerConfig::default(),
+            heartbeat: None,
+        }
+    }
+
+    /// The job store; a [`MemoryStore`] by default.
+    pub fn store(mut self, store: impl JobStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The artifact store; in memory with a random signing key by default.
+    pub fn artifacts(mut self, artifacts: impl ArtifactStore) -> Self {
+        self.artifacts = Some(Arc::new(artifacts));
+        self
+    }
+
+    /// Registers `executor` for `job_type` with the default retry policy and no timeout.
+    pub fn executor(self, job_type: &str, executor: impl Executor) -> Self {
+        self.executor_with(job_type, executor, ExecutorOptions::default())
+    }
+
+    /// Registers `executor` for `job_type` with its own options.
+    pub fn executor_with(
+        mut self,
+        job_type: &str,
+        executor: impl Executor,
+        options: ExecutorOptions,
+    ) -> Self {
+        self.executors
+            .push((job_type.to_owned(), Arc::new(executor), options));
+        self
+    }
+
+    /// The retry policy of types registered without one (3 attempts by default).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How many jobs this engine's workers run at once (16 by default).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// How long a claim's lease lasts without a heartbeat (30 s by default). Heartbeats
+    /// come every third of it unless [`heartbeat_interval`](Self::heartbeat_interval) says
+    /// otherwise.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.lease_ttl = ttl.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often running jobs extend their lease.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every);
+        self
+    }
+
+    /// How often an idle worker looks for work without being woken (30 s by default): a
+    /// fallback only, since submits wake idle workers.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.config.poll_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often expired leases are reaped (5 s by default).
+    pub fn reap_interval(mut self, every: Duration) -> Self {
+        self.config.reap_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a graceful shutdown lets running jobs finish (30 s by default).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Deletes terminal jobs (and their artifacts) this long after they ended; kept
+    /// forever by default.
+    pub fn retention(mut self, keep: Duration) -> Self {
+        self.config.retention = Some(keep);
+        self
+    }
+
+    /// How many jobs one claim may take at most (64 by default).
+    pub fn claim_batch(mut self, n: usize) -> Self {
+        self.config.claim_batch = n.max(1);
+        self
+    }
+
+    /// Builds the engine. Call [`Engine::start`] to run workers.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when a job type name is invalid or registered twice.
+    pub fn build(self) -> Result<Engine> {
+        let mut executors = HashMap::new();
+        for (name, executor, options) in self.executors {
+            let job_type = JobType::new(&name)?;
+            let registration = Registration {
+                executor,
+                retry: options.retry.unwrap_or_else(|| self.retry.clone()),
+                timeout: options.timeout,
+            };
+            if executors.insert(job_type, registration).is_some() {
+                return Err(Error::invalid(
+                    "type",
+                    format!("{name:?} is registered twice"),
+                ));
+            }
+        }
+        let mut config = self.config;
+        config.heartbeat_interval = self
+            .heartbeat
+            .unwrap_or(config.lease_ttl / 3)
+            .max(Duration::from_millis(1));
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let artifacts = self.artifacts.unwrap_or_else(|| {
+            Arc::new(ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080"))
+        });
+        let mut types: Vec<JobType> = executors.keys().cloned().collect();
+        types.sort();
+        Ok(Engine {
+            inner: Arc::new(EngineInner::new(store, artifacts, executors, types, config)),
+        })
+    }
+}

@@ -1,0 +1,431 @@
+//! The [`Engine`]: submit, read, wait, cancel, and run workers.
+
+mod builder;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, DEFAULT_URL_TTL, SignedUrl};
+use crate::executor::Executor;
+use crate::job::{Job, JobId, JobType, NewJob, TenantId};
+use crate::retry::RetryPolicy;
+use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueStats};
+use crate::{Error, Result};
+
+pub use builder::{EngineBuilder, ExecutorOptions};
+
+/// The job engine: a cheap, cloneable handle.
+///
+/// Reads and writes from outside the worker name a tenant; another tenant's job reads
+/// exactly like a missing one.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobworks::Result<()> {
+/// use std::time::Duration;
+/// use jobworks::{from_fn, Engine, JobContext, JobError, JobType, NewJob, TenantId};
+/// let engine = Engine::builder()
+///     .executor("DOUBLE", from_fn(|_ctx: JobContext, n: u64| async move { Ok::<_, JobError>(n * 2) }))
+///     .build()?;
+/// engine.start()?;
+/// let tenant = TenantId::new("acme")?;
+/// let job = engine.submit(&tenant, NewJob::new(JobType::new("DOUBLE")?, 21.into())).await?.job;
+/// let done = engine.wait_until_terminal(&tenant, job.id, Duration::from_secs(5)).await?;
+/// assert_eq!(done.result, Some(42.into()));
+/// engine.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+/// What [`Engine::submit`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The job.
+    pub job: Job,
+    /// `false` when an idempotency key matched an existing job, which is returned.
+    pub created: bool,
+}
+
+#[derive(Debug)]
+struct Registration {
+    executor: Arc<dyn Executor>,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct WorkerConfig {
+    concurrency: usize,
+    claim_batch: usize,
+    lease_ttl: Duration,
+    heartbeat_interval: Duration,
+    poll_interval: Duration,
+    reap_interval: Duration,
+    shutdown_grace: Duration,
+    retention: Option<Duration>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 16,
+            claim_batch: 64,
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(30),
+            reap_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+            retention: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct EngineInner {
+    store: Arc<dyn JobStore>,
+    artifacts: Arc<dyn ArtifactStore>,
+    executors: HashMap<JobType, Registration>,
+    types: Vec<JobType>,
+    config: WorkerConfig,
+    /// Jobs this engine runs now, to signal cancellation without waiting for a heartbeat.
+    running: Mutex<HashMap<JobId, worker::RunningJob>>,
+    workers: Mutex<Option<worker::Workers>>,
+    idle: watch::Sender<bool>,
+}
+
+impl EngineInner {
+    fn new(
+        store: Arc<dyn JobStore>,
+        artifacts: Arc<dyn ArtifactStore>,
+        executors: HashMap<JobType, Registration>,
+        types: Vec<JobType>,
+        config: WorkerConfig,
+    ) -> Self {
+        EngineInner {
+            store,
+            artifacts,
+            executors,
+            types,
+            config,
+            running: Mutex::new(HashMap::new()),
+            workers: Mutex::new(None),
+            idle: watch::Sender::new(false),
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, HashMap<JobId, worker::RunningJob>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::new()
+    }
+
+    /// The job store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &Arc<dyn ArtifactStore> {
+        &self.inner.artifacts
+    }
+
+    /// The registered job types, sorted.
+    pub fn job_types(&self) -> &[JobType] {
+        &self.inner.types
+    }
+
+    fn checked(&self, new: NewJob) -> Result<NewJob> {
+        new.validate()?;
+        if !self.inner.executors.contains_key(&new.job_type) {
+            return Err(Error::UnknownJobType {
+                job_type: new.job_type.to_string(),
+                known: self.inner.types.iter().map(ToString::to_string).collect(),
+            });
+        }
+        Ok(new)
+    }
+
+    fn queued(&self, tenant: &TenantId, new: NewJob) -> Job {
+        let attempts = self.inner.executors[&new.job_type].retry.attempts();
+        Job::new_queued(tenant.clone(), new, attempts)
+    }
+
+    /// Submits a job. An idempotency key that matches an earlier job of the tenant with the
+    /// same type and input returns that job (`created: false`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownJobType`] for a type without executor, [`Error::Invalid`] for an
+    /// out-of-range field, [`Error::AlreadyExists`] for a key reused with other work.
+    ///
+    /// # Cancel safety
+    /// If dropped, the job may or may not have been stored; resubmit with an idempotency
+    /// key to find out without creating a second one.
+    pub async fn submit(&self, tenant: &TenantId, job: NewJob) -> Result<Submitted> {
+        let mut out = self.submit_many(tenant, vec![job]).await?;
+        Ok(out.pop().expect("one job in, one out"))
+    }
+
+    /// Submits several jobs in one store call: all or none.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit), for any of them.
+    ///
+    /// # Cancel safety
+    /// As [`submit`](Self::submit).
+    pub async fn submit_many(&self, tenant: &TenantId, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
+        let jobs = jobs
+            .into_iter()
+            .map(|new| Ok(self.queued(tenant, self.checked(new)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let inserted = self.inner.store.insert(jobs).await?;
+        Ok(inserted
+            .into_iter()
+            .map(|i| Submitted {
+                job: i.job,
+                created: i.created,
+            })
+            .collect())
+    }
+
+    /// A job of the tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when it does not exist or belongs to another tenant.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
+        self.inner.store.get(tenant, id).await
+    }
+
+    /// The tenant's jobs, newest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
+        self.inner.store.list(tenant, params).await
+    }
+
+    /// A job's timeline after a cursor.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as for [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage> {
+        self.inner.store.events(tenant, id, params).await
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop: it becomes
+    /// `cancelled` when its executor honours the request (or `completed` if it finishes
+    /// first).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as for [`get`](Self::get); [`Error::InvalidTransition`] when the
+    /// job is already terminal.
+    ///
+    /// # Cancel safety
+    /// If dropped, the request may or may not have been recorded; cancelling twice is fine.
+    pub async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
+        let job = self.inner.store.cancel(tenant, id).await?;
+        if job.cancel_requested
+            && let Some(running) = self.inner.running().get(&id)
+        {
+            running.cancel.cancel();
+        }
+        Ok(job)
+    }
+
+    /// Waits until the job's revision differs from `seen_revision`, or `timeout` passes,
+    /// and returns the job as it is then. Woken by the store's change notification.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as for [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_for_change(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        seen_revision: u64,
+        timeout: Duration,
+    ) -> Result<Job> {
+        self.wait_until(tenant, id, timeout, |job| job.revision != seen_revision)
+            .await
+    }
+
+    /// Waits until the job is terminal or `timeout` passes, and returns it as it is then.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as for [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_until_terminal(&self, tenant: &TenantId, id: JobId, timeout: Duration) -> Result<Job> {
+        self.wait_until(tenant, id, timeout, |job| job.status.is_terminal())
+            .await
+    }
+
+    async fn wait_until(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        timeout: Duration,
+        done: impl Fn(&Job) -> bool,
+    ) -> Result<Job> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let watch = self.inner.store.notifier().watch_job(id);
+        loop {
+            let changed = watch.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let job = self.get(tenant, id).await?;
+            if done(&job) || tokio::time::Instant::now() >= deadline {
+                return Ok(job);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.get(tenant, id).await;
+            }
+        }
+    }
+
+    /// Events after `params.after`, waiting up to `timeout` for at least one when there
+    /// are none yet (and the job is not terminal).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as for [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_for_events(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        params: EventParams,
+        timeout: Duration,
+    ) -> Result<EventPage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let watch = self.inner.store.notifier().watch_job(id);
+        loop {
+            let changed = watch.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let page = self.events(tenant, id, params).await?;
+            if !page.events.is_empty() || page.terminal || tokio::time::Instant::now() >= deadline {
+                return Ok(page);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.events(tenant, id, params).await;
+            }
+        }
+    }
+
+    /// A fresh signed URL for an artifact of a job, valid for `ttl` (one hour when `None`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as for [`get`](Self::get); [`Error::ArtifactNotFound`] when the
+    /// job has no artifact of that name.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn signed_url(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<SignedUrl> {
+        let job = self.get(tenant, id).await?;
+        let artifact = job
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Error::ArtifactNotFound {
+                id,
+                name: name.to_owned(),
+            })?;
+        let key = ArtifactKey::new(tenant.clone(), id, ArtifactName::new(name)?);
+        self.inner
+            .artifacts
+            .signed_url(&key, &artifact.content_type, ttl.unwrap_or(DEFAULT_URL_TTL))
+            .await
+    }
+
+    /// Job counts by status, across tenants.
+    ///
+    /// # Errors
+    /// Store errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        self.inner.store.stats().await
+    }
+
+    /// Starts this engine's workers and its reaper on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when they already run.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start(&self) -> Result<()> {
+        worker::start(&self.inner)
+    }
+
+    /// Waits until the workers are idle: nothing running and nothing due to claim (jobs
+    /// scheduled for later may remain). Useful in tests and batch tools.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_idle(&self) {
+        let mut idle = self.inner.idle.subscribe();
+        let _ = idle.wait_for(|&idle| idle).await;
+    }
+
+    /// Stops gracefully: no more claims, running jobs get the grace period to finish, then
+    /// the rest are handed back to the queue without charging an attempt.
+    ///
+    /// # Cancel safety
+    /// If dropped, the workers still stop; jobs not yet handed back are reaped when their
+    /// leases expire.
+    pub async fn shutdown(&self) {
+        self.shutdown_within(self.inner.config.shutdown_grace).await;
+    }
+
+    /// [`shutdown`](Self::shutdown) with another grace period.
+    ///
+    /// # Cancel safety
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn shutdown_within(&self, grace: Duration) {
+        let workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(workers) = workers {
+            workers.shutdown(&self.inner, grace).await;
+        }
+    }
+
+    /// Stops at once, as a crash would: tasks are aborted mid-job and leases are not handed
+    /// back, so those jobs run again once their leases expire. For fault tests.
+    pub fn abort(&self) {
+        let workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(workers) = workers {
+            workers.abort(&self.inner);
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The worker runtime: claim → execute → record, with heartbeats, timeouts, retries,
+//! cancellation, graceful shutdown and the reaper.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use super::EngineInner;
+use crate::executor::{JobContext, JobError, JobErrorKind};
+use crate::store::{ClaimParams, ClaimedJob, Finish, PurgeParams, ReapParams};
+use crate::{Error, Result};
+
+/// A job this engine is running.
+#[derive(Debug)]
+pub(super) struct RunningJob {
+    pub(super) cancel: CancellationToken,
+    abort: Option<AbortHandle>,
+}
+
+/// The tasks of a started engine.
+#[derive(Debug)]
+pub(super) struct Workers {
+    /// Stops claiming.
+    stop: CancellationToken,
+    /// Ends the grace period: running jobs are handed back.
+    hand_back: CancellationToken,
+    slots: Arc<Semaphore>,
+    dispatcher: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+}
+
+/// Shared between the dispatcher and the job tasks.
+#[derive(Debug)]
+struct Shared {
+    engine: Arc<EngineInner>,
+    hand_back: CancellationToken,
+    active: AtomicUsize,
+    /// Fired when the last active job ends, so the dispatcher can tell it is idle.
+    drained: Notify,
+}
+
+pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
+    let mut workers = engine.workers.lock().unwrap_or_else(|e| e.into_inner());
+    if workers.is_some() {
+        return Err(Error::invalid("engine", "workers are already running"));
+    }
+    let stop = CancellationToken::new();
+    let hand_back = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(engine.config.concurrency));
+    let shared = Arc::new(Shared {
+        engine: engine.clone(),
+        hand_back: hand_back.clone(),
+        active: AtomicUsize::new(0),
+        drained: Notify::new(),
+    });
+    engine.idle.send_replace(false);
+    let dispatcher = tokio::spawn(dispatch(shared, slots.clone(), stop.clone()));
+    let maintenance = tokio::spawn(maintain(engine.clone(), stop.clone()));
+    *workers = Some(Workers {
+        stop,
+        hand_back,
+        slots,
+        dispatcher,
+        maintenance,
+    });
+    Ok(())
+}
+
+impl Workers {
+    pub(super) async fn shutdown(self, engine: &EngineInner, grace: Duration) {
+        self.stop.cancel();
+        let _ = self.dispatcher.await;
+        self.maintenance.abort();
+        let all = engine.config.concurrency as u32;
+        let finished = tokio::time::timeout(grace, self.slots.acquire_many(all)).await;
+        if finished.is_err() {
+            self.hand_back.cancel();
+            // Handing back is one store call per job; give it a bounded time.
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
+        }
+    }
+
+    pub(super) fn abort(self, engine: &EngineInner) {
+        self.dispatcher.abort();
+        self.maintenance.abort();
+        for (_, job) in engine.running().drain() {
+            if let Some(handle) = job.abort {
+                handle.abort();
+            }
+        }
+    }
+}
+
+async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: CancellationToken) {
+    let engine = &shared.engine;
+    let config = &engine.config;
+    let mut work = engine.store.notifier().subscribe_work();
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while permits.len() < config.claim_batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        // Mark the notifications seen before claiming, so a submit racing with an empty
+        // claim still wakes us.
+        work.borrow_and_update();
+        let params = ClaimParams::default()
+            .limit(permits.len())
+            .lease_ttl(config.lease_ttl)
+            .types(engine.types.clone());
+        let claimed = match engine.store.claim(params).await {
+            Ok(claimed) => {
+                failures = 0;
+                claimed
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(7)));
+                warn!(error = %e, ?backoff, "claim failed");
+                drop(permits);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = sleep(backoff) => continue,
+                }
+            }
+        };
+        let wanted = permits.len();
+        let got = claimed.jobs.len();
+        for job in claimed.jobs {
+            let permit = permits.pop().expect("no more jobs than permits");
+            spawn_job(&shared, job, permit);
+        }
+        drop(permits);
+        if got == wanted {
+            engine.idle.send_if_modified(|idle| std::mem::replace(idle, false));
+            continue;
+        }
+        if got == 0 && shared.active.load(Ordering::Acquire) == 0 {
+            engine.idle.send_if_modified(|idle| !std::mem::replace(idle, true));
+        }
+        let mut nap = config.poll_interval;
+        if let Some(at) = claimed.next_run_at {
+            let until = (at - Utc::now()).to_std().unwrap_or_default();
+            nap = nap.min(until + Duration::from_millis(1));
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = work.changed() => {}
+            _ = shared.drained.notified() => {}
+            _ = sleep(nap) => {}
+        }
+    }
+}
+
+fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePermit) {
+    let id = claimed.job.id;
+    let cancel = CancellationToken::new();
+    if claimed.job.cancel_requested {
+        cancel.cancel();
+    }
+    shared.active.fetch_add(1, Ordering::AcqRel);
+    shared.engine.running().insert(
+        id,
+        RunningJob {
+            cancel: cancel.clone(),
+            abort: None,
+        },
+    );
+    let span = info_span!(
+        "job",
+        id = %id,
+        r#type = %claimed.job.job_type,
+        tenant = %claimed.job.tenant,
+        attempt = claimed.job.attempts,
+    );
+    let task_shared = shared.clone();
+    let handle = tokio::spawn(
+        async move {
+            run_job(&task_shared, claimed, cancel).await;
+            task_shared.engine.running().remove(&id);
+            drop(permit);
+            if task_shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+                task_shared.drained.notify_one();
+            }
+        }
+        .instrument(span),
+    );
+    if let Some(job) = shared.engine.running().get_mut(&id) {
+        job.abort = Some(handle.abort_handle());
+    }
+}
+
+/// How an attempt ended, before it is recorded.
+enum Ended {
+    Returned(Result<Value, JobError>),
+    Panicked(String),
+    TimedOut(Duration),
+    LeaseLost,
+    HandBack,
+}
+
+async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken) {
+    let engine = &shared.engine;
+    let config = &engine.config;
+    let ClaimedJob { job, lease } = claimed;
+    let Some(registration) = engine.executors.get(&job.job_type) else {
+        // Claims are filtered by type, so only a store bug gets here.
+        error!("claimed a job with no executor");
+        return;
+    };
+    let attempts = (job.attempts, job.max_attempts);
+    let ctx = JobContext::new(
+        job,
+        lease,
+        engine.store.clone(),
+        engine.artifacts.clone(),
+        cancel.clone(),
+    );
+    let execution = AssertUnwindSafe(registration.executor.execute(ctx)).catch_unwind();
+    tokio::pin!(execution);
+    let deadline = registration.timeout.map(|t| Instant::now() + t);
+    let mut next_beat = Instant::now() + config.heartbeat_interval;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            result = &mut execution => break match result {
+                Ok(result) => Ended::Returned(result),
+                Err(panic) => Ended::Panicked(panic_message(&*panic)),
+            },
+            _ = shared.hand_back.cancelled() => break Ended::HandBack,
+            _ = sleep_until(deadline.unwrap_or(next_beat)), if deadline.is_some() => {
+                break Ended::TimedOut(registration.timeout.unwrap_or_default());
+            }
+            _ = sleep_until(next_beat) => {
+                match engine.store.heartbeat(&lease, config.lease_ttl).await {
+                    Ok(status) => {
+                        if status.cancel_requested {
+                            cancel.cancel();
+                        }
+                        next_beat = Instant::now() + config.heartbeat_interval;
+                    }
+                    Err(Error::LeaseLost { .. }) => break Ended::LeaseLost,
+                    Err(e) => {
+                        warn!(error = %e, "heartbeat failed; retrying");
+                        next_beat = Instant::now() + config.heartbeat_interval / 4;
+                    }
+                }
+            }
+        }
+    };
+    let outcome = match ended {
+        Ended::LeaseLost => {
+            cancel.cancel();
+            warn!("lease lost; the attempt's result is discarded");
+            return;
+        }
+        Ended::HandBack => Finish::Released,
+        Ended::Returned(Ok(result)) => Finish::Completed { result },
+        Ended::Returned(Err(e)) => failure(&e, cancel.is_cancelled(), attempts, &registration.retry),
+        Ended::Panicked(msg) => failure(
+            &JobError::retry(format!("executor panicked: {msg}")),
+            false,
+            attempts,
+            &registration.retry,
+        ),
+        Ended::TimedOut(after) => failure(
+            &JobError::retry(format!("timed out after {after:?}")),
+            false,
+            attempts,
+            &registration.retry,
+        ),
+    };
+    match engine.store.finish(&lease, outcome).await {
+        Ok(job) => debug!(status = %job.status, "attempt recorded"),
+        Err(Error::LeaseLost { .. }) => warn!("lease lost; the attempt's result is discarded"),
+        Err(e) => error!(error = %e, "could not record the attempt; it runs again after the lease expires"),
+    }
+}
+
+/// The store outcome of a failed attempt.
+fn failure(e: &JobError, cancel_requested: bool, (attempt, max): (u32, u32), retry: &crate::RetryPolicy) -> Finish {
+    let error = e.message().to_owned();
+    if cancel_requested {
+        return Finish::Cancelled;
+    }
+    let delay = match e.kind() {
+        _ if attempt >= max => return Finish::Failed { error },
+        JobErrorKind::Retry => retry.backoff(attempt),
+        JobErrorKind::RetryAfter(delay) => delay,
+        _ => return Finish::Failed { error },
+    };
+    let run_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    Finish::Retry { error, run_at }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Reaps expired leases and purges old jobs until stopped.
+async fn maintain(engine: Arc<EngineInner>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(engine.config.reap_interval) => {}
+        }
+        loop {
+            match engine.store.reap(ReapParams::default()).await {
+                Ok(report) if report.total() > 0 => {
+                    debug!(?report, "reaped expired leases");
+                    if report.total() < ReapParams::default().limit as u64 {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "reaping failed");
+                    break;
+                }
+            }
+        }
+        if let Some(keep) = engine.config.retention {
+            purge(&engine, keep).await;
+        }
+    }
+}
+
+async fn purge(engine: &EngineInner, keep: Duration) {
+    let Ok(keep) = chrono::Duration::from_std(keep) else {
+        return;
+    };
+    let params = PurgeParams::before(Utc::now() - keep);
+    match engine.store.purge(params).await {
+        Ok(purged) => {
+            for (tenant, id) in purged {
+                if let Err(e) = engine.artifacts.delete_job(&tenant, id).await {
+                    warn!(error = %e, job = %id, "could not delete a purged job's artifacts");
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "purging failed"),
+    }
+}

@@ -1,0 +1,116 @@
+//! The crate's error type.
+
+use std::borrow::Cow;
+
+use crate::job::{JobId, JobStatus};
+
+/// A boxed error, used as the source of backend failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to the engine or a store.
+///
+/// Each variant is something a caller can act on. Job *failures* are not errors of this
+/// type: an executor reports them with [`JobError`](crate::JobError).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The job does not exist, or belongs to another tenant (the two are indistinguishable).
+    #[error("job {id} not found")]
+    NotFound {
+        /// The id that was asked for.
+        id: JobId,
+    },
+    /// An idempotency key was reused with a different job type or input.
+    #[error("idempotency key already used by job {id} with a different type or input")]
+    AlreadyExists {
+        /// The job that holds the key.
+        id: JobId,
+    },
+    /// The job is not in a state that allows the requested change.
+    #[error("job {id} cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The job.
+        id: JobId,
+        /// Its current status.
+        from: JobStatus,
+        /// The status that was requested.
+        to: JobStatus,
+    },
+    /// A worker wrote about a job whose lease it no longer holds.
+    #[error("lease on job {id} was lost")]
+    LeaseLost {
+        /// The job.
+        id: JobId,
+    },
+    /// No executor is registered for the job type.
+    #[error("unknown job type {job_type:?}")]
+    UnknownJobType {
+        /// The type that was submitted.
+        job_type: String,
+        /// The registered types, sorted.
+        known: Vec<String>,
+    },
+    /// A caller-supplied value is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The field, as the caller named it (`max_attempts`, `tenant`, `artifact name`).
+        field: &'static str,
+        /// What is wrong with it.
+        message: Cow<'static, str>,
+    },
+    /// An artifact does not exist.
+    #[error("artifact {name:?} of job {id} not found")]
+    ArtifactNotFound {
+        /// The job.
+        id: JobId,
+        /// The artifact's name.
+        name: String,
+    },
+    /// The operation is not supported by this backend.
+    #[error("{operation} is not supported by {backend}")]
+    Unsupported {
+        /// What was attempted.
+        operation: &'static str,
+        /// The backend that refused it.
+        backend: &'static str,
+    },
+    /// The engine is shutting down and takes no more work of this kind.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The backend cannot be reached right now; the call may succeed if retried.
+    #[error("{backend} is unavailable")]
+    Unavailable {
+        /// The backend.
+        backend: &'static str,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
+    /// Any other backend failure.
+    #[error("{backend} failed")]
+    Backend {
+        /// The backend.
+        backend: &'static str,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+}

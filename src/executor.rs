@@ -1,0 +1,418 @@
+//! Executors: the code that runs a job type, and the [`JobContext`] it runs with.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, ByteStream, StoredObject};
+use crate::job::{Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, Progress, TenantId};
+use crate::store::{Append, JobStore, Lease};
+use crate::Result;
+
+/// Runs jobs of one type.
+///
+/// Return the job's result, or a [`JobError`] that says whether to retry. Write
+/// [`from_fn`] for the common case of a typed async function.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs one attempt.
+    ///
+    /// # Cancel safety
+    /// The future may be dropped at any await point: when the job's lease is lost, when
+    /// its timeout passes, or when a shutdown's grace period ends. Anything it wrote
+    /// through `ctx` until then stays written; the attempt's result is not recorded.
+    async fn execute(&self, ctx: JobContext) -> Result<Value, JobError>;
+}
+
+/// Why an attempt failed, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    kind: JobErrorKind,
+    message: String,
+}
+
+/// What a [`JobError`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobErrorKind {
+    /// Retry after the policy's backoff, if attempts are left.
+    Retry,
+    /// Retry after this delay, if attempts are left.
+    RetryAfter(Duration),
+    /// Fail the job now.
+    Fail,
+    /// The executor stopped because cancellation was requested.
+    Cancelled,
+}
+
+impl JobError {
+    /// A transient failure: retry by the policy.
+    pub fn retry(message: impl fmt::Display) -> Self {
+        Self::new(JobErrorKind::Retry, message)
+    }
+
+    /// A transient failure: retry no sooner than `delay` from now.
+    pub fn retry_after(message: impl fmt::Display, delay: Duration) -> Self {
+        Self::new(JobErrorKind::RetryAfter(delay), message)
+    }
+
+    /// A permanent failure: do not retry.
+    pub fn fail(message: impl fmt::Display) -> Self {
+        Self::new(JobErrorKind::Fail, message)
+    }
+
+    /// The executor honoured a cancellation request.
+    pub fn cancelled() -> Self {
+        Self::new(JobErrorKind::Cancelled, "cancelled")
+    }
+
+    fn new(kind: JobErrorKind, message: impl fmt::Display) -> Self {
+        JobError {
+            kind,
+            message: message.to_string(),
+        }
+    }
+
+    /// What the error asks for.
+    pub fn kind(&self) -> JobErrorKind {
+        self.kind
+    }
+
+    /// The message recorded on the job.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether another attempt may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, JobErrorKind::Retry | JobErrorKind::RetryAfter(_))
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// Engine errors inside an executor (a lost lease, an unreachable store) are transient.
+impl From<crate::Error> for JobError {
+    fn from(e: crate::Error) -> Self {
+        JobError::retry(e)
+    }
+}
+
+/// What an artifact is, for [`JobContext::put_artifact`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ArtifactSpec {
+    /// Safe relative name, unique within the job.
+    pub name: String,
+    /// What it is (`report_pdf`); `file` by default.
+    pub kind: String,
+    /// Final by default.
+    pub role: ArtifactRole,
+    /// Its MIME type.
+    pub content_type: String,
+    /// Free metadata; `{}` by default.
+    pub metadata: Value,
+}
+
+impl ArtifactSpec {
+    /// A final artifact named `name` of type `content_type`.
+    pub fn new(name: impl Into<String>, content_type: impl Into<String>) -> Self {
+        ArtifactSpec {
+            name: name.into(),
+            kind: "file".to_owned(),
+            role: ArtifactRole::Final,
+            content_type: content_type.into(),
+            metadata: Value::Object(Default::default()),
+        }
+    }
+    /// Sets the kind.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = kind.into();
+        self
+    }
+    /// Marks it intermediate.
+    pub fn intermediate(mut self) -> Self {
+        self.role = ArtifactRole::Intermediate;
+        self
+    }
+    /// Sets the metadata.
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// What an executor gets: the job, its input, and fenced ways to report.
+///
+/// Every report is written under the attempt's lease: once the lease is lost they fail
+/// with [`Error::LeaseLost`](crate::Error::LeaseLost). Cloning is cheap.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    job: Job,
+    lease: Lease,
+    store: Arc<dyn JobStore>,
+    artifacts: Arc<dyn ArtifactStore>,
+    cancel: CancellationToken,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.inner.job.id)
+            .field("type", &self.inner.job.job_type)
+            .field("attempt", &self.inner.job.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        job: Job,
+        lease: Lease,
+        store: Arc<dyn JobStore>,
+        artifacts: Arc<dyn ArtifactStore>,
+        cancel: CancellationToken,
+    ) -> Self {
+        JobContext {
+            inner: Arc::new(ContextInner {
+                job,
+                lease,
+                store,
+                artifacts,
+                cancel,
+            }),
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.inner.job.id
+    }
+
+    /// The owning tenant.
+    pub fn tenant(&self) -> &TenantId {
+        &self.inner.job.tenant
+    }
+
+    /// The job's type.
+    pub fn job_type(&self) -> &JobType {
+        &self.inner.job.job_type
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.job.attempts
+    }
+
+    /// How many attempts the job may have.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.job.max_attempts
+    }
+
+    /// The job as it was claimed.
+    pub fn job(&self) -> &Job {
+        &self.inner.job
+    }
+
+    /// The raw JSON input.
+    pub fn raw_input(&self) -> &Value {
+        &self.inner.job.input
+    }
+
+    /// The input as `I`.
+    ///
+    /// # Errors
+    /// A permanent [`JobError`] naming what did not fit: retrying cannot fix the input.
+    pub fn input<I: DeserializeOwned>(&self) -> Result<I, JobError> {
+        I::deserialize(&self.inner.job.input)
+            .map_err(|e| JobError::fail(format!("the input does not fit {}: {e}", std::any::type_name::<I>())))
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Completes when cancellation is requested: `select!` on it beside the work.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.cancel.cancelled()
+    }
+
+    /// Appends an event to the timeline.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when this attempt lost the job, or
+    /// a store error.
+    ///
+    /// # Cancel safety
+    /// The event is written or not; dropping the future leaves no half-written event.
+    pub async fn append(&self, append: Append) -> Result<Event> {
+        self.inner.store.append(&self.inner.lease, append).await
+    }
+
+    /// Records that the job entered a stage (`resolving data`, `rendering`).
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub async fn stage(&self, name: impl Into<Cow<'static, str>>) -> Result<Event> {
+        self.append(Append::event(NewEvent::new(EventKind::Stage, name)))
+            .await
+    }
+
+    /// Reports progress: `fraction` from 0.0 to 1.0 (clamped) and a message.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](crate::Error::Invalid) for a NaN fraction; else as
+    /// [`append`](Self::append).
+    pub async fn progress(&self, fraction: f64, message: impl Into<String>) -> Result<Event> {
+        if fraction.is_nan() {
+            return Err(crate::Error::invalid("progress", "fraction is not a number"));
+        }
+        let progress = Progress {
+            fraction: fraction.clamp(0.0, 1.0),
+            message: message.into(),
+        };
+        let event = NewEvent::new(EventKind::Progress, progress.message.clone())
+            .with_payload(serde_json::json!({ "fraction": progress.fraction }));
+        self.append(Append::event(event).with_progress(progress)).await
+    }
+
+    /// Appends a custom event named `name` with a JSON payload.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub async fn event(&self, name: impl Into<Cow<'static, str>>, payload: Value) -> Result<Event> {
+        self.append(Append::event(
+            NewEvent::new(EventKind::Custom, name).with_payload(payload),
+        ))
+        .await
+    }
+
+    /// Stores an artifact's bytes and records it on the job.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](crate::Error::Invalid) for an unsafe name, a storage error, or
+    /// as [`append`](Self::append).
+    pub async fn put_artifact(&self, spec: ArtifactSpec, data: impl Into<Bytes>) -> Result<Artifact> {
+        let key = self.key(&spec.name)?;
+        let stored = self.inner.artifacts.put(&key, data.into()).await?;
+        self.record_artifact(spec, stored).await
+    }
+
+    /// Stores an artifact from a stream (in parts when large) and records it.
+    ///
+    /// # Errors
+    /// As [`put_artifact`](Self::put_artifact).
+    pub async fn put_artifact_stream(&self, spec: ArtifactSpec, data: ByteStream) -> Result<Artifact> {
+        let key = self.key(&spec.name)?;
+        let stored = self.inner.artifacts.put_stream(&key, data).await?;
+        self.record_artifact(spec, stored).await
+    }
+
+    fn key(&self, name: &str) -> Result<ArtifactKey> {
+        Ok(ArtifactKey::new(
+            self.tenant().clone(),
+            self.id(),
+            ArtifactName::new(name)?,
+        ))
+    }
+
+    async fn record_artifact(&self, spec: ArtifactSpec, stored: StoredObject) -> Result<Artifact> {
+        let artifact = Artifact {
+            name: spec.name,
+            kind: spec.kind,
+            role: spec.role,
+            content_type: spec.content_type,
+            size_bytes: stored.size,
+            checksum: stored.checksum,
+            metadata: spec.metadata,
+            created_at: Utc::now(),
+        };
+        let mut event = NewEvent::new(EventKind::Artifact, format!("stored {}", artifact.name));
+        event.artifacts.push(artifact.name.clone());
+        self.append(Append::event(event).with_artifact(artifact.clone()))
+            .await?;
+        Ok(artifact)
+    }
+}
+
+/// An executor made from an async function of the typed input; see [`from_fn`].
+pub struct FnExecutor<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<F, I, O> fmt::Debug for FnExecutor<F, I, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnExecutor")
+            .field("input", &std::any::type_name::<I>())
+            .field("output", &std::any::type_name::<O>())
+            .finish()
+    }
+}
+
+/// Makes an executor from `async fn(JobContext, I) -> Result<O, JobError>`.
+///
+/// The input is deserialised into `I` (a mismatch fails the job permanently, with the
+/// reason) and the output serialised from `O`.
+///
+/// ```
+/// use jobworks::{from_fn, JobContext, JobError};
+/// #[derive(serde::Deserialize)]
+/// struct Resize { width: u32 }
+/// let executor = from_fn(|ctx: JobContext, input: Resize| async move {
+///     ctx.stage("resizing").await?;
+///     Ok::<_, JobError>(serde_json::json!({ "width": input.width }))
+/// });
+/// ```
+pub fn from_fn<F, Fut, I, O>(f: F) -> FnExecutor<F, I, O>
+where
+    F: Fn(JobContext, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, JobError>> + Send,
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    FnExecutor {
+        f,
+        _types: PhantomData,
+    }
+}
+
+#[async_trait]
+impl<F, Fut, I, O> Executor for FnExecutor<F, I, O>
+where
+    F: Fn(JobContext, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, JobError>> + Send,
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    async fn execute(&self, ctx: JobContext) -> Result<Value, JobError> {
+        let input = ctx.input::<I>()?;
+        let output = (self.f)(ctx, input).await?;
+        serde_json::to_value(output).map_err(|e| JobError::fail(format!("the result does not serialise: {e}")))
+    }
+}

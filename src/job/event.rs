@@ -1,0 +1,149 @@
+//! Timeline events.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The job was submitted.
+    Queued,
+    /// An attempt started (a worker claimed it).
+    Started,
+    /// The executor entered a named stage.
+    Stage,
+    /// The executor reported progress.
+    Progress,
+    /// The executor stored an artifact.
+    Artifact,
+    /// A custom event from the executor; the message names it.
+    Custom,
+    /// An attempt failed or its lease expired, and the job will run again.
+    Retrying,
+    /// Cancellation was asked for while the job ran.
+    CancelRequested,
+    /// A worker shutting down handed the job back without charging an attempt.
+    Released,
+    /// The job completed. Terminal.
+    Succeeded,
+    /// The job failed. Terminal.
+    Failed,
+    /// The job was cancelled. Terminal.
+    Cancelled,
+}
+
+impl EventKind {
+    /// Whether this event ends a timeline.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
+        )
+    }
+
+    /// The snake_case name used on the wire and in SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Started => "started",
+            EventKind::Stage => "stage",
+            EventKind::Progress => "progress",
+            EventKind::Artifact => "artifact",
+            EventKind::Custom => "custom",
+            EventKind::Retrying => "retrying",
+            EventKind::CancelRequested => "cancel_requested",
+            EventKind::Released => "released",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Who may see an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Shown to API clients.
+    #[default]
+    Public,
+    /// Kept for operators; never crosses the HTTP boundary.
+    Internal,
+}
+
+/// One entry of a job's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the timeline: 1, 2, 3, … with no gaps. The polling cursor.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Who may see it.
+    pub visibility: Visibility,
+    /// A short human-readable message.
+    pub message: Cow<'static, str>,
+    /// Structured detail (cost, error detail, progress).
+    pub payload: Option<Value>,
+    /// Names of artifacts this event announces.
+    pub artifacts: Vec<String>,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event before the store numbers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// Who may see it.
+    pub visibility: Visibility,
+    /// A short human-readable message.
+    pub message: Cow<'static, str>,
+    /// Structured detail.
+    pub payload: Option<Value>,
+    /// Names of artifacts this event announces.
+    pub artifacts: Vec<String>,
+}
+
+impl NewEvent {
+    /// A public event with a message and nothing else.
+    pub fn new(kind: EventKind, message: impl Into<Cow<'static, str>>) -> Self {
+        NewEvent {
+            kind,
+            visibility: Visibility::Public,
+            message: message.into(),
+            payload: None,
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// Adds a payload.
+    pub fn with_payload(mut self, payload: Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// Makes the event internal.
+    pub fn internal(mut self) -> Self {
+        self.visibility = Visibility::Internal;
+        self
+    }
+
+    /// Numbers the event: what a store does when it appends it.
+    pub fn into_event(self, seq: u64, at: DateTime<Utc>) -> Event {
+        Event {
+            seq,
+            kind: self.kind,
+            visibility: self.visibility,
+            message: self.message,
+            payload: self.payload,
+            artifacts: self.artifacts,
+            created_at: at,
+        }
+    }
+}
