@@ -18,3 +18,7 @@ pub use job::*;
 pub use memory::MemoryStore;
 pub use retry::RetryPolicy;
 pub use store::*;
+
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;

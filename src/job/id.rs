@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use ulid::Ulid;
@@ -24,9 +24,12 @@ use crate::Error;
 pub struct JobId(Ulid);
 
 impl JobId {
-    /// A fresh id for the current time.
+    /// A fresh id for the current time. Ids minted by one process strictly increase, so
+    /// newest-first listings follow submit order even within a millisecond.
     pub fn new() -> Self {
-        JobId(Ulid::new())
+        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        JobId(generator.generate().unwrap_or_else(|_| Ulid::new()))
     }
 
     /// The id's 128 bits.

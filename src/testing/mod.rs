@@ -1,0 +1,118 @@
+//! The conformance suite every backend passes (feature `testing`).
+//!
+//! Plain async functions that panic on a broken invariant, generic over any
+//! [`JobStore`] or [`ArtifactStore`]. A backend's test file calls
+//! [`run_job_store_suite`] and [`run_artifact_store_suite`] with a factory that makes a
+//! fresh, empty store per case, and the engine-level [`fault_test`] and [`wake_up_test`].
+//!
+//! ```no_run
+//! # async fn doc() {
+//! jobworks::testing::run_job_store_suite(|| async { jobworks::MemoryStore::new() }).await;
+//! # }
+//! ```
+//!
+//! This module is for tests: its API is not covered by semver guarantees in patch releases.
+
+mod artifacts;
+mod engine;
+mod lifecycle;
+mod queries;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{ArtifactStore, ClaimParams, ClaimedJob, Job, JobStore, JobType, NewJob, TenantId};
+
+pub use artifacts::*;
+pub use engine::*;
+pub use lifecycle::*;
+pub use queries::*;
+
+/// Runs every job-store case, each on a fresh store from `new_store`.
+pub async fn run_job_store_suite<S, F, Fut>(new_store: F)
+where
+    S: JobStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    macro_rules! cases {
+        ($($case:ident),* $(,)?) => {$(
+            tracing::info!(case = stringify!($case), "conformance");
+            $case(&new_store().await).await;
+        )*};
+    }
+    cases!(
+        insert_then_get,
+        every_legal_transition,
+        illegal_transitions_are_refused,
+        zombie_writes_are_fenced,
+        expired_lease_is_fenced_before_reaping,
+        idempotent_insert,
+        tenant_isolation,
+        gapless_events_under_concurrent_writers,
+        claim_order,
+        claim_filters_by_type,
+        lease_expiry_requeues_then_fails,
+        cancel_queued_and_running,
+        retry_waits_and_release_refunds,
+        purge_removes_old_terminal_jobs,
+        list_pages_are_stable,
+        stats_count_by_status,
+        notifications_fire,
+    );
+    no_double_claim(Arc::new(new_store().await)).await;
+}
+
+/// Runs every artifact-store case, each on a fresh store from `new_store`.
+pub async fn run_artifact_store_suite<A, F, Fut>(new_store: F)
+where
+    A: ArtifactStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = A>,
+{
+    artifact_round_trip(&new_store().await).await;
+    artifact_large_stream(&new_store().await).await;
+    artifact_names_are_validated(&new_store().await).await;
+    signed_urls_are_verified(&new_store().await).await;
+}
+
+/// A tenant id for tests.
+pub fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).expect("test tenant names are valid")
+}
+
+/// A queued job of type `T` for `tenant` with `input`, as the engine would build it.
+/// Adjust its public fields (priority, run_at, …) before inserting.
+pub fn job(tenant_name: &str, input: Value) -> Job {
+    typed_job(tenant_name, "T", input)
+}
+
+/// A queued job of type `ty`.
+pub fn typed_job(tenant_name: &str, ty: &str, input: Value) -> Job {
+    let new = NewJob::new(JobType::new(ty).expect("valid test type"), input);
+    Job::new_queued(tenant(tenant_name), new, 3)
+}
+
+/// Claims exactly one job with a lease of `ttl`, panicking when none is due.
+pub async fn claim_one(store: &dyn JobStore, ttl: Duration) -> ClaimedJob {
+    let mut claimed = store
+        .claim(ClaimParams::default().limit(1).lease_ttl(ttl))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.jobs.len(), 1, "expected one due job");
+    claimed.jobs.pop().expect("one")
+}
+
+/// Inserts one job and returns it as stored.
+pub async fn insert_one(store: &dyn JobStore, job: Job) -> Job {
+    let mut out = store.insert(vec![job]).await.expect("insert");
+    assert!(out[0].created);
+    out.pop().expect("one").job
+}
+
+fn sample_input() -> Value {
+    json!({"n": 1, "s": "x"})
+}

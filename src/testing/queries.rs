@@ -1,0 +1,308 @@
+//! Conformance cases for inserts, reads, claims and notifications.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::{claim_one, insert_one, job, sample_input, tenant, typed_job};
+use crate::{
+    ClaimParams, Error, EventKind, EventParams, Finish, JobId, JobStatus, JobStore, JobType,
+    ListParams,
+};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// What goes in comes out: every field, a `queued` event with seq 1.
+pub async fn insert_then_get(store: &impl JobStore) {
+    let t = tenant("acme");
+    let mut j = job("acme", json!({"deep": {"list": [1, 2.5, "x", null]}}));
+    j.priority = 7;
+    j.max_attempts = 5;
+    j.idempotency_key = Some("key-1".into());
+    let stored = insert_one(store, j.clone()).await;
+    let got = store.get(&t, j.id).await.expect("get");
+    assert_eq!(got, stored);
+    assert_eq!(got.id, j.id);
+    assert_eq!(got.tenant, j.tenant);
+    assert_eq!(got.job_type, j.job_type);
+    assert_eq!(got.input, j.input);
+    assert_eq!(got.status, JobStatus::Queued);
+    assert_eq!((got.attempts, got.max_attempts, got.priority), (0, 5, 7));
+    assert_eq!(got.idempotency_key.as_deref(), Some("key-1"));
+    assert_eq!(got.result, None);
+    assert_eq!(got.error, None);
+    assert!(got.artifacts.is_empty());
+    // Stores may keep times at millisecond or microsecond precision.
+    assert!((got.created_at - j.created_at).num_milliseconds().abs() <= 1);
+    assert!((got.run_at - j.run_at).num_milliseconds().abs() <= 1);
+    let latest = got.latest_event.expect("a queued event");
+    assert_eq!((latest.seq, latest.kind), (1, EventKind::Queued));
+    assert!(matches!(
+        store.get(&t, JobId::new()).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// The same key with the same work returns the first job; with other work it conflicts;
+/// keys are per tenant.
+pub async fn idempotent_insert(store: &impl JobStore) {
+    let t = tenant("acme");
+    let keyed = |input| {
+        let mut j = job("acme", input);
+        j.idempotency_key = Some("once".into());
+        j
+    };
+    let first = insert_one(store, keyed(json!({"a": 1}))).await;
+    let replay = store.insert(vec![keyed(json!({"a": 1}))]).await.expect("replay");
+    assert!(!replay[0].created);
+    assert_eq!(replay[0].job.id, first.id);
+
+    match store.insert(vec![keyed(json!({"a": 2}))]).await {
+        Err(Error::AlreadyExists { id }) => assert_eq!(id, first.id),
+        other => panic!("different input under the same key: {other:?}"),
+    }
+    let mut other_type = typed_job("acme", "OTHER", json!({"a": 1}));
+    other_type.idempotency_key = Some("once".into());
+    assert!(matches!(
+        store.insert(vec![other_type]).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    // A failed batch inserts nothing.
+    let innocent = job("acme", json!({"innocent": true}));
+    let innocent_id = innocent.id;
+    assert!(store.insert(vec![innocent, keyed(json!({"a": 3}))]).await.is_err());
+    assert!(matches!(store.get(&t, innocent_id).await, Err(Error::NotFound { .. })));
+
+    let mut globex = job("globex", json!({"a": 2}));
+    globex.idempotency_key = Some("once".into());
+    let g = store.insert(vec![globex]).await.expect("other tenant");
+    assert!(g[0].created, "keys are scoped to the tenant");
+    let page = store.list(&t, ListParams::default()).await.expect("list");
+    assert_eq!(page.jobs.len(), 1, "no second job was created");
+}
+
+/// Another tenant's job reads exactly like a missing one for get, events, cancel and list.
+pub async fn tenant_isolation(store: &impl JobStore) {
+    let acme = tenant("acme");
+    let globex = tenant("globex");
+    let j = insert_one(store, job("acme", sample_input())).await;
+    let missing = JobId::new();
+    let same = |a: Error, b: Error, id: JobId| {
+        assert!(matches!(a, Error::NotFound { id: x } if x == j.id), "{a:?}");
+        assert!(matches!(b, Error::NotFound { id: x } if x == id), "{b:?}");
+        assert_eq!(
+            a.to_string().replace(&j.id.to_string(), "ID"),
+            b.to_string().replace(&id.to_string(), "ID")
+        );
+    };
+    same(
+        store.get(&globex, j.id).await.unwrap_err(),
+        store.get(&globex, missing).await.unwrap_err(),
+        missing,
+    );
+    same(
+        store.events(&globex, j.id, EventParams::default()).await.unwrap_err(),
+        store.events(&globex, missing, EventParams::default()).await.unwrap_err(),
+        missing,
+    );
+    same(
+        store.cancel(&globex, j.id).await.unwrap_err(),
+        store.cancel(&globex, missing).await.unwrap_err(),
+        missing,
+    );
+    let listed = store.list(&globex, ListParams::default()).await.expect("list");
+    assert!(listed.jobs.is_empty());
+    assert_eq!(store.get(&acme, j.id).await.expect("owner").status, JobStatus::Queued);
+}
+
+/// Claims go by priority (high first), then not-before time, then id; jobs not yet due
+/// wait, and the store says when the next one is due.
+pub async fn claim_order(store: &impl JobStore) {
+    let now = Utc::now();
+    let ms = chrono::Duration::milliseconds;
+    let mut expected = Vec::new();
+    let mut jobs = Vec::new();
+    for (priority, offset) in [(0, -30), (5, -10), (5, -20), (-3, -40), (0, -30), (10, 0)] {
+        let mut j = job("acme", json!({"p": priority, "o": offset}));
+        j.priority = priority;
+        j.run_at = now + ms(offset);
+        expected.push((std::cmp::Reverse(priority), j.run_at, j.id));
+        jobs.push(j);
+    }
+    let mut future = job("acme", json!({"future": true}));
+    future.priority = 1000;
+    future.run_at = now + chrono::Duration::hours(1);
+    jobs.push(future.clone());
+    store.insert(jobs).await.expect("insert");
+    expected.sort();
+    let mut order = Vec::new();
+    for _ in 0..expected.len() {
+        order.push(claim_one(store, LONG).await.job.id);
+    }
+    let want: Vec<JobId> = expected.iter().map(|k| k.2).collect();
+    assert_eq!(order, want);
+    let rest = store.claim(ClaimParams::default().limit(10)).await.expect("claim");
+    assert!(rest.jobs.is_empty(), "a job was claimed before its run_at");
+    let next = rest.next_run_at.expect("next_run_at of the scheduled job");
+    assert!((next - future.run_at).num_milliseconds().abs() <= 1);
+}
+
+/// A claim for some types leaves the others queued.
+pub async fn claim_filters_by_type(store: &impl JobStore) {
+    let a = insert_one(store, typed_job("acme", "A", json!({}))).await;
+    let b = insert_one(store, typed_job("acme", "B", json!({}))).await;
+    let only_b = ClaimParams::default()
+        .limit(10)
+        .types(vec![JobType::new("B").expect("valid")]);
+    let claimed = store.claim(only_b).await.expect("claim");
+    let ids: Vec<_> = claimed.jobs.iter().map(|c| c.job.id).collect();
+    assert_eq!(ids, vec![b.id]);
+    let rest = store.claim(ClaimParams::default().limit(10)).await.expect("claim");
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.jobs[0].job.id, a.id);
+}
+
+/// 8 concurrent claimers over 2,000 jobs: each job is claimed exactly once.
+pub async fn no_double_claim(store: Arc<dyn JobStore>) {
+    let batch: Vec<_> = (0..2000).map(|i| job("acme", json!({ "i": i }))).collect();
+    for chunk in batch.chunks(500) {
+        store.insert(chunk.to_vec()).await.expect("insert");
+    }
+    let claimers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut empty = 0;
+                while empty < 3 {
+                    let limit = 1 + (w * 7 + mine.len()) % 16;
+                    let claimed = store
+                        .claim(ClaimParams::default().limit(limit).lease_ttl(LONG))
+                        .await
+                        .expect("claim");
+                    if claimed.jobs.is_empty() {
+                        empty += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    mine.extend(claimed.jobs.into_iter().map(|c| c.job.id));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for c in claimers {
+        for id in c.await.expect("claimer") {
+            total += 1;
+            assert!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!(total, 2000);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.queued, stats.running), (0, 2000));
+}
+
+/// Listing is newest first, filtered, and stable while jobs are added between pages.
+pub async fn list_pages_are_stable(store: &impl JobStore) {
+    let t = tenant("acme");
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let j = if i % 5 == 0 {
+            typed_job("acme", "OTHER", json!({ "i": i }))
+        } else {
+            job("acme", json!({ "i": i }))
+        };
+        ids.push(j.id);
+        store.insert(vec![j]).await.expect("insert");
+    }
+    insert_one(store, job("globex", json!({}))).await;
+    ids.sort();
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(&t, ListParams::default().limit(10).before(cursor))
+            .await
+            .expect("list");
+        // Submits between pages land before the cursor and never shift later pages.
+        insert_one(store, job("acme", json!({"late": true}))).await;
+        assert!(page.jobs.len() <= 10);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "pages repeated or skipped a job");
+
+    let other = store
+        .list(&t, ListParams::default().job_type(JobType::new("OTHER").expect("valid")))
+        .await
+        .expect("list");
+    assert_eq!(other.jobs.len(), 5);
+    let c = claim_one(store, LONG).await;
+    let running = store
+        .list(&t, ListParams::default().status(JobStatus::Running))
+        .await
+        .expect("list");
+    assert_eq!(running.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![c.job.id]);
+}
+
+/// Counts by status follow every transition.
+pub async fn stats_count_by_status(store: &impl JobStore) {
+    let t = tenant("acme");
+    for i in 0..4 {
+        insert_one(store, job("acme", json!({ "i": i }))).await;
+    }
+    let a = claim_one(store, LONG).await;
+    store.finish(&a.lease, Finish::Completed { result: json!(1) }).await.expect("finish");
+    let b = claim_one(store, LONG).await;
+    store.finish(&b.lease, Finish::Failed { error: "x".into() }).await.expect("finish");
+    let _running = claim_one(store, LONG).await;
+    let page = store.list(&t, ListParams::default().status(JobStatus::Queued)).await.expect("list");
+    store.cancel(&t, page.jobs[0].id).await.expect("cancel");
+    let s = store.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.failed, s.cancelled),
+        (0, 1, 1, 1, 1)
+    );
+    assert_eq!(s.terminal(), 3);
+}
+
+/// Inserts wake idle workers; changes wake a job's watchers.
+pub async fn notifications_fire(store: &impl JobStore) {
+    let within = Duration::from_secs(2);
+    let mut work = store.notifier().subscribe_work();
+    work.borrow_and_update();
+    let j = insert_one(store, job("acme", sample_input())).await;
+    tokio::time::timeout(within, work.changed())
+        .await
+        .expect("an insert wakes idle workers")
+        .expect("notifier alive");
+
+    let watch = store.notifier().watch_job(j.id);
+    let changed = watch.changed();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    let c = claim_one(store, LONG).await;
+    tokio::time::timeout(within, changed).await.expect("a claim wakes the job's watchers");
+
+    let changed = watch.changed();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    work.borrow_and_update();
+    store
+        .finish(&c.lease, Finish::Retry { error: "again".into(), run_at: Utc::now() })
+        .await
+        .expect("retry");
+    tokio::time::timeout(within, changed).await.expect("a finish wakes the job's watchers");
+    tokio::time::timeout(within, work.changed())
+        .await
+        .expect("a retry wakes idle workers")
+        .expect("notifier alive");
+}
