@@ -1,5 +1,69 @@
-//! jobworks (crate docs are written below).
+//! # jobworks
+//!
+//! An embeddable job engine for Rust services: submit a job, answer `202` with its id, let
+//! clients poll it and watch its timeline, and hand out its result as a short-lived signed
+//! URL. A host links the crate, registers an [`Executor`] per job type and starts the
+//! [`Engine`]'s workers.
+//!
+//! ```
+//! use std::time::Duration;
+//! use jobworks::{ArtifactSpec, Engine, JobContext, JobError, JobType, NewJob, TenantId, from_fn};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Greet { name: String }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> jobworks::Result<()> {
+//! let engine = Engine::builder()
+//!     .executor("GREET", from_fn(|ctx: JobContext, input: Greet| async move {
+//!         ctx.stage("writing").await?;
+//!         let text = format!("hello, {}", input.name);
+//!         ctx.put_artifact(ArtifactSpec::new("greeting.txt", "text/plain"), text).await?;
+//!         Ok::<_, JobError>(serde_json::json!({ "greeted": input.name }))
+//!     }))
+//!     .build()?;
+//! engine.start()?;
+//!
+//! let tenant = TenantId::new("acme")?;
+//! let job = NewJob::new(JobType::new("GREET")?, serde_json::json!({ "name": "Ada" }));
+//! let id = engine.submit(&tenant, job).await?.job.id;
+//! let done = engine.wait_until_terminal(&tenant, id, Duration::from_secs(5)).await?;
+//! assert_eq!(done.result, Some(serde_json::json!({ "greeted": "Ada" })));
+//! let url = engine.signed_url(&tenant, id, "greeting.txt", None).await?;
+//! println!("download until {}: {}", url.expires_at, url.url);
+//! engine.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## The pieces
+//!
+//! - [`Engine`] submits, reads, lists, cancels and waits for jobs, and runs workers:
+//!   batch claims, leases with heartbeats, per-type timeouts, retries with backoff
+//!   ([`RetryPolicy`]), panics turned into failed attempts, graceful shutdown and a reaper.
+//! - [`Executor`] runs one job type with a [`JobContext`]: typed input, stages, progress,
+//!   custom events, artifacts, and a cancellation signal. [`from_fn`] makes one from an
+//!   async function.
+//! - [`JobStore`] keeps jobs, timelines and leases. Every transition and its timeline event
+//!   are one atomic step, and every write about a running job is fenced by its [`Lease`].
+//! - [`ArtifactStore`] keeps artifact bytes; [`ObjectStoreArtifacts`] works over any
+//!   `object_store` backend and signs download URLs (presigned, or HMAC tokens verified by
+//!   [`UrlSigner`]).
+//!
+//! ## Backends
+//!
+//! - [`MemoryStore`]: in process, the reference semantics; always available.
+//!
+//! Every backend passes the same conformance suite, `jobworks::testing` (feature
+//! `testing`), which third-party stores can run too.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `testing` | `jobworks::testing`: the conformance suite, the fault test, the wake-up test |
+//! | `presign` | presigned artifact URLs through `object_store`'s `Signer` (S3, GCS, Azure) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 
 mod artifact;
 mod engine;

@@ -117,15 +117,16 @@ mod tests {
     async fn a_change_between_enable_and_await_is_not_lost() {
         let n = Notifier::default();
         let id = JobId::new();
-        let watch = n.watch_job(id);
-        let changed = watch.changed();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        n.job_changed(id);
-        tokio::time::timeout(Duration::from_secs(1), changed)
-            .await
-            .expect("woken");
-        drop(watch);
+        {
+            let watch = n.watch_job(id);
+            let changed = watch.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            n.job_changed(id);
+            tokio::time::timeout(Duration::from_secs(1), changed)
+                .await
+                .expect("woken");
+        }
         assert!(n.watched.lock().unwrap().is_empty());
         assert_eq!(n.watching.load(Ordering::Relaxed), 0);
     }
