@@ -27,7 +27,10 @@ fn runtime() -> Runtime {
 fn noop_engine(concurrency: usize) -> Engine {
     Engine::builder()
         .store(MemoryStore::new())
-        .executor("NOOP", from_fn(|_ctx: JobContext, _: Value| async { Ok::<_, JobError>(()) }))
+        .executor(
+            "NOOP",
+            from_fn(|_ctx: JobContext, _: Value| async { Ok::<_, JobError>(()) }),
+        )
         .concurrency(concurrency)
         .build()
         .expect("engine")
@@ -49,7 +52,12 @@ fn submit(c: &mut Criterion) {
             b.to_async(&rt).iter(|| {
                 let engine = engine.clone();
                 let tenant = tenant.clone();
-                async move { engine.submit_many(&tenant, jobs(batch)).await.expect("submit") }
+                async move {
+                    engine
+                        .submit_many(&tenant, jobs(batch))
+                        .await
+                        .expect("submit")
+                }
             });
         });
     }
@@ -70,7 +78,10 @@ fn drain(c: &mut Criterion) {
                 for _ in 0..iters {
                     let engine = noop_engine(16);
                     for chunk in jobs(DRAIN_JOBS).chunks(1000) {
-                        engine.submit_many(&tenant, chunk.to_vec()).await.expect("submit");
+                        engine
+                            .submit_many(&tenant, chunk.to_vec())
+                            .await
+                            .expect("submit");
                     }
                     let start = Instant::now();
                     engine.start().expect("start");

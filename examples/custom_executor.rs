@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jobworks::{
-    Engine, Executor, ExecutorOptions, JobContext, JobError, JobType, NewJob, RetryPolicy,
-    TenantId,
+    Engine, Executor, ExecutorOptions, JobContext, JobError, JobType, NewJob, RetryPolicy, TenantId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -48,7 +47,8 @@ impl Executor for Transcoder {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             let done = f64::from(second + 1) / f64::from(input.seconds);
-            ctx.progress(done, format!("{}s of {}s", second + 1, input.seconds)).await?;
+            ctx.progress(done, format!("{}s of {}s", second + 1, input.seconds))
+                .await?;
         }
         let out = Transcoded {
             frames: input.seconds * 30,
@@ -77,7 +77,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transcode = JobType::new("TRANSCODE")?;
 
     let short = engine
-        .submit(&tenant, NewJob::new(transcode.clone(), json!({ "seconds": 3 })))
+        .submit(
+            &tenant,
+            NewJob::new(transcode.clone(), json!({ "seconds": 3 })),
+        )
         .await?
         .job;
     let done = engine

@@ -24,9 +24,15 @@ async fn count_words(ctx: JobContext, input: WordCount) -> Result<serde_json::Va
     let words = input.text.split_whitespace().count();
     ctx.progress(0.5, "counted").await?;
     ctx.stage("writing report").await?;
-    let report = format!("{words} words in {} characters\n", input.text.chars().count());
-    ctx.put_artifact(ArtifactSpec::new("report.txt", "text/plain").kind("word_count"), report)
-        .await?;
+    let report = format!(
+        "{words} words in {} characters\n",
+        input.text.chars().count()
+    );
+    ctx.put_artifact(
+        ArtifactSpec::new("report.txt", "text/plain").kind("word_count"),
+        report,
+    )
+    .await?;
     Ok(json!({ "words": words }))
 }
 
@@ -58,11 +64,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("timeline:");
     let params = EventParams::default().include_internal();
     for event in engine.events(&tenant, job.id, params).await?.events {
-        println!("  #{} {:<10} {}", event.seq, event.kind.as_str(), event.message);
+        println!(
+            "  #{} {:<10} {}",
+            event.seq,
+            event.kind.as_str(),
+            event.message
+        );
     }
 
-    let url = engine.signed_url(&tenant, job.id, "report.txt", None).await?;
-    println!("report.txt (valid until {}):\n  {}", url.expires_at, url.url);
+    let url = engine
+        .signed_url(&tenant, job.id, "report.txt", None)
+        .await?;
+    println!(
+        "report.txt (valid until {}):\n  {}",
+        url.expires_at, url.url
+    );
 
     engine.shutdown().await;
     Ok(())

@@ -15,10 +15,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, ByteStream, StoredObject};
-use crate::job::{Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, Progress, TenantId};
-use crate::store::{Append, JobStore, Lease};
 use crate::Result;
+use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, ByteStream, StoredObject};
+use crate::job::{
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, Progress, TenantId,
+};
+use crate::store::{Append, JobStore, Lease};
 
 /// Runs jobs of one type.
 ///
@@ -245,8 +247,12 @@ impl JobContext {
     /// # Errors
     /// A permanent [`JobError`] naming what did not fit: retrying cannot fix the input.
     pub fn input<I: DeserializeOwned>(&self) -> Result<I, JobError> {
-        I::deserialize(&self.inner.job.input)
-            .map_err(|e| JobError::fail(format!("the input does not fit {}: {e}", std::any::type_name::<I>())))
+        I::deserialize(&self.inner.job.input).map_err(|e| {
+            JobError::fail(format!(
+                "the input does not fit {}: {e}",
+                std::any::type_name::<I>()
+            ))
+        })
     }
 
     /// Whether cancellation was requested.
@@ -290,7 +296,10 @@ impl JobContext {
     /// [`append`](Self::append).
     pub async fn progress(&self, fraction: f64, message: impl Into<String>) -> Result<Event> {
         if fraction.is_nan() {
-            return Err(crate::Error::invalid("progress", "fraction is not a number"));
+            return Err(crate::Error::invalid(
+                "progress",
+                "fraction is not a number",
+            ));
         }
         let progress = Progress {
             fraction: fraction.clamp(0.0, 1.0),
@@ -298,7 +307,8 @@ impl JobContext {
         };
         let event = NewEvent::new(EventKind::Progress, progress.message.clone())
             .with_payload(serde_json::json!({ "fraction": progress.fraction }));
-        self.append(Append::event(event).with_progress(progress)).await
+        self.append(Append::event(event).with_progress(progress))
+            .await
     }
 
     /// Appends a custom event named `name` with a JSON payload.
@@ -317,7 +327,11 @@ impl JobContext {
     /// # Errors
     /// [`Error::Invalid`](crate::Error::Invalid) for an unsafe name, a storage error, or
     /// as [`append`](Self::append).
-    pub async fn put_artifact(&self, spec: ArtifactSpec, data: impl Into<Bytes>) -> Result<Artifact> {
+    pub async fn put_artifact(
+        &self,
+        spec: ArtifactSpec,
+        data: impl Into<Bytes>,
+    ) -> Result<Artifact> {
         let key = self.key(&spec.name)?;
         let stored = self.inner.artifacts.put(&key, data.into()).await?;
         self.record_artifact(spec, stored).await
@@ -327,7 +341,11 @@ impl JobContext {
     ///
     /// # Errors
     /// As [`put_artifact`](Self::put_artifact).
-    pub async fn put_artifact_stream(&self, spec: ArtifactSpec, data: ByteStream) -> Result<Artifact> {
+    pub async fn put_artifact_stream(
+        &self,
+        spec: ArtifactSpec,
+        data: ByteStream,
+    ) -> Result<Artifact> {
         let key = self.key(&spec.name)?;
         let stored = self.inner.artifacts.put_stream(&key, data).await?;
         self.record_artifact(spec, stored).await
@@ -413,6 +431,7 @@ where
     async fn execute(&self, ctx: JobContext) -> Result<Value, JobError> {
         let input = ctx.input::<I>()?;
         let output = (self.f)(ctx, input).await?;
-        serde_json::to_value(output).map_err(|e| JobError::fail(format!("the result does not serialise: {e}")))
+        serde_json::to_value(output)
+            .map_err(|e| JobError::fail(format!("the result does not serialise: {e}")))
     }
 }

@@ -77,7 +77,9 @@ mod store;
 pub use artifact::*;
 pub use engine::{Engine, EngineBuilder, ExecutorOptions, Submitted};
 pub use error::{BoxError, Error, Result};
-pub use executor::{ArtifactSpec, Executor, FnExecutor, JobContext, JobError, JobErrorKind, from_fn};
+pub use executor::{
+    ArtifactSpec, Executor, FnExecutor, JobContext, JobError, JobErrorKind, from_fn,
+};
 pub use job::*;
 pub use memory::MemoryStore;
 pub use retry::RetryPolicy;

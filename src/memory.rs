@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
 use crate::store::{
-    Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, FinishPlan,
-    Inserted, JobPage, JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams,
-    QueueStats, ReapParams, ReapReport, plan_finish, plan_reap,
+    Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, FinishPlan, Inserted,
+    JobPage, JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats,
+    ReapParams, ReapReport, plan_finish, plan_reap,
 };
 use crate::{Error, Result};
 
@@ -85,6 +85,14 @@ impl Entry {
     }
 }
 
+/// The `started` event's message; the job record holds the same number.
+fn started_message(attempt: u32) -> std::borrow::Cow<'static, str> {
+    match attempt {
+        1 => "attempt 1".into(),
+        n => format!("attempt {n}").into(),
+    }
+}
+
 fn status_index(status: JobStatus) -> usize {
     JobStatus::ALL
         .iter()
@@ -129,9 +137,10 @@ impl Inner {
     /// The entry of a running job whose current, unexpired lease is `lease`.
     fn leased(&mut self, lease: &Lease, now: DateTime<Utc>) -> Result<&mut Entry> {
         let lost = Error::LeaseLost { id: lease.job_id };
-        let entry = self.jobs.get_mut(&lease.job_id).ok_or(Error::LeaseLost {
-            id: lease.job_id,
-        })?;
+        let entry = self
+            .jobs
+            .get_mut(&lease.job_id)
+            .ok_or(Error::LeaseLost { id: lease.job_id })?;
         match entry.lease {
             Some(current)
                 if current.lease_id == lease.lease_id
@@ -178,7 +187,6 @@ impl Inner {
         }
     }
 }
-
 
 #[async_trait]
 impl JobStore for MemoryStore {
@@ -238,7 +246,8 @@ impl JobStore for MemoryStore {
             job.revision = 0;
             let mut entry = Entry {
                 job,
-                events: Vec::new(),
+                // Room for the usual queued, started and terminal events.
+                events: Vec::with_capacity(3),
                 lease: None,
             };
             entry.push_event(NewEvent::new(EventKind::Queued, "queued"), now);
@@ -347,8 +356,7 @@ impl JobStore for MemoryStore {
             entry.lease = Some(lease);
             let attempt = entry.job.attempts;
             entry.push_event(
-                NewEvent::new(EventKind::Started, "started")
-                    .with_payload(serde_json::json!({ "attempt": attempt })),
+                NewEvent::new(EventKind::Started, started_message(attempt)),
                 now,
             );
             jobs.push(ClaimedJob {
@@ -408,7 +416,12 @@ impl JobStore for MemoryStore {
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
         let job = &entry.job;
-        let plan = plan_finish(&outcome, job.attempts, job.max_attempts, job.cancel_requested);
+        let plan = plan_finish(
+            &outcome,
+            job.attempts,
+            job.max_attempts,
+            job.cancel_requested,
+        );
         let requeued = plan.status == JobStatus::Queued;
         inner.apply(lease.job_id, plan, Some(&outcome), now);
         let view = inner.jobs[&lease.job_id].view();
@@ -494,7 +507,9 @@ impl JobStore for MemoryStore {
             .values()
             .filter(|e| {
                 e.job.status.is_terminal()
-                    && e.job.completed_at.is_some_and(|t| t < params.completed_before)
+                    && e.job
+                        .completed_at
+                        .is_some_and(|t| t < params.completed_before)
             })
             .take(params.limit)
             .map(|e| e.job.id)

@@ -51,7 +51,11 @@ impl RetryPolicy {
 
     /// Sets the growth factor between attempts (at least 1).
     pub fn factor(mut self, factor: f64) -> Self {
-        self.factor = if factor.is_finite() { factor.max(1.0) } else { 1.0 };
+        self.factor = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            1.0
+        };
         self
     }
 
@@ -63,7 +67,11 @@ impl RetryPolicy {
 
     /// Sets the jitter fraction, from 0 (none) to 1.
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+        self.jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         self
     }
 
@@ -108,13 +116,19 @@ mod tests {
         assert_eq!(p.backoff_with(2, 0.5), Duration::from_millis(1500));
         for _ in 0..1000 {
             let d = p.backoff(2);
-            assert!(d > Duration::from_millis(999) && d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                d > Duration::from_millis(999) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
         }
     }
 
     #[test]
     fn settings_are_clamped() {
-        let p = RetryPolicy::default().max_attempts(0).factor(f64::NAN).jitter(7.0);
+        let p = RetryPolicy::default()
+            .max_attempts(0)
+            .factor(f64::NAN)
+            .jitter(7.0);
         assert_eq!(p.attempts(), 1);
         assert_eq!(p.backoff_with(3, 0.99), Duration::from_secs_f64(1.0 - 0.99));
     }

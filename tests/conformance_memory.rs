@@ -13,7 +13,10 @@ async fn memory_store_passes_the_job_store_suite() {
 
 #[tokio::test]
 async fn in_memory_objects_pass_the_artifact_suite() {
-    run_artifact_store_suite(|| async { ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080/v1") }).await;
+    run_artifact_store_suite(|| async {
+        ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080/v1")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -35,5 +38,8 @@ async fn memory_store_survives_the_fault_test() {
 async fn memory_store_loses_no_wake_up() {
     let latencies = wake_up_test(Arc::new(MemoryStore::new()), 1000).await;
     let p99 = latencies[latencies.len() * 99 / 100];
-    eprintln!("submit-to-start: p50 {:?}, p99 {p99:?}", latencies[latencies.len() / 2]);
+    eprintln!(
+        "submit-to-start: p50 {:?}, p99 {p99:?}",
+        latencies[latencies.len() / 2]
+    );
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use jobworks::{
-    ArtifactSpec, Engine, EngineBuilder, Error, EventKind, EventParams, ExecutorOptions, JobContext,
-    JobError, JobStatus, JobType, NewJob, RetryPolicy, TenantId, from_fn,
+    ArtifactSpec, Engine, EngineBuilder, Error, EventKind, EventParams, ExecutorOptions,
+    JobContext, JobError, JobStatus, JobType, NewJob, RetryPolicy, TenantId, from_fn,
 };
 use serde_json::{Value, json};
 
@@ -22,20 +22,33 @@ fn new_job(ty: &str, input: Value) -> NewJob {
 }
 
 fn fast_retries() -> RetryPolicy {
-    RetryPolicy::default().base(Duration::from_millis(1)).cap(Duration::from_millis(5))
+    RetryPolicy::default()
+        .base(Duration::from_millis(1))
+        .cap(Duration::from_millis(5))
 }
 
 async fn run(builder: EngineBuilder, ty: &str, input: Value) -> (Engine, jobworks::Job) {
     let engine = builder.build().unwrap();
     engine.start().unwrap();
-    let job = engine.submit(&tenant(), new_job(ty, input)).await.unwrap().job;
-    let done = engine.wait_until_terminal(&tenant(), job.id, WAIT).await.unwrap();
+    let job = engine
+        .submit(&tenant(), new_job(ty, input))
+        .await
+        .unwrap()
+        .job;
+    let done = engine
+        .wait_until_terminal(&tenant(), job.id, WAIT)
+        .await
+        .unwrap();
     (engine, done)
 }
 
 async fn kinds(engine: &Engine, id: jobworks::JobId) -> Vec<EventKind> {
     let page = engine
-        .events(&tenant(), id, EventParams::default().limit(1000).include_internal())
+        .events(
+            &tenant(),
+            id,
+            EventParams::default().limit(1000).include_internal(),
+        )
         .await
         .unwrap();
     page.events.iter().map(|e| e.kind).collect()
@@ -47,13 +60,24 @@ async fn an_executor_reports_stages_progress_events_and_artifacts() {
         ctx.stage("rendering").await?;
         ctx.progress(0.5, "half way").await?;
         ctx.event("cost", json!({"tokens": 12})).await?;
-        ctx.put_artifact(ArtifactSpec::new("draft.txt", "text/plain").intermediate(), "draft")
-            .await?;
-        ctx.put_artifact(ArtifactSpec::new("out/final.txt", "text/plain").kind("text"), "final")
-            .await?;
+        ctx.put_artifact(
+            ArtifactSpec::new("draft.txt", "text/plain").intermediate(),
+            "draft",
+        )
+        .await?;
+        ctx.put_artifact(
+            ArtifactSpec::new("out/final.txt", "text/plain").kind("text"),
+            "final",
+        )
+        .await?;
         Ok::<_, JobError>(input)
     });
-    let (engine, job) = run(Engine::builder().executor("RENDER", exec), "RENDER", json!({"x": 1})).await;
+    let (engine, job) = run(
+        Engine::builder().executor("RENDER", exec),
+        "RENDER",
+        json!({"x": 1}),
+    )
+    .await;
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(job.result, Some(json!({"x": 1})));
     assert_eq!(job.attempts, 1);
@@ -104,14 +128,20 @@ async fn retryable_errors_retry_until_success() {
             Ok(ctx.attempt())
         }
     });
-    let builder = Engine::builder().retry_policy(fast_retries()).executor("FLAKY", exec);
+    let builder = Engine::builder()
+        .retry_policy(fast_retries())
+        .executor("FLAKY", exec);
     let (engine, job) = run(builder, "FLAKY", json!({})).await;
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(job.attempts, 3);
     assert_eq!(job.result, Some(json!(3)));
     assert_eq!(job.error, None);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let retries = kinds(&engine, job.id).await.into_iter().filter(|k| *k == EventKind::Retrying).count();
+    let retries = kinds(&engine, job.id)
+        .await
+        .into_iter()
+        .filter(|k| *k == EventKind::Retrying)
+        .count();
     assert_eq!(retries, 2);
 }
 
@@ -125,23 +155,65 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
         }
     });
     let engine = Engine::builder()
-        .executor_with("FAIL", exec, ExecutorOptions::default().retry(fast_retries().max_attempts(2)))
+        .executor_with(
+            "FAIL",
+            exec,
+            ExecutorOptions::default().retry(fast_retries().max_attempts(2)),
+        )
         .build()
         .unwrap();
     engine.start().unwrap();
     let t = tenant();
-    let exhausted = engine.submit(&t, new_job("FAIL", json!(false))).await.unwrap().job;
-    let permanent = engine.submit(&t, new_job("FAIL", json!(true))).await.unwrap().job;
-    let wrong_input = engine.submit(&t, new_job("FAIL", json!({"not": "a bool"}))).await.unwrap().job;
-    let exhausted = engine.wait_until_terminal(&t, exhausted.id, WAIT).await.unwrap();
-    assert_eq!(exhausted.max_attempts, 2, "the type's policy sets max_attempts");
-    assert_eq!((exhausted.status, exhausted.attempts), (JobStatus::Failed, 2));
+    let exhausted = engine
+        .submit(&t, new_job("FAIL", json!(false)))
+        .await
+        .unwrap()
+        .job;
+    let permanent = engine
+        .submit(&t, new_job("FAIL", json!(true)))
+        .await
+        .unwrap()
+        .job;
+    let wrong_input = engine
+        .submit(&t, new_job("FAIL", json!({"not": "a bool"})))
+        .await
+        .unwrap()
+        .job;
+    let exhausted = engine
+        .wait_until_terminal(&t, exhausted.id, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        exhausted.max_attempts, 2,
+        "the type's policy sets max_attempts"
+    );
+    assert_eq!(
+        (exhausted.status, exhausted.attempts),
+        (JobStatus::Failed, 2)
+    );
     assert_eq!(exhausted.error.as_deref(), Some("attempt 2 failed"));
-    let permanent = engine.wait_until_terminal(&t, permanent.id, WAIT).await.unwrap();
-    assert_eq!((permanent.status, permanent.attempts), (JobStatus::Failed, 1));
-    let wrong_input = engine.wait_until_terminal(&t, wrong_input.id, WAIT).await.unwrap();
-    assert_eq!((wrong_input.status, wrong_input.attempts), (JobStatus::Failed, 1));
-    assert!(wrong_input.error.unwrap().contains("the input does not fit bool"));
+    let permanent = engine
+        .wait_until_terminal(&t, permanent.id, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (permanent.status, permanent.attempts),
+        (JobStatus::Failed, 1)
+    );
+    let wrong_input = engine
+        .wait_until_terminal(&t, wrong_input.id, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (wrong_input.status, wrong_input.attempts),
+        (JobStatus::Failed, 1)
+    );
+    assert!(
+        wrong_input
+            .error
+            .unwrap()
+            .contains("the input does not fit bool")
+    );
     engine.shutdown().await;
 }
 
@@ -153,14 +225,35 @@ async fn a_panic_is_a_failed_attempt_and_the_worker_lives_on() {
         }
         Ok::<_, JobError>("recovered")
     });
-    let builder = Engine::builder().retry_policy(fast_retries()).executor("PANIC", exec).concurrency(1);
+    let builder = Engine::builder()
+        .retry_policy(fast_retries())
+        .executor("PANIC", exec)
+        .concurrency(1);
     let (engine, job) = run(builder, "PANIC", json!({})).await;
     assert_eq!((job.status, job.attempts), (JobStatus::Completed, 2));
-    let events = engine.events(&tenant(), job.id, EventParams::default()).await.unwrap();
-    let retry = events.events.iter().find(|e| e.kind == EventKind::Retrying).unwrap();
-    assert!(retry.message.contains("executor panicked: kaboom"), "{}", retry.message);
-    let next = engine.submit(&tenant(), new_job("PANIC", json!({}))).await.unwrap().job;
-    let next = engine.wait_until_terminal(&tenant(), next.id, WAIT).await.unwrap();
+    let events = engine
+        .events(&tenant(), job.id, EventParams::default())
+        .await
+        .unwrap();
+    let retry = events
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Retrying)
+        .unwrap();
+    assert!(
+        retry.message.contains("executor panicked: kaboom"),
+        "{}",
+        retry.message
+    );
+    let next = engine
+        .submit(&tenant(), new_job("PANIC", json!({})))
+        .await
+        .unwrap()
+        .job;
+    let next = engine
+        .wait_until_terminal(&tenant(), next.id, WAIT)
+        .await
+        .unwrap();
     assert_eq!(next.status, JobStatus::Completed, "the worker survived");
 }
 
@@ -197,22 +290,39 @@ async fn cancelling_a_running_job_signals_its_executor_at_once() {
         .unwrap();
     engine.start().unwrap();
     let t = tenant();
-    let job = engine.submit(&t, new_job("WAIT", json!({}))).await.unwrap().job;
+    let job = engine
+        .submit(&t, new_job("WAIT", json!({})))
+        .await
+        .unwrap()
+        .job;
     let mut seen = job.revision;
     loop {
-        let now = engine.wait_for_change(&t, job.id, seen, WAIT).await.unwrap();
-        if now.latest_event.as_ref().is_some_and(|e| e.kind == EventKind::Stage) {
+        let now = engine
+            .wait_for_change(&t, job.id, seen, WAIT)
+            .await
+            .unwrap();
+        if now
+            .latest_event
+            .as_ref()
+            .is_some_and(|e| e.kind == EventKind::Stage)
+        {
             break;
         }
         seen = now.revision;
     }
     let asked = engine.cancel(&t, job.id).await.unwrap();
     assert!(asked.cancel_requested);
-    let done = engine.wait_until_terminal(&t, job.id, Duration::from_secs(2)).await.unwrap();
+    let done = engine
+        .wait_until_terminal(&t, job.id, Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(done.status, JobStatus::Cancelled);
     assert!(matches!(
         engine.cancel(&t, job.id).await,
-        Err(Error::InvalidTransition { from: JobStatus::Cancelled, .. })
+        Err(Error::InvalidTransition {
+            from: JobStatus::Cancelled,
+            ..
+        })
     ));
     engine.shutdown().await;
 }
@@ -230,11 +340,25 @@ async fn a_cancelled_queued_job_never_runs() {
     });
     let engine = Engine::builder().executor("NOOP", exec).build().unwrap();
     let t = tenant();
-    let job = engine.submit(&t, new_job("NOOP", json!({}))).await.unwrap().job;
-    assert_eq!(engine.cancel(&t, job.id).await.unwrap().status, JobStatus::Cancelled);
+    let job = engine
+        .submit(&t, new_job("NOOP", json!({})))
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(
+        engine.cancel(&t, job.id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
     engine.start().unwrap();
-    let other = engine.submit(&t, new_job("NOOP", json!({"other": 1}))).await.unwrap().job;
-    engine.wait_until_terminal(&t, other.id, WAIT).await.unwrap();
+    let other = engine
+        .submit(&t, new_job("NOOP", json!({"other": 1})))
+        .await
+        .unwrap()
+        .job;
+    engine
+        .wait_until_terminal(&t, other.id, WAIT)
+        .await
+        .unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
 
@@ -263,24 +387,51 @@ async fn graceful_shutdown_finishes_quick_jobs_and_hands_back_the_rest() {
     let engine = Engine::builder().executor("WORK", exec).build().unwrap();
     engine.start().unwrap();
     let t = tenant();
-    let quick = engine.submit(&t, new_job("WORK", json!(100))).await.unwrap().job;
-    let stuck = engine.submit(&t, new_job("WORK", json!(3_600_000))).await.unwrap().job;
+    let quick = engine
+        .submit(&t, new_job("WORK", json!(100)))
+        .await
+        .unwrap()
+        .job;
+    let stuck = engine
+        .submit(&t, new_job("WORK", json!(3_600_000)))
+        .await
+        .unwrap()
+        .job;
     for id in [quick.id, stuck.id] {
         let mut job = engine.get(&t, id).await.unwrap();
-        while job.latest_event.as_ref().is_none_or(|e| e.kind != EventKind::Stage) {
-            job = engine.wait_for_change(&t, id, job.revision, WAIT).await.unwrap();
+        while job
+            .latest_event
+            .as_ref()
+            .is_none_or(|e| e.kind != EventKind::Stage)
+        {
+            job = engine
+                .wait_for_change(&t, id, job.revision, WAIT)
+                .await
+                .unwrap();
         }
     }
     engine.shutdown_within(Duration::from_millis(400)).await;
     let quick = engine.get(&t, quick.id).await.unwrap();
-    assert_eq!(quick.status, JobStatus::Completed, "ran to the end within the grace period");
+    assert_eq!(
+        quick.status,
+        JobStatus::Completed,
+        "ran to the end within the grace period"
+    );
     let stuck = engine.get(&t, stuck.id).await.unwrap();
     assert_eq!(stuck.status, JobStatus::Queued, "handed back");
     assert_eq!(stuck.attempts, 0, "the handed-back attempt is not charged");
     assert_eq!(stuck.latest_event.unwrap().kind, EventKind::Released);
-    let late = engine.submit(&t, new_job("WORK", json!(1))).await.unwrap().job;
+    let late = engine
+        .submit(&t, new_job("WORK", json!(1)))
+        .await
+        .unwrap()
+        .job;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(engine.get(&t, late.id).await.unwrap().status, JobStatus::Queued, "no claims after shutdown");
+    assert_eq!(
+        engine.get(&t, late.id).await.unwrap().status,
+        JobStatus::Queued,
+        "no claims after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +439,10 @@ async fn submit_validates_and_is_idempotent() {
     let exec = from_fn(|_ctx: JobContext, v: Value| async move { Ok::<_, JobError>(v) });
     let engine = Engine::builder()
         .executor("ECHO", exec)
-        .executor("OTHER", from_fn(|_ctx: JobContext, v: Value| async move { Ok::<_, JobError>(v) }))
+        .executor(
+            "OTHER",
+            from_fn(|_ctx: JobContext, v: Value| async move { Ok::<_, JobError>(v) }),
+        )
         .build()
         .unwrap();
     let t = tenant();
@@ -300,16 +454,29 @@ async fn submit_validates_and_is_idempotent() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        engine.submit(&t, new_job("ECHO", json!({})).max_attempts(30)).await,
-        Err(Error::Invalid { field: "max_attempts", .. })
+        engine
+            .submit(&t, new_job("ECHO", json!({})).max_attempts(30))
+            .await,
+        Err(Error::Invalid {
+            field: "max_attempts",
+            ..
+        })
     ));
-    let first = engine.submit(&t, new_job("ECHO", json!({"a": 1})).idempotency_key("k")).await.unwrap();
+    let first = engine
+        .submit(&t, new_job("ECHO", json!({"a": 1})).idempotency_key("k"))
+        .await
+        .unwrap();
     assert!(first.created);
-    let again = engine.submit(&t, new_job("ECHO", json!({"a": 1})).idempotency_key("k")).await.unwrap();
+    let again = engine
+        .submit(&t, new_job("ECHO", json!({"a": 1})).idempotency_key("k"))
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.job.id, first.job.id);
     assert!(matches!(
-        engine.submit(&t, new_job("ECHO", json!({"a": 2})).idempotency_key("k")).await,
+        engine
+            .submit(&t, new_job("ECHO", json!({"a": 2})).idempotency_key("k"))
+            .await,
         Err(Error::AlreadyExists { .. })
     ));
 }
@@ -323,14 +490,26 @@ async fn waits_return_on_change_or_timeout() {
     });
     let engine = Engine::builder().executor("W", exec).build().unwrap();
     let t = tenant();
-    let job = engine.submit(&t, new_job("W", json!({}))).await.unwrap().job;
+    let job = engine
+        .submit(&t, new_job("W", json!({})))
+        .await
+        .unwrap()
+        .job;
     let unchanged = engine
         .wait_for_change(&t, job.id, job.revision, Duration::from_millis(100))
         .await
         .unwrap();
-    assert_eq!(unchanged.revision, job.revision, "nothing changed, the wait ran out");
+    assert_eq!(
+        unchanged.revision, job.revision,
+        "nothing changed, the wait ran out"
+    );
     let empty = engine
-        .wait_for_events(&t, job.id, EventParams::default().after(1), Duration::from_millis(50))
+        .wait_for_events(
+            &t,
+            job.id,
+            EventParams::default().after(1),
+            Duration::from_millis(50),
+        )
         .await
         .unwrap();
     assert!(empty.events.is_empty() && !empty.terminal);
@@ -348,9 +527,14 @@ async fn waits_return_on_change_or_timeout() {
         .wait_for_events(&t, job.id, EventParams::default().after(10), WAIT)
         .await
         .unwrap();
-    assert!(tail.terminal && tail.events.is_empty(), "a finished timeline does not wait");
+    assert!(
+        tail.terminal && tail.events.is_empty(),
+        "a finished timeline does not wait"
+    );
     assert!(matches!(
-        engine.wait_until_terminal(&TenantId::new("globex").unwrap(), job.id, WAIT).await,
+        engine
+            .wait_until_terminal(&TenantId::new("globex").unwrap(), job.id, WAIT)
+            .await,
         Err(Error::NotFound { .. })
     ));
     assert!(engine.start().is_err(), "workers already run");
@@ -359,7 +543,8 @@ async fn waits_return_on_change_or_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_purges_old_jobs_and_their_artifacts() {
     let exec = from_fn(|ctx: JobContext, _: Value| async move {
-        ctx.put_artifact(ArtifactSpec::new("a.txt", "text/plain"), "x").await?;
+        ctx.put_artifact(ArtifactSpec::new("a.txt", "text/plain"), "x")
+            .await?;
         Ok::<_, JobError>(())
     });
     let builder = Engine::builder()
@@ -368,14 +553,25 @@ async fn retention_purges_old_jobs_and_their_artifacts() {
         .reap_interval(Duration::from_millis(20));
     let (engine, job) = run(builder, "A", json!({})).await;
     assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.artifacts.len(), 1, "the artifact was recorded");
+    // The record goes first, then its bytes; wait for both.
     let mut gone = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if matches!(engine.get(&tenant(), job.id).await, Err(Error::NotFound { .. })) {
+        let record_gone = matches!(
+            engine.get(&tenant(), job.id).await,
+            Err(Error::NotFound { .. })
+        );
+        let bytes_gone = engine
+            .artifacts()
+            .list(&tenant(), job.id)
+            .await
+            .unwrap()
+            .is_empty();
+        if record_gone && bytes_gone {
             gone = true;
             break;
         }
     }
-    assert!(gone, "the job was not purged");
-    assert!(engine.artifacts().list(&tenant(), job.id).await.unwrap().is_empty());
+    assert!(gone, "the job or its artifacts were not purged");
 }

@@ -200,8 +200,12 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, tenant: &TenantId, job_id: JobId) -> Result<Vec<ObjectInfo>>;
 
     /// A URL to download `key` until `ttl` from now, served as `content_type`.
-    async fn signed_url(&self, key: &ArtifactKey, content_type: &str, ttl: Duration)
-    -> Result<SignedUrl>;
+    async fn signed_url(
+        &self,
+        key: &ArtifactKey,
+        content_type: &str,
+        ttl: Duration,
+    ) -> Result<SignedUrl>;
 
     /// Checks a token minted by [`signed_url`](Self::signed_url), for stores whose URLs
     /// point at the HTTP adapter's download route. Stores that presign answer
@@ -225,13 +229,30 @@ mod tests {
     #[test]
     fn unsafe_names_are_refused() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../b", "a/./b", ".", "..", "a//b", "a/", "a\\b",
-            "a\nb", "a\0b", "tab\there",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/./b",
+            ".",
+            "..",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\nb",
+            "a\0b",
+            "tab\there",
         ] {
             assert!(ArtifactName::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(ArtifactName::new("x".repeat(256)).is_err());
-        for good in ["report.pdf", "pages/001.png", "a b.txt", "ünï.txt", "..hidden"] {
+        for good in [
+            "report.pdf",
+            "pages/001.png",
+            "a b.txt",
+            "ünï.txt",
+            "..hidden",
+        ] {
             assert!(ArtifactName::new(good).is_ok(), "{good:?} refused");
         }
     }

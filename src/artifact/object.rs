@@ -15,8 +15,8 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload
 use sha2::{Digest, Sha256};
 
 use super::{
-    ArtifactBody, ArtifactKey, ArtifactName, ArtifactStore, ByteStream, ObjectInfo,
-    SignatureError, SignedUrl, StoredObject, UrlSigner, VerifiedToken,
+    ArtifactBody, ArtifactKey, ArtifactName, ArtifactStore, ByteStream, ObjectInfo, SignatureError,
+    SignedUrl, StoredObject, UrlSigner, VerifiedToken,
 };
 use crate::{Error, JobId, Result, TenantId};
 
@@ -121,7 +121,8 @@ impl ObjectStoreArtifacts {
     }
 
     fn location(key: &ArtifactKey) -> Result<Path> {
-        Path::parse(key.path()).map_err(|_| Error::invalid("artifact name", "is not a valid storage path"))
+        Path::parse(key.path())
+            .map_err(|_| Error::invalid("artifact name", "is not a valid storage path"))
     }
 
     fn job_prefix(tenant: &TenantId, job_id: JobId) -> Path {
@@ -137,7 +138,11 @@ impl ObjectStoreArtifacts {
         mut hasher: Sha256,
         mut size: u64,
     ) -> Result<StoredObject> {
-        let upload = self.store.put_multipart(location).await.map_err(map_err(key))?;
+        let upload = self
+            .store
+            .put_multipart(location)
+            .await
+            .map_err(map_err(key))?;
         let mut writer = WriteMultipart::new(upload);
         for chunk in first {
             writer.put(chunk);
@@ -277,7 +282,11 @@ impl ArtifactStore for ObjectStoreArtifacts {
             .into_iter()
             .filter_map(|meta| {
                 let name: Vec<_> = meta.location.parts().skip(depth).collect();
-                let name = name.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("/");
+                let name = name
+                    .iter()
+                    .map(|p| p.as_ref())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 Some(ObjectInfo {
                     name: ArtifactName::new(name).ok()?,
                     size: meta.size,

@@ -109,7 +109,12 @@ impl UrlSigner {
     }
 
     /// The token alone (the last path segment of the URL).
-    pub fn token(&self, key: &ArtifactKey, content_type: &str, expires_at: DateTime<Utc>) -> String {
+    pub fn token(
+        &self,
+        key: &ArtifactKey,
+        content_type: &str,
+        expires_at: DateTime<Utc>,
+    ) -> String {
         let claims = Claims {
             k: key.path(),
             c: content_type.to_owned(),
@@ -141,7 +146,8 @@ impl UrlSigner {
         let sig = B64.decode(sig).map_err(|_| SignatureError::Invalid)?;
         let mut mac = self.mac();
         mac.update(body.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| SignatureError::Invalid)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| SignatureError::Invalid)?;
         let claims: Claims = B64
             .decode(body)
             .ok()

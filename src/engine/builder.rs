@@ -176,12 +176,10 @@ impl EngineBuilder {
             .heartbeat
             .unwrap_or(config.lease_ttl / 3)
             .max(Duration::from_millis(1));
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let artifacts = self.artifacts.unwrap_or_else(|| {
-            Arc::new(ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080"))
-        });
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let artifacts = self
+            .artifacts
+            .unwrap_or_else(|| Arc::new(ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080")));
         let mut types: Vec<JobType> = executors.keys().cloned().collect();
         types.sort();
         Ok(Engine {

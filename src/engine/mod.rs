@@ -96,7 +96,9 @@ struct EngineInner {
     /// Jobs this engine runs now, to signal cancellation without waiting for a heartbeat.
     running: Mutex<HashMap<JobId, worker::RunningJob>>,
     workers: Mutex<Option<worker::Workers>>,
-    idle: watch::Sender<bool>,
+    /// `Some(v)` when the workers found nothing to do in a claim made after work
+    /// notification `v`; `None` while busy.
+    idle: watch::Sender<Option<u64>>,
 }
 
 impl EngineInner {
@@ -115,7 +117,7 @@ impl EngineInner {
             config,
             running: Mutex::new(HashMap::new()),
             workers: Mutex::new(None),
-            idle: watch::Sender::new(false),
+            idle: watch::Sender::new(None),
         }
     }
 
@@ -183,7 +185,11 @@ impl Engine {
     ///
     /// # Cancel safety
     /// As [`submit`](Self::submit).
-    pub async fn submit_many(&self, tenant: &TenantId, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
+    pub async fn submit_many(
+        &self,
+        tenant: &TenantId,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Submitted>> {
         let jobs = jobs
             .into_iter()
             .map(|new| Ok(self.queued(tenant, self.checked(new)?)))
@@ -227,7 +233,12 @@ impl Engine {
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
-    pub async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage> {
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        params: EventParams,
+    ) -> Result<EventPage> {
         self.inner.store.events(tenant, id, params).await
     }
 
@@ -277,7 +288,12 @@ impl Engine {
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub async fn wait_until_terminal(&self, tenant: &TenantId, id: JobId, timeout: Duration) -> Result<Job> {
+    pub async fn wait_until_terminal(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        timeout: Duration,
+    ) -> Result<Job> {
         self.wait_until(tenant, id, timeout, |job| job.status.is_terminal())
             .await
     }
@@ -389,14 +405,19 @@ impl Engine {
         worker::start(&self.inner)
     }
 
-    /// Waits until the workers are idle: nothing running and nothing due to claim (jobs
-    /// scheduled for later may remain). Useful in tests and batch tools.
+    /// Waits until this engine's workers are idle: nothing running, and a claim made after
+    /// every submit that returned before this call found nothing due (jobs scheduled for
+    /// later may remain). Useful in tests and batch tools; never returns if the workers
+    /// are not started.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait_idle(&self) {
+        let target = *self.inner.store.notifier().subscribe_work().borrow();
         let mut idle = self.inner.idle.subscribe();
-        let _ = idle.wait_for(|&idle| idle).await;
+        let _ = idle
+            .wait_for(|idle| idle.is_some_and(|seen| seen >= target))
+            .await;
     }
 
     /// Stops gracefully: no more claims, running jobs get the grace period to finish, then
@@ -414,7 +435,12 @@ impl Engine {
     /// # Cancel safety
     /// As [`shutdown`](Self::shutdown).
     pub async fn shutdown_within(&self, grace: Duration) {
-        let workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let workers = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(workers) = workers {
             workers.shutdown(&self.inner, grace).await;
         }
@@ -423,7 +449,12 @@ impl Engine {
     /// Stops at once, as a crash would: tasks are aborted mid-job and leases are not handed
     /// back, so those jobs run again once their leases expire. For fault tests.
     pub fn abort(&self) {
-        let workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let workers = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(workers) = workers {
             workers.abort(&self.inner);
         }

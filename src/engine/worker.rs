@@ -63,7 +63,7 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
         active: AtomicUsize::new(0),
         drained: Notify::new(),
     });
-    engine.idle.send_replace(false);
+    engine.idle.send_replace(None);
     let dispatcher = tokio::spawn(dispatch(shared, slots.clone(), stop.clone()));
     let maintenance = tokio::spawn(maintain(engine.clone(), stop.clone()));
     *workers = Some(Workers {
@@ -86,7 +86,8 @@ impl Workers {
         if finished.is_err() {
             self.hand_back.cancel();
             // Handing back is one store call per job; give it a bounded time.
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
         }
     }
 
@@ -121,7 +122,7 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         }
         // Mark the notifications seen before claiming, so a submit racing with an empty
         // claim still wakes us.
-        work.borrow_and_update();
+        let seen = *work.borrow_and_update();
         let params = ClaimParams::default()
             .limit(permits.len())
             .lease_ttl(config.lease_ttl)
@@ -150,11 +151,11 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         }
         drop(permits);
         if got == wanted {
-            engine.idle.send_if_modified(|idle| std::mem::replace(idle, false));
+            engine.idle.send_if_modified(|idle| idle.take().is_some());
             continue;
         }
         if got == 0 && shared.active.load(Ordering::Acquire) == 0 {
-            engine.idle.send_if_modified(|idle| !std::mem::replace(idle, true));
+            engine.idle.send_replace(Some(seen));
         }
         let mut nap = config.poll_interval;
         if let Some(at) = claimed.next_run_at {
@@ -275,7 +276,9 @@ async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken
         }
         Ended::HandBack => Finish::Released,
         Ended::Returned(Ok(result)) => Finish::Completed { result },
-        Ended::Returned(Err(e)) => failure(&e, cancel.is_cancelled(), attempts, &registration.retry),
+        Ended::Returned(Err(e)) => {
+            failure(&e, cancel.is_cancelled(), attempts, &registration.retry)
+        }
         Ended::Panicked(msg) => failure(
             &JobError::retry(format!("executor panicked: {msg}")),
             false,
@@ -292,12 +295,19 @@ async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken
     match engine.store.finish(&lease, outcome).await {
         Ok(job) => debug!(status = %job.status, "attempt recorded"),
         Err(Error::LeaseLost { .. }) => warn!("lease lost; the attempt's result is discarded"),
-        Err(e) => error!(error = %e, "could not record the attempt; it runs again after the lease expires"),
+        Err(e) => {
+            error!(error = %e, "could not record the attempt; it runs again after the lease expires")
+        }
     }
 }
 
 /// The store outcome of a failed attempt.
-fn failure(e: &JobError, cancel_requested: bool, (attempt, max): (u32, u32), retry: &crate::RetryPolicy) -> Finish {
+fn failure(
+    e: &JobError,
+    cancel_requested: bool,
+    (attempt, max): (u32, u32),
+    retry: &crate::RetryPolicy,
+) -> Finish {
     let error = e.message().to_owned();
     if cancel_requested {
         return Finish::Cancelled;

@@ -230,10 +230,19 @@ mod tests {
 
     #[test]
     fn job_id_rejects_garbage() {
-        for bad in ["", "x", "01JD8X7Z3K4M5N6P7Q8R9S0T1", "not-a-uuid-at-all-not-a-uuid-at-all"] {
+        for bad in [
+            "",
+            "x",
+            "01JD8X7Z3K4M5N6P7Q8R9S0T1",
+            "not-a-uuid-at-all-not-a-uuid-at-all",
+        ] {
             assert!(bad.parse::<JobId>().is_err(), "{bad:?}");
         }
-        assert!("{01938f6c-0000-7000-8000-000000000000}".parse::<JobId>().is_err());
+        assert!(
+            "{01938f6c-0000-7000-8000-000000000000}"
+                .parse::<JobId>()
+                .is_err()
+        );
     }
 
     #[test]

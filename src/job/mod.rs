@@ -187,7 +187,9 @@ impl NewJob {
             return Err(Error::invalid("max_attempts", "must be between 1 and 25"));
         }
         if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control))
+            && (key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+                || key.chars().any(char::is_control))
         {
             return Err(Error::invalid(
                 "idempotency_key",
@@ -269,7 +271,14 @@ mod tests {
         assert_eq!(field(job().max_attempts(26)), "max_attempts");
         assert_eq!(field(job().idempotency_key("")), "idempotency_key");
         assert_eq!(field(job().idempotency_key("a\nb")), "idempotency_key");
-        assert!(job().priority(1000).max_attempts(25).idempotency_key("k").validate().is_ok());
+        assert!(
+            job()
+                .priority(1000)
+                .max_attempts(25)
+                .idempotency_key("k")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

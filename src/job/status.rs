@@ -138,7 +138,11 @@ mod tests {
         for from in JobStatus::ALL {
             for to in JobStatus::ALL {
                 let expected = legal.contains(&(from, to));
-                assert_eq!(JobStatus::can_transition(from, to), expected, "{from} -> {to}");
+                assert_eq!(
+                    JobStatus::can_transition(from, to),
+                    expected,
+                    "{from} -> {to}"
+                );
                 assert_eq!(from.transition(to).is_ok(), expected);
             }
         }
@@ -147,7 +151,11 @@ mod tests {
     #[test]
     fn terminal_states_have_no_way_out() {
         for from in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
-            assert!(JobStatus::ALL.iter().all(|&to| !JobStatus::can_transition(from, to)));
+            assert!(
+                JobStatus::ALL
+                    .iter()
+                    .all(|&to| !JobStatus::can_transition(from, to))
+            );
         }
     }
 

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, TenantId};
 use crate::Result;
+use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, TenantId};
 
 pub use notify::{JobWatch, Notifier};
 
@@ -48,8 +48,7 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage>;
 
     /// A tenant's job's events with `seq > params.after`, oldest first.
-    async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams)
-    -> Result<EventPage>;
+    async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage>;
 
     /// Claims up to `params.limit` due jobs, by priority (high first), then not-before
     /// time, then id. Each becomes `running` with a fresh lease, one more attempt and a

@@ -13,8 +13,8 @@ use crate::store::{
     LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats, ReapParams, ReapReport,
 };
 use crate::{
-    Engine, Error, Event, ExecutorOptions, Job, JobContext, JobError, JobId, JobStatus,
-    JobStore, JobType, NewJob, Result, RetryPolicy, TenantId, from_fn,
+    Engine, Error, Event, ExecutorOptions, Job, JobContext, JobError, JobId, JobStatus, JobStore,
+    JobType, NewJob, Result, RetryPolicy, TenantId, from_fn,
 };
 
 /// Wraps a store and stalls some completions past their lease, like a worker that froze,
@@ -135,9 +135,14 @@ pub async fn fault_test(store: Arc<dyn JobStore>, jobs: usize) {
     let ty = JobType::new("CHAOS").expect("valid");
     let submitter = chaos_engine(store.clone());
     let mut ids = Vec::with_capacity(jobs);
-    let batch: Vec<NewJob> = (0..jobs).map(|i| NewJob::new(ty.clone(), json!({ "i": i }))).collect();
+    let batch: Vec<NewJob> = (0..jobs)
+        .map(|i| NewJob::new(ty.clone(), json!({ "i": i })))
+        .collect();
     for chunk in batch.chunks(500) {
-        let submitted = submitter.submit_many(&t, chunk.to_vec()).await.expect("submit");
+        let submitted = submitter
+            .submit_many(&t, chunk.to_vec())
+            .await
+            .expect("submit");
         ids.extend(submitted.into_iter().map(|s| s.job.id));
     }
 
@@ -166,7 +171,10 @@ pub async fn fault_test(store: Arc<dyn JobStore>, jobs: usize) {
     for e in &engines {
         e.shutdown_within(Duration::from_secs(5)).await;
     }
-    eprintln!("fault test: {jobs} jobs drained in {:?} with {kills} worker kills", started.elapsed());
+    eprintln!(
+        "fault test: {jobs} jobs drained in {:?} with {kills} worker kills",
+        started.elapsed()
+    );
     assert!(kills > 0, "the chaos loop never killed a worker");
 
     let stats = store.stats().await.expect("stats");
@@ -177,7 +185,11 @@ pub async fn fault_test(store: Arc<dyn JobStore>, jobs: usize) {
         let job = store.get(&t, id).await.expect("no job is lost");
         *statuses.entry(job.status).or_default() += 1;
         let events = store
-            .events(&t, id, EventParams::default().limit(1000).include_internal())
+            .events(
+                &t,
+                id,
+                EventParams::default().limit(1000).include_internal(),
+            )
             .await
             .expect("events")
             .events;
@@ -185,19 +197,38 @@ pub async fn fault_test(store: Arc<dyn JobStore>, jobs: usize) {
             assert_eq!(e.seq, i as u64 + 1, "job {id}: timeline gap at {i}");
         }
         let terminal: Vec<_> = events.iter().filter(|e| e.kind.is_terminal()).collect();
-        assert_eq!(terminal.len(), 1, "job {id}: {} terminal events", terminal.len());
-        assert_eq!(terminal[0].seq, events.len() as u64, "job {id}: events after the end");
+        assert_eq!(
+            terminal.len(),
+            1,
+            "job {id}: {} terminal events",
+            terminal.len()
+        );
+        assert_eq!(
+            terminal[0].seq,
+            events.len() as u64,
+            "job {id}: events after the end"
+        );
         assert!(job.status.is_terminal(), "job {id} is {}", job.status);
         if job.status == JobStatus::Completed {
-            let attempt = job.result.as_ref().and_then(|r| r["attempt"].as_u64()).expect("result") as u32;
-            assert_eq!(attempt, job.attempts, "job {id}: a result from another attempt was recorded");
+            let attempt = job
+                .result
+                .as_ref()
+                .and_then(|r| r["attempt"].as_u64())
+                .expect("result") as u32;
+            assert_eq!(
+                attempt, job.attempts,
+                "job {id}: a result from another attempt was recorded"
+            );
             assert!(
                 !refused.contains(&(id, attempt)),
                 "job {id}: a completion refused for a lost lease was recorded"
             );
         }
     }
-    eprintln!("fault test: {statuses:?}; {} stale completions refused", refused.len());
+    eprintln!(
+        "fault test: {statuses:?}; {} stale completions refused",
+        refused.len()
+    );
     assert!(statuses.get(&JobStatus::Completed).copied().unwrap_or(0) > jobs * 9 / 10);
 }
 
@@ -230,7 +261,10 @@ pub async fn wake_up_test(store: Arc<dyn JobStore>, jobs: usize) -> Vec<Duration
     for i in 0..jobs as u64 {
         tokio::time::sleep(Duration::from_micros(rand::random_range(0..20_000))).await;
         let submitted_at = Instant::now();
-        engine.submit(&t, NewJob::new(ty.clone(), json!(i))).await.expect("submit");
+        engine
+            .submit(&t, NewJob::new(ty.clone(), json!(i)))
+            .await
+            .expect("submit");
         let got = tokio::time::timeout(Duration::from_secs(2), started_rx.recv())
             .await
             .unwrap_or_else(|_| panic!("job {i} was not picked up within 2 s: a lost wake-up"));

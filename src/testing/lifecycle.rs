@@ -18,7 +18,11 @@ fn kinds(events: &[crate::Event]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
 
-async fn timeline(store: &dyn JobStore, t: &crate::TenantId, id: crate::JobId) -> Vec<crate::Event> {
+async fn timeline(
+    store: &dyn JobStore,
+    t: &crate::TenantId,
+    id: crate::JobId,
+) -> Vec<crate::Event> {
     store
         .events(t, id, EventParams::default().limit(1000).include_internal())
         .await
@@ -44,7 +48,12 @@ pub async fn every_legal_transition(store: &impl JobStore) {
     assert_eq!(c.job.attempts, 1);
     assert!(c.job.started_at.is_some());
     let done = store
-        .finish(&c.lease, Finish::Completed { result: json!({"ok": true}) })
+        .finish(
+            &c.lease,
+            Finish::Completed {
+                result: json!({"ok": true}),
+            },
+        )
         .await
         .expect("complete");
     assert_eq!(done.status, JobStatus::Completed);
@@ -59,7 +68,12 @@ pub async fn every_legal_transition(store: &impl JobStore) {
     let b = insert_one(store, job("acme", json!({"b": 1}))).await;
     let c = claim_one(store, LONG).await;
     let failed = store
-        .finish(&c.lease, Finish::Failed { error: "boom".into() })
+        .finish(
+            &c.lease,
+            Finish::Failed {
+                error: "boom".into(),
+            },
+        )
         .await
         .expect("fail");
     assert_eq!(failed.status, JobStatus::Failed);
@@ -73,7 +87,13 @@ pub async fn every_legal_transition(store: &impl JobStore) {
     let d = insert_one(store, job("acme", json!({"d": 1}))).await;
     let c = claim_one(store, LONG).await;
     let retried = store
-        .finish(&c.lease, Finish::Retry { error: "flaky".into(), run_at: Utc::now() })
+        .finish(
+            &c.lease,
+            Finish::Retry {
+                error: "flaky".into(),
+                run_at: Utc::now(),
+            },
+        )
         .await
         .expect("retry");
     assert_eq!(retried.status, JobStatus::Queued);
@@ -85,7 +105,10 @@ pub async fn every_legal_transition(store: &impl JobStore) {
     let asked = store.cancel(&t, d.id).await.expect("cancel running");
     assert_eq!(asked.status, JobStatus::Running);
     assert!(asked.cancel_requested);
-    let cancelled = store.finish(&c.lease, Finish::Cancelled).await.expect("cancelled");
+    let cancelled = store
+        .finish(&c.lease, Finish::Cancelled)
+        .await
+        .expect("cancelled");
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert_eq!(
         kinds(&timeline(store, &t, d.id).await),
@@ -121,13 +144,22 @@ pub async fn illegal_transitions_are_refused(store: &impl JobStore) {
     for outcome in [
         Finish::Completed { result: json!(1) },
         Finish::Failed { error: "x".into() },
-        Finish::Retry { error: "x".into(), run_at: Utc::now() },
+        Finish::Retry {
+            error: "x".into(),
+            run_at: Utc::now(),
+        },
         Finish::Released,
         Finish::Cancelled,
     ] {
-        assert_lease_lost(store.finish(&forged, outcome).await, "finish of a queued job");
+        assert_lease_lost(
+            store.finish(&forged, outcome).await,
+            "finish of a queued job",
+        );
     }
-    assert_lease_lost(store.heartbeat(&forged, LONG).await, "heartbeat of a queued job");
+    assert_lease_lost(
+        store.heartbeat(&forged, LONG).await,
+        "heartbeat of a queued job",
+    );
 
     insert_one(store, job("acme", json!({"first": 1}))).await;
     let c = claim_one(store, LONG).await;
@@ -139,15 +171,28 @@ pub async fn illegal_transitions_are_refused(store: &impl JobStore) {
     // terminal → anything
     for outcome in [
         Finish::Completed { result: json!(2) },
-        Finish::Failed { error: "late".into() },
-        Finish::Retry { error: "late".into(), run_at: Utc::now() },
+        Finish::Failed {
+            error: "late".into(),
+        },
+        Finish::Retry {
+            error: "late".into(),
+            run_at: Utc::now(),
+        },
         Finish::Released,
         Finish::Cancelled,
     ] {
-        assert_lease_lost(store.finish(&c.lease, outcome).await, "finish of a terminal job");
+        assert_lease_lost(
+            store.finish(&c.lease, outcome).await,
+            "finish of a terminal job",
+        );
     }
     assert_lease_lost(
-        store.append(&c.lease, Append::event(NewEvent::new(EventKind::Stage, "late"))).await,
+        store
+            .append(
+                &c.lease,
+                Append::event(NewEvent::new(EventKind::Stage, "late")),
+            )
+            .await,
         "append to a terminal job",
     );
     match store.cancel(&t, done.id).await {
@@ -159,7 +204,10 @@ pub async fn illegal_transitions_are_refused(store: &impl JobStore) {
     let after = store.get(&t, done.id).await.expect("get");
     assert_eq!(after.status, JobStatus::Completed);
     assert_eq!(after.result, Some(json!(1)));
-    assert_eq!(after.revision, done.revision, "refused writes changed the job");
+    assert_eq!(
+        after.revision, done.revision,
+        "refused writes changed the job"
+    );
     let unchanged = store.get(&t, queued.id).await.expect("get");
     assert_eq!(unchanged.status, JobStatus::Queued);
 }
@@ -177,22 +225,41 @@ pub async fn zombie_writes_are_fenced(store: &impl JobStore) {
     assert_eq!(live.job.id, j.id);
     assert_ne!(live.lease.lease_id, zombie.lease.lease_id);
 
-    assert_lease_lost(store.heartbeat(&zombie.lease, LONG).await, "zombie heartbeat");
+    assert_lease_lost(
+        store.heartbeat(&zombie.lease, LONG).await,
+        "zombie heartbeat",
+    );
     assert_lease_lost(
         store
-            .append(&zombie.lease, Append::event(NewEvent::new(EventKind::Stage, "zombie")))
+            .append(
+                &zombie.lease,
+                Append::event(NewEvent::new(EventKind::Stage, "zombie")),
+            )
             .await,
         "zombie event",
     );
     assert_lease_lost(
         store
-            .finish(&zombie.lease, Finish::Completed { result: json!("zombie") })
+            .finish(
+                &zombie.lease,
+                Finish::Completed {
+                    result: json!("zombie"),
+                },
+            )
             .await,
         "zombie completion",
     );
-    store.heartbeat(&live.lease, LONG).await.expect("live heartbeat");
     store
-        .finish(&live.lease, Finish::Completed { result: json!("live") })
+        .heartbeat(&live.lease, LONG)
+        .await
+        .expect("live heartbeat");
+    store
+        .finish(
+            &live.lease,
+            Finish::Completed {
+                result: json!("live"),
+            },
+        )
         .await
         .expect("live completion");
     let done = store.get(&t, j.id).await.expect("get");
@@ -209,7 +276,9 @@ pub async fn expired_lease_is_fenced_before_reaping(store: &impl JobStore) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_lease_lost(store.heartbeat(&c.lease, LONG).await, "expired heartbeat");
     assert_lease_lost(
-        store.finish(&c.lease, Finish::Completed { result: json!(1) }).await,
+        store
+            .finish(&c.lease, Finish::Completed { result: json!(1) })
+            .await,
         "expired completion",
     );
 }
@@ -235,7 +304,10 @@ pub async fn lease_expiry_requeues_then_fails(store: &impl JobStore) {
         } else {
             assert_eq!(report.failed, 1, "{report:?}");
             assert_eq!(after.status, JobStatus::Failed);
-            let again = store.claim(ClaimParams::default().limit(10)).await.expect("claim");
+            let again = store
+                .claim(ClaimParams::default().limit(10))
+                .await
+                .expect("claim");
             assert!(again.jobs.is_empty(), "a failed job was claimed");
         }
     }
@@ -257,31 +329,68 @@ pub async fn lease_expiry_requeues_then_fails(store: &impl JobStore) {
 pub async fn cancel_queued_and_running(store: &impl JobStore) {
     let t = tenant("acme");
     let q = insert_one(store, job("acme", json!({"q": 1}))).await;
-    assert_eq!(store.cancel(&t, q.id).await.expect("cancel").status, JobStatus::Cancelled);
-    let none = store.claim(ClaimParams::default().limit(10)).await.expect("claim");
+    assert_eq!(
+        store.cancel(&t, q.id).await.expect("cancel").status,
+        JobStatus::Cancelled
+    );
+    let none = store
+        .claim(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
     assert!(none.jobs.is_empty(), "a cancelled job was claimed");
 
     let r = insert_one(store, job("acme", json!({"r": 1}))).await;
     let c = claim_one(store, LONG).await;
-    assert!(!store.heartbeat(&c.lease, LONG).await.expect("beat").cancel_requested);
+    assert!(
+        !store
+            .heartbeat(&c.lease, LONG)
+            .await
+            .expect("beat")
+            .cancel_requested
+    );
     store.cancel(&t, r.id).await.expect("cancel running");
     let again = store.cancel(&t, r.id).await.expect("cancel twice");
     assert!(again.cancel_requested);
-    assert!(store.heartbeat(&c.lease, LONG).await.expect("beat").cancel_requested);
+    assert!(
+        store
+            .heartbeat(&c.lease, LONG)
+            .await
+            .expect("beat")
+            .cancel_requested
+    );
     let finished = store
-        .finish(&c.lease, Finish::Completed { result: json!("first") })
+        .finish(
+            &c.lease,
+            Finish::Completed {
+                result: json!("first"),
+            },
+        )
         .await
         .expect("finish");
-    assert_eq!(finished.status, JobStatus::Completed, "work that finished first completes");
+    assert_eq!(
+        finished.status,
+        JobStatus::Completed,
+        "work that finished first completes"
+    );
 
     let f = insert_one(store, job("acme", json!({"f": 1}))).await;
     let c = claim_one(store, LONG).await;
     store.cancel(&t, f.id).await.expect("cancel running");
     let ended = store
-        .finish(&c.lease, Finish::Retry { error: "stopped".into(), run_at: Utc::now() })
+        .finish(
+            &c.lease,
+            Finish::Retry {
+                error: "stopped".into(),
+                run_at: Utc::now(),
+            },
+        )
         .await
         .expect("finish");
-    assert_eq!(ended.status, JobStatus::Cancelled, "a failed attempt after a cancel request is a cancellation");
+    assert_eq!(
+        ended.status,
+        JobStatus::Cancelled,
+        "a failed attempt after a cancel request is a cancellation"
+    );
 
     let lost = insert_one(store, job("acme", json!({"lost": 1}))).await;
     claim_one(store, SHORT).await;
@@ -289,7 +398,10 @@ pub async fn cancel_queued_and_running(store: &impl JobStore) {
     tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
     let report = store.reap(ReapParams::default()).await.expect("reap");
     assert_eq!(report.cancelled, 1, "{report:?}");
-    assert_eq!(store.get(&t, lost.id).await.expect("get").status, JobStatus::Cancelled);
+    assert_eq!(
+        store.get(&t, lost.id).await.expect("get").status,
+        JobStatus::Cancelled
+    );
 }
 
 /// A retry is not claimable before its not-before time; a release hands the job back
@@ -300,34 +412,73 @@ pub async fn retry_waits_and_release_refunds(store: &impl JobStore) {
     let c = claim_one(store, LONG).await;
     let later = Utc::now() + chrono::Duration::milliseconds(300);
     store
-        .finish(&c.lease, Finish::Retry { error: "later".into(), run_at: later })
+        .finish(
+            &c.lease,
+            Finish::Retry {
+                error: "later".into(),
+                run_at: later,
+            },
+        )
         .await
         .expect("retry");
-    let early = store.claim(ClaimParams::default().limit(5)).await.expect("claim");
+    let early = store
+        .claim(ClaimParams::default().limit(5))
+        .await
+        .expect("claim");
     assert!(early.jobs.is_empty(), "claimed before its run_at");
-    let next = early.next_run_at.expect("the store says when the retry is due");
-    assert!((next - later).num_milliseconds().abs() <= 1, "{next} vs {later}");
+    let next = early
+        .next_run_at
+        .expect("the store says when the retry is due");
+    assert!(
+        (next - later).num_milliseconds().abs() <= 1,
+        "{next} vs {later}"
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
     let c = claim_one(store, LONG).await;
     assert_eq!(c.job.attempts, 2);
-    let released = store.finish(&c.lease, Finish::Released).await.expect("release");
+    let released = store
+        .finish(&c.lease, Finish::Released)
+        .await
+        .expect("release");
     assert_eq!(released.status, JobStatus::Queued);
-    assert_eq!(released.attempts, 1, "a release does not charge the attempt");
+    assert_eq!(
+        released.attempts, 1,
+        "a release does not charge the attempt"
+    );
     let c = claim_one(store, LONG).await;
     assert_eq!(c.job.attempts, 2);
     let retried = store
-        .finish(&c.lease, Finish::Retry { error: "x".into(), run_at: Utc::now() })
+        .finish(
+            &c.lease,
+            Finish::Retry {
+                error: "x".into(),
+                run_at: Utc::now(),
+            },
+        )
         .await
         .expect("retry");
     assert_eq!(retried.status, JobStatus::Queued);
     let c = claim_one(store, LONG).await;
     assert_eq!(c.job.attempts, 3);
     let last = store
-        .finish(&c.lease, Finish::Retry { error: "still".into(), run_at: Utc::now() })
+        .finish(
+            &c.lease,
+            Finish::Retry {
+                error: "still".into(),
+                run_at: Utc::now(),
+            },
+        )
         .await
         .expect("retry at the last attempt");
-    assert_eq!(last.status, JobStatus::Failed, "no attempts left: a retry fails the job");
-    assert_eq!(store.get(&t, j.id).await.expect("get").error.as_deref(), Some("still"));
+    assert_eq!(
+        last.status,
+        JobStatus::Failed,
+        "no attempts left: a retry fails the job"
+    );
+    assert_eq!(
+        store.get(&t, j.id).await.expect("get").error.as_deref(),
+        Some("still")
+    );
 }
 
 /// Purge deletes terminal jobs that ended before the cut-off, and nothing else.
@@ -337,7 +488,10 @@ pub async fn purge_removes_old_terminal_jobs(store: &impl JobStore) {
     keyed.idempotency_key = Some("purge-key".into());
     let done = insert_one(store, keyed.clone()).await;
     let c = claim_one(store, LONG).await;
-    store.finish(&c.lease, Finish::Completed { result: json!(1) }).await.expect("finish");
+    store
+        .finish(&c.lease, Finish::Completed { result: json!(1) })
+        .await
+        .expect("finish");
     let queued = insert_one(store, job("acme", json!({"q": 1}))).await;
     let running = insert_one(store, job("acme", json!({"r": 1}))).await;
     let _lease = claim_one(store, LONG).await;
@@ -348,9 +502,15 @@ pub async fn purge_removes_old_terminal_jobs(store: &impl JobStore) {
         .expect("purge");
     assert!(none.is_empty());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let purged = store.purge(PurgeParams::before(Utc::now())).await.expect("purge");
+    let purged = store
+        .purge(PurgeParams::before(Utc::now()))
+        .await
+        .expect("purge");
     assert_eq!(purged, vec![(t.clone(), done.id)]);
-    assert!(matches!(store.get(&t, done.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get(&t, done.id).await,
+        Err(Error::NotFound { .. })
+    ));
     assert!(matches!(
         store.events(&t, done.id, EventParams::default()).await,
         Err(Error::NotFound { .. })
@@ -360,7 +520,10 @@ pub async fn purge_removes_old_terminal_jobs(store: &impl JobStore) {
     let mut again = keyed;
     again.id = crate::JobId::new();
     let reinserted = store.insert(vec![again]).await.expect("insert");
-    assert!(reinserted[0].created, "a purged job's idempotency key is free again");
+    assert!(
+        reinserted[0].created,
+        "a purged job's idempotency key is free again"
+    );
 }
 
 /// Gap-free sequence numbers while many writers append to one timeline.
@@ -371,7 +534,10 @@ pub async fn gapless_events_under_concurrent_writers(store: &impl JobStore) {
     let writers = (0..8).map(|w| async move {
         for i in 0..40 {
             let event = NewEvent::new(EventKind::Custom, format!("w{w}-{i}"));
-            store.append(&c.lease, Append::event(event)).await.expect("append");
+            store
+                .append(&c.lease, Append::event(event))
+                .await
+                .expect("append");
         }
     });
     futures::future::join_all(writers).await;

@@ -56,7 +56,10 @@ pub async fn idempotent_insert(store: &impl JobStore) {
         j
     };
     let first = insert_one(store, keyed(json!({"a": 1}))).await;
-    let replay = store.insert(vec![keyed(json!({"a": 1}))]).await.expect("replay");
+    let replay = store
+        .insert(vec![keyed(json!({"a": 1}))])
+        .await
+        .expect("replay");
     assert!(!replay[0].created);
     assert_eq!(replay[0].job.id, first.id);
 
@@ -73,8 +76,16 @@ pub async fn idempotent_insert(store: &impl JobStore) {
     // A failed batch inserts nothing.
     let innocent = job("acme", json!({"innocent": true}));
     let innocent_id = innocent.id;
-    assert!(store.insert(vec![innocent, keyed(json!({"a": 3}))]).await.is_err());
-    assert!(matches!(store.get(&t, innocent_id).await, Err(Error::NotFound { .. })));
+    assert!(
+        store
+            .insert(vec![innocent, keyed(json!({"a": 3}))])
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store.get(&t, innocent_id).await,
+        Err(Error::NotFound { .. })
+    ));
 
     let mut globex = job("globex", json!({"a": 2}));
     globex.idempotency_key = Some("once".into());
@@ -104,8 +115,14 @@ pub async fn tenant_isolation(store: &impl JobStore) {
         missing,
     );
     same(
-        store.events(&globex, j.id, EventParams::default()).await.unwrap_err(),
-        store.events(&globex, missing, EventParams::default()).await.unwrap_err(),
+        store
+            .events(&globex, j.id, EventParams::default())
+            .await
+            .unwrap_err(),
+        store
+            .events(&globex, missing, EventParams::default())
+            .await
+            .unwrap_err(),
         missing,
     );
     same(
@@ -113,9 +130,15 @@ pub async fn tenant_isolation(store: &impl JobStore) {
         store.cancel(&globex, missing).await.unwrap_err(),
         missing,
     );
-    let listed = store.list(&globex, ListParams::default()).await.expect("list");
+    let listed = store
+        .list(&globex, ListParams::default())
+        .await
+        .expect("list");
     assert!(listed.jobs.is_empty());
-    assert_eq!(store.get(&acme, j.id).await.expect("owner").status, JobStatus::Queued);
+    assert_eq!(
+        store.get(&acme, j.id).await.expect("owner").status,
+        JobStatus::Queued
+    );
 }
 
 /// Claims go by priority (high first), then not-before time, then id; jobs not yet due
@@ -144,7 +167,10 @@ pub async fn claim_order(store: &impl JobStore) {
     }
     let want: Vec<JobId> = expected.iter().map(|k| k.2).collect();
     assert_eq!(order, want);
-    let rest = store.claim(ClaimParams::default().limit(10)).await.expect("claim");
+    let rest = store
+        .claim(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
     assert!(rest.jobs.is_empty(), "a job was claimed before its run_at");
     let next = rest.next_run_at.expect("next_run_at of the scheduled job");
     assert!((next - future.run_at).num_milliseconds().abs() <= 1);
@@ -160,7 +186,10 @@ pub async fn claim_filters_by_type(store: &impl JobStore) {
     let claimed = store.claim(only_b).await.expect("claim");
     let ids: Vec<_> = claimed.jobs.iter().map(|c| c.job.id).collect();
     assert_eq!(ids, vec![b.id]);
-    let rest = store.claim(ClaimParams::default().limit(10)).await.expect("claim");
+    let rest = store
+        .claim(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
     assert_eq!(rest.jobs.len(), 1);
     assert_eq!(rest.jobs[0].job.id, a.id);
 }
@@ -241,7 +270,10 @@ pub async fn list_pages_are_stable(store: &impl JobStore) {
     assert_eq!(seen, ids, "pages repeated or skipped a job");
 
     let other = store
-        .list(&t, ListParams::default().job_type(JobType::new("OTHER").expect("valid")))
+        .list(
+            &t,
+            ListParams::default().job_type(JobType::new("OTHER").expect("valid")),
+        )
         .await
         .expect("list");
     assert_eq!(other.jobs.len(), 5);
@@ -250,7 +282,10 @@ pub async fn list_pages_are_stable(store: &impl JobStore) {
         .list(&t, ListParams::default().status(JobStatus::Running))
         .await
         .expect("list");
-    assert_eq!(running.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![c.job.id]);
+    assert_eq!(
+        running.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![c.job.id]
+    );
 }
 
 /// Counts by status follow every transition.
@@ -260,11 +295,20 @@ pub async fn stats_count_by_status(store: &impl JobStore) {
         insert_one(store, job("acme", json!({ "i": i }))).await;
     }
     let a = claim_one(store, LONG).await;
-    store.finish(&a.lease, Finish::Completed { result: json!(1) }).await.expect("finish");
+    store
+        .finish(&a.lease, Finish::Completed { result: json!(1) })
+        .await
+        .expect("finish");
     let b = claim_one(store, LONG).await;
-    store.finish(&b.lease, Finish::Failed { error: "x".into() }).await.expect("finish");
+    store
+        .finish(&b.lease, Finish::Failed { error: "x".into() })
+        .await
+        .expect("finish");
     let _running = claim_one(store, LONG).await;
-    let page = store.list(&t, ListParams::default().status(JobStatus::Queued)).await.expect("list");
+    let page = store
+        .list(&t, ListParams::default().status(JobStatus::Queued))
+        .await
+        .expect("list");
     store.cancel(&t, page.jobs[0].id).await.expect("cancel");
     let s = store.stats().await.expect("stats");
     assert_eq!(
@@ -290,17 +334,27 @@ pub async fn notifications_fire(store: &impl JobStore) {
     tokio::pin!(changed);
     changed.as_mut().enable();
     let c = claim_one(store, LONG).await;
-    tokio::time::timeout(within, changed).await.expect("a claim wakes the job's watchers");
+    tokio::time::timeout(within, changed)
+        .await
+        .expect("a claim wakes the job's watchers");
 
     let changed = watch.changed();
     tokio::pin!(changed);
     changed.as_mut().enable();
     work.borrow_and_update();
     store
-        .finish(&c.lease, Finish::Retry { error: "again".into(), run_at: Utc::now() })
+        .finish(
+            &c.lease,
+            Finish::Retry {
+                error: "again".into(),
+                run_at: Utc::now(),
+            },
+        )
         .await
         .expect("retry");
-    tokio::time::timeout(within, changed).await.expect("a finish wakes the job's watchers");
+    tokio::time::timeout(within, changed)
+        .await
+        .expect("a finish wakes the job's watchers");
     tokio::time::timeout(within, work.changed())
         .await
         .expect("a retry wakes idle workers")
