@@ -406,6 +406,9 @@ impl<F, I, O> fmt::Debug for FnExecutor<F, I, O> {
 ///     ctx.stage("resizing").await?;
 ///     Ok::<_, JobError>(serde_json::json!({ "width": input.width }))
 /// });
+/// let engine = jobworks::Engine::builder().executor("RESIZE", executor).build()?;
+/// # drop(engine);
+/// # Ok::<(), jobworks::Error>(())
 /// ```
 pub fn from_fn<F, Fut, I, O>(f: F) -> FnExecutor<F, I, O>
 where

@@ -23,6 +23,7 @@ use crate::{Error, Result};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobworks::Result<()> {
 /// use jobworks::{Engine, MemoryStore};
 /// let engine = Engine::builder().store(MemoryStore::new()).build()?;
+/// assert_eq!(engine.store().backend(), "memory");
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Default)]

@@ -58,6 +58,8 @@ impl<T: object_store::signer::Signer> Presigner for T {
 /// std::fs::create_dir_all(&dir)?;
 /// let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
 /// let artifacts = ObjectStoreArtifacts::new(Arc::new(fs), UrlSigner::random("http://127.0.0.1:8080"));
+/// let engine = jobworks::Engine::builder().artifacts(artifacts).build()?;
+/// # drop(engine);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]

@@ -170,3 +170,61 @@ impl UrlSigner {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ArtifactName, JobId, TenantId};
+
+    fn key() -> ArtifactKey {
+        ArtifactKey::new(
+            TenantId::new("acme").unwrap(),
+            JobId::new(),
+            ArtifactName::new("r.pdf").unwrap(),
+        )
+    }
+
+    /// Re-encodes a token's claims after `edit`, keeping the original signature.
+    fn forge(token: &str, edit: impl FnOnce(&mut Claims)) -> String {
+        let (body, sig) = token.split_once('.').unwrap();
+        let mut claims: Claims = serde_json::from_slice(&B64.decode(body).unwrap()).unwrap();
+        edit(&mut claims);
+        format!("{}.{sig}", B64.encode(serde_json::to_vec(&claims).unwrap()))
+    }
+
+    #[test]
+    fn any_changed_claim_breaks_the_signature() {
+        let signer = UrlSigner::new(b"k".repeat(32), "http://h/v1/");
+        let now = Utc::now();
+        let token = signer.token(&key(), "application/pdf", now + chrono::Duration::hours(1));
+        assert!(signer.verify(&token, now).is_ok());
+        let later = forge(&token, |c| c.e += 3600);
+        let elsewhere = forge(&token, |c| c.k = c.k.replace("acme", "globex"));
+        let as_html = forge(&token, |c| c.c = "text/html".into());
+        for forged in [later, elsewhere, as_html] {
+            assert_eq!(signer.verify(&forged, now), Err(SignatureError::Invalid));
+        }
+        let other_key = UrlSigner::new(b"x".repeat(32), "http://h/v1");
+        assert_eq!(other_key.verify(&token, now), Err(SignatureError::Invalid));
+    }
+
+    #[test]
+    fn expiry_is_checked_after_the_signature() {
+        let signer = UrlSigner::random("http://h");
+        let now = Utc::now();
+        let expires = now + chrono::Duration::seconds(10);
+        let url = signer.sign(&key(), "text/plain", expires);
+        assert!(url.starts_with("http://h/artifacts/"));
+        let token = url.rsplit('/').next().unwrap();
+        assert!(
+            signer
+                .verify(token, expires - chrono::Duration::seconds(1))
+                .is_ok()
+        );
+        assert!(matches!(
+            signer.verify(token, expires),
+            Err(SignatureError::Expired { .. })
+        ));
+        assert!(format!("{signer:?}").contains("redacted"));
+    }
+}

@@ -394,7 +394,9 @@ impl Engine {
         self.inner.store.stats().await
     }
 
-    /// Starts this engine's workers and its reaper on the current tokio runtime.
+    /// Starts this engine's workers and its reaper on the current tokio runtime. They run
+    /// until [`shutdown`](Self::shutdown) or [`abort`](Self::abort), even when every handle
+    /// to the engine is dropped.
     ///
     /// # Errors
     /// [`Error::Invalid`] when they already run.

@@ -116,6 +116,7 @@ impl Job {
 ///     .priority(10)
 ///     .max_attempts(5)
 ///     .idempotency_key("signup-42");
+/// assert!(job.validate().is_ok());
 /// # Ok::<(), jobworks::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]

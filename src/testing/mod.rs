@@ -6,9 +6,10 @@
 //! fresh, empty store per case, and the engine-level [`fault_test`] and [`wake_up_test`].
 //!
 //! ```no_run
-//! # async fn doc() {
-//! jobworks::testing::run_job_store_suite(|| async { jobworks::MemoryStore::new() }).await;
-//! # }
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_store_passes_the_suite() {
+//!     jobworks::testing::run_job_store_suite(|| async { jobworks::MemoryStore::new() }).await;
+//! }
 //! ```
 //!
 //! This module is for tests: its API is not covered by semver guarantees in patch releases.
