@@ -305,18 +305,35 @@ impl Engine {
         timeout: Duration,
         done: impl Fn(&Job) -> bool,
     ) -> Result<Job> {
+        self.wait_on(id, timeout, || self.get(tenant, id), done)
+            .await
+    }
+
+    /// Reads with `read` until `done` holds or `timeout` passes, re-reading only when the
+    /// store says job `id` changed. The watch is armed before each read, so a change
+    /// between the read and the wait is not missed.
+    async fn wait_on<T, Fut>(
+        &self,
+        id: JobId,
+        timeout: Duration,
+        read: impl Fn() -> Fut,
+        done: impl Fn(&T) -> bool,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         let watch = self.inner.store.notifier().watch_job(id);
         loop {
             let changed = watch.changed();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let job = self.get(tenant, id).await?;
-            if done(&job) || tokio::time::Instant::now() >= deadline {
-                return Ok(job);
+            let value = read().await?;
+            if done(&value) || tokio::time::Instant::now() >= deadline {
+                return Ok(value);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.get(tenant, id).await;
+                return read().await;
             }
         }
     }
@@ -336,20 +353,13 @@ impl Engine {
         params: EventParams,
         timeout: Duration,
     ) -> Result<EventPage> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let watch = self.inner.store.notifier().watch_job(id);
-        loop {
-            let changed = watch.changed();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let page = self.events(tenant, id, params).await?;
-            if !page.events.is_empty() || page.terminal || tokio::time::Instant::now() >= deadline {
-                return Ok(page);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.events(tenant, id, params).await;
-            }
-        }
+        self.wait_on(
+            id,
+            timeout,
+            || self.events(tenant, id, params),
+            |page: &EventPage| !page.events.is_empty() || page.terminal,
+        )
+        .await
     }
 
     /// A fresh signed URL for an artifact of a job, valid for `ttl` (one hour when `None`).
