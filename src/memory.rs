@@ -12,7 +12,7 @@ use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
 use crate::store::{
     Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, FinishPlan, Inserted,
     JobPage, JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats,
-    ReapParams, ReapReport, plan_finish, plan_reap,
+    ReapParams, ReapReport, apply_plan, cancel_plan, plan_finish, plan_reap, start_attempt,
 };
 use crate::{Error, Result};
 
@@ -86,14 +86,6 @@ impl Entry {
     }
 }
 
-/// The `started` event's message; the job record holds the same number.
-fn started_message(attempt: u32) -> std::borrow::Cow<'static, str> {
-    match attempt {
-        1 => "attempt 1".into(),
-        n => format!("attempt {n}").into(),
-    }
-}
-
 fn status_index(status: JobStatus) -> usize {
     JobStatus::ALL
         .iter()
@@ -154,36 +146,21 @@ impl Inner {
         }
     }
 
-    /// Applies a finish or reap plan to a running job.
+    /// Applies a finish or reap plan to a running job and its indexes.
     fn apply(&mut self, id: JobId, plan: FinishPlan, outcome: Option<&Finish>, now: DateTime<Utc>) {
         let Some(entry) = self.jobs.get_mut(&id) else {
             return;
         };
         let from = entry.job.status;
-        debug_assert!(JobStatus::can_transition(from, plan.status));
         if let Some(lease) = entry.lease.take() {
             self.leases.remove(&(lease.expires_at, id));
         }
-        let job = &mut entry.job;
-        job.status = plan.status;
-        job.error = plan.error;
-        job.attempts = plan.attempts;
-        match outcome {
-            Some(Finish::Completed { result }) => job.result = Some(result.clone()),
-            Some(Finish::Retry { run_at, .. }) if plan.status == JobStatus::Queued => {
-                job.run_at = (*run_at).max(now);
-            }
-            _ if plan.status == JobStatus::Queued => job.run_at = now,
-            _ => {}
-        }
-        if plan.status.is_terminal() {
-            job.completed_at = Some(now);
-        }
-        entry.push_event(plan.event, now);
+        let event = apply_plan(&mut entry.job, plan, outcome, now);
+        entry.push_event(event, now);
+        let (status, priority, run_at) = (entry.job.status, entry.job.priority, entry.job.run_at);
         self.counts[status_index(from)] -= 1;
-        self.counts[status_index(plan.status)] += 1;
-        if plan.status == JobStatus::Queued {
-            let (priority, run_at) = (entry.job.priority, entry.job.run_at);
+        self.counts[status_index(status)] += 1;
+        if status == JobStatus::Queued {
             self.enqueue_key(priority, run_at, id, now);
         }
     }
@@ -350,16 +327,9 @@ impl JobStore for MemoryStore {
             };
             inner.leases.insert((lease.expires_at, id));
             let entry = inner.jobs.get_mut(&id).expect("indexed jobs exist");
-            entry.job.status = JobStatus::Running;
-            entry.job.attempts += 1;
-            entry.job.started_at = Some(now);
-            entry.job.progress = None;
             entry.lease = Some(lease);
-            let attempt = entry.job.attempts;
-            entry.push_event(
-                NewEvent::new(EventKind::Started, started_message(attempt)),
-                now,
-            );
+            let started = start_attempt(&mut entry.job, now);
+            entry.push_event(started, now);
             jobs.push(ClaimedJob {
                 job: entry.view(),
                 lease,
@@ -438,31 +408,15 @@ impl JobStore for MemoryStore {
         let now = Utc::now();
         let mut inner = self.lock();
         let entry = inner.entry_for(tenant, id)?;
-        match entry.job.status {
-            JobStatus::Queued => {
-                entry.job.status = JobStatus::Cancelled;
-                entry.job.completed_at = Some(now);
-                entry.push_event(NewEvent::new(EventKind::Cancelled, "cancelled"), now);
-                let (priority, run_at) = (entry.job.priority, entry.job.run_at);
-                inner.dequeue_key(priority, run_at, id);
-                inner.counts[status_index(JobStatus::Queued)] -= 1;
-                inner.counts[status_index(JobStatus::Cancelled)] += 1;
-            }
-            JobStatus::Running if !entry.job.cancel_requested => {
-                entry.job.cancel_requested = true;
-                entry.push_event(
-                    NewEvent::new(EventKind::CancelRequested, "cancellation requested"),
-                    now,
-                );
-            }
-            JobStatus::Running => {}
-            from => {
-                return Err(Error::InvalidTransition {
-                    id,
-                    from,
-                    to: JobStatus::Cancelled,
-                });
-            }
+        let was_queued = entry.job.status == JobStatus::Queued;
+        if let Some(event) = cancel_plan(&mut entry.job, now)? {
+            entry.push_event(event, now);
+        }
+        if was_queued {
+            let (priority, run_at) = (entry.job.priority, entry.job.run_at);
+            inner.dequeue_key(priority, run_at, id);
+            inner.counts[status_index(JobStatus::Queued)] -= 1;
+            inner.counts[status_index(JobStatus::Cancelled)] += 1;
         }
         let view = inner.jobs[&id].view();
         drop(inner);

@@ -38,6 +38,27 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, for parsing and tests.
+    pub const ALL: [EventKind; 12] = [
+        EventKind::Queued,
+        EventKind::Started,
+        EventKind::Stage,
+        EventKind::Progress,
+        EventKind::Artifact,
+        EventKind::Custom,
+        EventKind::Retrying,
+        EventKind::CancelRequested,
+        EventKind::Released,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::Cancelled,
+    ];
+
+    /// The kind named `name` (its [`as_str`](Self::as_str) form).
+    pub fn parse(name: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Whether this event ends a timeline.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -74,6 +95,23 @@ pub enum Visibility {
     Public,
     /// Kept for operators; never crosses the HTTP boundary.
     Internal,
+}
+
+impl Visibility {
+    /// The lowercase name used on the wire and in SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Internal => "internal",
+        }
+    }
+
+    /// The visibility named `name`.
+    pub fn parse(name: &str) -> Option<Visibility> {
+        [Visibility::Public, Visibility::Internal]
+            .into_iter()
+            .find(|v| v.as_str() == name)
+    }
 }
 
 /// One entry of a job's timeline.
@@ -145,5 +183,22 @@ impl NewEvent {
             artifacts: self.artifacts,
             created_at: at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for vis in [Visibility::Public, Visibility::Internal] {
+            assert_eq!(Visibility::parse(vis.as_str()), Some(vis));
+        }
+        assert_eq!(EventKind::parse("nope"), None);
     }
 }

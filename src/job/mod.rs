@@ -228,6 +228,13 @@ impl ArtifactRole {
             ArtifactRole::Final => "final",
         }
     }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<ArtifactRole> {
+        [ArtifactRole::Intermediate, ArtifactRole::Final]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
 }
 
 /// The record of an artifact stored for a job. The bytes live in the

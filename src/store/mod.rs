@@ -7,6 +7,7 @@
 //! unexpired one.
 
 mod notify;
+mod rules;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::Result;
 use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, TenantId};
 
 pub use notify::{JobWatch, Notifier};
+pub use rules::{FinishPlan, apply_plan, cancel_plan, plan_finish, plan_reap, start_attempt};
 
 /// The storage of jobs. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL
 /// backends; the [`testing`](crate) suite checks an implementation.
@@ -479,114 +481,5 @@ impl QueueStats {
     /// Jobs in terminal states.
     pub fn terminal(&self) -> u64 {
         self.completed + self.failed + self.cancelled
-    }
-}
-
-/// The store-side effect of finishing an attempt: the new status, error and event. Shared
-/// by every backend so they agree on the rules (retry with no attempts left fails, etc.).
-///
-/// `attempts`/`max_attempts` are the job's counters before the change; `cancel_requested`
-/// turns any non-success outcome into a cancellation.
-pub fn plan_finish(
-    outcome: &Finish,
-    attempts: u32,
-    max_attempts: u32,
-    cancel_requested: bool,
-) -> FinishPlan {
-    use crate::job::EventKind;
-    let exhausted = attempts >= max_attempts;
-    match outcome {
-        Finish::Completed { .. } => FinishPlan {
-            status: JobStatus::Completed,
-            event: NewEvent::new(EventKind::Succeeded, "completed"),
-            error: None,
-            attempts,
-        },
-        Finish::Failed { .. } | Finish::Retry { .. } | Finish::Cancelled if cancel_requested => {
-            FinishPlan {
-                status: JobStatus::Cancelled,
-                event: NewEvent::new(EventKind::Cancelled, "cancelled while running"),
-                error: None,
-                attempts,
-            }
-        }
-        Finish::Cancelled => FinishPlan {
-            status: JobStatus::Cancelled,
-            event: NewEvent::new(EventKind::Cancelled, "cancelled"),
-            error: None,
-            attempts,
-        },
-        Finish::Failed { error } => FinishPlan {
-            status: JobStatus::Failed,
-            event: NewEvent::new(EventKind::Failed, error.clone()),
-            error: Some(error.clone()),
-            attempts,
-        },
-        Finish::Retry { error, .. } if exhausted => FinishPlan {
-            status: JobStatus::Failed,
-            event: NewEvent::new(EventKind::Failed, error.clone())
-                .with_payload(serde_json::json!({"attempts_exhausted": true})),
-            error: Some(error.clone()),
-            attempts,
-        },
-        Finish::Retry { error, run_at } => FinishPlan {
-            status: JobStatus::Queued,
-            event: NewEvent::new(EventKind::Retrying, error.clone()).with_payload(
-                serde_json::json!({"attempt": attempts, "run_at": run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
-            ),
-            error: Some(error.clone()),
-            attempts,
-        },
-        Finish::Released => FinishPlan {
-            status: JobStatus::Queued,
-            event: NewEvent::new(EventKind::Released, "handed back by a worker shutting down"),
-            error: None,
-            attempts: attempts.saturating_sub(1),
-        },
-    }
-}
-
-/// What [`plan_finish`] decided.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FinishPlan {
-    /// The job's new status.
-    pub status: JobStatus,
-    /// The event that records it.
-    pub event: NewEvent,
-    /// The job's new `error` field.
-    pub error: Option<String>,
-    /// The job's new attempt count.
-    pub attempts: u32,
-}
-
-/// The reaper's decision for a job whose lease expired; shared by every backend.
-pub fn plan_reap(attempts: u32, max_attempts: u32, cancel_requested: bool) -> FinishPlan {
-    use crate::job::EventKind;
-    let (status, event, error) = if cancel_requested {
-        (
-            JobStatus::Cancelled,
-            NewEvent::new(EventKind::Cancelled, "cancelled after its worker was lost"),
-            None,
-        )
-    } else if attempts >= max_attempts {
-        let msg = "lease expired and no attempts are left";
-        (
-            JobStatus::Failed,
-            NewEvent::new(EventKind::Failed, msg),
-            Some(msg.to_owned()),
-        )
-    } else {
-        let msg = "lease expired; the job will run again";
-        (
-            JobStatus::Queued,
-            NewEvent::new(EventKind::Retrying, msg),
-            Some(msg.to_owned()),
-        )
-    };
-    FinishPlan {
-        status,
-        event,
-        error,
-        attempts,
     }
 }
