@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -368,7 +367,7 @@ impl JobContext {
             size_bytes: stored.size,
             checksum: stored.checksum,
             metadata: spec.metadata,
-            created_at: Utc::now(),
+            created_at: crate::job::now(),
         };
         let mut event = NewEvent::new(EventKind::Artifact, format!("stored {}", artifact.name));
         event.artifacts.push(artifact.name.clone());

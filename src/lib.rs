@@ -72,6 +72,10 @@ mod executor;
 mod job;
 mod memory;
 mod retry;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 
 pub use artifact::*;
@@ -83,6 +87,9 @@ pub use executor::{
 pub use job::*;
 pub use memory::MemoryStore;
 pub use retry::RetryPolicy;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SqliteStore, SqliteStoreBuilder, Synchronous};
 pub use store::*;
 
 #[cfg(any(test, feature = "testing"))]

@@ -177,7 +177,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let mut inner = self.lock();
         // Check every idempotency key first so the call is all or nothing.
         let mut replays = Vec::with_capacity(jobs.len());
@@ -298,7 +298,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let ttl = chrono::Duration::from_std(params.lease_ttl)
             .map_err(|_| Error::invalid("lease_ttl", "too long"))?;
         let mut inner = self.lock();
@@ -348,7 +348,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let ttl = chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
@@ -365,7 +365,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
         if let Some(progress) = append.progress {
@@ -383,7 +383,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
         let job = &entry.job;
@@ -405,7 +405,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let mut inner = self.lock();
         let entry = inner.entry_for(tenant, id)?;
         let was_queued = entry.job.status == JobStatus::Queued;
@@ -425,7 +425,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = Utc::now();
+        let now = crate::job::now();
         let mut inner = self.lock();
         let expired: Vec<JobId> = inner
             .leases

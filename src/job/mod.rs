@@ -12,6 +12,17 @@ pub use event::{Event, EventKind, NewEvent, Visibility};
 pub use id::{JobId, JobType, ParseJobIdError, TenantId};
 pub use status::{InvalidTransition, JobStatus, ParseStatusError};
 
+/// The current time at the microsecond precision every store keeps, so that a job reads
+/// back exactly as it was written.
+pub(crate) fn now() -> DateTime<Utc> {
+    truncate(Utc::now())
+}
+
+/// `t` at microsecond precision.
+pub(crate) fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 /// Lowest priority a job may have.
 pub const MIN_PRIORITY: i32 = -1000;
 /// Highest priority a job may have; higher runs first.
@@ -75,7 +86,7 @@ pub struct Job {
 impl Job {
     /// A queued job, as [`Engine::submit`](crate::Engine::submit) creates it.
     pub fn new_queued(tenant: TenantId, new: NewJob, default_max_attempts: u32) -> Job {
-        let now = Utc::now();
+        let now = now();
         Job {
             id: JobId::new(),
             tenant,
@@ -87,7 +98,7 @@ impl Job {
             attempts: 0,
             max_attempts: new.max_attempts.unwrap_or(default_max_attempts),
             priority: new.priority,
-            run_at: new.run_at.unwrap_or(now).max(now),
+            run_at: new.run_at.map_or(now, |at| truncate(at).max(now)),
             created_at: now,
             started_at: None,
             completed_at: None,

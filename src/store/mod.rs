@@ -322,7 +322,7 @@ impl Lease {
         Lease {
             job_id,
             lease_id: ulid::Ulid::new().0,
-            expires_at: Utc::now() + ttl,
+            expires_at: crate::job::now() + ttl,
         }
     }
 }

@@ -130,7 +130,7 @@ pub fn apply_plan(
     match outcome {
         Some(Finish::Completed { result }) => job.result = Some(result.clone()),
         Some(Finish::Retry { run_at, .. }) if plan.status == JobStatus::Queued => {
-            job.run_at = (*run_at).max(now);
+            job.run_at = crate::job::truncate(*run_at).max(now);
         }
         _ if plan.status == JobStatus::Queued => job.run_at = now,
         _ => {}

@@ -1,0 +1,36 @@
+//! The SQLite store against the shared conformance suite, the fault test and the wake-up
+//! test, each case on a fresh database file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jobworks::SqliteStore;
+use jobworks::testing::{fault_test, run_job_store_suite, wake_up_test};
+
+async fn fresh(dir: &tempfile::TempDir) -> SqliteStore {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    SqliteStore::open(dir.path().join(format!("case-{n}.db")))
+        .await
+        .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_passes_the_job_store_suite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    run_job_store_suite(|| fresh(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_survives_the_fault_test() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fault_test(Arc::new(fresh(&dir).await), 10_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_loses_no_wake_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let latencies = wake_up_test(Arc::new(fresh(&dir).await), 1000).await;
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!("sqlite submit-to-start: p50 {:?}, p99 {p99:?}", latencies[latencies.len() / 2]);
+}
