@@ -1,15 +1,20 @@
-//! The five-minute tour: an engine on embedded defaults (no server), one custom executor
-//! that reports stages and writes a final artifact, a job polled to completion, its
-//! timeline, and a signed download URL.
+//! The five-minute tour: an engine on embedded defaults (no server: a SQLite file and
+//! artifacts on disk), one custom executor that reports stages and writes a final artifact,
+//! a job polled to completion, its timeline, and a signed download URL. Jobs persist: a
+//! second run finds the first run's jobs in the data folder.
 //!
 //! ```sh
-//! cargo run --example quickstart
+//! cargo run --example quickstart               # data in ./jobworks-data
+//! cargo run --example quickstart -- /tmp/demo  # data in a folder of your choice
 //! ```
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jobworks::{
-    ArtifactSpec, Engine, EventParams, JobContext, JobError, JobType, NewJob, TenantId, from_fn,
+    ArtifactSpec, Engine, EventParams, JobContext, JobError, JobType, ListParams, NewJob,
+    ObjectStoreArtifacts, SqliteStore, TenantId, UrlSigner, from_fn,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -38,12 +43,35 @@ async fn count_words(ctx: JobContext, input: WordCount) -> Result<serde_json::Va
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let data = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "jobworks-data".into()),
+    );
+    std::fs::create_dir_all(data.join("artifacts"))?;
+    let store = SqliteStore::open(data.join("jobs.db")).await?;
+    let files = object_store::local::LocalFileSystem::new_with_prefix(data.join("artifacts"))?;
+    // A random key: the URLs printed below stop working when this process exits.
+    let artifacts =
+        ObjectStoreArtifacts::new(Arc::new(files), UrlSigner::random("http://127.0.0.1:8080"));
     let engine = Engine::builder()
+        .store(store)
+        .artifacts(artifacts)
         .executor("WORD_COUNT", from_fn(count_words))
         .build()?;
     engine.start()?;
 
     let tenant = TenantId::new("acme")?;
+    let earlier = engine
+        .list(&tenant, ListParams::default().limit(1000))
+        .await?
+        .jobs;
+    println!(
+        "{} jobs from earlier runs in {}",
+        earlier.len(),
+        data.display()
+    );
+
     let job = NewJob::new(
         JobType::new("WORD_COUNT")?,
         json!({ "text": "the quick brown fox jumps over the lazy dog" }),
@@ -57,7 +85,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         job = engine
             .wait_for_change(&tenant, job.id, job.revision, Duration::from_secs(10))
             .await?;
-        println!("  status {}", job.status);
+        let latest = job.latest_event.as_ref().map(|e| e.message.as_ref()).unwrap_or("");
+        println!("  {:<9} {latest}", job.status.as_str());
     }
     println!("result: {}", job.result.clone().unwrap_or_default());
 

@@ -53,17 +53,22 @@ pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
 }
 
 pub(crate) fn from_micros(backend: &'static str, us: i64) -> Result<DateTime<Utc>, Error> {
-    DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(backend, format!("time {us} out of range")))
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| corrupt(backend, format!("time {us} out of range")))
 }
 
 pub(crate) fn status(backend: &'static str, s: &str) -> Result<JobStatus, Error> {
-    s.parse().map_err(|_| corrupt(backend, format!("unknown status {s:?}")))
+    s.parse()
+        .map_err(|_| corrupt(backend, format!("unknown status {s:?}")))
 }
 
 pub(crate) fn json_text(v: &Value) -> String {
     serde_json::to_string(v).expect("JSON values serialise")
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(backend: &'static str, s: &str) -> Result<T, Error> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    backend: &'static str,
+    s: &str,
+) -> Result<T, Error> {
     serde_json::from_str(s).map_err(|e| corrupt(backend, format!("bad JSON in a column: {e}")))
 }

@@ -32,5 +32,8 @@ async fn sqlite_store_loses_no_wake_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let latencies = wake_up_test(Arc::new(fresh(&dir).await), 1000).await;
     let p99 = latencies[latencies.len() * 99 / 100];
-    eprintln!("sqlite submit-to-start: p50 {:?}, p99 {p99:?}", latencies[latencies.len() / 2]);
+    eprintln!(
+        "sqlite submit-to-start: p50 {:?}, p99 {p99:?}",
+        latencies[latencies.len() / 2]
+    );
 }

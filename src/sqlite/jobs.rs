@@ -27,20 +27,30 @@ impl SqliteStore {
     }
 
     async fn row_for_update(tx: &mut SqliteConnection, id: JobId) -> Result<Option<JobRow>> {
-        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobworks_jobs WHERE id = ?"))
-            .bind(id_bytes(id))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = ?"
+        ))
+        .bind(id_bytes(id))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
         row.as_ref().map(decode_job).transpose()
     }
 
     /// The row of a running job whose current, unexpired lease is `lease`.
-    async fn leased(tx: &mut SqliteConnection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow> {
+    async fn leased(
+        tx: &mut SqliteConnection,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<JobRow> {
         match Self::row_for_update(tx, lease.job_id).await? {
             Some(row)
                 if row.job.status == JobStatus::Running
-                    && row.lease.is_some_and(|(id, exp)| id == lease.lease_id && exp > now) =>
+                    && row
+                        .lease
+                        .is_some_and(|(id, exp)| id == lease.lease_id && exp > now) =>
             {
                 Ok(row)
             }
@@ -64,7 +74,11 @@ impl SqliteStore {
         .bind(job.started_at.map(micros))
         .bind(job.completed_at.map(micros))
         .bind(micros(job.updated_at))
-        .bind(job.progress.as_ref().map(|p| serde_json::to_string(p).expect("serialises")))
+        .bind(
+            job.progress
+                .as_ref()
+                .map(|p| serde_json::to_string(p).expect("serialises")),
+        )
         .bind(job.cancel_requested)
         .bind(job.revision as i64)
         .bind(row.event_seq as i64)
@@ -78,7 +92,12 @@ impl SqliteStore {
     }
 
     /// Numbers and inserts an event, bumping the row's counters (save it afterwards).
-    async fn push_event(tx: &mut SqliteConnection, row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Result<Event> {
+    async fn push_event(
+        tx: &mut SqliteConnection,
+        row: &mut JobRow,
+        event: NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Event> {
         row.event_seq += 1;
         row.job.revision += 1;
         row.job.updated_at = now;
@@ -123,7 +142,10 @@ impl SqliteStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-        job.artifacts = artifacts.iter().map(decode_artifact).collect::<Result<_>>()?;
+        job.artifacts = artifacts
+            .iter()
+            .map(decode_artifact)
+            .collect::<Result<_>>()?;
         Ok(job)
     }
 
@@ -135,7 +157,11 @@ impl SqliteStore {
         }
     }
 
-    async fn insert_one(tx: &mut SqliteConnection, job: Job, now: DateTime<Utc>) -> Result<Inserted> {
+    async fn insert_one(
+        tx: &mut SqliteConnection,
+        job: Job,
+        now: DateTime<Utc>,
+    ) -> Result<Inserted> {
         if let Some(key) = &job.idempotency_key {
             let existing = sqlx::query(concat!(
                 "SELECT ",
@@ -247,7 +273,9 @@ impl JobStore for SqliteStore {
         for row in rows.iter().take(limit) {
             jobs.push(Self::complete(&mut conn, decode_job(row)?).await?);
         }
-        let next = (rows.len() > limit).then(|| jobs.last().map(|j| j.id)).flatten();
+        let next = (rows.len() > limit)
+            .then(|| jobs.last().map(|j| j.id))
+            .flatten();
         Ok(JobPage { jobs, next })
     }
 
@@ -401,7 +429,12 @@ impl JobStore for SqliteStore {
         let mut tx = self.write().await?;
         let mut row = Self::leased(&mut tx, lease, now).await?;
         let job = &row.job;
-        let plan = plan_finish(&outcome, job.attempts, job.max_attempts, job.cancel_requested);
+        let plan = plan_finish(
+            &outcome,
+            job.attempts,
+            job.max_attempts,
+            job.cancel_requested,
+        );
         let event = apply_plan(&mut row.job, plan, Some(&outcome), now);
         row.lease = None;
         Self::push_event(&mut tx, &mut row, event, now).await?;
@@ -491,7 +524,11 @@ impl JobStore for SqliteStore {
                 "DELETE FROM jobworks_artifacts WHERE job_id = ?",
                 "DELETE FROM jobworks_jobs WHERE id = ?",
             ] {
-                sqlx::query(table).bind(&id).execute(&mut *tx).await.map_err(db)?;
+                sqlx::query(table)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
             }
             purged.push((TenantId::new(tenant)?, JobId::from_u128(u128_from(&id)?)));
         }

@@ -12,7 +12,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
-use crate::job::{Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, TenantId, Visibility};
+use crate::job::{
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, TenantId, Visibility,
+};
 use crate::sql::{corrupt, db_error, from_micros, parse_json, status};
 use crate::store::Notifier;
 use crate::{Error, Result};
@@ -177,10 +179,7 @@ impl SqliteStore {
         .map_err(db)?;
         let current = current_version(&mut tx).await?;
         for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            sqlx::raw_sql(script)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(db)?;
             sqlx::query("INSERT INTO jobworks_schema (version, name, applied_at) VALUES (?, ?, ?)")
                 .bind(version)
                 .bind(name)
@@ -307,7 +306,8 @@ fn decode_event(row: &SqliteRow) -> Result<Event> {
     let artifacts: Option<String> = get(row, 5)?;
     Ok(Event {
         seq: get::<i64>(row, 0)? as u64,
-        kind: EventKind::parse(&kind).ok_or_else(|| corrupt(BACKEND, format!("event kind {kind:?}")))?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| corrupt(BACKEND, format!("event kind {kind:?}")))?,
         visibility: Visibility::parse(&visibility)
             .ok_or_else(|| corrupt(BACKEND, format!("visibility {visibility:?}")))?,
         message: get::<String>(row, 3)?.into(),
@@ -325,7 +325,8 @@ fn decode_artifact(row: &SqliteRow) -> Result<Artifact> {
     Ok(Artifact {
         name: get(row, 0)?,
         kind: get(row, 1)?,
-        role: ArtifactRole::parse(&role).ok_or_else(|| corrupt(BACKEND, format!("role {role:?}")))?,
+        role: ArtifactRole::parse(&role)
+            .ok_or_else(|| corrupt(BACKEND, format!("role {role:?}")))?,
         content_type: get(row, 3)?,
         size_bytes: get::<i64>(row, 4)? as u64,
         checksum: get(row, 5)?,
