@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::{Error, JobStatus};
 
+#[cfg(feature = "postgres")]
 /// Maps a driver error: connection trouble is [`Error::Unavailable`], the rest
 /// [`Error::Backend`].
 pub(crate) fn db_error(backend: &'static str, e: sqlx::Error) -> Error {

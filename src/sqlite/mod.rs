@@ -1,21 +1,22 @@
 //! [`SqliteStore`]: the embedded durable default — one database file in WAL mode.
+//!
+//! All writes go through one connection on a dedicated thread, which commits whatever
+//! writes are waiting in one transaction (group commit), each in its own savepoint so one
+//! failing write never undoes another. Reads use a small pool of connections on tokio's
+//! blocking threads. SQLite runs in the process: a statement costs microseconds, so each
+//! store call is one hop to a thread, not one per statement.
 
 mod jobs;
+mod rows;
+mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, OpenFlags};
 
-use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, TenantId, Visibility,
-};
-use crate::sql::{corrupt, db_error, from_micros, parse_json, status};
+use crate::sql::corrupt;
 use crate::store::Notifier;
 use crate::{Error, Result};
 
@@ -32,22 +33,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Synchronous {
-    /// WAL with `synchronous = NORMAL`: a committed job survives a crash of the process;
-    /// on power loss or an OS crash the last transactions before the latest checkpoint may
-    /// be lost (the file stays consistent). Fast: commits do not wait for the disk.
+    /// WAL with `synchronous = NORMAL`: a committed job survives a crash of the process
+    /// (the WAL is in the operating system's hands before a commit returns); on power loss
+    /// or an OS crash the transactions since the last checkpoint may be lost, though the
+    /// file stays consistent. Commits do not wait for the disk.
     #[default]
     Normal,
-    /// WAL with `synchronous = FULL`: every commit waits for the disk, so it also survives
-    /// power loss. Slower by the disk's flush time per commit.
+    /// WAL with `synchronous = FULL`: every commit waits for the disk, so it survives power
+    /// loss too. Slower by the disk's flush time per group commit.
     Full,
 }
 
 /// A job store in one SQLite file, for a single machine.
 ///
-/// Writes go through one connection, in `BEGIN IMMEDIATE` transactions, so they never
-/// wait on SQLite's busy handler within a process; reads use a small pool of their own.
-/// Two stores (or processes) may open the same file: claims stay exclusive, and each
-/// process's idle workers find the other's jobs by their fallback poll.
+/// Two stores (or processes) may open the same file: claims stay exclusive (writes take
+/// the file's write lock), and each process's idle workers find the other's jobs by their
+/// fallback poll.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobworks::Result<()> {
@@ -58,8 +59,8 @@ pub enum Synchronous {
 /// ```
 #[derive(Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    readers: SqlitePool,
+    writer: writer::Writer,
+    readers: Arc<Readers>,
     notifier: Notifier,
     path: PathBuf,
 }
@@ -70,7 +71,6 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     synchronous: Synchronous,
     busy_timeout: Duration,
-    readers: u32,
 }
 
 impl SqliteStoreBuilder {
@@ -87,50 +87,46 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// How many read connections to keep (4 by default).
-    pub fn readers(mut self, n: u32) -> Self {
-        self.readers = n.max(1);
-        self
-    }
-
     /// Opens (creating it if needed) the database and applies the embedded migrations.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the file cannot be opened; [`Error::Backend`] when a
-    /// migration fails.
+    /// migration fails (it is rolled back).
     pub async fn open(self) -> Result<SqliteStore> {
-        let sync = match self.synchronous {
-            Synchronous::Normal => SqliteSynchronous::Normal,
-            Synchronous::Full => SqliteSynchronous::Full,
-        };
-        let options = SqliteConnectOptions::new()
-            .filename(&self.path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .busy_timeout(self.busy_timeout)
-            .foreign_keys(false);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options.clone())
-            .await
-            .map_err(db)?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(self.readers)
-            .connect_with(options)
-            .await
-            .map_err(db)?;
-        let store = SqliteStore {
-            writer,
-            readers,
+        let options = self.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut conn = options.connect()?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| corrupt(BACKEND, e.to_string()))??;
+        Ok(SqliteStore {
+            writer: writer::Writer::spawn(conn)?,
+            readers: Arc::new(Readers {
+                options: self.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
             notifier: Notifier::default(),
             path: self.path,
+        })
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(db)?;
+        conn.busy_timeout(self.busy_timeout).map_err(db)?;
+        let sync = match self.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
         };
-        store.migrate().await?;
-        Ok(store)
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", sync).map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
     }
 }
 
@@ -141,7 +137,6 @@ impl SqliteStore {
             path: path.as_ref().to_owned(),
             synchronous: Synchronous::default(),
             busy_timeout: Duration::from_secs(5),
-            readers: 4,
         }
     }
 
@@ -158,183 +153,95 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Applies the embedded migrations that the file lacks. [`open`](Self::open) already
-    /// does; calling it again is harmless.
-    ///
-    /// # Errors
-    /// [`Error::Backend`] when a migration fails; it is rolled back.
-    pub async fn migrate(&self) -> Result<()> {
-        let mut conn = self.writer.acquire().await.map_err(db)?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .map_err(db)?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS jobworks_schema (
-                version INTEGER PRIMARY KEY NOT NULL,
-                name TEXT NOT NULL,
-                applied_at INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let current = current_version(&mut tx).await?;
-        for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query("INSERT INTO jobworks_schema (version, name, applied_at) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(name)
-                .bind(Utc::now().timestamp_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
-    }
-
     /// The schema version the file is at.
     ///
     /// # Errors
     /// Store errors.
     pub async fn schema_version(&self) -> Result<i64> {
-        let mut conn = self.readers.acquire().await.map_err(db)?;
-        current_version(&mut conn).await
+        self.read(|conn| current_version(conn)).await
     }
 
-    /// Closes the connections; later calls fail.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.readers.close().await;
-    }
-}
-
-async fn current_version(conn: &mut SqliteConnection) -> Result<i64> {
-    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM jobworks_schema")
-        .fetch_one(&mut *conn)
+    /// Runs `f` on a read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let out = f(&conn);
+            readers.give_back(conn);
+            out
+        })
         .await
-        .map_err(db)?;
-    Ok(version.unwrap_or(0))
+        .map_err(|e| corrupt(BACKEND, e.to_string()))?
+    }
 }
 
-/// The columns of a job row, in the order [`decode_job`] reads them.
-macro_rules! job_columns {
-    () => {
-        "id, tenant, job_type, input, status, result, error, attempts, max_attempts, priority, \
-         run_at, created_at, started_at, completed_at, updated_at, idempotency_key, progress, \
-         cancel_requested, revision, event_seq, lease_id, lease_expires_at"
-    };
-}
-pub(crate) use job_columns;
-
-/// A job row with the bookkeeping the [`Job`] does not show.
+/// Idle read connections.
 #[derive(Debug)]
-struct JobRow {
-    job: Job,
-    event_seq: u64,
-    lease: Option<(u128, DateTime<Utc>)>,
+struct Readers {
+    options: SqliteStoreBuilder,
+    idle: Mutex<Vec<Connection>>,
 }
 
-fn get<'r, T>(row: &'r SqliteRow, idx: usize) -> Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(idx).map_err(db)
+impl Readers {
+    fn take(&self) -> Result<Connection> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => self.options.connect(),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
 }
 
-fn id_bytes(id: JobId) -> Vec<u8> {
-    id.to_u128().to_be_bytes().to_vec()
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobworks_schema (
+            version INTEGER PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL,
+            applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db)?;
+    let current = current_version(&tx)?;
+    for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(script).map_err(db)?;
+        tx.execute(
+            "INSERT INTO jobworks_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![version, name, crate::job::now().timestamp_micros()],
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)
 }
 
-fn u128_from(bytes: &[u8]) -> Result<u128> {
-    let arr: [u8; 16] = bytes
-        .try_into()
-        .map_err(|_| corrupt(BACKEND, "an id is not 16 bytes"))?;
-    Ok(u128::from_be_bytes(arr))
+fn current_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema", [], |r| r.get(0))
+        .map_err(db)
 }
 
-fn time(us: i64) -> Result<DateTime<Utc>> {
-    from_micros(BACKEND, us)
-}
-
-fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
-    us.map(time).transpose()
-}
-
-fn decode_job(row: &SqliteRow) -> Result<JobRow> {
-    let id = JobId::from_u128(u128_from(&get::<Vec<u8>>(row, 0)?)?);
-    let result: Option<String> = get(row, 5)?;
-    let progress: Option<String> = get(row, 16)?;
-    let lease_id: Option<Vec<u8>> = get(row, 20)?;
-    let lease_expires: Option<i64> = get(row, 21)?;
-    let lease = match (lease_id, lease_expires) {
-        (Some(lid), Some(exp)) => Some((u128_from(&lid)?, time(exp)?)),
-        _ => None,
-    };
-    let job = Job {
-        id,
-        tenant: TenantId::new(get::<String>(row, 1)?)?,
-        job_type: JobType::new(get::<String>(row, 2)?)?,
-        input: parse_json(BACKEND, &get::<String>(row, 3)?)?,
-        status: status(BACKEND, &get::<String>(row, 4)?)?,
-        result: result.map(|r| parse_json(BACKEND, &r)).transpose()?,
-        error: get(row, 6)?,
-        attempts: get::<i64>(row, 7)? as u32,
-        max_attempts: get::<i64>(row, 8)? as u32,
-        priority: get::<i64>(row, 9)? as i32,
-        run_at: time(get(row, 10)?)?,
-        created_at: time(get(row, 11)?)?,
-        started_at: opt_time(get(row, 12)?)?,
-        completed_at: opt_time(get(row, 13)?)?,
-        updated_at: time(get(row, 14)?)?,
-        idempotency_key: get(row, 15)?,
-        progress: progress.map(|p| parse_json(BACKEND, &p)).transpose()?,
-        cancel_requested: get(row, 17)?,
-        revision: get::<i64>(row, 18)? as u64,
-        artifacts: Vec::new(),
-        latest_event: None,
-    };
-    Ok(JobRow {
-        job,
-        event_seq: get::<i64>(row, 19)? as u64,
-        lease,
-    })
-}
-
-fn decode_event(row: &SqliteRow) -> Result<Event> {
-    let kind: String = get(row, 1)?;
-    let visibility: String = get(row, 2)?;
-    let payload: Option<String> = get(row, 4)?;
-    let artifacts: Option<String> = get(row, 5)?;
-    Ok(Event {
-        seq: get::<i64>(row, 0)? as u64,
-        kind: EventKind::parse(&kind)
-            .ok_or_else(|| corrupt(BACKEND, format!("event kind {kind:?}")))?,
-        visibility: Visibility::parse(&visibility)
-            .ok_or_else(|| corrupt(BACKEND, format!("visibility {visibility:?}")))?,
-        message: get::<String>(row, 3)?.into(),
-        payload: payload.map(|p| parse_json(BACKEND, &p)).transpose()?,
-        artifacts: artifacts
-            .map(|a| parse_json(BACKEND, &a))
-            .transpose()?
-            .unwrap_or_default(),
-        created_at: time(get(row, 6)?)?,
-    })
-}
-
-fn decode_artifact(row: &SqliteRow) -> Result<Artifact> {
-    let role: String = get(row, 2)?;
-    Ok(Artifact {
-        name: get(row, 0)?,
-        kind: get(row, 1)?,
-        role: ArtifactRole::parse(&role)
-            .ok_or_else(|| corrupt(BACKEND, format!("role {role:?}")))?,
-        content_type: get(row, 3)?,
-        size_bytes: get::<i64>(row, 4)? as u64,
-        checksum: get(row, 5)?,
-        metadata: parse_json(BACKEND, &get::<String>(row, 6)?)?,
-        created_at: time(get(row, 7)?)?,
-    })
-}
-
-fn db(e: sqlx::Error) -> Error {
-    db_error(BACKEND, e)
+/// Maps a SQLite error: a busy or locked database is [`Error::Unavailable`].
+fn db(e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | CannotOpen) => Error::Unavailable {
+            backend: BACKEND,
+            source: Box::new(e),
+        },
+        _ => Error::Backend {
+            backend: BACKEND,
+            source: Box::new(e),
+        },
+    }
 }

@@ -1,0 +1,203 @@
+//! Engine throughput and latency on every backend: the memory store, SQLite, and
+//! PostgreSQL when `JOBWORKS_TEST_POSTGRES_URL` is set.
+//!
+//! ```sh
+//! cargo bench --bench engine --all-features
+//! ```
+//! Prints submit-to-start percentiles beside criterion's figures.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use jobworks::{Engine, JobContext, JobError, JobStore, JobType, MemoryStore, NewJob, TenantId, from_fn};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+const DRAIN_JOBS: usize = 10_000;
+
+type StoreFuture = Pin<Box<dyn Future<Output = Arc<dyn JobStore>>>>;
+
+/// A backend under test: its name and how to make a fresh, empty store.
+struct Backend {
+    name: &'static str,
+    fresh: Box<dyn Fn() -> StoreFuture>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend {
+        name: "memory",
+        fresh: Box::new(|| Box::pin(async { Arc::new(MemoryStore::new()) as Arc<dyn JobStore> })),
+        _dir: None,
+    }];
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_owned();
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        out.push(Backend {
+            name: "sqlite",
+            fresh: Box::new(move || {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let file = path.join(format!("bench-{n}.db"));
+                Box::pin(async move {
+                    Arc::new(jobworks::SqliteStore::open(file).await.expect("open")) as Arc<dyn JobStore>
+                })
+            }),
+            _dir: Some(dir),
+        });
+    }
+    out
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn noop_engine(store: Arc<dyn JobStore>, concurrency: usize) -> Engine {
+    Engine::builder()
+        .store(store)
+        .executor("NOOP", from_fn(|_ctx: JobContext, _: Value| async { Ok::<_, JobError>(()) }))
+        .concurrency(concurrency)
+        .build()
+        .expect("engine")
+}
+
+fn jobs(n: usize) -> Vec<NewJob> {
+    let ty = JobType::new("NOOP").expect("valid");
+    (0..n).map(|_| NewJob::new(ty.clone(), json!({}))).collect()
+}
+
+fn submit(c: &mut Criterion) {
+    let rt = runtime();
+    let tenant = TenantId::new("bench").expect("valid");
+    let mut group = c.benchmark_group("submit");
+    for backend in backends() {
+        for batch in [1usize, 1000] {
+            let store = rt.block_on((backend.fresh)());
+            let engine = noop_engine(store, 16);
+            group.throughput(Throughput::Elements(batch as u64));
+            let id = BenchmarkId::new(backend.name, format!("batch_{batch}"));
+            group.bench_function(id, |b| {
+                b.to_async(&rt).iter(|| {
+                    let engine = engine.clone();
+                    let tenant = tenant.clone();
+                    async move { engine.submit_many(&tenant, jobs(batch)).await.expect("submit") }
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+fn drain(c: &mut Criterion) {
+    let rt = runtime();
+    let tenant = TenantId::new("bench").expect("valid");
+    let mut group = c.benchmark_group("drain_10k_noop_concurrency_16");
+    group.throughput(Throughput::Elements(DRAIN_JOBS as u64));
+    group.sample_size(10);
+    for backend in backends() {
+        group.bench_function(backend.name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let tenant = tenant.clone();
+                let fresh = &backend.fresh;
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let engine = noop_engine(fresh().await, 16);
+                        for chunk in jobs(DRAIN_JOBS).chunks(1000) {
+                            engine.submit_many(&tenant, chunk.to_vec()).await.expect("submit");
+                        }
+                        let start = Instant::now();
+                        engine.start().expect("start");
+                        engine.wait_idle().await;
+                        total += start.elapsed();
+                        let stats = engine.stats().await.expect("stats");
+                        assert_eq!(stats.completed, DRAIN_JOBS as u64);
+                        engine.shutdown().await;
+                    }
+                    total
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Submit-to-start with an idle worker: from calling `submit` to the executor running,
+/// one job at a time.
+fn latency(c: &mut Criterion) {
+    let rt = runtime();
+    let tenant = TenantId::new("bench").expect("valid");
+    let ty = JobType::new("PING").expect("valid");
+    let mut group = c.benchmark_group("submit_to_start");
+    for backend in backends() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+        let store = rt.block_on((backend.fresh)());
+        let engine = {
+            let _guard = rt.enter();
+            let engine = Engine::builder()
+                .store(store)
+                .executor(
+                    "PING",
+                    from_fn(move |_ctx: JobContext, _: Value| {
+                        let _ = tx.send(Instant::now());
+                        async { Ok::<_, JobError>(()) }
+                    }),
+                )
+                .concurrency(16)
+                .poll_interval(Duration::from_secs(3600))
+                .build()
+                .expect("engine");
+            engine.start().expect("start");
+            engine
+        };
+        let mut samples: Vec<Duration> = Vec::new();
+        group.bench_function(backend.name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        engine.wait_idle().await;
+                        let submitted = Instant::now();
+                        engine
+                            .submit(&tenant, NewJob::new(ty.clone(), json!({})))
+                            .await
+                            .expect("submit");
+                        let started = rx.recv().await.expect("executor ran");
+                        let took = started - submitted;
+                        samples.push(took);
+                        total += took;
+                    }
+                    total
+                })
+            });
+        });
+        rt.block_on(engine.shutdown());
+        if samples.is_empty() {
+            continue; // filtered out on the command line
+        }
+        samples.sort();
+        let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+        println!(
+            "submit_to_start/{}: {} jobs, p50 {:?}, p99 {:?}, max {:?}",
+            backend.name,
+            samples.len(),
+            pct(50),
+            pct(99),
+            samples[samples.len() - 1]
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, submit, drain, latency);
+criterion_main!(benches);
