@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use jobworks::{Engine, JobContext, JobError, JobStore, JobType, MemoryStore, NewJob, TenantId, from_fn};
+use jobworks::{
+    Engine, JobContext, JobError, JobStore, JobType, MemoryStore, NewJob, TenantId, from_fn,
+};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -45,10 +47,35 @@ fn backends() -> Vec<Backend> {
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let file = path.join(format!("bench-{n}.db"));
                 Box::pin(async move {
-                    Arc::new(jobworks::SqliteStore::open(file).await.expect("open")) as Arc<dyn JobStore>
+                    Arc::new(jobworks::SqliteStore::open(file).await.expect("open"))
+                        as Arc<dyn JobStore>
                 })
             }),
             _dir: Some(dir),
+        });
+    }
+    #[cfg(feature = "postgres")]
+    if let Ok(url) = std::env::var("JOBWORKS_TEST_POSTGRES_URL") {
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        out.push(Backend {
+            name: "postgres",
+            fresh: Box::new(move || {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let url = url.clone();
+                Box::pin(async move {
+                    let schema = format!("jobworks_bench_{n}");
+                    let store = jobworks::PostgresStore::builder(&url)
+                        .schema(schema)
+                        .max_connections(16)
+                        .connect()
+                        .await
+                        .expect("connect");
+                    store.drop_schema().await.expect("drop old schema");
+                    store.migrate().await.expect("migrate");
+                    Arc::new(store) as Arc<dyn JobStore>
+                })
+            }),
+            _dir: None,
         });
     }
     out
@@ -65,7 +92,10 @@ fn runtime() -> Runtime {
 fn noop_engine(store: Arc<dyn JobStore>, concurrency: usize) -> Engine {
     Engine::builder()
         .store(store)
-        .executor("NOOP", from_fn(|_ctx: JobContext, _: Value| async { Ok::<_, JobError>(()) }))
+        .executor(
+            "NOOP",
+            from_fn(|_ctx: JobContext, _: Value| async { Ok::<_, JobError>(()) }),
+        )
         .concurrency(concurrency)
         .build()
         .expect("engine")
@@ -90,7 +120,12 @@ fn submit(c: &mut Criterion) {
                 b.to_async(&rt).iter(|| {
                     let engine = engine.clone();
                     let tenant = tenant.clone();
-                    async move { engine.submit_many(&tenant, jobs(batch)).await.expect("submit") }
+                    async move {
+                        engine
+                            .submit_many(&tenant, jobs(batch))
+                            .await
+                            .expect("submit")
+                    }
                 });
             });
         }
@@ -114,7 +149,10 @@ fn drain(c: &mut Criterion) {
                     for _ in 0..iters {
                         let engine = noop_engine(fresh().await, 16);
                         for chunk in jobs(DRAIN_JOBS).chunks(1000) {
-                            engine.submit_many(&tenant, chunk.to_vec()).await.expect("submit");
+                            engine
+                                .submit_many(&tenant, chunk.to_vec())
+                                .await
+                                .expect("submit");
                         }
                         let start = Instant::now();
                         engine.start().expect("start");

@@ -85,7 +85,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         job = engine
             .wait_for_change(&tenant, job.id, job.revision, Duration::from_secs(10))
             .await?;
-        let latest = job.latest_event.as_ref().map(|e| e.message.as_ref()).unwrap_or("");
+        let latest = job
+            .latest_event
+            .as_ref()
+            .map(|e| e.message.as_ref())
+            .unwrap_or("");
         println!("  {:<9} {latest}", job.status.as_str());
     }
     println!("result: {}", job.result.clone().unwrap_or_default());

@@ -71,6 +71,8 @@ mod error;
 mod executor;
 mod job;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod retry;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -86,6 +88,9 @@ pub use executor::{
 };
 pub use job::*;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use retry::RetryPolicy;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

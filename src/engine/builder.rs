@@ -145,6 +145,14 @@ impl EngineBuilder {
         self
     }
 
+    /// How many claims may be in flight at once (2 by default). More help a store whose
+    /// claim is a network round trip keep every slot busy; each claim still takes as many
+    /// jobs as there are free slots.
+    pub fn claimers(mut self, n: usize) -> Self {
+        self.config.claimers = n.max(1);
+        self
+    }
+
     /// How many jobs one claim may take at most (64 by default).
     pub fn claim_batch(mut self, n: usize) -> Self {
         self.config.claim_batch = n.max(1);

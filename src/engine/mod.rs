@@ -62,6 +62,7 @@ struct Registration {
 #[derive(Debug, Clone)]
 struct WorkerConfig {
     concurrency: usize,
+    claimers: usize,
     claim_batch: usize,
     lease_ttl: Duration,
     heartbeat_interval: Duration,
@@ -75,6 +76,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 16,
+            claimers: 2,
             claim_batch: 64,
             lease_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),

@@ -35,7 +35,7 @@ pub(super) struct Workers {
     /// Ends the grace period: running jobs are handed back.
     hand_back: CancellationToken,
     slots: Arc<Semaphore>,
-    dispatcher: JoinHandle<()>,
+    dispatchers: Vec<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
 }
 
@@ -45,7 +45,8 @@ struct Shared {
     engine: Arc<EngineInner>,
     hand_back: CancellationToken,
     active: AtomicUsize,
-    /// Fired when the last active job ends, so the dispatcher can tell it is idle.
+    /// Jobs running plus slots reserved by claims in flight; fired (`drained`) when it
+    /// drops to zero, so that a dispatcher can tell the engine is idle.
     drained: Notify,
 }
 
@@ -64,13 +65,15 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
         drained: Notify::new(),
     });
     engine.idle.send_replace(None);
-    let dispatcher = tokio::spawn(dispatch(shared, slots.clone(), stop.clone()));
+    let dispatchers = (0..engine.config.claimers)
+        .map(|_| tokio::spawn(dispatch(shared.clone(), slots.clone(), stop.clone())))
+        .collect();
     let maintenance = tokio::spawn(maintain(engine.clone(), stop.clone()));
     *workers = Some(Workers {
         stop,
         hand_back,
         slots,
-        dispatcher,
+        dispatchers,
         maintenance,
     });
     Ok(())
@@ -79,7 +82,9 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
 impl Workers {
     pub(super) async fn shutdown(self, engine: &EngineInner, grace: Duration) {
         self.stop.cancel();
-        let _ = self.dispatcher.await;
+        for dispatcher in self.dispatchers {
+            let _ = dispatcher.await;
+        }
         self.maintenance.abort();
         let all = engine.config.concurrency as u32;
         let finished = tokio::time::timeout(grace, self.slots.acquire_many(all)).await;
@@ -92,7 +97,9 @@ impl Workers {
     }
 
     pub(super) fn abort(self, engine: &EngineInner) {
-        self.dispatcher.abort();
+        for dispatcher in &self.dispatchers {
+            dispatcher.abort();
+        }
         self.maintenance.abort();
         for (_, job) in engine.running().drain() {
             if let Some(handle) = job.abort {
@@ -123,6 +130,9 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         // Mark the notifications seen before claiming, so a submit racing with an empty
         // claim still wakes us.
         let seen = *work.borrow_and_update();
+        // Reserve the slots before claiming, so that no dispatcher sees the engine idle
+        // while this claim is in flight.
+        shared.active.fetch_add(permits.len(), Ordering::AcqRel);
         let params = ClaimParams::default()
             .limit(permits.len())
             .lease_ttl(config.lease_ttl)
@@ -133,6 +143,7 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
                 claimed
             }
             Err(e) => {
+                release(&shared, permits.len());
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(7)));
                 warn!(error = %e, ?backoff, "claim failed");
@@ -150,11 +161,12 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
             spawn_job(&shared, job, permit);
         }
         drop(permits);
+        let idle_now = release(&shared, wanted - got);
         if got == wanted {
             engine.idle.send_if_modified(|idle| idle.take().is_some());
             continue;
         }
-        if got == 0 && shared.active.load(Ordering::Acquire) == 0 {
+        if got == 0 && idle_now {
             engine.idle.send_replace(Some(seen));
         }
         let mut nap = config.poll_interval;
@@ -172,13 +184,25 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
     }
 }
 
+/// Gives back `n` reserved slots; says whether nothing is active any more.
+fn release(shared: &Shared, n: usize) -> bool {
+    if n == 0 {
+        return shared.active.load(Ordering::Acquire) == 0;
+    }
+    let idle = shared.active.fetch_sub(n, Ordering::AcqRel) == n;
+    if idle {
+        shared.drained.notify_one();
+    }
+    idle
+}
+
+/// Runs a claimed job in its own task; its slot was reserved by the claim.
 fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePermit) {
     let id = claimed.job.id;
     let cancel = CancellationToken::new();
     if claimed.job.cancel_requested {
         cancel.cancel();
     }
-    shared.active.fetch_add(1, Ordering::AcqRel);
     shared.engine.running().insert(
         id,
         RunningJob {
@@ -199,9 +223,7 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
             run_job(&task_shared, claimed, cancel).await;
             task_shared.engine.running().remove(&id);
             drop(permit);
-            if task_shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-                task_shared.drained.notify_one();
-            }
+            release(&task_shared, 1);
         }
         .instrument(span),
     );

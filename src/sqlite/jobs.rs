@@ -25,7 +25,9 @@ fn leased(conn: &Connection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow
     match load(conn, lease.job_id)? {
         Some(row)
             if row.job.status == JobStatus::Running
-                && row.lease.is_some_and(|(id, exp)| id == lease.lease_id && exp > now) =>
+                && row
+                    .lease
+                    .is_some_and(|(id, exp)| id == lease.lease_id && exp > now) =>
         {
             Ok(row)
         }
@@ -44,7 +46,11 @@ fn owned(conn: &Connection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
 fn existing_by_key(conn: &Connection, job: &Job, key: &str) -> Result<Option<JobRow>> {
     let found = load_many(
         conn,
-        concat!("SELECT ", job_columns!(), " FROM jobworks_jobs WHERE tenant = ?1 AND idempotency_key = ?2"),
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE tenant = ?1 AND idempotency_key = ?2"
+        ),
         params![job.tenant.as_str(), key],
     )?;
     Ok(found.into_iter().next())
@@ -64,7 +70,9 @@ fn insert_all(conn: &Connection, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<V
             && let Some(existing) = existing_by_key(conn, &job, key)?
         {
             if !existing.job.same_request(&job) {
-                return Err(Error::AlreadyExists { id: existing.job.id });
+                return Err(Error::AlreadyExists {
+                    id: existing.job.id,
+                });
             }
             out.push(Inserted {
                 job: complete(conn, existing)?,
@@ -95,7 +103,12 @@ fn insert_all(conn: &Connection, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<V
             event_seq: 0,
             lease: None,
         };
-        let event = push_event(conn, &mut row, NewEvent::new(EventKind::Queued, "queued"), now)?;
+        let event = push_event(
+            conn,
+            &mut row,
+            NewEvent::new(EventKind::Queued, "queued"),
+            now,
+        )?;
         row.job.latest_event = Some(event);
         out.push(Inserted {
             job: row.job,
@@ -106,7 +119,8 @@ fn insert_all(conn: &Connection, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<V
 }
 
 fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Result<Claimed> {
-    let ttl = chrono::Duration::from_std(params.lease_ttl).map_err(|_| Error::invalid("lease_ttl", "too long"))?;
+    let ttl = chrono::Duration::from_std(params.lease_ttl)
+        .map_err(|_| Error::invalid("lease_ttl", "too long"))?;
     let types = params
         .types
         .as_ref()
@@ -133,13 +147,19 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         let started = start_attempt(&mut row.job, now);
         let event = push_event(conn, &mut row, started, now)?;
         save(conn, &row)?;
-        let mut job = if retried { complete(conn, row)? } else { row.job };
+        let mut job = if retried {
+            complete(conn, row)?
+        } else {
+            row.job
+        };
         job.latest_event = Some(event);
         jobs.push(ClaimedJob { job, lease });
     }
     let next_run_at = if jobs.len() < params.limit {
         let next: Option<i64> = conn
-            .prepare_cached("SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > ?1")
+            .prepare_cached(
+                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > ?1",
+            )
             .and_then(|mut s| s.query_row(params![micros(now)], |r| r.get(0)))
             .map_err(db)?;
         next.map(time).transpose()?
@@ -149,7 +169,11 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     Ok(Claimed { jobs, next_run_at })
 }
 
-fn reap_expired(conn: &Connection, limit: usize, now: DateTime<Utc>) -> Result<(ReapReport, Vec<JobId>)> {
+fn reap_expired(
+    conn: &Connection,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Result<(ReapReport, Vec<JobId>)> {
     let rows = load_many(
         conn,
         concat!(
@@ -188,9 +212,10 @@ fn purge_before(conn: &Connection, params: PurgeParams) -> Result<Vec<(TenantId,
             )
             .map_err(db)?;
         let rows = stmt
-            .query_map(params![micros(params.completed_before), params.limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_map(
+                params![micros(params.completed_before), params.limit as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(db)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db)?
     };
@@ -222,7 +247,10 @@ impl JobStore for SqliteStore {
 
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
         let now = crate::job::now();
-        let out = self.writer.write(move |conn| insert_all(conn, jobs, now)).await?;
+        let out = self
+            .writer
+            .write(move |conn| insert_all(conn, jobs, now))
+            .await?;
         if out.iter().any(|i| i.created) {
             self.notifier.work_available();
         }
@@ -231,7 +259,8 @@ impl JobStore for SqliteStore {
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let tenant = tenant.clone();
-        self.read(move |conn| complete(conn, owned(conn, &tenant, id)?)).await
+        self.read(move |conn| complete(conn, owned(conn, &tenant, id)?))
+            .await
     }
 
     async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
@@ -263,7 +292,11 @@ impl JobStore for SqliteStore {
                 .take(limit)
                 .map(|row| complete(conn, row))
                 .collect::<Result<Vec<_>>>()?;
-            let next = if more { jobs.last().map(|j| j.id) } else { None };
+            let next = if more {
+                jobs.last().map(|j| j.id)
+            } else {
+                None
+            };
             Ok(JobPage { jobs, next })
         })
         .await
@@ -297,7 +330,10 @@ impl JobStore for SqliteStore {
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         let now = crate::job::now();
-        let claimed = self.writer.write(move |conn| claim_due(conn, &params, now)).await?;
+        let claimed = self
+            .writer
+            .write(move |conn| claim_due(conn, &params, now))
+            .await?;
         for c in &claimed.jobs {
             self.notifier.job_changed(c.job.id);
         }
@@ -313,7 +349,9 @@ impl JobStore for SqliteStore {
                 let row = leased(conn, &lease, now)?;
                 let expires_at = now + ttl;
                 conn.prepare_cached("UPDATE jobworks_jobs SET lease_expires_at = ?1 WHERE id = ?2")
-                    .and_then(|mut s| s.execute(params![micros(expires_at), id_bytes(lease.job_id)]))
+                    .and_then(|mut s| {
+                        s.execute(params![micros(expires_at), id_bytes(lease.job_id)])
+                    })
                     .map_err(db)?;
                 Ok(LeaseStatus {
                     expires_at,
@@ -353,7 +391,12 @@ impl JobStore for SqliteStore {
             .write(move |conn| {
                 let mut row = leased(conn, &lease, now)?;
                 let job = &row.job;
-                let plan = plan_finish(&outcome, job.attempts, job.max_attempts, job.cancel_requested);
+                let plan = plan_finish(
+                    &outcome,
+                    job.attempts,
+                    job.max_attempts,
+                    job.cancel_requested,
+                );
                 let event = apply_plan(&mut row.job, plan, Some(&outcome), now);
                 row.lease = None;
                 push_event(conn, &mut row, event, now)?;
@@ -402,7 +445,9 @@ impl JobStore for SqliteStore {
     }
 
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
-        self.writer.write(move |conn| purge_before(conn, params)).await
+        self.writer
+            .write(move |conn| purge_before(conn, params))
+            .await
     }
 
     async fn stats(&self) -> Result<QueueStats> {

@@ -123,7 +123,8 @@ impl SqliteStoreBuilder {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
         };
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
         conn.pragma_update(None, "synchronous", sync).map_err(db)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
@@ -158,7 +159,7 @@ impl SqliteStore {
     /// # Errors
     /// Store errors.
     pub async fn schema_version(&self) -> Result<i64> {
-        self.read(|conn| current_version(conn)).await
+        self.read(current_version).await
     }
 
     /// Runs `f` on a read connection on a blocking thread.
@@ -227,8 +228,12 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 fn current_version(conn: &Connection) -> Result<i64> {
-    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema", [], |r| r.get(0))
-        .map_err(db)
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM jobworks_schema",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)
 }
 
 /// Maps a SQLite error: a busy or locked database is [`Error::Unavailable`].

@@ -4,9 +4,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{BACKEND, db};
-use crate::job::{Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, TenantId, Visibility};
-use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
 use crate::Result;
+use crate::job::{
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, TenantId, Visibility,
+};
+use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
 
 /// The columns of a job row, in the order [`decode_job`] reads them.
 macro_rules! job_columns {
@@ -52,21 +54,71 @@ fn opt_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Opti
 /// Reads the raw columns first (rusqlite's error type), then converts (ours).
 pub(super) fn decode_job(row: &Row<'_>) -> Result<JobRow> {
     type Raw = (
-        (Vec<u8>, String, String, String, String, Option<String>, Option<String>),
+        (
+            Vec<u8>,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        ),
         (i64, i64, i64, i64, i64, Option<i64>, Option<i64>, i64),
-        (Option<String>, Option<String>, bool, i64, i64, Option<Vec<u8>>, Option<i64>),
+        (
+            Option<String>,
+            Option<String>,
+            bool,
+            i64,
+            i64,
+            Option<Vec<u8>>,
+            Option<i64>,
+        ),
     );
     let raw = (|| -> rusqlite::Result<Raw> {
         Ok((
-            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?),
-            (row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?, row.get(11)?, row.get(12)?, row.get(13)?, row.get(14)?),
-            (row.get(15)?, row.get(16)?, row.get(17)?, row.get(18)?, row.get(19)?, row.get(20)?, row.get(21)?),
+            (
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ),
+            (
+                row.get(7)?,
+                row.get(8)?,
+                row.get(9)?,
+                row.get(10)?,
+                row.get(11)?,
+                row.get(12)?,
+                row.get(13)?,
+                row.get(14)?,
+            ),
+            (
+                row.get(15)?,
+                row.get(16)?,
+                row.get(17)?,
+                row.get(18)?,
+                row.get(19)?,
+                row.get(20)?,
+                row.get(21)?,
+            ),
         ))
     })()
     .map_err(db)?;
     let (
         (id, tenant, job_type, input, st, result, error),
-        (attempts, max_attempts, priority, run_at, created_at, started_at, completed_at, updated_at),
+        (
+            attempts,
+            max_attempts,
+            priority,
+            run_at,
+            created_at,
+            started_at,
+            completed_at,
+            updated_at,
+        ),
         (idempotency_key, progress, cancel_requested, revision, event_seq, lease_id, lease_expires),
     ) = raw;
     let lease = match (lease_id, lease_expires) {
@@ -103,17 +155,35 @@ pub(super) fn decode_job(row: &Row<'_>) -> Result<JobRow> {
     })
 }
 
-pub(super) const EVENT_COLUMNS: &str = "seq, kind, visibility, message, payload, artifacts, created_at";
+pub(super) const EVENT_COLUMNS: &str =
+    "seq, kind, visibility, message, payload, artifacts, created_at";
 
 pub(super) fn decode_event(row: &Row<'_>) -> Result<Event> {
-    type Raw = (i64, String, String, String, Option<String>, Option<String>, i64);
+    type Raw = (
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
     let (seq, kind, visibility, message, payload, artifacts, created_at): Raw = (|| {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+        ))
     })()
     .map_err(db)?;
     Ok(Event {
         seq: seq as u64,
-        kind: EventKind::parse(&kind).ok_or_else(|| corrupt(BACKEND, format!("event kind {kind:?}")))?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| corrupt(BACKEND, format!("event kind {kind:?}")))?,
         visibility: Visibility::parse(&visibility)
             .ok_or_else(|| corrupt(BACKEND, format!("visibility {visibility:?}")))?,
         message: message.into(),
@@ -126,13 +196,23 @@ pub(super) fn decode_event(row: &Row<'_>) -> Result<Event> {
 fn decode_artifact(row: &Row<'_>) -> Result<Artifact> {
     type Raw = (String, String, String, String, i64, String, String, i64);
     let (name, kind, role, content_type, size, checksum, metadata, created_at): Raw = (|| {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+            row.get(7)?,
+        ))
     })()
     .map_err(db)?;
     Ok(Artifact {
         name,
         kind,
-        role: ArtifactRole::parse(&role).ok_or_else(|| corrupt(BACKEND, format!("role {role:?}")))?,
+        role: ArtifactRole::parse(&role)
+            .ok_or_else(|| corrupt(BACKEND, format!("role {role:?}")))?,
         content_type,
         size_bytes: size as u64,
         checksum,
@@ -144,14 +224,22 @@ fn decode_artifact(row: &Row<'_>) -> Result<Artifact> {
 /// The job row with `id`, if any.
 pub(super) fn load(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
     let mut stmt = conn
-        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM jobworks_jobs WHERE id = ?1"))
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = ?1"
+        ))
         .map_err(db)?;
     let mut rows = stmt.query(params![id_bytes(id)]).map_err(db)?;
     rows.next().map_err(db)?.map(decode_job).transpose()
 }
 
 /// Rows of a query that selects [`job_columns!`].
-pub(super) fn load_many(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<JobRow>> {
+pub(super) fn load_many(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<JobRow>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt.query(params).map_err(db)?;
     let mut out = Vec::new();
@@ -181,7 +269,9 @@ pub(super) fn save(conn: &Connection, row: &JobRow) -> Result<()> {
         job.started_at.map(micros),
         job.completed_at.map(micros),
         micros(job.updated_at),
-        job.progress.as_ref().map(|p| serde_json::to_string(p).expect("serialises")),
+        job.progress
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("serialises")),
         job.cancel_requested,
         job.revision as i64,
         row.event_seq as i64,
@@ -193,7 +283,12 @@ pub(super) fn save(conn: &Connection, row: &JobRow) -> Result<()> {
 }
 
 /// Numbers and inserts an event, bumping the row's counters; save the row afterwards.
-pub(super) fn push_event(conn: &Connection, row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Result<Event> {
+pub(super) fn push_event(
+    conn: &Connection,
+    row: &mut JobRow,
+    event: NewEvent,
+    now: DateTime<Utc>,
+) -> Result<Event> {
     row.event_seq += 1;
     row.job.revision += 1;
     row.job.updated_at = now;
@@ -211,7 +306,8 @@ pub(super) fn push_event(conn: &Connection, row: &mut JobRow, event: NewEvent, n
         event.visibility.as_str(),
         &*event.message,
         event.payload.as_ref().map(json_text),
-        (!event.artifacts.is_empty()).then(|| serde_json::to_string(&event.artifacts).expect("serialises")),
+        (!event.artifacts.is_empty())
+            .then(|| serde_json::to_string(&event.artifacts).expect("serialises")),
         micros(now),
     ])
     .map_err(db)?;
@@ -223,10 +319,10 @@ pub(super) fn complete(conn: &Connection, row: JobRow) -> Result<Job> {
     let mut job = row.job;
     let id = id_bytes(job.id);
     let mut stmt = conn
-        .prepare_cached(concat!(
+        .prepare_cached(
             "SELECT seq, kind, visibility, message, payload, artifacts, created_at \
-             FROM jobworks_events WHERE job_id = ?1 AND seq = ?2"
-        ))
+             FROM jobworks_events WHERE job_id = ?1 AND seq = ?2",
+        )
         .map_err(db)?;
     job.latest_event = stmt
         .query_row(params![id, row.event_seq as i64], |r| Ok(decode_event(r)))

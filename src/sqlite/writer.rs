@@ -11,11 +11,14 @@ use crate::{Error, Result};
 /// Most writes folded into one transaction.
 const MAX_GROUP: usize = 512;
 
+/// Answers a write once its transaction committed (or failed to).
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// A write waiting for the thread.
 trait Op: Send {
     /// Runs inside a savepoint; says whether to keep its changes, and how to answer once
     /// the transaction's fate is known.
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Box<dyn FnOnce(Result<()>) + Send>);
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
     /// Answers without running (the transaction could not start).
     fn fail(self: Box<Self>, error: Error);
 }
@@ -30,7 +33,7 @@ where
     F: FnOnce(&Connection) -> Result<T> + Send,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Box<dyn FnOnce(Result<()>) + Send>) {
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
         let out = (self.f)(conn);
         let keep = out.is_ok();
         let reply = self.reply;

@@ -57,6 +57,15 @@ impl Notifier {
         }
     }
 
+    /// Wakes every watcher of every job, for when changes may have been missed (a
+    /// listener that reconnected). Watchers re-read and wait again.
+    pub fn all_changed(&self) {
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        for (notify, _) in watched.values() {
+            notify.notify_waiters();
+        }
+    }
+
     /// Starts watching job `id`; the watch ends when the returned value is dropped.
     pub fn watch_job(&self, id: JobId) -> JobWatch<'_> {
         let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());

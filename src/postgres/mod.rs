@@ -1,0 +1,284 @@
+//! [`PostgresStore`]: many worker processes on many machines share one database.
+//!
+//! Claims take due rows with `FOR UPDATE SKIP LOCKED`; every transition is one transaction
+//! that locks the job's row, so concurrent workers never step on each other. Changes are
+//! announced with `NOTIFY` on the schema's channel, and a `LISTEN`ing task in every
+//! process wakes its idle workers and long-polling readers.
+
+mod jobs;
+mod rows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::sql::db_error;
+use crate::store::Notifier;
+use crate::{Error, JobId, Result};
+
+const BACKEND: &str = "postgres";
+
+/// The schema migrations, in order, embedded in the crate.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+fn db(e: sqlx::Error) -> Error {
+    db_error(BACKEND, e)
+}
+
+/// A job store in a PostgreSQL schema.
+///
+/// ```no_run
+/// # async fn demo() -> jobworks::Result<()> {
+/// let store = jobworks::PostgresStore::builder("postgres://postgres@127.0.0.1/app")
+///     .schema("jobs")
+///     .connect()
+///     .await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    inner: Arc<Shared>,
+    listener: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    notifier: Notifier,
+    schema: String,
+    channel: String,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Options for [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    migrate: bool,
+}
+
+impl PostgresStoreBuilder {
+    /// The schema that holds the tables (`jobworks` by default): lowercase letters, digits
+    /// and `_`, starting with a letter or `_`, at most 48 characters.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The pool's size (10 by default); one connection more is kept for `LISTEN`.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a call waits for a free connection before failing with
+    /// [`Error::Unavailable`] (5 s by default).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Applies the migrations on connect (off by default: call
+    /// [`PostgresStore::migrate`]).
+    pub fn migrate_on_connect(mut self, yes: bool) -> Self {
+        self.migrate = yes;
+        self
+    }
+
+    /// Connects, starts listening for changes, and migrates if asked to.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad URL or schema name; [`Error::Unavailable`] when the
+    /// server cannot be reached.
+    pub async fn connect(self) -> Result<PostgresStore> {
+        validate_schema(&self.schema)?;
+        let options: PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|_| Error::invalid("postgres url", "not a PostgreSQL connection URL"))?;
+        let options = options.options([("search_path", self.schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections + 1)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        let shared = Arc::new(Shared {
+            notifier: Notifier::default(),
+            channel: format!("jobworks_{}", self.schema),
+            schema: self.schema,
+        });
+        let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
+        listener.listen(&shared.channel).await.map_err(db)?;
+        let store = PostgresStore {
+            listener: tokio::spawn(listen(listener, shared.clone())),
+            pool,
+            inner: shared,
+        };
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+fn validate_schema(schema: &str) -> Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 48
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "schema",
+            "use 1 to 48 lowercase letters, digits and _, starting with a letter or _",
+        ))
+    }
+}
+
+/// Forwards notifications to the notifier. After a lost connection (when notifications
+/// may have been missed) it wakes everyone, so that they look again.
+async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => dispatch(&shared.notifier, n.payload()),
+            Ok(None) => {
+                shared.notifier.work_available();
+                shared.notifier.all_changed();
+            }
+            Err(e) => {
+                warn!(error = %e, "postgres listener failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                shared.notifier.work_available();
+                shared.notifier.all_changed();
+            }
+        }
+    }
+}
+
+/// Payloads: `w` (work available), then `,`-separated job ids that changed.
+fn dispatch(notifier: &Notifier, payload: &str) {
+    for part in payload.split(',') {
+        if part == "w" {
+            notifier.work_available();
+        } else if let Ok(id) = part.parse::<JobId>() {
+            notifier.job_changed(id);
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Options for a store at `url` (`postgres://user@host:port/db`).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: "jobworks".to_owned(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            migrate: false,
+        }
+    }
+
+    /// The schema the tables live in.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the schema if needed and applies the embedded migrations it lacks, in one
+    /// transaction; concurrent callers wait for each other.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when a migration fails; it is rolled back.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The schema name was validated: lowercase letters, digits and underscores only.
+        let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.inner.schema);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS jobworks_schema (
+                version bigint PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("INSERT INTO jobworks_schema (version, name) VALUES ($1, $2)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The schema version the database is at (0 before [`migrate`](Self::migrate)).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('jobworks_schema') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        if !exists {
+            return Ok(0);
+        }
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// Drops the store's schema and everything in it. For tests.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn drop_schema(&self) -> Result<()> {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.inner.schema);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
