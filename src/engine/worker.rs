@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, error, info_span, warn};
 
 use super::EngineInner;
 use crate::executor::{JobContext, JobError, JobErrorKind};
-use crate::store::{ClaimParams, ClaimedJob, Finish, PurgeParams, ReapParams};
+use crate::store::{ClaimParams, ClaimedJob, Finish, Lease, PurgeParams, ReapParams};
 use crate::{Error, Result};
 
 /// A job this engine is running.
@@ -244,7 +244,7 @@ enum Ended {
 async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken) {
     let engine = &shared.engine;
     let config = &engine.config;
-    let ClaimedJob { job, lease } = claimed;
+    let ClaimedJob { job, mut lease } = claimed;
     let Some(registration) = engine.executors.get(&job.job_type) else {
         // Claims are filtered by type, so only a store bug gets here.
         error!("claimed a job with no executor");
@@ -276,6 +276,7 @@ async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken
             _ = sleep_until(next_beat) => {
                 match engine.store.heartbeat(&lease, config.lease_ttl).await {
                     Ok(status) => {
+                        lease.expires_at = status.expires_at;
                         if status.cancel_requested {
                             cancel.cancel();
                         }
@@ -314,11 +315,28 @@ async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken
             &registration.retry,
         ),
     };
-    match engine.store.finish(&lease, outcome).await {
-        Ok(job) => debug!(status = %job.status, "attempt recorded"),
-        Err(Error::LeaseLost { .. }) => warn!("lease lost; the attempt's result is discarded"),
-        Err(e) => {
-            error!(error = %e, "could not record the attempt; it runs again after the lease expires")
+    record(engine, &lease, outcome).await;
+}
+
+/// Records an attempt's outcome, retrying while the store is unreachable and the lease
+/// may still hold. A retry after a commit whose answer was lost finds the lease gone,
+/// which is harmless: the outcome was recorded.
+async fn record(engine: &EngineInner, lease: &Lease, outcome: Finish) {
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match engine.store.finish(lease, outcome.clone()).await {
+            Ok(job) => return debug!(status = %job.status, "attempt recorded"),
+            Err(Error::LeaseLost { .. }) => {
+                return warn!("lease lost; the attempt's result is discarded");
+            }
+            Err(e) if e.is_transient() && Utc::now() + delay < lease.expires_at => {
+                warn!(error = %e, "could not record the attempt; retrying");
+                sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                return error!(error = %e, "could not record the attempt; it runs again after the lease expires");
+            }
         }
     }
 }

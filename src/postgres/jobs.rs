@@ -16,14 +16,14 @@ use crate::sql::{json_text, status};
 use crate::store::{
     Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, Inserted, JobPage,
     JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats, ReapParams,
-    ReapReport, apply_plan, cancel_plan, plan_finish, plan_reap,
+    ReapReport, apply_plan, cancel_plan, plan_reap,
 };
 use crate::{Error, Result};
 
 type Tx = Transaction<'static, Postgres>;
 
 /// Numbers an event for a row, bumping its counters.
-fn number(row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Event {
+pub(super) fn number(row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Event {
     row.event_seq += 1;
     row.job.revision += 1;
     row.job.updated_at = now;
@@ -477,31 +477,18 @@ impl JobStore for PostgresStore {
     }
 
     async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let now = crate::job::now();
-        let mut tx = self.begin().await?;
-        let mut row = leased(&mut tx, lease, now).await?;
-        let job = &row.job;
-        let plan = plan_finish(
-            &outcome,
-            job.attempts,
-            job.max_attempts,
-            job.cancel_requested,
-        );
-        let event = apply_plan(&mut row.job, plan, Some(&outcome), now);
-        row.lease = None;
-        let event = number(&mut row, event, now);
-        let requeued = row.job.status == JobStatus::Queued;
-        let payload = if requeued {
-            format!("w,{}", row.job.id)
-        } else {
-            row.job.id.to_string()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = super::batch::Request {
+            lease: *lease,
+            outcome,
+            reply,
         };
-        let job = one(self.commit_one(tx, &row, &event, &payload).await?);
-        self.inner.notifier.job_changed(job.id);
-        if requeued {
-            self.inner.notifier.work_available();
-        }
-        Ok(job)
+        let gone = || Error::Unavailable {
+            backend: BACKEND,
+            source: "the finish batcher has stopped".into(),
+        };
+        self.finishes.send(request).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {

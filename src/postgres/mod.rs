@@ -5,6 +5,7 @@
 //! announced with `NOTIFY` on the schema's channel, and a `LISTEN`ing task in every
 //! process wakes its idle workers and long-polling readers.
 
+mod batch;
 mod jobs;
 mod rows;
 
@@ -47,7 +48,8 @@ fn db(e: sqlx::Error) -> Error {
 pub struct PostgresStore {
     pool: PgPool,
     inner: Arc<Shared>,
-    listener: JoinHandle<()>,
+    finishes: tokio::sync::mpsc::Sender<batch::Request>,
+    tasks: [JoinHandle<()>; 2],
 }
 
 #[derive(Debug)]
@@ -59,7 +61,9 @@ struct Shared {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -112,7 +116,14 @@ impl PostgresStoreBuilder {
             .url
             .parse()
             .map_err(|_| Error::invalid("postgres url", "not a PostgreSQL connection URL"))?;
-        let options = options.options([("search_path", self.schema.as_str())]);
+        // Every query of the store is an index lookup or an ordered index scan with a
+        // LIMIT. A bitmap scan would read every queued row's index entry (dead ones too)
+        // and sort them on each claim, which the planner picks while statistics are stale.
+        let options = options.application_name(&format!("jobworks:{}", self.schema));
+        let options = options.options([
+            ("search_path", self.schema.as_str()),
+            ("enable_bitmapscan", "off"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections + 1)
             .acquire_timeout(self.acquire_timeout)
@@ -126,8 +137,13 @@ impl PostgresStoreBuilder {
         });
         let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
         listener.listen(&shared.channel).await.map_err(db)?;
+        let (finishes, requests) = tokio::sync::mpsc::channel(1024);
         let store = PostgresStore {
-            listener: tokio::spawn(listen(listener, shared.clone())),
+            tasks: [
+                tokio::spawn(listen(listener, shared.clone())),
+                tokio::spawn(batch::run(pool.clone(), shared.clone(), requests)),
+            ],
+            finishes,
             pool,
             inner: shared,
         };
