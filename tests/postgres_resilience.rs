@@ -46,8 +46,18 @@ async fn submit_all(engine: &Engine, tenant: &TenantId) -> Vec<jobworks::JobId> 
     let ty = JobType::new("WORK").unwrap();
     let mut ids = Vec::new();
     for chunk in (0..JOBS).collect::<Vec<_>>().chunks(500) {
-        let jobs = chunk.iter().map(|&n| NewJob::new(ty.clone(), json!(n))).collect();
-        ids.extend(engine.submit_many(tenant, jobs).await.unwrap().into_iter().map(|s| s.job.id));
+        let jobs = chunk
+            .iter()
+            .map(|&n| NewJob::new(ty.clone(), json!(n)))
+            .collect();
+        ids.extend(
+            engine
+                .submit_many(tenant, jobs)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.job.id),
+        );
     }
     ids
 }
@@ -61,7 +71,10 @@ async fn wait_for_all(engine: &Engine) {
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not drained: {stats:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not drained: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -72,11 +85,18 @@ async fn assert_completed_once(engine: &Engine, tenant: &TenantId, ids: &[jobwor
         let job = engine.get(tenant, id).await.unwrap();
         assert_eq!(job.status, JobStatus::Completed, "job {id}");
         let events = engine
-            .events(tenant, id, EventParams::default().include_internal().limit(1000))
+            .events(
+                tenant,
+                id,
+                EventParams::default().include_internal().limit(1000),
+            )
             .await
             .unwrap()
             .events;
-        let done = events.iter().filter(|e| e.kind == EventKind::Succeeded).count();
+        let done = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Succeeded)
+            .count();
         assert_eq!(done, 1, "job {id} completed {done} times");
     }
 }
@@ -87,7 +107,11 @@ async fn two_engines_on_two_pools_share_one_queue() {
     let schemas = pg::Schemas::default();
     let first = schemas.fresh(&url).await;
     let schema = first.schema().to_owned();
-    let second = jobworks::PostgresStore::builder(&url).schema(&schema).connect().await.unwrap();
+    let second = jobworks::PostgresStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
     let executions: Executions = Arc::default();
     let a = engine(first, executions.clone());
     let b = engine(second, executions.clone());
@@ -99,10 +123,11 @@ async fn two_engines_on_two_pools_share_one_queue() {
     a.shutdown().await;
     b.shutdown().await;
     assert_completed_once(&a, &tenant, &ids).await;
-    let executions = executions.lock().unwrap();
-    assert_eq!(executions.len() as u64, JOBS, "every job ran");
-    assert!(executions.values().all(|&n| n == 1), "a job ran twice");
-    drop(executions);
+    {
+        let executions = executions.lock().unwrap();
+        assert_eq!(executions.len() as u64, JOBS, "every job ran");
+        assert!(executions.values().all(|&n| n == 1), "a job ran twice");
+    }
     drop((a, b));
     schemas.drop_all(&url).await;
 }
@@ -119,7 +144,11 @@ async fn killed_connections_lose_no_job_and_complete_none_twice() {
     let ids = submit_all(&engine, &tenant).await;
     engine.start().unwrap();
 
-    let admin = jobworks::PostgresStore::builder(&url).schema("public").connect().await.unwrap();
+    let admin = jobworks::PostgresStore::builder(&url)
+        .schema("public")
+        .connect()
+        .await
+        .unwrap();
     let mut killed = 0;
     for quarter in 1..=3 {
         // Strike at a quarter, half and three quarters of the drain.
@@ -143,11 +172,12 @@ async fn killed_connections_lose_no_job_and_complete_none_twice() {
     wait_for_all(&engine).await;
     engine.shutdown().await;
     assert_completed_once(&engine, &tenant, &ids).await;
-    let executions = executions.lock().unwrap();
-    assert_eq!(executions.len() as u64, JOBS, "every job ran");
-    let reruns = executions.values().filter(|&&n| n > 1).count();
-    eprintln!("terminated {killed} connections; {reruns} jobs ran again after a lost connection");
-    drop(executions);
+    {
+        let executions = executions.lock().unwrap();
+        assert_eq!(executions.len() as u64, JOBS, "every job ran");
+        let reruns = executions.values().filter(|&&n| n > 1).count();
+        eprintln!("terminated {killed} connections; {reruns} jobs ran again after a lost connection");
+    }
     drop(engine);
     drop(admin);
     schemas.drop_all(&url).await;

@@ -120,6 +120,9 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
             _ = stop.cancelled() => return,
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
+        // Slots tend to free up together (a batch of finishes); let the others land so
+        // that one claim fills them all.
+        tokio::task::yield_now().await;
         let mut permits = vec![first];
         while permits.len() < config.claim_batch {
             match slots.clone().try_acquire_owned() {

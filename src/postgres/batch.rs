@@ -1,24 +1,24 @@
-//! Group commit for finishes: one transaction records every outcome that is waiting.
+//! Group commit for finishes: one statement records every outcome that is waiting.
 //!
-//! A busy engine finishes many jobs at once; doing each in its own transaction spends a
-//! handful of round trips per job. The batcher locks all their rows with one query, applies
-//! the same rules as every backend, writes rows and events back with one statement, and
-//! commits once.
+//! A busy engine finishes many jobs at once. The batcher reads their rows, applies the
+//! rules every backend shares, and writes rows and events back with one statement that
+//! only touches rows still exactly as read (same revision, same unexpired lease). A row
+//! that changed meanwhile (a cancel request, say) is done again under a row lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use sqlx::types::Uuid;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{JobRow, complete, decode_job, job_columns, write_back};
+use super::rows::{Guard, JobRow, complete, decode_job, job_columns, uuid, write_back};
 use super::{BACKEND, Shared, db};
 use crate::job::{Event, Job, JobId, JobStatus};
 use crate::store::{Finish, Lease, apply_plan, plan_finish};
 use crate::{Error, Result};
 
-/// Most finishes folded into one transaction.
+/// Most finishes folded into one statement.
 const MAX_BATCH: usize = 128;
 
 pub(super) struct Request {
@@ -27,138 +27,249 @@ pub(super) struct Request {
     pub(super) reply: oneshot::Sender<Result<Job>>,
 }
 
-/// Records finishes until every sender is gone.
+/// Records finishes, a batch at a time, until every sender is gone.
 pub(super) async fn run(pool: PgPool, shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests = std::mem::take(&mut batch);
-        if let Err(e) = record(&pool, &shared, requests).await {
-            tracing::warn!(error = %e, "recording a batch of finishes failed");
+        let replies = match record(&pool, &shared, requests).await {
+            Ok(replies) => replies,
+            Err((e, waiting)) => {
+                tracing::warn!(error = %e, "recording a batch of finishes failed");
+                waiting
+                    .into_iter()
+                    .map(|reply| (reply, Err(shared_error(&e))))
+                    .collect()
+            }
+        };
+        for (reply, answer) in replies {
+            if let Ok(job) = &answer {
+                shared.notifier.job_changed(job.id);
+                if job.status == JobStatus::Queued {
+                    shared.notifier.work_available();
+                }
+            }
+            let _ = reply.send(answer);
         }
     }
 }
 
 /// An error for every waiter of a failed batch (errors are not `Clone`).
 fn shared_error(e: &Error) -> Error {
+    let source = e.to_string().into();
     match e {
         Error::Unavailable { .. } => Error::Unavailable {
             backend: BACKEND,
-            source: e.to_string().into(),
+            source,
         },
         _ => Error::Backend {
             backend: BACKEND,
-            source: e.to_string().into(),
+            source,
         },
     }
 }
 
-async fn record(pool: &PgPool, shared: &Shared, requests: Vec<Request>) -> Result<()> {
-    let mut waiting = Vec::with_capacity(requests.len());
-    let outcome = apply_all(pool, shared, requests, &mut waiting).await;
-    match outcome {
-        Ok((jobs, requeued)) => {
-            for job in jobs.values() {
-                shared.notifier.job_changed(job.id);
-            }
-            if requeued {
-                shared.notifier.work_available();
-            }
-            for (reply, answer) in waiting {
-                let _ =
-                    reply.send(answer.and_then(|id: JobId| {
-                        jobs.get(&id).cloned().ok_or(Error::LeaseLost { id })
-                    }));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            for (reply, _) in waiting {
-                let _ = reply.send(Err(shared_error(&e)));
-            }
-            Err(e)
-        }
-    }
+type Reply = oneshot::Sender<Result<Job>>;
+type Answers = Vec<(Reply, Result<Job>)>;
+
+/// A finish applied to a row read without a lock, not yet written.
+struct Planned {
+    reply: Reply,
+    request: (Lease, Finish),
+    row: JobRow,
+    read_revision: u64,
+    event: Event,
 }
 
-type Waiting = Vec<(oneshot::Sender<Result<Job>>, Result<JobId>)>;
-
-async fn apply_all(
+async fn record(
     pool: &PgPool,
     shared: &Shared,
     requests: Vec<Request>,
-    waiting: &mut Waiting,
-) -> Result<(HashMap<JobId, Job>, bool)> {
+) -> Result<Answers, (Error, Vec<Reply>)> {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return Err((db(e), requests.into_iter().map(|r| r.reply).collect())),
+    };
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut planned = Vec::with_capacity(requests.len());
+    let ids: Vec<Uuid> = requests.iter().map(|r| uuid(r.lease.job_id)).collect();
+    let rows = match read(&mut conn, &ids).await {
+        Ok(rows) => rows,
+        Err(e) => return Err((e, requests.into_iter().map(|r| r.reply).collect())),
+    };
     let now = crate::job::now();
-    let ids: Vec<Uuid> = requests
-        .iter()
-        .map(|r| super::rows::uuid(r.lease.job_id))
-        .collect();
-    let mut tx = pool.begin().await.map_err(db)?;
-    let found = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobworks_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let mut rows: HashMap<JobId, JobRow> = HashMap::with_capacity(found.len());
-    for row in &found {
-        let row = decode_job(row)?;
-        rows.insert(row.job.id, row);
-    }
-    let mut events: Vec<(JobId, Event)> = Vec::with_capacity(requests.len());
-    let mut requeued = false;
+    let mut rows = rows;
     for Request {
         lease,
         outcome,
         reply,
     } in requests
     {
-        let id = lease.job_id;
-        let current = rows.get_mut(&id).filter(|row| {
-            row.job.status == JobStatus::Running
-                && row
-                    .lease
-                    .is_some_and(|(l, exp)| l == lease.lease_id && exp > now)
-        });
-        let Some(row) = current else {
-            waiting.push((reply, Err(Error::LeaseLost { id })));
-            continue;
-        };
-        let job = &row.job;
-        let plan = plan_finish(
-            &outcome,
-            job.attempts,
-            job.max_attempts,
-            job.cancel_requested,
-        );
-        let event = apply_plan(&mut row.job, plan, Some(&outcome), now);
-        row.lease = None;
-        requeued |= row.job.status == JobStatus::Queued;
-        events.push((id, super::jobs::number(row, event, now)));
-        waiting.push((reply, Ok(id)));
-    }
-    let changed: Vec<JobId> = events.iter().map(|(id, _)| *id).collect();
-    if !changed.is_empty() {
-        let refs: Vec<&JobRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
-        let event_refs: Vec<(JobId, &Event)> = events.iter().map(|(id, e)| (*id, e)).collect();
-        let mut payload: Vec<String> = changed.iter().map(ToString::to_string).collect();
-        if requeued {
-            payload.insert(0, "w".to_owned());
+        // Each job is finished once; a second request for it finds no row and fails.
+        match rows
+            .remove(&lease.job_id)
+            .and_then(|row| plan(row, &lease, &outcome, now))
+        {
+            Some((row, read_revision, event)) => planned.push(Planned {
+                reply,
+                request: (lease, outcome),
+                row,
+                read_revision,
+                event,
+            }),
+            None => answers.push((reply, Err(Error::LeaseLost { id: lease.job_id }))),
         }
-        write_back(
-            &mut tx,
-            &refs,
-            &event_refs,
-            &shared.channel,
-            &payload.join(","),
-        )
-        .await?;
     }
-    let done: Vec<JobRow> = changed.iter().filter_map(|id| rows.remove(id)).collect();
-    let jobs = complete(&mut tx, done).await?;
+    let guard = Guard {
+        revisions: planned.iter().map(|p| p.read_revision as i64).collect(),
+        leases: planned
+            .iter()
+            .map(|p| Uuid::from_u128(p.request.0.lease_id))
+            .collect(),
+        now,
+    };
+    let refs: Vec<&JobRow> = planned.iter().map(|p| &p.row).collect();
+    let events: Vec<(JobId, &Event)> = planned.iter().map(|p| (p.row.job.id, &p.event)).collect();
+    let prefix = if planned
+        .iter()
+        .any(|p| p.row.job.status == JobStatus::Queued)
+    {
+        "w,"
+    } else {
+        ""
+    };
+    let written = match write_back(
+        &mut conn,
+        &refs,
+        &events,
+        &shared.channel,
+        prefix,
+        Some(&guard),
+    )
+    .await
+    {
+        Ok(written) => written,
+        Err(e) => {
+            let mut waiting: Vec<Reply> = planned.into_iter().map(|p| p.reply).collect();
+            waiting.extend(answers.into_iter().map(|(reply, _)| reply));
+            return Err((e, waiting));
+        }
+    };
+    let written: std::collections::HashSet<Uuid> = written.into_iter().collect();
+    let mut with_artifacts = Vec::new();
+    for p in planned {
+        if !written.contains(&uuid(p.row.job.id)) {
+            // The row changed since it was read: finish it under its lock.
+            let (lease, outcome) = p.request;
+            let answer = locked(&mut conn, shared, &lease, &outcome).await;
+            answers.push((p.reply, answer));
+        } else if p.row.has_artifacts {
+            with_artifacts.push(p);
+        } else {
+            let mut job = p.row.job;
+            job.latest_event = Some(p.event);
+            answers.push((p.reply, Ok(job)));
+        }
+    }
+    for p in with_artifacts {
+        let answer = complete(&mut conn, vec![p.row])
+            .await
+            .map(|mut jobs| jobs.pop().expect("one row in, one job out"));
+        answers.push((p.reply, answer));
+    }
+    Ok(answers)
+}
+
+/// Reads rows, with whether each has artifacts, without locking them.
+async fn read(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<JobId, JobRow>> {
+    let found = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        ", EXISTS (SELECT 1 FROM jobworks_artifacts a WHERE a.job_id = jobworks_jobs.id) \
+          FROM jobworks_jobs WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut rows = HashMap::with_capacity(found.len());
+    for found in &found {
+        let mut row = decode_job(found)?;
+        row.has_artifacts = sqlx::Row::try_get(found, 22).map_err(db)?;
+        rows.insert(row.job.id, row);
+    }
+    Ok(rows)
+}
+
+/// Applies a finish to a row held by `lease`; `None` when the lease is not current.
+fn plan(
+    mut row: JobRow,
+    lease: &Lease,
+    outcome: &Finish,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<(JobRow, u64, Event)> {
+    let current = row.job.status == JobStatus::Running
+        && row
+            .lease
+            .is_some_and(|(l, exp)| l == lease.lease_id && exp > now);
+    if !current {
+        return None;
+    }
+    let read_revision = row.job.revision;
+    let job = &row.job;
+    let plan = plan_finish(
+        outcome,
+        job.attempts,
+        job.max_attempts,
+        job.cancel_requested,
+    );
+    let event = apply_plan(&mut row.job, plan, Some(outcome), now);
+    row.lease = None;
+    let event = super::jobs::number(&mut row, event, now);
+    Some((row, read_revision, event))
+}
+
+/// Finishes one job in a transaction that locks its row.
+async fn locked(
+    conn: &mut PgConnection,
+    shared: &Shared,
+    lease: &Lease,
+    outcome: &Finish,
+) -> Result<Job> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(uuid(lease.job_id))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?
+    .as_ref()
+    .map(decode_job)
+    .transpose()?;
+    let now = crate::job::now();
+    let (row, _, event) = row
+        .and_then(|row| plan(row, lease, outcome, now))
+        .ok_or(Error::LeaseLost { id: lease.job_id })?;
+    let mut payload = row.job.id.to_string();
+    if row.job.status == JobStatus::Queued {
+        payload.insert_str(0, "w,");
+    }
+    write_back(
+        &mut tx,
+        &[&row],
+        &[(row.job.id, &event)],
+        &shared.channel,
+        &payload,
+        None,
+    )
+    .await?;
+    let job = complete(&mut tx, vec![row])
+        .await?
+        .pop()
+        .expect("one row in, one job out");
     tx.commit().await.map_err(db)?;
-    Ok((jobs.into_iter().map(|j| (j.id, j)).collect(), requeued))
+    Ok(job)
 }

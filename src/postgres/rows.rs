@@ -30,6 +30,8 @@ pub(super) struct JobRow {
     pub(super) job: Job,
     pub(super) event_seq: u64,
     pub(super) lease: Option<(u128, DateTime<Utc>)>,
+    /// Whether the job has artifact records (known only where a query asked).
+    pub(super) has_artifacts: bool,
 }
 
 pub(super) fn uuid(id: JobId) -> Uuid {
@@ -79,6 +81,7 @@ pub(super) fn decode_job(row: &PgRow) -> Result<JobRow> {
         lease: lease_id
             .zip(lease_expires)
             .map(|(id, exp)| (id.as_u128(), exp)),
+        has_artifacts: true,
     })
 }
 
@@ -123,15 +126,28 @@ fn decode_artifact(row: &PgRow) -> Result<(JobId, Artifact)> {
     Ok((JobId::from_u128(get::<Uuid>(row, 0)?.as_u128()), artifact))
 }
 
+/// What an optimistic [`write_back`] expects each row to still be: its revision and lease
+/// as read, the lease unexpired at `now`.
+pub(super) struct Guard {
+    pub(super) revisions: Vec<i64>,
+    pub(super) leases: Vec<Uuid>,
+    pub(super) now: DateTime<Utc>,
+}
+
 /// Writes back jobs' changeable fields, appends events and sends a notification, in one
-/// statement.
+/// statement, and returns the ids of the rows written.
+///
+/// Without a guard every row is written and `payload` is sent as is (the caller holds the
+/// rows' locks). With a guard only rows still as expected are written, only their events
+/// appended, and the notification is `payload` followed by their ids.
 pub(super) async fn write_back(
     conn: &mut PgConnection,
     rows: &[&JobRow],
     events: &[(JobId, &Event)],
     channel: &str,
     payload: &str,
-) -> Result<()> {
+    guard: Option<&Guard>,
+) -> Result<Vec<Uuid>> {
     let mut c = Columns::default();
     for row in rows {
         let job = &row.job;
@@ -170,7 +186,15 @@ pub(super) async fn write_back(
         );
         e.created_at.push(event.created_at);
     }
-    sqlx::query(
+    let (revisions, leases, now) = match guard {
+        Some(g) => (g.revisions.clone(), g.leases.clone(), g.now),
+        None => (
+            vec![0; rows.len()],
+            vec![Uuid::nil(); rows.len()],
+            Utc::now(),
+        ),
+    };
+    let (saved,): (Vec<Uuid>,) = sqlx::query_as(
         "WITH saved AS (
             UPDATE jobworks_jobs j SET status = u.status, result = u.result::jsonb, error = u.error,
                 attempts = u.attempts, run_at = u.run_at, started_at = u.started_at,
@@ -179,21 +203,28 @@ pub(super) async fn write_back(
                 lease_id = u.lease_id, lease_expires_at = u.lease_expires_at
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
-                        $12::bigint[], $13::bigint[], $14::uuid[], $15::timestamptz[])
+                        $12::bigint[], $13::bigint[], $14::uuid[], $15::timestamptz[], $26::bigint[],
+                        $27::uuid[])
                 AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
-                     progress, cancel_requested, revision, event_seq, lease_id, lease_expires_at)
-            WHERE j.id = u.id
-            RETURNING 1
+                     progress, cancel_requested, revision, event_seq, lease_id, lease_expires_at,
+                     expected_revision, expected_lease)
+            WHERE j.id = u.id AND (NOT $28 OR (j.revision = u.expected_revision
+                AND j.lease_id = u.expected_lease AND j.status = 'running' AND j.lease_expires_at > $29))
+            RETURNING j.id
         ), appended AS (
             INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, payload, artifacts, created_at)
             SELECT v.job_id, v.seq, v.kind, v.visibility, v.message, v.payload::jsonb, v.artifacts::jsonb, v.created_at
             FROM unnest($16::uuid[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
                         $22::text[], $23::timestamptz[])
                 AS v(job_id, seq, kind, visibility, message, payload, artifacts, created_at)
+            WHERE NOT $28 OR v.job_id IN (SELECT id FROM saved)
             RETURNING 1
         )
-        SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM appended),
-               CASE WHEN $25 = '' THEN NULL ELSE pg_notify($24, $25) END",
+        SELECT array(SELECT id FROM saved),
+               (SELECT count(*) FROM appended),
+               CASE WHEN NOT $28 AND $25 <> '' THEN pg_notify($24, $25)::text END,
+               (SELECT pg_notify($24, $25 || string_agg(id::text, ','))::text FROM saved
+                WHERE $28 HAVING count(*) > 0)",
     )
     .bind(c.id)
     .bind(c.status)
@@ -220,10 +251,14 @@ pub(super) async fn write_back(
     .bind(e.created_at)
     .bind(channel)
     .bind(payload)
-    .execute(&mut *conn)
+    .bind(revisions)
+    .bind(leases)
+    .bind(guard.is_some())
+    .bind(now)
+    .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(())
+    Ok(saved)
 }
 
 #[derive(Default)]
