@@ -52,14 +52,42 @@
 //! ## Backends
 //!
 //! - [`MemoryStore`]: in process, the reference semantics; always available.
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "- [`SqliteStore`]: one file in WAL mode, the embedded default for a single machine (feature `sqlite`, on by default)."
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "- `SqliteStore`: one file in WAL mode, the embedded default for a single machine (feature `sqlite`, on by default)."
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "- [`PostgresStore`]: many workers on many machines share one database; `SKIP LOCKED` claims, `LISTEN/NOTIFY` wake-ups (feature `postgres`)."
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "- `PostgresStore`: many workers on many machines share one database; `SKIP LOCKED` claims, `LISTEN/NOTIFY` wake-ups (feature `postgres`)."
+)]
 //!
 //! Every backend passes the same conformance suite, `jobworks::testing` (feature
 //! `testing`), which third-party stores can run too.
+//!
+//! ## Durability
+//!
+//! A job the store reported submitted or completed survives a crash of the process on the
+//! SQLite and PostgreSQL backends. On power loss, SQLite in its default
+//! `Synchronous::Normal` mode may lose the transactions since its last
+//! checkpoint (the file stays consistent; `Synchronous::Full` waits for the disk on every
+//! commit); PostgreSQL keeps what it committed per its own `synchronous_commit` setting,
+//! except that claims commit without waiting for the disk (a claim lost that way only
+//! means the job runs again).
 //!
 //! ## Features
 //!
 //! | feature | what it adds |
 //! | --- | --- |
+//! | `sqlite` (default) | `SqliteStore` |
+//! | `postgres` | `PostgresStore` |
 //! | `testing` | `jobworks::testing`: the conformance suite, the fault test, the wake-up test |
 //! | `presign` | presigned artifact URLs through `object_store`'s `Signer` (S3, GCS, Azure) |
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -176,7 +176,9 @@ async fn killed_connections_lose_no_job_and_complete_none_twice() {
         let executions = executions.lock().unwrap();
         assert_eq!(executions.len() as u64, JOBS, "every job ran");
         let reruns = executions.values().filter(|&&n| n > 1).count();
-        eprintln!("terminated {killed} connections; {reruns} jobs ran again after a lost connection");
+        eprintln!(
+            "terminated {killed} connections; {reruns} jobs ran again after a lost connection"
+        );
     }
     drop(engine);
     drop(admin);

@@ -145,7 +145,7 @@ impl EngineBuilder {
         self
     }
 
-    /// How many claims may be in flight at once (2 by default). More help a store whose
+    /// How many claims may be in flight at once (1 by default). More may help a store whose
     /// claim is a network round trip keep every slot busy; each claim still takes as many
     /// jobs as there are free slots.
     pub fn claimers(mut self, n: usize) -> Self {

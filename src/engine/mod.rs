@@ -76,7 +76,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 16,
-            claimers: 2,
+            claimers: 1,
             claim_batch: 64,
             lease_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
