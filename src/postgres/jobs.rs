@@ -141,20 +141,34 @@ impl JobStore for PostgresStore {
 
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
         let now = crate::job::now();
-        let mut tx = self.begin().await?;
-        let ids: Vec<Uuid> = jobs.iter().map(|j| uuid(j.id)).collect();
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, priority,
-                 run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq)
-             SELECT u.id, u.tenant, u.job_type, u.input::jsonb, 'queued', 0, u.max_attempts, u.priority,
-                 u.run_at, u.created_at, $10, u.key, false, 1, 1
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                         $7::timestamptz[], $8::timestamptz[], $9::text[])
-                 AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key)
-             ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id",
+        // Without idempotency keys nothing can conflict: one statement, committed alone.
+        let keyed = jobs.iter().any(|j| j.idempotency_key.is_some());
+        let mut tx = if keyed {
+            Some(self.begin().await?)
+        } else {
+            None
+        };
+        let statement = sqlx::query_scalar(
+            "WITH inserted AS (
+                INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
+                    priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
+                    revision, event_seq)
+                SELECT u.id, u.tenant, u.job_type, u.input::jsonb, 'queued', 0, u.max_attempts,
+                    u.priority, u.run_at, u.created_at, $10, u.key, false, 1, 1
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                            $7::timestamptz[], $8::timestamptz[], $9::text[])
+                    AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key)
+                ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING id
+            ), queued AS (
+                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
+                SELECT id, 1, 'queued', 'public', 'queued', $10 FROM inserted
+            ), told AS (
+                SELECT pg_notify($11, 'w') FROM inserted HAVING count(*) > 0
+            )
+            SELECT id FROM inserted, (SELECT count(*) FROM told) AS t",
         )
-        .bind(&ids)
+        .bind(jobs.iter().map(|j| uuid(j.id)).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| json_text(&j.input)).collect::<Vec<_>>())
@@ -164,42 +178,37 @@ impl JobStore for PostgresStore {
         .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
         .bind(now)
-        .fetch_all(&mut *tx)
-        .await
+        .bind(self.channel());
+        let inserted: Vec<Uuid> = match tx.as_mut() {
+            Some(tx) => statement.fetch_all(&mut **tx).await,
+            None => statement.fetch_all(&self.pool).await,
+        }
         .map_err(db)?;
         let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
         let mut out = Vec::with_capacity(jobs.len());
-        let mut rows = Vec::new();
-        let mut events = Vec::new();
+        let mut replays = Vec::new();
         for job in jobs {
             if inserted.contains(&uuid(job.id)) {
-                let mut row = JobRow {
-                    job: Job {
-                        status: JobStatus::Queued,
-                        revision: 0,
-                        ..job
-                    },
-                    event_seq: 0,
-                    lease: None,
-                    has_artifacts: false,
-                };
-                let event = number(&mut row, NewEvent::new(EventKind::Queued, "queued"), now);
-                row.job.latest_event = Some(event.clone());
-                events.push((row.job.id, event));
-                out.push(Some(row));
-                rows.push(None);
+                let queued = NewEvent::new(EventKind::Queued, "queued").into_event(1, now);
+                out.push(Some(Job {
+                    status: JobStatus::Queued,
+                    revision: 1,
+                    updated_at: now,
+                    latest_event: Some(queued),
+                    ..job
+                }));
                 continue;
             }
             // Its idempotency key is taken: a replay if it asks for the same work.
-            let key = job.idempotency_key.clone().unwrap_or_default();
+            let tx = tx.as_mut().expect("only keyed jobs can be left out");
             let existing = sqlx::query(concat!(
                 "SELECT ",
                 job_columns!(),
                 " FROM jobworks_jobs WHERE tenant = $1 AND idempotency_key = $2"
             ))
             .bind(job.tenant.as_str())
-            .bind(&key)
-            .fetch_one(&mut *tx)
+            .bind(job.idempotency_key.as_deref())
+            .fetch_one(&mut **tx)
             .await
             .map_err(db)?;
             let existing = decode_job(&existing)?;
@@ -209,34 +218,30 @@ impl JobStore for PostgresStore {
                 });
             }
             out.push(None);
-            rows.push(Some(existing));
+            replays.push(existing);
         }
-        if !events.is_empty() {
-            let refs: Vec<(JobId, &Event)> = events.iter().map(|(id, e)| (*id, e)).collect();
-            write_back(&mut tx, &[], &refs, self.channel(), "w", None).await?;
+        let mut replays = match tx {
+            Some(mut tx) => {
+                let replays = complete(&mut tx, replays).await?;
+                tx.commit().await.map_err(db)?;
+                replays
+            }
+            None => Vec::new(),
         }
-        let mut replays = complete(&mut tx, rows.iter_mut().filter_map(Option::take).collect())
-            .await?
-            .into_iter();
-        tx.commit().await.map_err(db)?;
-        let any_new = !events.is_empty();
-        let result = out
+        .into_iter();
+        if !inserted.is_empty() {
+            self.inner.notifier.work_available();
+        }
+        Ok(out
             .into_iter()
             .map(|new| match new {
-                Some(row) => Inserted {
-                    job: row.job,
-                    created: true,
-                },
+                Some(job) => Inserted { job, created: true },
                 None => Inserted {
                     job: replays.next().expect("one replay per taken key"),
                     created: false,
                 },
             })
-            .collect();
-        if any_new {
-            self.inner.notifier.work_available();
-        }
-        Ok(result)
+            .collect())
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
