@@ -36,7 +36,7 @@ fn db(e: sqlx::Error) -> Error {
 /// A job store in a PostgreSQL schema.
 ///
 /// ```no_run
-/// # async fn demo() -> jobworks::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobworks::Result<()> {
 /// let store = jobworks::PostgresStore::builder("postgres://postgres@127.0.0.1/app")
 ///     .schema("jobs")
 ///     .connect()
