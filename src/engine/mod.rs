@@ -126,6 +126,14 @@ impl EngineInner {
     fn running(&self) -> MutexGuard<'_, HashMap<JobId, worker::RunningJob>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The started workers, taken so that only one caller stops them.
+    fn take_workers(&self) -> Option<worker::Workers> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 impl Engine {
@@ -449,13 +457,7 @@ impl Engine {
     /// # Cancel safety
     /// As [`shutdown`](Self::shutdown).
     pub async fn shutdown_within(&self, grace: Duration) {
-        let workers = self
-            .inner
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(workers) = workers {
+        if let Some(workers) = self.inner.take_workers() {
             workers.shutdown(&self.inner, grace).await;
         }
     }
@@ -463,13 +465,7 @@ impl Engine {
     /// Stops at once, as a crash would: tasks are aborted mid-job and leases are not handed
     /// back, so those jobs run again once their leases expire. For fault tests.
     pub fn abort(&self) {
-        let workers = self
-            .inner
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(workers) = workers {
+        if let Some(workers) = self.inner.take_workers() {
             workers.abort(&self.inner);
         }
     }

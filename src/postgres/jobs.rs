@@ -620,14 +620,7 @@ impl JobStore for PostgresStore {
                 .map_err(db)?;
         let mut stats = QueueStats::default();
         for (st, n) in rows {
-            let slot = match status(BACKEND, &st)? {
-                JobStatus::Queued => &mut stats.queued,
-                JobStatus::Running => &mut stats.running,
-                JobStatus::Completed => &mut stats.completed,
-                JobStatus::Failed => &mut stats.failed,
-                JobStatus::Cancelled => &mut stats.cancelled,
-            };
-            *slot = n as u64;
+            stats.add(status(BACKEND, &st)?, n as u64);
         }
         Ok(stats)
     }

@@ -461,14 +461,7 @@ impl JobStore for SqliteStore {
             let mut stats = QueueStats::default();
             for row in rows {
                 let (status, n) = row.map_err(db)?;
-                let slot = match crate::sql::status(BACKEND, &status)? {
-                    JobStatus::Queued => &mut stats.queued,
-                    JobStatus::Running => &mut stats.running,
-                    JobStatus::Completed => &mut stats.completed,
-                    JobStatus::Failed => &mut stats.failed,
-                    JobStatus::Cancelled => &mut stats.cancelled,
-                };
-                *slot = n as u64;
+                stats.add(crate::sql::status(BACKEND, &status)?, n as u64);
             }
             Ok(stats)
         })

@@ -478,6 +478,18 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
+    /// Adds `n` jobs in `status`.
+    pub fn add(&mut self, status: JobStatus, n: u64) {
+        let slot = match status {
+            JobStatus::Queued => &mut self.queued,
+            JobStatus::Running => &mut self.running,
+            JobStatus::Completed => &mut self.completed,
+            JobStatus::Failed => &mut self.failed,
+            JobStatus::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
+    }
+
     /// Jobs in terminal states.
     pub fn terminal(&self) -> u64 {
         self.completed + self.failed + self.cancelled
