@@ -165,12 +165,13 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         }
         drop(permits);
         let idle_now = release(&shared, wanted - got);
-        if got == wanted {
+        if got > 0 {
             engine.idle.send_if_modified(|idle| idle.take().is_some());
-            continue;
-        }
-        if got == 0 && idle_now {
+        } else if idle_now {
             engine.idle.send_replace(Some(seen));
+        }
+        if got == wanted {
+            continue;
         }
         let mut nap = config.poll_interval;
         if let Some(at) = claimed.next_run_at {
