@@ -438,11 +438,7 @@ impl JobStore for MemoryStore {
         for &id in &expired {
             let job = &inner.jobs[&id].job;
             let plan = plan_reap(job.attempts, job.max_attempts, job.cancel_requested);
-            match plan.status {
-                JobStatus::Queued => report.requeued += 1,
-                JobStatus::Failed => report.failed += 1,
-                _ => report.cancelled += 1,
-            }
+            report.count(plan.status);
             inner.apply(id, plan, None, now);
         }
         drop(inner);

@@ -546,11 +546,7 @@ impl JobStore for PostgresStore {
             let mut row = decode_job(row)?;
             let job = &row.job;
             let plan = plan_reap(job.attempts, job.max_attempts, job.cancel_requested);
-            match plan.status {
-                JobStatus::Queued => report.requeued += 1,
-                JobStatus::Failed => report.failed += 1,
-                _ => report.cancelled += 1,
-            }
+            report.count(plan.status);
             let event = apply_plan(&mut row.job, plan, None, now);
             row.lease = None;
             events.push(number(&mut row, event, now));

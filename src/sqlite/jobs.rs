@@ -189,11 +189,7 @@ fn reap_expired(
     for mut row in rows {
         let job = &row.job;
         let plan = plan_reap(job.attempts, job.max_attempts, job.cancel_requested);
-        match plan.status {
-            JobStatus::Queued => report.requeued += 1,
-            JobStatus::Failed => report.failed += 1,
-            _ => report.cancelled += 1,
-        }
+        report.count(plan.status);
         let event = apply_plan(&mut row.job, plan, None, now);
         row.lease = None;
         push_event(conn, &mut row, event, now)?;

@@ -436,6 +436,15 @@ pub struct ReapReport {
 }
 
 impl ReapReport {
+    /// Counts one reaped job by the status the reaper gave it.
+    pub fn count(&mut self, status: JobStatus) {
+        match status {
+            JobStatus::Queued => self.requeued += 1,
+            JobStatus::Failed => self.failed += 1,
+            _ => self.cancelled += 1,
+        }
+    }
+
     /// All jobs whose lease was ended.
     pub fn total(&self) -> u64 {
         self.requeued + self.failed + self.cancelled
