@@ -127,6 +127,9 @@ impl PostgresStoreBuilder {
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections + 1)
             .acquire_timeout(self.acquire_timeout)
+            // No ping before every use: a dead connection fails its query with
+            // `Error::Unavailable`, which every caller already retries or reports.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db)?;
