@@ -101,29 +101,20 @@ impl PostgresStore {
     async fn commit_one(
         &self,
         mut tx: Tx,
-        row: &JobRow,
+        row: JobRow,
         event: &Event,
         payload: &str,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Job> {
         write_back(
             &mut tx,
-            &[row],
+            &[&row],
             &[(row.job.id, event)],
             self.channel(),
             payload,
             None,
         )
         .await?;
-        let job = complete(
-            &mut tx,
-            vec![JobRow {
-                job: row.job.clone(),
-                event_seq: row.event_seq,
-                lease: row.lease,
-                has_artifacts: true,
-            }],
-        )
-        .await?;
+        let job = one(complete(&mut tx, vec![row]).await?);
         tx.commit().await.map_err(db)?;
         Ok(job)
     }
@@ -513,7 +504,7 @@ impl JobStore for PostgresStore {
         let job = match cancel_plan(&mut row.job, now)? {
             Some(event) => {
                 let event = number(&mut row, event, now);
-                one(self.commit_one(tx, &row, &event, &id.to_string()).await?)
+                self.commit_one(tx, row, &event, &id.to_string()).await?
             }
             None => {
                 let job = one(complete(&mut tx, vec![row]).await?);
