@@ -134,15 +134,11 @@ impl Inner {
             .jobs
             .get_mut(&lease.job_id)
             .ok_or(Error::LeaseLost { id: lease.job_id })?;
-        match entry.lease {
-            Some(current)
-                if current.lease_id == lease.lease_id
-                    && current.expires_at > now
-                    && entry.job.status == JobStatus::Running =>
-            {
-                Ok(entry)
-            }
-            _ => Err(lost),
+        let held = entry.lease.map(|l| (l.lease_id, l.expires_at));
+        if lease.is_current(entry.job.status, held, now) {
+            Ok(entry)
+        } else {
+            Err(lost)
         }
     }
 

@@ -208,11 +208,7 @@ fn plan(
     outcome: &Finish,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<(JobRow, u64, Event)> {
-    let current = row.job.status == JobStatus::Running
-        && row
-            .lease
-            .is_some_and(|(l, exp)| l == lease.lease_id && exp > now);
-    if !current {
+    if !lease.is_current(row.job.status, row.lease, now) {
         return None;
     }
     let read_revision = row.job.revision;
@@ -237,18 +233,7 @@ async fn locked(
     outcome: &Finish,
 ) -> Result<Job> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(uuid(lease.job_id))
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db)?
-    .as_ref()
-    .map(decode_job)
-    .transpose()?;
+    let row = super::jobs::load(&mut tx, lease.job_id, true).await?;
     let now = crate::job::now();
     let (row, _, event) = row
         .and_then(|row| plan(row, lease, outcome, now))

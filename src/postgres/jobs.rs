@@ -30,30 +30,36 @@ pub(super) fn number(row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> E
     event.into_event(row.event_seq, now)
 }
 
-/// Locks and loads a job row.
-async fn lock(conn: &mut PgConnection, id: JobId) -> Result<Option<JobRow>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(uuid(id))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
+/// Loads a job row, locking it for the transaction when `for_update`.
+pub(super) async fn load(
+    conn: &mut PgConnection,
+    id: JobId,
+    for_update: bool,
+) -> Result<Option<JobRow>> {
+    let sql = if for_update {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1"
+        )
+    };
+    let row = sqlx::query(sql)
+        .bind(uuid(id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
     row.as_ref().map(decode_job).transpose()
 }
 
 async fn leased(conn: &mut PgConnection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow> {
-    match lock(conn, lease.job_id).await? {
-        Some(row)
-            if row.job.status == JobStatus::Running
-                && row
-                    .lease
-                    .is_some_and(|(id, exp)| id == lease.lease_id && exp > now) =>
-        {
-            Ok(row)
-        }
+    match load(conn, lease.job_id, true).await? {
+        Some(row) if lease.is_current(row.job.status, row.lease, now) => Ok(row),
         _ => Err(Error::LeaseLost { id: lease.job_id }),
     }
 }
@@ -64,20 +70,7 @@ async fn owned(
     id: JobId,
     for_update: bool,
 ) -> Result<JobRow> {
-    let row = if for_update {
-        lock(conn, id).await?
-    } else {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1"
-        ))
-        .bind(uuid(id))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
-        row.as_ref().map(decode_job).transpose()?
-    };
+    let row = load(conn, id, for_update).await?;
     match row {
         Some(row) if row.job.tenant == *tenant => Ok(row),
         _ => Err(Error::NotFound { id }),

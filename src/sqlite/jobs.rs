@@ -23,14 +23,7 @@ use crate::{Error, Result};
 /// The row of a running job whose current, unexpired lease is `lease`.
 fn leased(conn: &Connection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow> {
     match load(conn, lease.job_id)? {
-        Some(row)
-            if row.job.status == JobStatus::Running
-                && row
-                    .lease
-                    .is_some_and(|(id, exp)| id == lease.lease_id && exp > now) =>
-        {
-            Ok(row)
-        }
+        Some(row) if lease.is_current(row.job.status, row.lease, now) => Ok(row),
         _ => Err(Error::LeaseLost { id: lease.job_id }),
     }
 }

@@ -317,6 +317,19 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Whether this lease may write about a job in `status` whose current lease is
+    /// `held` (its id and expiry): the job runs, the ids match, and it has not expired at
+    /// `now`. Every store fences writes with this one rule.
+    pub fn is_current(
+        &self,
+        status: JobStatus,
+        held: Option<(u128, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        status == JobStatus::Running
+            && held.is_some_and(|(id, expires)| id == self.lease_id && expires > now)
+    }
+
     /// A fresh lease on `job_id` for `ttl` from now.
     pub fn new(job_id: JobId, ttl: Duration) -> Lease {
         Lease {
