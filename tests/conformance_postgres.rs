@@ -30,6 +30,19 @@ async fn postgres_store_survives_the_fault_test() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_with_asynchronous_finishes_passes_the_suites() {
+    let Some(url) = pg::url() else { return };
+    let schemas = pg::Schemas::default();
+    let fresh = || schemas.fresh_with(&url, |b| b.durable_finishes(false));
+    run_job_store_suite(fresh).await;
+    let store = schemas
+        .fresh_with(&url, |b| b.durable_finishes(false).max_connections(30))
+        .await;
+    fault_test(Arc::new(store), 2_000).await;
+    schemas.drop_all(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_loses_no_wake_up() {
     let Some(url) = pg::url() else { return };
     let schemas = pg::Schemas::default();

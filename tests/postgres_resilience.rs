@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobworks::{
-    Engine, EventKind, EventParams, JobContext, JobError, JobStatus, JobType, NewJob, TenantId,
-    from_fn,
+    Engine, EventKind, EventParams, JobContext, JobError, JobStatus, JobStore, JobType, NewJob,
+    TenantId, from_fn,
 };
 use serde_json::json;
 
@@ -134,9 +134,20 @@ async fn two_engines_on_two_pools_share_one_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_lose_no_job_and_complete_none_twice() {
+    drain_through_killed_connections(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_with_asynchronous_finishes() {
+    drain_through_killed_connections(false).await;
+}
+
+async fn drain_through_killed_connections(durable_finishes: bool) {
     let Some(url) = pg::url() else { return };
     let schemas = pg::Schemas::default();
-    let store = schemas.fresh(&url).await;
+    let store = schemas
+        .fresh_with(&url, |b| b.durable_finishes(durable_finishes))
+        .await;
     let schema = store.schema().to_owned();
     let executions: Executions = Arc::default();
     let engine = engine(store, executions.clone());
@@ -182,5 +193,38 @@ async fn killed_connections_lose_no_job_and_complete_none_twice() {
     }
     drop(engine);
     drop(admin);
+    schemas.drop_all(&url).await;
+}
+
+/// sqlx's `begin` is not cancel safe; the store must not let a call dropped in the middle of
+/// `BEGIN` leave a pooled connection inside a transaction, where every later write on it
+/// would stay uncommitted and invisible to everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_calls_leave_no_connection_in_a_transaction() {
+    let Some(url) = pg::url() else { return };
+    let schemas = pg::Schemas::default();
+    let store = schemas.fresh_with(&url, |b| b.max_connections(1)).await;
+    let observer = jobworks::PostgresStore::builder(&url)
+        .schema(store.schema())
+        .connect()
+        .await
+        .unwrap();
+    let engine = engine(store, Executions::default());
+    let tenant = TenantId::new("acme").unwrap();
+    let ty = JobType::new("WORK").unwrap();
+    for call in 0..300u64 {
+        let job = engine.submit(&tenant, NewJob::new(ty.clone(), json!(call))).await;
+        let id = job.unwrap().job.id;
+        // Give up on a cancel (a transaction) somewhere between before and after BEGIN.
+        let cut = Duration::from_micros(call % 40 * 10);
+        let _ = tokio::time::timeout(cut, engine.cancel(&tenant, id)).await;
+        let probe = engine.submit(&tenant, NewJob::new(ty.clone(), json!(call))).await;
+        let probe = probe.unwrap().job.id;
+        assert!(
+            observer.get(&tenant, probe).await.is_ok(),
+            "call {call}: a submit after a dropped cancel was never committed"
+        );
+    }
+    drop((engine, observer));
     schemas.drop_all(&url).await;
 }

@@ -82,8 +82,22 @@ fn one(mut jobs: Vec<Job>) -> Job {
 }
 
 impl PostgresStore {
-    async fn begin(&self) -> Result<Tx> {
-        self.pool.begin().await.map_err(db)
+    /// Starts a transaction, cancel safely.
+    ///
+    /// sqlx's `begin` is not cancel safe: dropped while `BEGIN` is in flight, it hands the
+    /// connection back to the pool inside a transaction nobody will end, and every later
+    /// statement on that connection (claims, submits) would stay uncommitted. So `BEGIN`
+    /// runs in a task of its own and always finishes; a transaction that nobody waits for
+    /// any more is dropped, which rolls it back.
+    pub(super) async fn begin(&self) -> Result<Tx> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|e| Error::Backend {
+                backend: BACKEND,
+                source: e.into(),
+            })?
+            .map_err(db)
     }
 
     fn channel(&self) -> &str {

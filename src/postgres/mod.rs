@@ -75,6 +75,7 @@ pub struct PostgresStoreBuilder {
     max_connections: u32,
     acquire_timeout: Duration,
     migrate: bool,
+    durable_finishes: bool,
 }
 
 impl PostgresStoreBuilder {
@@ -95,6 +96,21 @@ impl PostgresStoreBuilder {
     /// [`Error::Unavailable`] (5 s by default).
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether recording an outcome waits for PostgreSQL to flush it to disk (`true` by
+    /// default).
+    ///
+    /// With `false`, finishes are committed with `synchronous_commit = off` on a small pool
+    /// of their own: drains get faster (see `BENCHMARKS.md`) and a crash of the engine's
+    /// process still loses nothing, but a crash of the *database server* may forget the
+    /// last outcomes it acknowledged (by default at most `wal_writer_delay × 3`, 600 ms).
+    /// Those jobs go back to `running` with their old lease, which the reaper expires, so
+    /// they run again: at-least-once holds, a result reported completed may not.
+    /// Submits, cancels and every other write keep waiting for the disk.
+    pub fn durable_finishes(mut self, yes: bool) -> Self {
+        self.durable_finishes = yes;
         self
     }
 
@@ -124,15 +140,27 @@ impl PostgresStoreBuilder {
             ("search_path", self.schema.as_str()),
             ("enable_bitmapscan", "off"),
         ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(self.max_connections + 1)
+        // No ping before every use: a dead connection fails its query with
+        // `Error::Unavailable`, which every caller already retries or reports.
+        let pool_options = PgPoolOptions::new()
             .acquire_timeout(self.acquire_timeout)
-            // No ping before every use: a dead connection fails its query with
-            // `Error::Unavailable`, which every caller already retries or reports.
-            .test_before_acquire(false)
-            .connect_with(options)
+            .test_before_acquire(false);
+        let pool = pool_options
+            .clone()
+            .max_connections(self.max_connections + 1)
+            .connect_with(options.clone())
             .await
             .map_err(db)?;
+        let finish_pool = if self.durable_finishes {
+            pool.clone()
+        } else {
+            // One batch is in flight at a time; the second connection serves its fallback.
+            pool_options
+                .max_connections(2)
+                .connect_with(options.options([("synchronous_commit", "off")]))
+                .await
+                .map_err(db)?
+        };
         let shared = Arc::new(Shared {
             notifier: Notifier::default(),
             channel: format!("jobworks_{}", self.schema),
@@ -144,7 +172,7 @@ impl PostgresStoreBuilder {
         let store = PostgresStore {
             tasks: [
                 tokio::spawn(listen(listener, shared.clone())),
-                tokio::spawn(batch::run(pool.clone(), shared.clone(), requests)),
+                tokio::spawn(batch::run(finish_pool, shared.clone(), requests)),
             ],
             finishes,
             pool,
@@ -214,6 +242,7 @@ impl PostgresStore {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             migrate: false,
+            durable_finishes: true,
         }
     }
 
@@ -233,7 +262,7 @@ impl PostgresStore {
     /// # Errors
     /// [`Error::Backend`] when a migration fails; it is rolled back.
     pub async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         // The schema name was validated: lowercase letters, digits and underscores only.
         let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.inner.schema);
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
