@@ -56,28 +56,32 @@ fn backends() -> Vec<Backend> {
     }
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("JOBWORKS_TEST_POSTGRES_URL") {
-        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        out.push(Backend {
-            name: "postgres",
-            fresh: Box::new(move || {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let url = url.clone();
-                Box::pin(async move {
-                    // A few names in turn: each store drops what a previous one left.
-                    let schema = format!("jobworks_bench_{}", n % 4);
-                    let store = jobworks::PostgresStore::builder(&url)
-                        .schema(schema)
-                        .max_connections(16)
-                        .connect()
-                        .await
-                        .expect("connect");
-                    store.drop_schema().await.expect("drop old schema");
-                    store.migrate().await.expect("migrate");
-                    Arc::new(store) as Arc<dyn JobStore>
-                })
-            }),
-            _dir: None,
-        });
+        for (name, durable) in [("postgres", true), ("postgres_async_finishes", false)] {
+            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let url = url.clone();
+            out.push(Backend {
+                name,
+                fresh: Box::new(move || {
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let url = url.clone();
+                    Box::pin(async move {
+                        // A few names in turn: each store drops what a previous one left.
+                        let schema = format!("jobworks_bench_{}_{}", durable as u8, n % 4);
+                        let store = jobworks::PostgresStore::builder(&url)
+                            .schema(schema)
+                            .max_connections(16)
+                            .durable_finishes(durable)
+                            .connect()
+                            .await
+                            .expect("connect");
+                        store.drop_schema().await.expect("drop old schema");
+                        store.migrate().await.expect("migrate");
+                        Arc::new(store) as Arc<dyn JobStore>
+                    })
+                }),
+                _dir: None,
+            });
+        }
     }
     out
 }

@@ -97,6 +97,9 @@ mod artifact;
 mod engine;
 mod error;
 mod executor;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod job;
 mod memory;
 #[cfg(feature = "postgres")]

@@ -213,12 +213,16 @@ async fn dropped_calls_leave_no_connection_in_a_transaction() {
     let tenant = TenantId::new("acme").unwrap();
     let ty = JobType::new("WORK").unwrap();
     for call in 0..300u64 {
-        let job = engine.submit(&tenant, NewJob::new(ty.clone(), json!(call))).await;
+        let job = engine
+            .submit(&tenant, NewJob::new(ty.clone(), json!(call)))
+            .await;
         let id = job.unwrap().job.id;
         // Give up on a cancel (a transaction) somewhere between before and after BEGIN.
         let cut = Duration::from_micros(call % 40 * 10);
         let _ = tokio::time::timeout(cut, engine.cancel(&tenant, id)).await;
-        let probe = engine.submit(&tenant, NewJob::new(ty.clone(), json!(call))).await;
+        let probe = engine
+            .submit(&tenant, NewJob::new(ty.clone(), json!(call)))
+            .await;
         let probe = probe.unwrap().job.id;
         assert!(
             observer.get(&tenant, probe).await.is_ok(),

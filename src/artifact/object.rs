@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -84,6 +84,19 @@ fn map_err(key: &ArtifactKey) -> impl Fn(object_store::Error) -> Error + '_ {
         },
         e => backend(e),
     }
+}
+
+/// `now + ttl`, rounded up to a twelfth of `ttl` (5 minutes for an hour): a URL lives at
+/// least `ttl`, and URLs minted for the same artifact a moment apart are equal, so a job's
+/// view (and its ETag) stays the same between polls.
+fn rounded_expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
+    let too_long = || Error::invalid("ttl", "too long");
+    let step = (ttl.as_secs() / 12).max(1) as i64;
+    let at = now.timestamp()
+        + i64::try_from(ttl.as_secs()).map_err(|_| too_long())?
+        + i64::from(now.timestamp_subsec_nanos() > 0 || ttl.subsec_nanos() > 0);
+    let rounded = (at + step - 1) / step * step;
+    DateTime::from_timestamp(rounded, 0).ok_or_else(too_long)
 }
 
 fn checksum(hasher: Sha256) -> String {
@@ -306,8 +319,7 @@ impl ArtifactStore for ObjectStoreArtifacts {
         content_type: &str,
         ttl: Duration,
     ) -> Result<SignedUrl> {
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
+        let expires_at = rounded_expiry(Utc::now(), ttl)?;
         let url = match &self.presigner {
             Some(p) => p.presign_get(&Self::location(key)?, ttl).await?,
             None => self.signer.sign(key, content_type, expires_at),
@@ -320,5 +332,22 @@ impl ArtifactStore for ObjectStoreArtifacts {
             return Err(SignatureError::Invalid);
         }
         self.signer.verify(token, Utc::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_round_up_to_a_twelfth_of_the_ttl() {
+        let hour = Duration::from_secs(3600);
+        let now = DateTime::from_timestamp(1_000_000_123, 5).unwrap();
+        let at = rounded_expiry(now, hour).unwrap();
+        assert_eq!(at.timestamp() % 300, 0);
+        assert!(at >= now + chrono::Duration::hours(1));
+        assert!(at < now + chrono::Duration::seconds(3600 + 301));
+        let later = now + chrono::Duration::seconds(30);
+        assert!(rounded_expiry(later, hour).unwrap() - at <= chrono::Duration::seconds(300));
     }
 }

@@ -1,0 +1,258 @@
+//! What the server examples share: flags, stores, demo credentials and demo job types.
+#![allow(dead_code, unreachable_pub)]
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobworks::http::{Principal, StaticCredentials};
+use jobworks::{
+    ArtifactSpec, Engine, EngineBuilder, JobContext, JobError, JobStore, MemoryStore,
+    ObjectStoreArtifacts, RetryPolicy, TenantId, UrlSigner, from_fn,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The flags every server example takes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: String,
+    pub store: String,
+    pub artifacts: Option<String>,
+    pub public_url: Option<String>,
+    pub rate_limit: Option<NonZeroU32>,
+    pub retry_base_ms: u64,
+}
+
+const USAGE: &str = "flags: --addr HOST:PORT (127.0.0.1:8080)  --store memory|sqlite:PATH|postgres:URL \
+(sqlite:jobworks-data/jobs.db)  --artifacts DIR (jobworks-data/artifacts; in memory with \
+--store memory)  --public-url URL (http://ADDR)  --rate-limit N (per second per principal; off)  \
+--retry-base-ms N (1000)";
+
+impl Options {
+    /// Reads the flags, or prints the usage and exits.
+    pub fn from_args() -> Options {
+        let mut o = Options {
+            addr: "127.0.0.1:8080".into(),
+            store: "sqlite:jobworks-data/jobs.db".into(),
+            artifacts: None,
+            public_url: None,
+            rate_limit: None,
+            retry_base_ms: 1000,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let Some(value) = args.next() else {
+                usage(&flag)
+            };
+            match flag.as_str() {
+                "--addr" => o.addr = value,
+                "--store" => o.store = value,
+                "--artifacts" => o.artifacts = Some(value),
+                "--public-url" => o.public_url = Some(value.trim_end_matches('/').into()),
+                "--rate-limit" => {
+                    o.rate_limit = Some(value.parse().unwrap_or_else(|_| usage(&flag)))
+                }
+                "--retry-base-ms" => {
+                    o.retry_base_ms = value.parse().unwrap_or_else(|_| usage(&flag))
+                }
+                _ => usage(&flag),
+            }
+        }
+        o
+    }
+
+    /// The public base URL of the server.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+    }
+
+    /// The job store the flags name.
+    pub async fn job_store(&self) -> Arc<dyn JobStore> {
+        let fail = |e: jobworks::Error| -> ! {
+            eprintln!("cannot open the store {:?}: {e}", self.store);
+            std::process::exit(1)
+        };
+        if self.store == "memory" {
+            return Arc::new(MemoryStore::new());
+        }
+        if let Some(path) = self.store.strip_prefix("sqlite:") {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            return Arc::new(
+                jobworks::SqliteStore::open(path)
+                    .await
+                    .unwrap_or_else(|e| fail(e)),
+            );
+        }
+        if self.store.starts_with("postgres:") || self.store.starts_with("postgresql:") {
+            #[cfg(feature = "postgres")]
+            {
+                let store = jobworks::PostgresStore::builder(&self.store)
+                    .migrate_on_connect(true)
+                    .connect()
+                    .await
+                    .unwrap_or_else(|e| fail(e));
+                return Arc::new(store);
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                eprintln!("--store postgres:… needs --features postgres");
+                std::process::exit(2);
+            }
+        }
+        usage("--store")
+    }
+
+    /// The artifact store: a folder on disk, or memory with `--store memory`, signing URLs
+    /// under `{public url}{mount}`.
+    pub fn artifacts(&self, mount: &str) -> ObjectStoreArtifacts {
+        let signer = UrlSigner::random(format!("{}{mount}", self.public_url()));
+        let dir = match (&self.artifacts, self.store.as_str()) {
+            (Some(dir), _) => dir.clone(),
+            (None, "memory") => {
+                return ObjectStoreArtifacts::new(
+                    Arc::new(object_store::memory::InMemory::new()),
+                    signer,
+                );
+            }
+            (None, _) => "jobworks-data/artifacts".into(),
+        };
+        std::fs::create_dir_all(&dir).expect("create the artifacts folder");
+        let fs =
+            object_store::local::LocalFileSystem::new_with_prefix(&dir).expect("artifacts folder");
+        ObjectStoreArtifacts::new(Arc::new(fs), signer)
+    }
+
+    /// Retries of the demo types: 5 attempts, backoff from `--retry-base-ms`.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy::default()
+            .max_attempts(5)
+            .base(Duration::from_millis(self.retry_base_ms))
+    }
+}
+
+fn usage(flag: &str) -> ! {
+    eprintln!("bad or incomplete flag {flag:?}\n{USAGE}");
+    std::process::exit(2)
+}
+
+/// The demo credentials: `(how to send it, tenant, principal)`.
+pub fn demo_credentials() -> StaticCredentials {
+    let acme = TenantId::new("acme").unwrap();
+    let globex = TenantId::new("globex").unwrap();
+    StaticCredentials::new()
+        .bearer("demo-acme", Principal::new(acme.clone(), "demo-acme"))
+        .bearer("demo-globex", Principal::new(globex, "demo-globex"))
+        .bearer(
+            "demo-acme-readonly",
+            Principal::new(acme.clone(), "demo-acme-readonly").read_only(),
+        )
+        .basic("acme-key", "acme-secret", Principal::new(acme, "acme-key"))
+}
+
+/// Prints the demo credentials.
+pub fn print_credentials() {
+    println!("credentials:");
+    println!("  Authorization: Bearer demo-acme            tenant acme, read and write");
+    println!("  Authorization: Bearer demo-globex          tenant globex, read and write");
+    println!("  Authorization: Bearer demo-acme-readonly   tenant acme, read only");
+    println!("  Basic acme-key:acme-secret (curl -u)       tenant acme, read and write");
+}
+
+#[derive(Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Flaky {
+    fail_times: u32,
+    permanent: bool,
+}
+
+/// An engine builder with the demo job types: ECHO, SLEEP, FLAKY and RENDER.
+pub fn demo_engine(
+    options: &Options,
+    store: Arc<dyn JobStore>,
+    artifacts: ObjectStoreArtifacts,
+) -> EngineBuilder {
+    Engine::builder()
+        .store(store)
+        .artifacts(artifacts)
+        .retry_policy(options.retry())
+        .executor(
+            "ECHO",
+            from_fn(|_ctx: JobContext, input: Value| async move { Ok::<_, JobError>(input) }),
+        )
+        .executor("SLEEP", from_fn(sleep))
+        .executor("FLAKY", from_fn(flaky))
+        .executor("RENDER", from_fn(render))
+}
+
+/// Sleeps `ms` in ten steps, reporting progress and stopping when cancelled.
+async fn sleep(ctx: JobContext, input: Sleep) -> Result<Value, JobError> {
+    let step = Duration::from_millis(input.ms / 10);
+    for i in 1..=10u32 {
+        tokio::select! {
+            _ = ctx.cancelled() => return Err(JobError::cancelled()),
+            _ = tokio::time::sleep(step) => {}
+        }
+        ctx.progress(f64::from(i) / 10.0, format!("{}0 %", i))
+            .await?;
+    }
+    Ok(json!({ "slept_ms": input.ms }))
+}
+
+/// Fails its first `fail_times` attempts (retryably), or at once for good with `permanent`.
+async fn flaky(ctx: JobContext, input: Flaky) -> Result<Value, JobError> {
+    if input.permanent {
+        return Err(JobError::fail("asked to fail permanently"));
+    }
+    if ctx.attempt() <= input.fail_times {
+        return Err(JobError::retry(format!(
+            "attempt {} fails on purpose",
+            ctx.attempt()
+        )));
+    }
+    Ok(json!({ "succeeded_on_attempt": ctx.attempt() }))
+}
+
+/// Two stages; an intermediate draft and a final text artifact.
+async fn render(ctx: JobContext, input: Value) -> Result<Value, JobError> {
+    ctx.stage("drafting").await?;
+    let draft = format!("draft of {input}\n");
+    ctx.put_artifact(
+        ArtifactSpec::new("draft.txt", "text/plain")
+            .kind("draft")
+            .intermediate(),
+        draft,
+    )
+    .await?;
+    ctx.stage("rendering").await?;
+    let text = format!("rendered {input}\n");
+    ctx.put_artifact(
+        ArtifactSpec::new("output.txt", "text/plain").kind("render"),
+        text.clone(),
+    )
+    .await?;
+    Ok(json!({ "bytes": text.len() }))
+}
+
+/// Serves `app` on the flags' address until Ctrl-C, then shuts the engine down.
+pub async fn serve(options: &Options, app: axum::Router, engine: Engine) {
+    let listener = tokio::net::TcpListener::bind(&options.addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on {}: {e}", options.addr));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .expect("server");
+    engine.shutdown().await;
+}

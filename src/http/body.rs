@@ -1,0 +1,275 @@
+//! Reading untrusted request bodies and query strings, naming every bad field.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Map, Value};
+
+use super::{ApiError, FieldError};
+
+/// A JSON request body: `Content-Type: application/json` (or `…+json`), within the body
+/// limit, and syntactically JSON. Its fields are checked with [`Fields`].
+#[derive(Debug, Clone)]
+pub(crate) struct JsonBody(pub(crate) Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if json != Some(true) {
+            return Err(ApiError::from_status(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| ApiError::from_status(rejection.into_response().status()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// Reads the fields of a JSON object one by one, collecting every error, so that a `422`
+/// names all bad fields at once.
+#[derive(Debug)]
+pub(crate) struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: String,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of `value`, which must be an object; `prefix` is its location (`body`).
+    pub(crate) fn of(value: &'a Value, prefix: &str) -> Result<Self, ApiError> {
+        match value {
+            Value::Object(map) => Ok(Fields {
+                map,
+                prefix: prefix.to_owned(),
+                errors: Vec::new(),
+            }),
+            _ => Err(ApiError::field(
+                prefix,
+                "type_error",
+                "must be a JSON object",
+            )),
+        }
+    }
+
+    fn loc(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    /// Records an error about field `name`.
+    pub(crate) fn error(&mut self, name: &str, kind: &str, msg: impl Into<String>) {
+        let loc = self.loc(name);
+        self.errors.push(FieldError::new(&loc, kind, msg));
+    }
+
+    /// Records errors found by a nested reader.
+    pub(crate) fn absorb(&mut self, errors: Vec<FieldError>) {
+        self.errors.extend(errors);
+    }
+
+    /// The raw value of `name`, `None` when absent or null.
+    pub(crate) fn value(&self, name: &str) -> Option<&'a Value> {
+        self.map.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A required field: absent or null is an error.
+    pub(crate) fn required(&mut self, name: &str) -> Option<&'a Value> {
+        let v = self.value(name);
+        if v.is_none() {
+            self.error(name, "missing", "field required");
+        }
+        v
+    }
+
+    /// An optional string of at most `max` characters.
+    pub(crate) fn string(&mut self, name: &str, max: usize) -> Option<String> {
+        let v = self.value(name)?;
+        self.check_string(name, v, max)
+    }
+
+    /// A required string of 1 to `max` characters.
+    pub(crate) fn required_string(&mut self, name: &str, max: usize) -> Option<String> {
+        let v = self.required(name)?;
+        let s = self.check_string(name, v, max)?;
+        if s.is_empty() {
+            self.error(name, "invalid", "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn check_string(&mut self, name: &str, v: &Value, max: usize) -> Option<String> {
+        match v.as_str() {
+            Some(s) if s.chars().count() <= max => Some(s.to_owned()),
+            Some(_) => {
+                self.error(
+                    name,
+                    "too_long",
+                    format!("must be at most {max} characters"),
+                );
+                None
+            }
+            None => {
+                self.error(name, "type_error", "must be a string");
+                None
+            }
+        }
+    }
+
+    /// An optional integer within `range`.
+    pub(crate) fn int(&mut self, name: &str, range: RangeInclusive<i64>) -> Option<i64> {
+        let v = self.value(name)?;
+        match v.as_i64() {
+            Some(n) if range.contains(&n) => Some(n),
+            Some(_) => {
+                let msg = format!("must be between {} and {}", range.start(), range.end());
+                self.error(name, "out_of_range", msg);
+                None
+            }
+            None => {
+                self.error(name, "type_error", "must be an integer");
+                None
+            }
+        }
+    }
+
+    /// An optional list of strings, each of at most `max` characters, at most `count` long.
+    pub(crate) fn strings(&mut self, name: &str, max: usize, count: usize) -> Option<Vec<String>> {
+        let v = self.value(name)?;
+        let Some(items) = v.as_array() else {
+            self.error(name, "type_error", "must be a list of strings");
+            return None;
+        };
+        if items.len() > count {
+            self.error(name, "too_long", format!("must have at most {count} items"));
+            return None;
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.check_string(&format!("{name}.{i}"), item, max)?);
+        }
+        Some(out)
+    }
+
+    /// `Ok` when every field read so far was good.
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
+        self.into_errors()
+            .map_or(Ok(()), |e| Err(ApiError::validation(e)))
+    }
+
+    /// The errors found so far, if any.
+    pub(crate) fn into_errors(self) -> Option<Vec<FieldError>> {
+        (!self.errors.is_empty()).then_some(self.errors)
+    }
+}
+
+/// Query parameters, read one by one like [`Fields`].
+#[derive(Debug)]
+pub(crate) struct QueryFields {
+    params: HashMap<String, String>,
+    errors: Vec<FieldError>,
+}
+
+impl QueryFields {
+    pub(crate) fn new(params: HashMap<String, String>) -> Self {
+        QueryFields {
+            params,
+            errors: Vec::new(),
+        }
+    }
+
+    /// An optional parameter; empty counts as absent.
+    pub(crate) fn string(&self, name: &str) -> Option<&str> {
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Records an error about parameter `name`.
+    pub(crate) fn error(&mut self, name: &str, kind: &str, msg: impl Into<String>) {
+        self.errors
+            .push(FieldError::new(&format!("query.{name}"), kind, msg));
+    }
+
+    /// An optional integer within `range`, or `default`.
+    pub(crate) fn int(&mut self, name: &str, range: RangeInclusive<u64>, default: u64) -> u64 {
+        let Some(raw) = self.string(name) else {
+            return default;
+        };
+        match raw.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                let msg = format!(
+                    "must be an integer between {} and {}",
+                    range.start(),
+                    range.end()
+                );
+                self.error(name, "out_of_range", msg);
+                default
+            }
+        }
+    }
+
+    /// `Ok` when every parameter read so far was good.
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let body = json!({"priority": "high", "max_attempts": 99, "type": 5});
+        let mut f = Fields::of(&body, "body").unwrap();
+        f.required_string("type", 64);
+        f.int("priority", -1000..=1000);
+        f.int("max_attempts", 1..=25);
+        f.required("input_missing");
+        let errors = f.into_errors().unwrap();
+        let locs: Vec<String> = errors.iter().map(|e| e.loc.join(".")).collect();
+        assert_eq!(
+            locs,
+            [
+                "body.type",
+                "body.priority",
+                "body.max_attempts",
+                "body.input_missing"
+            ]
+        );
+        assert_eq!(errors[2].kind, "out_of_range");
+    }
+
+    #[test]
+    fn query_integers_are_checked() {
+        let mut q = QueryFields::new(HashMap::from([("limit".into(), "0".into())]));
+        assert_eq!(q.int("limit", 1..=1000, 50), 50);
+        assert_eq!(q.int("after", 0..=u64::MAX, 0), 0);
+        assert!(q.finish().is_err());
+    }
+}

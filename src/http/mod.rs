@@ -1,0 +1,256 @@
+//! The HTTP adapter (feature `http`): the wire contract of `HTTP-API.md` as an axum 0.8
+//! [`Router`] over an [`Engine`].
+//!
+//! [`JobsApi`] builds the router; mount it under any prefix, beside your own routes and
+//! layers. Requests are authenticated by an [`Authenticator`] (for example
+//! [`StaticCredentials`]), which may read the prefix's path parameters. Every error, the
+//! framework's own rejections included, answers with the canonical envelope ([`ApiError`]).
+//!
+//! ```
+//! use jobworks::http::{JobsApi, Principal, StaticCredentials};
+//! use jobworks::{Engine, TenantId};
+//! # fn main() -> jobworks::Result<()> {
+//! let engine = Engine::builder().build()?;
+//! let auth = StaticCredentials::new().bearer("token", Principal::new(TenantId::new("acme")?, "ci"));
+//! let app: axum::Router = axum::Router::new()
+//!     .nest("/v1", JobsApi::new(engine, auth).router());
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! The pieces work on their own too, for a host that serves another shape of API from the
+//! same engine: [`Principal`] is an extractor (given an [`Auth`] in the state), [`JobView`]
+//! is the job as the contract writes it, and [`ApiError`] is the envelope.
+
+mod auth;
+mod body;
+mod download;
+mod error;
+mod jobs;
+mod view;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, OriginalUri, Request};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi as _;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{OpenApi, RefOr, ResponseBuilder, ServerBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::Engine;
+
+pub use auth::{Auth, Authenticator, Credentials, PathParams, Principal, Scope, StaticCredentials};
+pub use error::{ApiError, ErrorBody, FieldError};
+pub use jobs::MAX_WAIT_SECS;
+pub use view::{
+    ArtifactView, EventView, EventsView, JobListView, JobView, ProgressView, format_time,
+};
+
+/// Largest request body by default: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+/// The state every route of the adapter shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiState {
+    pub(crate) engine: Engine,
+    pub(crate) auth: Auth,
+}
+
+impl FromRef<ApiState> for Auth {
+    fn from_ref(state: &ApiState) -> Auth {
+        state.auth.clone()
+    }
+}
+
+/// The path the router is mounted under: what the host's prefix took off the request.
+pub(crate) fn mount_prefix(original: &Uri, inner: &Uri) -> String {
+    original
+        .path()
+        .strip_suffix(inner.path())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Builds the jobs API over an engine.
+///
+/// Rate limiting is off by default; the body limit is [`DEFAULT_BODY_LIMIT`].
+#[derive(Debug, Clone)]
+pub struct JobsApi {
+    engine: Engine,
+    auth: Auth,
+    body_limit: usize,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "jobworks",
+        description = "Submit jobs, poll them, watch their timelines, download their results."
+    ),
+    components(schemas(ErrorBody, FieldError))
+)]
+struct ApiDoc;
+
+impl JobsApi {
+    /// The API over `engine`, authenticating with `authenticator`.
+    pub fn new(engine: Engine, authenticator: impl Authenticator) -> Self {
+        JobsApi {
+            engine,
+            auth: Auth::new(authenticator),
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// Allows each principal `per_second` requests a second (bursts of as many); more get
+    /// `429 rate_limited` with `Retry-After`.
+    pub fn rate_limit(mut self, per_second: NonZeroU32) -> Self {
+        self.auth = self.auth.rate_limit(per_second);
+        self
+    }
+
+    /// The largest request body, in bytes; larger ones get `413 payload_too_large`.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    fn routes(&self) -> OpenApiRouter<ApiState> {
+        OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .routes(routes!(jobs::submit, jobs::list))
+            .routes(routes!(jobs::get_job))
+            .routes(routes!(jobs::events))
+            .routes(routes!(jobs::cancel))
+            .routes(routes!(download::download))
+    }
+
+    /// The OpenAPI 3.1 document of the router's routes.
+    pub fn openapi(&self) -> OpenApi {
+        document(self.routes().into_openapi())
+    }
+
+    /// The router: every route of the jobs contract, plus `GET /openapi.json`.
+    pub fn router(self) -> Router {
+        let (router, doc) = self.routes().split_for_parts();
+        let doc = Arc::new(document(doc));
+        let state = ApiState {
+            engine: self.engine,
+            auth: self.auth,
+        };
+        router
+            .route(
+                "/openapi.json",
+                axum::routing::get(move |OriginalUri(original): OriginalUri, uri: Uri| {
+                    let mut doc = (*doc).clone();
+                    let prefix = mount_prefix(&original, &uri);
+                    let url = if prefix.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        prefix
+                    };
+                    doc.servers = Some(vec![ServerBuilder::new().url(url).build()]);
+                    async move { axum::Json(doc) }
+                }),
+            )
+            .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
+            .layer(DefaultBodyLimit::max(self.body_limit))
+            .layer(middleware::from_fn(envelope))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .with_state(state)
+    }
+}
+
+/// Puts the canonical envelope on error responses that the framework made (unknown route,
+/// wrong method, rejected body), keeping their status and headers such as `Allow`.
+async fn envelope(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let fresh = ApiError::from_status(status).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+/// Completes the generated document: security schemes, and the error answers every
+/// route can give.
+fn document(mut doc: OpenApi) -> OpenApi {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    components.add_security_scheme(
+        "basic",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+    );
+    let common = [
+        (
+            "400",
+            "Malformed request (`invalid_request`, `invalid_id`, `unknown_job_type`)",
+        ),
+        (
+            "401",
+            "Missing or unknown credentials (`authentication_error`)",
+        ),
+        (
+            "403",
+            "Not allowed for this credential (`permission_denied`)",
+        ),
+        ("404", "Not found"),
+        ("405", "Method not allowed (`method_not_allowed`)"),
+        ("413", "Body too large (`payload_too_large`)"),
+        ("415", "Body is not JSON (`invalid_request`)"),
+        ("422", "Invalid fields (`validation_error`)"),
+        ("429", "Rate limited (`rate_limited`), with `Retry-After`"),
+        ("500", "Internal error (`internal_error`)"),
+        (
+            "503",
+            "Backend unavailable (`unavailable`), with `Retry-After`",
+        ),
+    ];
+    let error = RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"));
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let public = path.starts_with("/artifacts/");
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            for (code, description) in common {
+                let response = ResponseBuilder::new().description(description).content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(error.clone()))
+                        .build(),
+                );
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| response.build().into());
+            }
+            if !public {
+                op.security = Some(vec![
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    SecurityRequirement::new("basic", Vec::<String>::new()),
+                ]);
+            }
+        }
+    }
+    doc
+}

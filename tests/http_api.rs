@@ -1,0 +1,768 @@
+//! The wire contract over a real loopback socket with a real HTTP client.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::http::request::Parts;
+use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, StaticCredentials};
+use jobworks::{
+    ArtifactKey, ArtifactName, ArtifactSpec, Engine, JobContext, JobError, ObjectStoreArtifacts,
+    TenantId, UrlSigner, from_fn,
+};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Server {
+    base: String,
+    client: Client,
+    signer: UrlSigner,
+}
+
+fn credentials() -> StaticCredentials {
+    let acme = TenantId::new("acme").unwrap();
+    StaticCredentials::new()
+        .bearer("acme", Principal::new(acme.clone(), "a"))
+        .bearer(
+            "globex",
+            Principal::new(TenantId::new("globex").unwrap(), "g"),
+        )
+        .bearer("reader", Principal::new(acme.clone(), "r").read_only())
+        .basic("key", "secret", Principal::new(acme, "k"))
+}
+
+fn engine(artifacts: ObjectStoreArtifacts) -> Engine {
+    let engine = Engine::builder()
+        .artifacts(artifacts)
+        .executor(
+            "ECHO",
+            from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) }),
+        )
+        .executor(
+            "SLEEP",
+            from_fn(|ctx: JobContext, ms: u64| async move {
+                ctx.stage("sleeping").await?;
+                tokio::select! {
+                    _ = ctx.cancelled() => Err(JobError::cancelled()),
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!(ms)),
+                }
+            }),
+        )
+        .executor(
+            "RENDER",
+            from_fn(|ctx: JobContext, text: String| async move {
+                ctx.put_artifact(
+                    ArtifactSpec::new("draft.txt", "text/plain").intermediate(),
+                    "draft",
+                )
+                .await?;
+                ctx.put_artifact(
+                    ArtifactSpec::new("out/final.txt", "text/plain").kind("text"),
+                    text,
+                )
+                .await?;
+                Ok::<_, JobError>(json!("ok"))
+            }),
+        )
+        .build()
+        .unwrap();
+    engine.start().unwrap();
+    engine
+}
+
+/// Serves `make(api)` nested under `mount` on a fresh loopback port.
+async fn serve_with(mount: &str, make: impl FnOnce(Engine) -> axum::Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}{mount}");
+    let signer = UrlSigner::new(b"0123456789abcdef0123456789abcdef".to_vec(), &base);
+    let artifacts = ObjectStoreArtifacts::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        signer.clone(),
+    );
+    let app = make(engine(artifacts));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Server {
+        base: base.replace("{org}", "acme"),
+        client: Client::new(),
+        signer,
+    }
+}
+
+async fn serve() -> Server {
+    serve_with("/v1", |e| {
+        axum::Router::new().nest("/v1", JobsApi::new(e, credentials()).router())
+    })
+    .await
+}
+
+impl Server {
+    fn req(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+    }
+
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = rb.send().await.unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        let body = r.bytes().await.unwrap();
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
+        };
+        (status, headers, json)
+    }
+
+    async fn submit(&self, body: Value) -> Value {
+        let (status, _, job) = self
+            .send(self.req(Method::POST, "/jobs", "acme").json(&body))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        job
+    }
+
+    async fn wait_done(&self, id: &str) -> Value {
+        for _ in 0..100 {
+            let (_, _, job) = self
+                .send(self.req(Method::GET, &format!("/jobs/{id}?wait=5"), "acme"))
+                .await;
+            if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                return job;
+            }
+        }
+        panic!("job {id} never finished");
+    }
+}
+
+fn assert_envelope(body: &Value, code: u16, kind: &str) {
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["type"], kind, "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn submit_poll_and_events_follow_the_contract() {
+    let s = serve().await;
+    let (status, headers, job) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .json(&json!({"type": "ECHO", "input": {"x": 1}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(headers["location"], format!("/v1/jobs/{id}").as_str());
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["type"], "ECHO");
+    assert!(job["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        job["created_at"].as_str().unwrap().len(),
+        24,
+        "milliseconds and Z"
+    );
+
+    let done = s.wait_done(&id).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["result"], json!({"x": 1}));
+    assert_eq!(done["error"], Value::Null);
+    assert_eq!(done["attempts"], 1);
+
+    // ETag and 304; no Retry-After once terminal.
+    let (status, headers, _) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}"), "acme"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("retry-after").is_none());
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, body) = s
+        .send(
+            s.req(Method::GET, &format!("/jobs/{id}"), "acme")
+                .header("if-none-match", &etag),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::NOT_MODIFIED, Value::Null));
+
+    // The same job as a UUID.
+    let uuid = jobworks::JobId::from_str_any(&id);
+    let (status, _, by_uuid) = s
+        .send(s.req(Method::GET, &format!("/jobs/{uuid}"), "acme"))
+        .await;
+    assert_eq!((status, &by_uuid["id"]), (StatusCode::OK, &json!(id)));
+
+    let (status, _, page) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}/events"), "acme"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["queued", "started", "succeeded"]);
+    assert_eq!(page["next_after"], 3);
+    assert_eq!(page["terminal"], true);
+    let (_, _, page) = s
+        .send(s.req(
+            Method::GET,
+            &format!("/jobs/{id}/events?after=1&limit=1"),
+            "acme",
+        ))
+        .await;
+    assert_eq!(page["events"][0]["seq"], 2);
+    assert_eq!(page["next_after"], 2);
+    let (_, _, page) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}/events?after=3"), "acme"))
+        .await;
+    assert_eq!(
+        (
+            page["events"].as_array().unwrap().len(),
+            &page["next_after"]
+        ),
+        (0, &json!(3))
+    );
+}
+
+trait AnyId {
+    fn from_str_any(id: &str) -> String;
+}
+impl AnyId for jobworks::JobId {
+    fn from_str_any(id: &str) -> String {
+        id.parse::<jobworks::JobId>().unwrap().to_uuid_string()
+    }
+}
+
+#[tokio::test]
+async fn queued_jobs_carry_a_polling_hint_and_cancel_at_once() {
+    let s = serve().await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let job = s
+        .submit(json!({"type": "ECHO", "run_at": later, "priority": 5, "max_attempts": 2}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(
+        (&job["priority"], &job["max_attempts"]),
+        (&json!(5), &json!(2))
+    );
+    let (_, headers, _) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}"), "acme"))
+        .await;
+    assert!(headers.get("retry-after").is_some());
+    let (status, _, cancelled) = s
+        .send(s.req(Method::POST, &format!("/jobs/{id}/cancel"), "acme"))
+        .await;
+    assert_eq!(
+        (status, &cancelled["status"]),
+        (StatusCode::ACCEPTED, &json!("cancelled"))
+    );
+    let (status, _, body) = s
+        .send(s.req(Method::POST, &format!("/jobs/{id}/cancel"), "acme"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_envelope(&body, 409, "conflict");
+}
+
+#[tokio::test]
+async fn long_polls_answer_promptly_on_change() {
+    let s = serve().await;
+    let job = s.submit(json!({"type": "SLEEP", "input": 300})).await;
+    let id = job["id"].as_str().unwrap();
+    let started = Instant::now();
+    let done = s.wait_done(id).await;
+    assert_eq!(done["status"], "completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A running job, cancelled while a reader waits for events: the reader wakes at once.
+    let job = s.submit(json!({"type": "SLEEP", "input": 60_000})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (_, _, page) = s
+        .send(s.req(
+            Method::GET,
+            &format!("/jobs/{id}/events?after=0&wait=5"),
+            "acme",
+        ))
+        .await;
+    let mut after = page["next_after"].as_u64().unwrap();
+    let waiter = {
+        let rb = s.req(
+            Method::GET,
+            &format!("/jobs/{id}/events?after={after}&wait=20"),
+            "acme",
+        );
+        tokio::spawn(async move {
+            (
+                Instant::now(),
+                rb.send().await.unwrap().json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) = s
+        .send(s.req(Method::POST, &format!("/jobs/{id}/cancel"), "acme"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (since, page) = waiter.await.unwrap();
+    assert!(
+        since.elapsed() < Duration::from_secs(5),
+        "the long poll slept"
+    );
+    assert!(!page["events"].as_array().unwrap().is_empty());
+    after = page["next_after"].as_u64().unwrap().max(after);
+    let done = s.wait_done(&id).await;
+    assert_eq!(done["status"], "cancelled");
+    assert!(after >= 3);
+}
+
+#[tokio::test]
+async fn idempotency_by_header_or_body() {
+    let s = serve().await;
+    let first = s
+        .submit(json!({"type": "ECHO", "input": 1, "idempotency_key": "k1"}))
+        .await;
+    let (status, _, again) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .header("idempotency-key", "k1")
+                .json(&json!({"type": "ECHO", "input": 1})),
+        )
+        .await;
+    assert_eq!((status, &again["id"]), (StatusCode::OK, &first["id"]));
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .json(&json!({"type": "ECHO", "input": 2, "idempotency_key": "k1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_envelope(&body, 409, "already_exists");
+    // Another tenant's key space is its own.
+    let (status, _, _) = s
+        .send(
+            s.req(Method::POST, "/jobs", "globex")
+                .json(&json!({"type": "ECHO", "input": 1, "idempotency_key": "k1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .header("idempotency-key", "k2")
+                .json(&json!({"type": "ECHO", "idempotency_key": "k3"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "idempotency_key"]));
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_envelope() {
+    let s = serve().await;
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .json(&json!({"priority": 5000, "max_attempts": "x", "run_at": "tomorrow"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_envelope(&body, 422, "validation_error");
+    let locs: Vec<Value> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"].clone())
+        .collect();
+    for field in ["type", "priority", "max_attempts", "run_at"] {
+        assert!(
+            locs.contains(&json!(["body", field])),
+            "{field} not named in {body}"
+        );
+    }
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .json(&json!({"type": "NOPE"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, 400, "unknown_job_type");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ECHO, RENDER, SLEEP"),
+        "{body}"
+    );
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .json(&json!({"type": "no spaces"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["type"]),
+        (StatusCode::BAD_REQUEST, &json!("unknown_job_type"))
+    );
+
+    let raw = |body: &'static str, ct: &'static str| {
+        s.req(Method::POST, "/jobs", "acme")
+            .header("content-type", ct)
+            .body(body)
+    };
+    let (status, _, body) = s.send(raw("{not json", "application/json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, 400, "invalid_request");
+    let (status, _, body) = s
+        .send(raw("type=ECHO", "application/x-www-form-urlencoded"))
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_envelope(&body, 415, "invalid_request");
+    let (status, _, body) = s.send(raw("[1]", "application/json")).await;
+    assert_eq!(
+        (status, &body["errors"][0]["loc"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!(["body"]))
+    );
+    let big = format!(
+        "{{\"type\": \"ECHO\", \"input\": \"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .header("content-type", "application/json")
+                .body(big),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_envelope(&body, 413, "payload_too_large");
+
+    let (status, _, body) = s.send(s.req(Method::GET, "/jobs/not-an-id", "acme")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, 400, "invalid_id");
+    let (status, _, body) = s
+        .send(s.req(Method::GET, "/jobs?limit=0&status=done", "acme"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+    let (status, _, body) = s
+        .send(s.req(Method::GET, "/jobs?cursor=forged", "acme"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, 400, "invalid_request");
+    let (status, _, body) = s
+        .send(s.req(
+            Method::GET,
+            "/jobs/01JD8X7Z3K4M5N6P7Q8R9S0T1V/events?wait=99",
+            "acme",
+        ))
+        .await;
+    assert_eq!(
+        (status, &body["errors"][0]["loc"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!(["query", "wait"]))
+    );
+}
+
+#[tokio::test]
+async fn framework_rejections_get_the_envelope() {
+    let s = serve().await;
+    let (status, _, body) = s.send(s.req(Method::GET, "/nowhere", "acme")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&body, 404, "not_found");
+    let (status, headers, body) = s.send(s.req(Method::DELETE, "/jobs", "acme")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_envelope(&body, 405, "method_not_allowed");
+    assert!(headers["allow"].to_str().unwrap().contains("POST"));
+    assert_eq!(headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn credentials_and_scopes_are_checked() {
+    let s = serve().await;
+    let url = format!("{}/jobs", s.base);
+    let (status, headers, body) = s.send(s.client.get(&url)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_envelope(&body, 401, "authentication_error");
+    assert!(headers.get("www-authenticate").is_some());
+    let (status, _, _) = s.send(s.client.get(&url).bearer_auth("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = s
+        .send(s.client.get(&url).basic_auth("key", Some("wrong")))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = s
+        .send(s.client.get(&url).basic_auth("key", Some("secret")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = s.send(s.req(Method::GET, "/jobs", "reader")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/jobs", "reader")
+                .json(&json!({"type": "ECHO"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_envelope(&body, 403, "permission_denied");
+}
+
+#[tokio::test]
+async fn another_tenants_job_reads_like_a_missing_one() {
+    let s = serve().await;
+    let job = s.submit(json!({"type": "ECHO"})).await;
+    let id = job["id"].as_str().unwrap();
+    let missing = jobworks::JobId::new().to_string();
+    for (method, path) in [
+        (Method::GET, "/jobs/{}"),
+        (Method::GET, "/jobs/{}/events"),
+        (Method::POST, "/jobs/{}/cancel"),
+    ] {
+        let (s1, _, theirs) = s
+            .send(s.req(method.clone(), &path.replace("{}", id), "globex"))
+            .await;
+        let (s2, _, none) = s
+            .send(s.req(method, &path.replace("{}", &missing), "globex"))
+            .await;
+        assert_eq!((s1, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+        assert_envelope(&theirs, 404, "job_not_found");
+        let theirs = theirs.to_string().replace(id, "ID");
+        assert_eq!(theirs, none.to_string().replace(&missing, "ID"));
+    }
+    let (_, _, page) = s.send(s.req(Method::GET, "/jobs", "globex")).await;
+    assert_eq!(page["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn list_pages_are_stable() {
+    let s = serve().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        ids.push(
+            s.submit(json!({"type": "ECHO", "input": i, "run_at": later}))
+                .await["id"]
+                .clone(),
+        );
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let path = match &cursor {
+            Some(c) => format!("/jobs?limit=2&cursor={c}"),
+            None => "/jobs?limit=2".to_owned(),
+        };
+        let (status, _, page) = s.send(s.req(Method::GET, &path, "acme")).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].clone()),
+        );
+        // A job submitted while paging shows on no later page.
+        s.submit(json!({"type": "ECHO", "run_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()})).await;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let (_, _, page) = s
+        .send(s.req(
+            Method::GET,
+            "/jobs?status=queued&type=ECHO&limit=1000",
+            "acme",
+        ))
+        .await;
+    assert_eq!(pages, 3);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 5 + pages);
+    let (_, _, page) = s
+        .send(s.req(Method::GET, "/jobs?status=completed", "acme"))
+        .await;
+    assert_eq!(page["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn artifacts_download_through_signed_urls() {
+    let s = serve().await;
+    let job = s
+        .submit(json!({"type": "RENDER", "input": "0123456789"}))
+        .await;
+    let done = s.wait_done(job["id"].as_str().unwrap()).await;
+    let artifacts = done["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts.len(), 2);
+    assert_eq!(artifacts[0]["role"], "intermediate");
+    let last = &artifacts[1];
+    assert_eq!(
+        (&last["name"], &last["kind"], &last["size_bytes"]),
+        (&json!("out/final.txt"), &json!("text"), &json!(10))
+    );
+    let url = last["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/artifacts/", s.base)));
+
+    let r = s.client.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"final.txt\""
+    );
+    assert_eq!(r.text().await.unwrap(), "0123456789");
+    let r = s
+        .client
+        .get(url)
+        .header("range", "bytes=2-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 2-4/10");
+    assert_eq!(r.text().await.unwrap(), "234");
+    let (status, headers, _) = s.send(s.client.get(url).header("range", "bytes=10-")).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"], "bytes */10");
+
+    // Tampering with any part of the token breaks the signature.
+    let token = url.rsplit('/').next().unwrap();
+    let (claims, sig) = token.split_once('.').unwrap();
+    let mut forged_claims = claims.to_owned();
+    forged_claims.replace_range(5..6, if &claims[5..6] == "A" { "B" } else { "A" });
+    for bad in [
+        format!("{forged_claims}.{sig}"),
+        format!("{claims}.{}", &sig[1..]),
+        "garbage".into(),
+    ] {
+        let (status, _, body) = s
+            .send(s.client.get(format!("{}/artifacts/{bad}", s.base)))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{bad}");
+        assert_envelope(&body, 403, "invalid_signature");
+    }
+    // A good signature past its expiry.
+    let key = ArtifactKey::new(
+        TenantId::new("acme").unwrap(),
+        done["id"].as_str().unwrap().parse().unwrap(),
+        ArtifactName::new("out/final.txt").unwrap(),
+    );
+    let expired = s.signer.sign(
+        &key,
+        "text/plain",
+        chrono::Utc::now() - chrono::Duration::seconds(5),
+    );
+    let (status, _, body) = s.send(s.client.get(expired)).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_envelope(&body, 410, "url_expired");
+    // Polls of an unchanged job carry the same URLs, so the ETag holds.
+    let again = s
+        .send(s.req(
+            Method::GET,
+            &format!("/jobs/{}", done["id"].as_str().unwrap()),
+            "acme",
+        ))
+        .await
+        .2;
+    assert_eq!(again, done);
+}
+
+#[tokio::test]
+async fn principals_are_rate_limited_when_asked() {
+    let s = serve_with("/v1", |e| {
+        let api = JobsApi::new(e, credentials()).rate_limit(NonZeroU32::new(2).unwrap());
+        axum::Router::new().nest("/v1", api.router())
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(s.send(s.req(Method::GET, "/jobs", "acme")).await);
+    }
+    let (status, headers, body) = statuses.pop().unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_envelope(&body, 429, "rate_limited");
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Another principal has its own budget.
+    let (status, _, _) = s.send(s.req(Method::GET, "/jobs", "globex")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Tokens of an organisation, valid only under its own `/org/{org}` path.
+#[derive(Debug)]
+struct OrgAuth(StaticCredentials);
+
+#[async_trait]
+impl Authenticator for OrgAuth {
+    async fn authenticate(&self, parts: &Parts, path: &PathParams) -> Result<Principal, ApiError> {
+        let principal = self.0.authenticate(parts, path).await?;
+        if path.get("org") != Some(principal.tenant.as_str()) {
+            return Err(ApiError::permission_denied("not your organisation"));
+        }
+        Ok(principal)
+    }
+}
+
+#[tokio::test]
+async fn mounts_under_a_prefix_whose_parameters_the_authenticator_reads() {
+    let s = serve_with("/org/{org}", |e| {
+        axum::Router::new().nest(
+            "/org/{org}",
+            JobsApi::new(e, OrgAuth(credentials())).router(),
+        )
+    })
+    .await;
+    let (status, headers, job) = s
+        .send(
+            s.req(Method::POST, "/jobs", "acme")
+                .json(&json!({"type": "ECHO"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        headers["location"],
+        format!("/org/acme/jobs/{}", job["id"].as_str().unwrap()).as_str()
+    );
+    let other = s.base.replace("/org/acme", "/org/globex");
+    let (status, _, body) = s
+        .send(s.client.get(format!("{other}/jobs")).bearer_auth("acme"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_envelope(&body, 403, "permission_denied");
+
+    let (status, _, doc) = s
+        .send(s.client.get(format!("{}/openapi.json", s.base)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["servers"][0]["url"], "/org/acme");
+    for path in [
+        "/jobs",
+        "/jobs/{id}",
+        "/jobs/{id}/events",
+        "/jobs/{id}/cancel",
+        "/artifacts/{token}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert_eq!(
+        doc["paths"]["/jobs"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/JobView"
+    );
+}
