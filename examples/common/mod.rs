@@ -32,6 +32,11 @@ const USAGE: &str = "flags: --addr HOST:PORT (127.0.0.1:8080)  --store memory|sq
 impl Options {
     /// Reads the flags, or prints the usage and exits.
     pub fn from_args() -> Options {
+        Self::from_args_in(std::env::args().skip(1))
+    }
+
+    /// Reads `args` as flags, or prints the usage and exits.
+    pub fn from_args_in<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Options {
         let mut o = Options {
             addr: "127.0.0.1:8080".into(),
             store: "sqlite:jobworks-data/jobs.db".into(),
@@ -40,7 +45,7 @@ impl Options {
             rate_limit: None,
             retry_base_ms: 1000,
         };
-        let mut args = std::env::args().skip(1);
+        let mut args = args.into_iter().map(Into::into);
         while let Some(flag) = args.next() {
             let Some(value) = args.next() else {
                 usage(&flag)
