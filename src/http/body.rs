@@ -195,12 +195,9 @@ impl QueryFields {
         }
     }
 
-    /// An optional parameter; empty counts as absent.
+    /// An optional parameter (present but empty is not absent).
     pub(crate) fn string(&self, name: &str) -> Option<&str> {
-        self.params
-            .get(name)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
+        self.params.get(name).map(String::as_str)
     }
 
     /// Records an error about parameter `name`.

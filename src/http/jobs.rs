@@ -33,7 +33,6 @@ pub(crate) struct SubmitRequest {
     #[serde(rename = "type")]
     job_type: String,
     /// The executor's input; `{}` when absent.
-    #[schema(value_type = Option<Object>)]
     input: Option<Value>,
     /// −1000…1000, higher first; 0 when absent.
     #[schema(minimum = -1000, maximum = 1000)]
@@ -47,6 +46,18 @@ pub(crate) struct SubmitRequest {
     /// Makes the submit idempotent; same as the `Idempotency-Key` header.
     #[schema(max_length = 255)]
     idempotency_key: Option<String>,
+}
+
+/// The five statuses, as the wire writes them (documentation).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum StatusName {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
 }
 
 /// A job id from the path: a ULID or a UUID, else `400 invalid_id`.
@@ -346,7 +357,7 @@ fn decode_cursor(cursor: &str) -> Option<JobId> {
 /// The tenant's jobs, newest first.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     params(
-        ("status" = Option<String>, Query, description = "Only jobs in this status"),
+        ("status" = Option<StatusName>, Query, description = "Only jobs in this status"),
         ("type" = Option<String>, Query, description = "Only jobs of this type"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),

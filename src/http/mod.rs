@@ -130,13 +130,13 @@ impl JobsApi {
 
     /// The OpenAPI 3.1 document of the router's routes.
     pub fn openapi(&self) -> OpenApi {
-        document(self.routes().into_openapi())
+        document(self.routes().into_openapi(), self.engine.job_types())
     }
 
     /// The router: every route of the jobs contract, plus `GET /openapi.json`.
     pub fn router(self) -> Router {
         let (router, doc) = self.routes().split_for_parts();
-        let doc = Arc::new(document(doc));
+        let doc = Arc::new(document(doc, self.engine.job_types()));
         let state = ApiState {
             engine: self.engine,
             auth: self.auth,
@@ -184,9 +184,32 @@ async fn envelope(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// Completes the generated document: security schemes, and the error answers every
-/// route can give.
-fn document(mut doc: OpenApi) -> OpenApi {
+/// A job id: a ULID, or the same 128 bits as a UUID.
+const JOB_ID_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Completes the generated document: the registered job types, the job id's pattern,
+/// security schemes, and the error answers every route can give.
+fn document(mut doc: OpenApi, types: &[crate::JobType]) -> OpenApi {
+    use utoipa::openapi::schema::Schema;
+    let components = doc.components.get_or_insert_with(Default::default);
+    if let Some(RefOr::T(Schema::Object(submit))) = components.schemas.get_mut("SubmitRequest")
+        && let Some(RefOr::T(Schema::Object(job_type))) = submit.properties.get_mut("type")
+    {
+        job_type.enum_values = Some(types.iter().map(|t| t.as_str().into()).collect());
+    }
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.post];
+        for op in operations.into_iter().flatten() {
+            for p in op.parameters.iter_mut().flatten() {
+                if let RefOr::T(p) = p
+                    && p.name == "id"
+                    && let Some(RefOr::T(Schema::Object(o))) = &mut p.schema
+                {
+                    o.pattern = Some(JOB_ID_PATTERN.to_owned());
+                }
+            }
+        }
+    }
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",

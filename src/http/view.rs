@@ -21,13 +21,11 @@ pub struct JobView {
     #[serde(rename = "type")]
     pub job_type: String,
     /// `queued`, `running`, `completed`, `failed` or `cancelled`.
-    #[schema(pattern = "^(queued|running|completed|failed|cancelled)$")]
+    #[schema(value_type = super::jobs::StatusName)]
     pub status: String,
     /// What was submitted.
-    #[schema(value_type = Object)]
     pub input: Value,
     /// The executor's result; only when `completed`.
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// The last attempt's error: when `failed`, or `queued` for a retry.
     pub error: Option<String>,
@@ -83,7 +81,6 @@ pub struct ArtifactView {
     /// When `url` stops working.
     pub url_expires_at: String,
     /// Free metadata from the executor.
-    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 
@@ -98,7 +95,6 @@ pub struct EventView {
     /// What happened, for people.
     pub message: String,
     /// Details (progress, error detail, cost), if any.
-    #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     /// Names of the artifacts it stored.
     pub artifacts: Vec<String>,
