@@ -104,6 +104,9 @@ mod job;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "reports")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reports")))]
+pub mod report;
 mod retry;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;

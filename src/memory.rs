@@ -30,6 +30,8 @@ use crate::{Error, Result};
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     notifier: Notifier,
+    #[cfg(feature = "reports")]
+    templates: Mutex<HashMap<crate::report::TemplateId, crate::report::StoredTemplate>>,
 }
 
 impl MemoryStore {
@@ -42,6 +44,13 @@ impl MemoryStore {
         // Every update is applied in full before the lock is released, so a poisoned
         // lock still guards consistent data.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(feature = "reports")]
+    pub(crate) fn templates_mut(
+        &self,
+    ) -> MutexGuard<'_, HashMap<crate::report::TemplateId, crate::report::StoredTemplate>> {
+        self.templates.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,0 +1,302 @@
+//! Reports (feature `reports`): templates, preflight, and PDF rendering as jobs.
+//!
+//! A [`ReportTemplate`] (or the short [`Preset`] a front end posts) names a title, branding,
+//! a [`Style`] (one of the 14 standard PDF fonts and a size) and ordered [`Section`]s. The
+//! host implements [`ReportData`], which returns each section's findings under a
+//! validated [`Filter`]. [`Reports::preflight`] lists the sections that would be empty;
+//! [`Reports::build`] refuses such a report, and otherwise submits a `REPORT_GENERATION`
+//! job that [`ReportExecutor`] renders into the job's final artifact.
+//!
+//! ```
+//! use jobworks::report::{render, Finding, FindingStatus, Preset, ReportFormat, Severity};
+//! let preset: Preset = serde_json::from_value(serde_json::json!({
+//!     "title": "Red-team findings", "sections": ["summary", "findings"],
+//!     "style": { "font": "Helvetica", "font_size": 10 }
+//! }))?;
+//! let template = preset.expand().expect("a valid preset");
+//! let row = Finding {
+//!     severity: Severity::High, category: "jailbreak".into(), title: "Role-play bypass".into(),
+//!     prompt: "Pretend you are…".into(), response: "Sure…".into(),
+//!     status: FindingStatus::Open, found_at: chrono::Utc::now(),
+//! };
+//! let pdf = render(&template, &[vec![row.clone()], vec![row]], ReportFormat::Pdf);
+//! assert!(pdf.starts_with(b"%PDF-"));
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+mod data;
+mod document;
+mod fonts;
+mod model;
+mod pdf;
+mod templates;
+mod text;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::executor::{ArtifactSpec, Executor, JobContext, JobError};
+use crate::{Engine, Job, JobType, NewJob, TenantId};
+
+pub use data::{Finding, Metrics, ReportData};
+pub use model::{
+    Branding, Column, Filter, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, MAX_FONT_SIZE,
+    MAX_SECTIONS, MAX_SUMMARY_LEN, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem,
+    ReportTemplate, Section, SectionKind, Severity, StandardFont, Style,
+};
+pub use templates::{StoredTemplate, TemplateId, TemplateStore};
+
+/// The job type of report builds.
+pub const REPORT_JOB_TYPE: &str = "REPORT_GENERATION";
+
+/// The output format of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    /// A PDF file (the default).
+    #[default]
+    Pdf,
+    /// One HTML page.
+    Html,
+    /// The findings rows as CSV.
+    Csv,
+}
+
+impl ReportFormat {
+    /// The artifact's file name.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ReportFormat::Pdf => "report.pdf",
+            ReportFormat::Html => "report.html",
+            ReportFormat::Csv => "report.csv",
+        }
+    }
+
+    /// The artifact's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ReportFormat::Pdf => "application/pdf",
+            ReportFormat::Html => "text/html; charset=utf-8",
+            ReportFormat::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    /// The artifact's kind.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ReportFormat::Pdf => "report_pdf",
+            ReportFormat::Html => "report_html",
+            ReportFormat::Csv => "report_csv",
+        }
+    }
+}
+
+/// A section that has no findings, as preflight lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmptySection {
+    /// The preset key of the section, if it has one.
+    pub key: Option<String>,
+    /// Its title, for clients to show when there is no key.
+    pub title: String,
+}
+
+/// Why a report could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The template or preset is invalid.
+    #[error("invalid report template ({} problems)", .0.len())]
+    Invalid(Vec<Problem>),
+    /// Some sections have no findings.
+    #[error("{} sections are empty", .0.len())]
+    EmptySections(Vec<EmptySection>),
+    /// No such stored template for the tenant.
+    #[error("template {id} not found")]
+    TemplateNotFound {
+        /// The id asked for.
+        id: TemplateId,
+    },
+    /// The store, the data source or the engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+}
+
+/// Renders `template` over each section's findings (`findings[i]` for section `i`).
+pub fn render(
+    template: &ReportTemplate,
+    findings: &[Vec<Finding>],
+    format: ReportFormat,
+) -> Vec<u8> {
+    let doc = document::build(template, findings, crate::job::now());
+    match format {
+        ReportFormat::Pdf => pdf::render(&doc, &template.style),
+        ReportFormat::Html => {
+            text::html(&doc, template.style.font.name(), template.style.font_size)
+        }
+        ReportFormat::Csv => {
+            let table = template
+                .sections
+                .iter()
+                .zip(findings)
+                .filter(|(s, _)| s.kind == SectionKind::Findings)
+                .map(|(s, rows)| document::findings_table(s, rows))
+                .next();
+            match table {
+                Some(document::Block::Table { header, rows }) => text::csv(&header, &rows),
+                _ => text::csv(&[], &[]),
+            }
+        }
+    }
+}
+
+/// The report service: templates, preflight and builds over the host's data.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    data: Arc<dyn ReportData>,
+    templates: Arc<dyn TemplateStore>,
+}
+
+/// What a build job carries as input.
+#[derive(Debug, Serialize, Deserialize)]
+struct BuildInput {
+    template: ReportTemplate,
+    format: ReportFormat,
+}
+
+impl Reports {
+    /// Reports over `data`, keeping templates in `templates` (usually the job store).
+    pub fn new(data: impl ReportData, templates: impl TemplateStore) -> Self {
+        Reports {
+            data: Arc::new(data),
+            templates: Arc::new(templates),
+        }
+    }
+
+    /// The executor to register for [`REPORT_JOB_TYPE`].
+    pub fn executor(&self) -> ReportExecutor {
+        ReportExecutor {
+            data: self.data.clone(),
+        }
+    }
+
+    /// The template store.
+    pub fn templates(&self) -> &Arc<dyn TemplateStore> {
+        &self.templates
+    }
+
+    /// A stored template of the tenant.
+    ///
+    /// # Errors
+    /// [`ReportError::TemplateNotFound`] when the tenant has none with that id.
+    pub async fn stored(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<StoredTemplate, ReportError> {
+        self.templates
+            .template(tenant, id)
+            .await?
+            .ok_or(ReportError::TemplateNotFound { id })
+    }
+
+    async fn findings(
+        &self,
+        tenant: &TenantId,
+        template: &ReportTemplate,
+    ) -> crate::Result<Vec<Vec<Finding>>> {
+        let mut out = Vec::with_capacity(template.sections.len());
+        for section in &template.sections {
+            out.push(
+                self.data
+                    .findings(tenant, section, &template.filter)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The sections of `template` that have no findings for `tenant`.
+    ///
+    /// # Errors
+    /// [`ReportError::Invalid`] for an invalid template; data source failures.
+    pub async fn preflight(
+        &self,
+        tenant: &TenantId,
+        template: &ReportTemplate,
+    ) -> Result<Vec<EmptySection>, ReportError> {
+        template.validate().map_err(ReportError::Invalid)?;
+        let findings = self.findings(tenant, template).await?;
+        Ok(template
+            .sections
+            .iter()
+            .zip(&findings)
+            .filter(|(_, rows)| rows.is_empty())
+            .map(|(s, _)| EmptySection {
+                key: s.key.clone(),
+                title: s.title.clone(),
+            })
+            .collect())
+    }
+
+    /// Checks `template` as preflight does and, when no section is empty, submits a
+    /// build job.
+    ///
+    /// # Errors
+    /// [`ReportError::EmptySections`] listing the empty sections; [`ReportError::Invalid`];
+    /// engine errors (an engine without [`ReportExecutor`] registered answers
+    /// [`Error::UnknownJobType`](crate::Error::UnknownJobType)).
+    pub async fn build(
+        &self,
+        engine: &Engine,
+        tenant: &TenantId,
+        template: ReportTemplate,
+        format: ReportFormat,
+    ) -> Result<Job, ReportError> {
+        let empty = self.preflight(tenant, &template).await?;
+        if !empty.is_empty() {
+            return Err(ReportError::EmptySections(empty));
+        }
+        let input = serde_json::to_value(BuildInput { template, format })
+            .map_err(|e| crate::Error::invalid("template", e.to_string()))?;
+        let job_type = JobType::new(REPORT_JOB_TYPE)?;
+        Ok(engine
+            .submit(tenant, NewJob::new(job_type, input))
+            .await?
+            .job)
+    }
+}
+
+/// Renders report builds: resolves the data, renders, and stores the final artifact.
+#[derive(Debug, Clone)]
+pub struct ReportExecutor {
+    data: Arc<dyn ReportData>,
+}
+
+#[async_trait]
+impl Executor for ReportExecutor {
+    async fn execute(&self, ctx: JobContext) -> Result<Value, JobError> {
+        let BuildInput { template, format } = ctx.input()?;
+        ctx.stage("resolving data").await?;
+        let mut findings = Vec::with_capacity(template.sections.len());
+        for section in &template.sections {
+            let rows = self
+                .data
+                .findings(ctx.tenant(), section, &template.filter)
+                .await
+                .map_err(|e| JobError::retry(format!("the data source failed: {e}")))?;
+            findings.push(rows);
+        }
+        ctx.stage("rendering").await?;
+        let bytes = tokio::task::spawn_blocking(move || render(&template, &findings, format))
+            .await
+            .map_err(|_| JobError::fail("rendering failed"))?;
+        ctx.stage("storing").await?;
+        let size = bytes.len();
+        let spec = ArtifactSpec::new(format.file_name(), format.content_type()).kind(format.kind());
+        ctx.put_artifact(spec, bytes).await?;
+        Ok(json!({ "file_size_bytes": size, "format": format }))
+    }
+}

@@ -1,0 +1,117 @@
+//! HTML and CSV outputs of a report.
+
+use super::document::{Block, Document};
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole report as one HTML page; every text is escaped.
+pub(crate) fn html(doc: &Document, font: &str, size: f32) -> Vec<u8> {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>body{{font-family:{font},sans-serif;font-size:{size}pt;margin:2em}}\
+         table{{border-collapse:collapse;width:100%}}th,td{{border-bottom:1px solid #ccc;\
+         padding:4px;text-align:left;vertical-align:top}}th{{background:#eee}}\
+         header,footer{{color:#666;font-size:smaller}}</style></head><body>\n",
+        escape(&doc.title)
+    );
+    if let Some(h) = &doc.header {
+        out.push_str(&format!("<header>{}</header>\n", escape(h)));
+    }
+    out.push_str(&format!(
+        "<h1>{}</h1>\n<p>{}</p>\n",
+        escape(&doc.title),
+        escape(&doc.subtitle)
+    ));
+    for block in &doc.blocks {
+        match block {
+            Block::Heading(t) => out.push_str(&format!("<h2>{}</h2>\n", escape(t))),
+            Block::Paragraph(t) => out.push_str(&format!("<p>{}</p>\n", escape(t))),
+            Block::Table { header, rows } => {
+                out.push_str("<table><thead><tr>");
+                for h in header {
+                    out.push_str(&format!("<th>{}</th>", escape(h)));
+                }
+                out.push_str("</tr></thead><tbody>\n");
+                for row in rows {
+                    out.push_str("<tr>");
+                    for c in row {
+                        out.push_str(&format!("<td>{}</td>", escape(c)));
+                    }
+                    out.push_str("</tr>\n");
+                }
+                out.push_str("</tbody></table>\n");
+            }
+        }
+    }
+    if let Some(f) = &doc.footer {
+        out.push_str(&format!("<footer>{}</footer>\n", escape(f)));
+    }
+    out.push_str("</body></html>\n");
+    out.into_bytes()
+}
+
+/// A CSV field: quoted, and defused when a spreadsheet would read it as a formula.
+fn field(text: &str) -> String {
+    let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", defused.replace('"', "\"\""))
+}
+
+/// The rows of the report's findings tables (`table` is the first findings table's header
+/// and rows, or none), as CSV.
+pub(crate) fn csv(header: &[String], rows: &[Vec<String>]) -> Vec<u8> {
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let line: Vec<String> = row.iter().map(|c| field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escapes_every_text() {
+        let doc = Document {
+            title: "<script>".into(),
+            subtitle: "a & b".into(),
+            header: None,
+            footer: None,
+            blocks: vec![Block::Paragraph("\"x\"".into())],
+        };
+        let page = String::from_utf8(html(&doc, "Helvetica", 10.0)).unwrap();
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("&lt;script&gt;") && page.contains("&quot;x&quot;"));
+    }
+
+    #[test]
+    fn csv_defuses_formulas_and_quotes() {
+        let out = csv(
+            &["a".into()],
+            &[vec!["=1+2".into()], vec!["say \"hi\"".into()]],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\"\r\n\"'=1+2\"\r\n\"say \"\"hi\"\"\"\r\n"
+        );
+    }
+}
