@@ -43,3 +43,9 @@ async fn memory_store_loses_no_wake_up() {
         latencies[latencies.len() / 2]
     );
 }
+
+#[cfg(feature = "reports")]
+#[tokio::test]
+async fn memory_store_passes_the_template_suite() {
+    jobworks::testing::run_template_store_suite(|| async { MemoryStore::new() }).await;
+}

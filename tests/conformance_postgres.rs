@@ -70,3 +70,12 @@ async fn postgres_and_sqlite_reach_the_same_schema_version() {
     );
     schemas.drop_all(&url).await;
 }
+
+#[cfg(feature = "reports")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_template_suite() {
+    let Some(url) = pg::url() else { return };
+    let schemas = pg::Schemas::default();
+    jobworks::testing::run_template_store_suite(|| schemas.fresh(&url)).await;
+    schemas.drop_all(&url).await;
+}

@@ -37,3 +37,10 @@ async fn sqlite_store_loses_no_wake_up() {
         latencies[latencies.len() / 2]
     );
 }
+
+#[cfg(feature = "reports")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_passes_the_template_suite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    jobworks::testing::run_template_store_suite(|| fresh(&dir)).await;
+}

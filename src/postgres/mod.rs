@@ -8,6 +8,8 @@
 mod batch;
 mod jobs;
 mod rows;
+#[cfg(feature = "reports")]
+mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +25,18 @@ use crate::{Error, JobId, Result};
 const BACKEND: &str = "postgres";
 
 /// The schema migrations, in order, embedded in the crate.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "templates",
+        include_str!("../../migrations/postgres/0002_templates.sql"),
+    ),
+];
 
 fn db(e: sqlx::Error) -> Error {
     db_error(BACKEND, e)

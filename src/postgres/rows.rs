@@ -38,7 +38,7 @@ pub(super) fn uuid(id: JobId) -> Uuid {
     Uuid::from_u128(id.to_u128())
 }
 
-fn get<'r, T>(row: &'r PgRow, idx: usize) -> Result<T>
+pub(super) fn get<'r, T>(row: &'r PgRow, idx: usize) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {

@@ -8,6 +8,8 @@
 
 mod jobs;
 mod rows;
+#[cfg(feature = "reports")]
+mod templates;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,11 +25,18 @@ use crate::{Error, Result};
 const BACKEND: &str = "sqlite";
 
 /// The schema migrations, in order, embedded in the crate.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "templates",
+        include_str!("../../migrations/sqlite/0002_templates.sql"),
+    ),
+];
 
 /// When a commit is durable. See [`SqliteStoreBuilder::synchronous`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -18,6 +18,8 @@ mod artifacts;
 mod engine;
 mod lifecycle;
 mod queries;
+#[cfg(feature = "reports")]
+mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub use artifacts::*;
 pub use engine::*;
 pub use lifecycle::*;
 pub use queries::*;
+#[cfg(feature = "reports")]
+pub use templates::*;
 
 /// Runs every job-store case, each on a fresh store from `new_store`.
 pub async fn run_job_store_suite<S, F, Fut>(new_store: F)

@@ -1,0 +1,139 @@
+//! Stored report templates in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{Row, params};
+
+use super::rows::{time, u128_from};
+use super::{BACKEND, SqliteStore, db};
+use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
+use crate::sql::{micros, parse_json};
+use crate::{Result, TenantId};
+
+const COLUMNS: &str = "id, tenant, name, body, created_at, updated_at";
+
+fn id_bytes(id: TemplateId) -> [u8; 16] {
+    id.to_u128().to_be_bytes()
+}
+
+fn decode(row: &Row<'_>) -> Result<StoredTemplate> {
+    let id: Vec<u8> = row.get(0).map_err(db)?;
+    let tenant: String = row.get(1).map_err(db)?;
+    let body: String = row.get(3).map_err(db)?;
+    Ok(StoredTemplate {
+        id: TemplateId::from_u128(u128_from(&id)?),
+        tenant: TenantId::new(tenant)?,
+        name: row.get(2).map_err(db)?,
+        template: parse_json(BACKEND, &body)?,
+        created_at: time(row.get(4).map_err(db)?)?,
+        updated_at: time(row.get(5).map_err(db)?)?,
+    })
+}
+
+fn body(template: &ReportTemplate) -> Result<String> {
+    serde_json::to_string(template).map_err(|e| crate::Error::invalid("template", e.to_string()))
+}
+
+fn select_one(
+    conn: &rusqlite::Connection,
+    tenant: &TenantId,
+    id: TemplateId,
+) -> Result<Option<StoredTemplate>> {
+    let sql = format!("SELECT {COLUMNS} FROM jobworks_templates WHERE id = ?1 AND tenant = ?2");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let mut rows = stmt
+        .query(params![id_bytes(id), tenant.as_str()])
+        .map_err(db)?;
+    rows.next().map_err(db)?.map(decode).transpose()
+}
+
+#[async_trait]
+impl TemplateStore for SqliteStore {
+    async fn create_template(&self, t: StoredTemplate) -> Result<StoredTemplate> {
+        let text = body(&t.template)?;
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO jobworks_templates (id, tenant, name, body, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        id_bytes(t.id),
+                        t.tenant.as_str(),
+                        t.name,
+                        text,
+                        micros(t.created_at),
+                        micros(t.updated_at)
+                    ],
+                )
+                .map_err(db)?;
+                Ok(t)
+            })
+            .await
+    }
+
+    async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| select_one(conn, &tenant, id)).await
+    }
+
+    async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = ?1 ORDER BY id DESC"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(params![tenant.as_str()]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(decode(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_template(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        name: &str,
+        template: &ReportTemplate,
+    ) -> Result<Option<StoredTemplate>> {
+        let (tenant, name, text) = (tenant.clone(), name.to_owned(), body(template)?);
+        self.writer
+            .write(move |conn| {
+                let changed = conn
+                    .execute(
+                        "UPDATE jobworks_templates SET name = ?1, body = ?2, updated_at = ?3
+                         WHERE id = ?4 AND tenant = ?5",
+                        params![
+                            name,
+                            text,
+                            micros(crate::job::now()),
+                            id_bytes(id),
+                            tenant.as_str()
+                        ],
+                    )
+                    .map_err(db)?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                select_one(conn, &tenant, id)
+            })
+            .await
+    }
+
+    async fn delete_template(&self, tenant: &TenantId, id: TemplateId) -> Result<bool> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM jobworks_templates WHERE id = ?1 AND tenant = ?2",
+                    params![id_bytes(id), tenant.as_str()],
+                )
+                .map(|n| n > 0)
+                .map_err(db)
+            })
+            .await
+    }
+}
