@@ -1,7 +1,6 @@
 //! The wire contract over a real loopback socket with a real HTTP client.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -9,16 +8,15 @@ use axum::http::request::Parts;
 use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, StaticCredentials};
 use jobworks::{
     ArtifactKey, ArtifactName, ArtifactSpec, Engine, JobContext, JobError, ObjectStoreArtifacts,
-    TenantId, UrlSigner, from_fn,
+    TenantId, from_fn,
 };
-use reqwest::{Client, Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::{Method, StatusCode};
 
-struct Server {
-    base: String,
-    client: Client,
-    signer: UrlSigner,
+mod support {
+    include!("support/http.rs");
 }
+use serde_json::{Value, json};
+use support::{Server, assert_envelope};
 
 fn credentials() -> StaticCredentials {
     let acme = TenantId::new("acme").unwrap();
@@ -71,23 +69,8 @@ fn engine(artifacts: ObjectStoreArtifacts) -> Engine {
     engine
 }
 
-/// Serves `make(api)` nested under `mount` on a fresh loopback port.
 async fn serve_with(mount: &str, make: impl FnOnce(Engine) -> axum::Router) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}{mount}");
-    let signer = UrlSigner::new(b"0123456789abcdef0123456789abcdef".to_vec(), &base);
-    let artifacts = ObjectStoreArtifacts::new(
-        Arc::new(object_store::memory::InMemory::new()),
-        signer.clone(),
-    );
-    let app = make(engine(artifacts));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Server {
-        base: base.replace("{org}", "acme"),
-        client: Client::new(),
-        signer,
-    }
+    Server::start(mount, |artifacts| make(engine(artifacts))).await
 }
 
 async fn serve() -> Server {
@@ -98,27 +81,6 @@ async fn serve() -> Server {
 }
 
 impl Server {
-    fn req(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token)
-    }
-
-    async fn send(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let r = rb.send().await.unwrap();
-        let (status, headers) = (r.status(), r.headers().clone());
-        let body = r.bytes().await.unwrap();
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
-        };
-        (status, headers, json)
-    }
-
     async fn submit(&self, body: Value) -> Value {
         let (status, _, job) = self
             .send(self.req(Method::POST, "/jobs", "acme").json(&body))
@@ -138,12 +100,6 @@ impl Server {
         }
         panic!("job {id} never finished");
     }
-}
-
-fn assert_envelope(body: &Value, code: u16, kind: &str) {
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["type"], kind, "{body}");
-    assert!(body["detail"].is_string(), "{body}");
 }
 
 #[tokio::test]

@@ -74,24 +74,28 @@ impl Options {
             .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
-    /// The job store the flags name.
+    /// The job store the flags name (which keeps report templates too).
     pub async fn job_store(&self) -> Arc<dyn JobStore> {
+        self.stores().await.jobs
+    }
+
+    /// The store the flags name, as a job store and a template store.
+    pub async fn stores(&self) -> Stores {
         let fail = |e: jobworks::Error| -> ! {
             eprintln!("cannot open the store {:?}: {e}", self.store);
             std::process::exit(1)
         };
         if self.store == "memory" {
-            return Arc::new(MemoryStore::new());
+            return Stores::of(Arc::new(MemoryStore::new()));
         }
         if let Some(path) = self.store.strip_prefix("sqlite:") {
             if let Some(dir) = std::path::Path::new(path).parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            return Arc::new(
-                jobworks::SqliteStore::open(path)
-                    .await
-                    .unwrap_or_else(|e| fail(e)),
-            );
+            let store = jobworks::SqliteStore::open(path)
+                .await
+                .unwrap_or_else(|e| fail(e));
+            return Stores::of(Arc::new(store));
         }
         if self.store.starts_with("postgres:") || self.store.starts_with("postgresql:") {
             #[cfg(feature = "postgres")]
@@ -101,7 +105,7 @@ impl Options {
                     .connect()
                     .await
                     .unwrap_or_else(|e| fail(e));
-                return Arc::new(store);
+                return Stores::of(Arc::new(store));
             }
             #[cfg(not(feature = "postgres"))]
             {
@@ -137,6 +141,30 @@ impl Options {
         RetryPolicy::default()
             .max_attempts(5)
             .base(Duration::from_millis(self.retry_base_ms))
+    }
+}
+
+/// One store, seen as the traits the examples need.
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    #[cfg(feature = "reports")]
+    pub templates: Arc<dyn jobworks::report::TemplateStore>,
+}
+
+#[cfg(not(feature = "reports"))]
+impl Stores {
+    fn of<S: JobStore>(store: Arc<S>) -> Stores {
+        Stores { jobs: store }
+    }
+}
+
+#[cfg(feature = "reports")]
+impl Stores {
+    fn of<S: JobStore + jobworks::report::TemplateStore>(store: Arc<S>) -> Stores {
+        Stores {
+            jobs: store.clone(),
+            templates: store,
+        }
     }
 }
 

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use serde_json::{Map, Value};
 
@@ -40,6 +41,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// The route's own path parameter (`{id}`, `{token}`), whatever parameters the prefix it
+/// is mounted under adds before it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteParam(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RouteParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::internal())?;
+        // Captures come in path order: the prefix's first, the route's own last.
+        let last = params.iter().last().map(|(_, v)| RouteParam(v.to_owned()));
+        last.ok_or_else(ApiError::internal)
     }
 }
 
@@ -80,6 +99,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Records errors found by a nested reader.
+    #[cfg(feature = "reports")]
     pub(crate) fn absorb(&mut self, errors: Vec<FieldError>) {
         self.errors.extend(errors);
     }
@@ -148,24 +168,6 @@ impl<'a> Fields<'a> {
                 None
             }
         }
-    }
-
-    /// An optional list of strings, each of at most `max` characters, at most `count` long.
-    pub(crate) fn strings(&mut self, name: &str, max: usize, count: usize) -> Option<Vec<String>> {
-        let v = self.value(name)?;
-        let Some(items) = v.as_array() else {
-            self.error(name, "type_error", "must be a list of strings");
-            return None;
-        };
-        if items.len() > count {
-            self.error(name, "too_long", format!("must have at most {count} items"));
-            return None;
-        }
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            out.push(self.check_string(&format!("{name}.{i}"), item, max)?);
-        }
-        Some(out)
     }
 
     /// `Ok` when every field read so far was good.

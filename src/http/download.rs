@@ -3,11 +3,12 @@
 use std::ops::Range;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
+use super::body::RouteParam;
 use super::{ApiError, ApiState};
 use crate::{Error, SignatureError};
 
@@ -95,7 +96,7 @@ fn disposition(file_name: &str) -> String {
     ))]
 pub(crate) async fn download(
     State(state): State<ApiState>,
-    Path(token): Path<String>,
+    RouteParam(token): RouteParam,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let artifacts = state.engine.artifacts();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::body::{Fields, JsonBody, QueryFields};
+use super::body::{Fields, JsonBody, QueryFields, RouteParam};
 use super::view::{EventView, EventsView, JobListView, JobView};
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::{
@@ -249,7 +249,7 @@ pub(crate) async fn submit(
 pub(crate) async fn get_job(
     State(state): State<ApiState>,
     principal: Principal,
-    Path(id): Path<String>,
+    RouteParam(id): RouteParam,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -295,7 +295,7 @@ pub(crate) async fn get_job(
 pub(crate) async fn events(
     State(state): State<ApiState>,
     principal: Principal,
-    Path(id): Path<String>,
+    RouteParam(id): RouteParam,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
@@ -335,7 +335,7 @@ pub(crate) async fn events(
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
     principal: Principal,
-    Path(id): Path<String>,
+    RouteParam(id): RouteParam,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Write)?;
     let id = parse_id(&id)?;

@@ -26,6 +26,8 @@ mod body;
 mod download;
 mod error;
 mod jobs;
+#[cfg(feature = "reports")]
+mod reports;
 mod view;
 
 use std::num::NonZeroU32;
@@ -59,6 +61,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub(crate) struct ApiState {
     pub(crate) engine: Engine,
     pub(crate) auth: Auth,
+    #[cfg(feature = "reports")]
+    pub(crate) reports: Option<crate::report::Reports>,
 }
 
 impl FromRef<ApiState> for Auth {
@@ -84,6 +88,8 @@ pub struct JobsApi {
     engine: Engine,
     auth: Auth,
     body_limit: usize,
+    #[cfg(feature = "reports")]
+    reports: Option<crate::report::Reports>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -103,7 +109,19 @@ impl JobsApi {
             engine,
             auth: Auth::new(authenticator),
             body_limit: DEFAULT_BODY_LIMIT,
+            #[cfg(feature = "reports")]
+            reports: None,
         }
+    }
+
+    /// Serves the report routes too (preflight, build, build status, stored templates).
+    /// Register [`Reports::executor`](crate::report::Reports::executor) for
+    /// [`REPORT_JOB_TYPE`](crate::report::REPORT_JOB_TYPE) on the engine.
+    #[cfg(feature = "reports")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reports")))]
+    pub fn reports(mut self, reports: crate::report::Reports) -> Self {
+        self.reports = Some(reports);
+        self
     }
 
     /// Allows each principal `per_second` requests a second (bursts of as many); more get
@@ -120,12 +138,26 @@ impl JobsApi {
     }
 
     fn routes(&self) -> OpenApiRouter<ApiState> {
-        OpenApiRouter::with_openapi(ApiDoc::openapi())
+        let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(jobs::submit, jobs::list))
             .routes(routes!(jobs::get_job))
             .routes(routes!(jobs::events))
             .routes(routes!(jobs::cancel))
-            .routes(routes!(download::download))
+            .routes(routes!(download::download));
+        #[cfg(feature = "reports")]
+        if self.reports.is_some() {
+            return router
+                .routes(routes!(reports::preflight))
+                .routes(routes!(reports::build))
+                .routes(routes!(reports::build_status))
+                .routes(routes!(reports::create_template, reports::list_templates))
+                .routes(routes!(
+                    reports::get_template,
+                    reports::update_template,
+                    reports::delete_template
+                ));
+        }
+        router
     }
 
     /// The OpenAPI 3.1 document of the router's routes.
@@ -140,6 +172,8 @@ impl JobsApi {
         let state = ApiState {
             engine: self.engine,
             auth: self.auth,
+            #[cfg(feature = "reports")]
+            reports: self.reports,
         };
         router
             .route(
@@ -164,6 +198,23 @@ impl JobsApi {
     }
 }
 
+/// A router that serves only `GET /artifacts/{token}`, the signed downloads of `engine`'s
+/// artifact store: for a host that mounts [`JobsApi`] under prefixes with parameters
+/// (`/org/{org}/…`) and wants every signed URL under one fixed base instead.
+pub fn artifact_downloads(engine: Engine) -> Router {
+    let state = ApiState {
+        engine,
+        auth: Auth::new(StaticCredentials::new()),
+        #[cfg(feature = "reports")]
+        reports: None,
+    };
+    Router::new()
+        .route("/artifacts/{token}", axum::routing::get(download::download))
+        .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
+        .layer(middleware::from_fn(envelope))
+        .with_state(state)
+}
+
 /// Puts the canonical envelope on error responses that the framework made (unknown route,
 /// wrong method, rejected body), keeping their status and headers such as `Allow`.
 async fn envelope(request: Request, next: Next) -> Response {
@@ -184,7 +235,7 @@ async fn envelope(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// A job id: a ULID, or the same 128 bits as a UUID.
+/// A job or template id: a ULID, or the same 128 bits as a UUID.
 const JOB_ID_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
 /// Completes the generated document: the registered job types, the job id's pattern,
@@ -198,7 +249,12 @@ fn document(mut doc: OpenApi, types: &[crate::JobType]) -> OpenApi {
         job_type.enum_values = Some(types.iter().map(|t| t.as_str().into()).collect());
     }
     for item in doc.paths.paths.values_mut() {
-        let operations = [&mut item.get, &mut item.post];
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
         for op in operations.into_iter().flatten() {
             for p in op.parameters.iter_mut().flatten() {
                 if let RefOr::T(p) = p

@@ -55,6 +55,7 @@ pub const REPORT_JOB_TYPE: &str = "REPORT_GENERATION";
 /// The output format of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum ReportFormat {
     /// A PDF file (the default).
     #[default]
@@ -96,6 +97,7 @@ impl ReportFormat {
 
 /// A section that has no findings, as preflight lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct EmptySection {
     /// The preset key of the section, if it has one.
     pub key: Option<String>,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The 14 standard PDF fonts, which every PDF reader has: no font files are embedded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum StandardFont {
     /// Helvetica.
     #[default]
@@ -128,12 +129,14 @@ pub const MAX_SECTIONS: usize = 50;
 /// The look of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Style {
     /// The body font; headings use its bold face.
     #[serde(default)]
     pub font: StandardFont,
     /// The body size in points, from 6 to 24.
     #[serde(default = "default_font_size")]
+    #[cfg_attr(feature = "http", schema(minimum = 6, maximum = 24))]
     pub font_size: f32,
 }
 
@@ -154,6 +157,7 @@ impl Default for Style {
 /// on the first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Branding {
     /// On top of every page.
     #[serde(default)]
@@ -169,6 +173,7 @@ pub struct Branding {
 /// What a section shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum SectionKind {
     /// A paragraph and the key figures.
     Summary,
@@ -181,6 +186,7 @@ pub enum SectionKind {
 /// A column of a findings table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Column {
     /// Severity.
     Severity,
@@ -225,6 +231,7 @@ impl Column {
 /// One section of a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Section {
     /// The preset key it came from (`summary`, `findings`, `metrics`), or none.
     #[serde(default)]
@@ -266,6 +273,7 @@ impl Section {
 /// How severe a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Severity {
     /// Critical.
     Critical,
@@ -304,6 +312,7 @@ impl Severity {
 /// Where a finding stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum FindingStatus {
     /// Not dealt with.
     Open,
@@ -344,6 +353,7 @@ pub const MAX_FILTER_TEXT: usize = 200;
 /// source as typed values, never as query text.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Filter {
     /// Only these severities (all when empty).
     #[serde(default)]
@@ -359,15 +369,18 @@ pub struct Filter {
     pub search: Option<String>,
     /// Found at or after.
     #[serde(default)]
+    #[cfg_attr(feature = "http", schema(value_type = Option<String>, format = DateTime))]
     pub since: Option<DateTime<Utc>>,
     /// Found before.
     #[serde(default)]
+    #[cfg_attr(feature = "http", schema(value_type = Option<String>, format = DateTime))]
     pub until: Option<DateTime<Utc>>,
 }
 
 /// A full report template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct ReportTemplate {
     /// The report's title.
     pub title: String,
@@ -387,6 +400,7 @@ pub struct ReportTemplate {
 /// The short form a front end posts; [`Preset::expand`] turns it into a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Preset {
     /// The report's title.
     pub title: String,

@@ -1,0 +1,483 @@
+//! The reports routes: preflight, build, build status, stored templates.
+
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::body::{Fields, JsonBody, RouteParam};
+use super::jobs::{parse_id, tagged_json};
+use super::view::format_time;
+use super::{ApiError, ApiState, FieldError, Principal, Scope, mount_prefix};
+use crate::report::{
+    EmptySection, Preset, Problem, REPORT_JOB_TYPE, ReportError, ReportFormat, ReportTemplate,
+    Reports, StoredTemplate, TemplateId,
+};
+use crate::{ArtifactKey, ArtifactName, DEFAULT_URL_TTL, Job, JobStatus, TenantId};
+
+/// The body of preflight and build: exactly one of `preset` or `template_id`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ReportRequest {
+    /// The short form, expanded into a template.
+    preset: Option<Preset>,
+    /// A stored template of the tenant.
+    template_id: Option<String>,
+    /// `pdf` (default), `html` or `csv`.
+    format: Option<ReportFormat>,
+}
+
+/// `POST /reports/preflight`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreflightView {
+    /// The sections that have no findings; empty when a build would succeed.
+    empty_sections: Vec<EmptySection>,
+}
+
+/// A report build.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BuildView {
+    /// The build's job id.
+    id: String,
+    /// `queued`, `running`, `completed` or `failed`.
+    #[schema(pattern = "^(queued|running|completed|failed)$")]
+    status: String,
+    /// A fresh one-hour download URL, once completed.
+    presigned_url: Option<String>,
+    /// When `presigned_url` expires.
+    url_expires_at: Option<String>,
+    /// The file's size, once completed (0 before).
+    file_size_bytes: u64,
+    /// Why it failed, once failed.
+    error_message: Option<String>,
+    /// When it was requested.
+    created_at: String,
+    /// When it ended.
+    completed_at: Option<String>,
+}
+
+/// The body of template create and update: a name and exactly one of `preset` or `template`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct TemplateRequest {
+    /// The template's name.
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    /// The short form, expanded on save.
+    preset: Option<Preset>,
+    /// The full form.
+    template: Option<ReportTemplate>,
+}
+
+/// A stored template.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TemplateView {
+    /// Its id.
+    id: String,
+    /// Its name.
+    name: String,
+    /// The full form.
+    template: ReportTemplate,
+    /// When it was created.
+    created_at: String,
+    /// When it last changed.
+    updated_at: String,
+}
+
+/// The tenant's templates.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TemplateList {
+    /// Newest first.
+    templates: Vec<TemplateView>,
+}
+
+impl From<StoredTemplate> for TemplateView {
+    fn from(t: StoredTemplate) -> Self {
+        TemplateView {
+            id: t.id.to_string(),
+            name: t.name,
+            template: t.template,
+            created_at: format_time(t.created_at),
+            updated_at: format_time(t.updated_at),
+        }
+    }
+}
+
+fn reports(state: &ApiState) -> Result<&Reports, ApiError> {
+    state.reports.as_ref().ok_or_else(ApiError::internal)
+}
+
+fn template_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "template_not_found",
+        format!("template {id} not found"),
+    )
+}
+
+fn problems(prefix: &str, problems: Vec<Problem>) -> Vec<FieldError> {
+    problems
+        .into_iter()
+        .map(|p| {
+            let loc = format!("{prefix}.{}", p.path.join("."));
+            FieldError::new(&loc, p.kind, p.message)
+        })
+        .collect()
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Invalid(p) => ApiError::validation(problems("body", p)),
+            ReportError::EmptySections(sections) => {
+                let detail = format!("{} sections have no findings", sections.len());
+                let list = serde_json::to_value(&sections).unwrap_or_default();
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_sections", detail)
+                    .with_empty_sections(list)
+            }
+            ReportError::TemplateNotFound { id } => template_not_found(&id.to_string()),
+            ReportError::Engine(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// Deserializes the field `name` of a body into `T`, naming the bad spot on failure.
+fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Option<T> {
+    let value = f.value(name)?;
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                name.to_owned()
+            } else {
+                format!("{name}.{path}")
+            };
+            let message = e.into_inner().to_string();
+            f.error(&at, "invalid", message);
+            None
+        }
+    }
+}
+
+/// A template from either `preset` or the full-form field `full` (exactly one), checked.
+fn one_template(f: &mut Fields<'_>, full: &str) -> Option<Result<ReportTemplate, String>> {
+    match (f.value("preset").is_some(), f.value(full).is_some()) {
+        (true, false) => {
+            let preset: Preset = typed(f, "preset")?;
+            match preset.expand() {
+                Ok(t) => Some(Ok(t)),
+                Err(p) => {
+                    f.absorb(problems("body.preset", p));
+                    None
+                }
+            }
+        }
+        (false, true) if full == "template" => {
+            let t: ReportTemplate = typed(f, "template")?;
+            match t.validate() {
+                Ok(()) => Some(Ok(t)),
+                Err(p) => {
+                    f.absorb(problems("body.template", p));
+                    None
+                }
+            }
+        }
+        (false, true) => f.string(full, 64).map(Err),
+        _ => {
+            let msg = format!("give exactly one of preset or {full}");
+            f.error("preset", "invalid", &msg);
+            f.error(full, "invalid", msg);
+            None
+        }
+    }
+}
+
+/// The template and format a preflight or build asks for.
+async fn resolve(
+    reports: &Reports,
+    tenant: &TenantId,
+    body: &Value,
+) -> Result<(ReportTemplate, ReportFormat), ApiError> {
+    let mut f = Fields::of(body, "body")?;
+    let source = one_template(&mut f, "template_id");
+    let format = if f.value("format").is_some() {
+        typed(&mut f, "format")
+    } else {
+        Some(ReportFormat::Pdf)
+    };
+    let id = match &source {
+        Some(Err(id)) => match id.parse::<TemplateId>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                f.error("template_id", "invalid", "not a template id");
+                None
+            }
+        },
+        _ => None,
+    };
+    f.finish()?;
+    let (Some(source), Some(format)) = (source, format) else {
+        return Err(ApiError::internal());
+    };
+    let template = match (source, id) {
+        (Ok(template), _) => template,
+        (Err(_), Some(id)) => reports.stored(tenant, id).await?.template,
+        (Err(_), None) => return Err(ApiError::internal()),
+    };
+    Ok((template, format))
+}
+
+/// Which sections of a report would be empty.
+#[utoipa::path(post, path = "/reports/preflight", tag = "reports",
+    request_body = ReportRequest,
+    responses(
+        (status = 200, description = "The empty sections (none: a build would succeed)", body = PreflightView),
+        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
+    ))]
+pub(crate) async fn preflight(
+    State(state): State<ApiState>,
+    principal: Principal,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let reports = reports(&state)?;
+    let (template, _) = resolve(reports, &principal.tenant, &body).await?;
+    let empty_sections = reports.preflight(&principal.tenant, &template).await?;
+    Ok(axum::Json(PreflightView { empty_sections }).into_response())
+}
+
+/// Build a report: `202` with the build, or `422 empty_sections`.
+#[utoipa::path(post, path = "/reports/build", tag = "reports",
+    request_body = ReportRequest,
+    responses(
+        (status = 202, description = "The build is queued", body = BuildView,
+            headers(("Location" = String, description = "Where to poll the build"))),
+        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
+        (status = 422, description = "Invalid fields (`validation_error`), or empty sections (`empty_sections`, with the list)", body = super::ErrorBody),
+    ))]
+pub(crate) async fn build(
+    State(state): State<ApiState>,
+    principal: Principal,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Write)?;
+    let reports = reports(&state)?;
+    let (template, format) = resolve(reports, &principal.tenant, &body).await?;
+    let job = reports
+        .build(&state.engine, &principal.tenant, template, format)
+        .await?;
+    let view = build_view(&state, &job).await?;
+    let mut response = (StatusCode::ACCEPTED, axum::Json(view)).into_response();
+    let location = format!("{}/reports/build/{}", mount_prefix(&original, &uri), job.id);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+async fn build_view(state: &ApiState, job: &Job) -> Result<BuildView, ApiError> {
+    let status = match job.status {
+        JobStatus::Queued => "queued",
+        JobStatus::Running => "running",
+        JobStatus::Completed => "completed",
+        JobStatus::Failed | JobStatus::Cancelled => "failed",
+    };
+    let mut view = BuildView {
+        id: job.id.to_string(),
+        status: status.to_owned(),
+        presigned_url: None,
+        url_expires_at: None,
+        file_size_bytes: 0,
+        error_message: None,
+        created_at: format_time(job.created_at),
+        completed_at: job.completed_at.map(format_time),
+    };
+    match job.status {
+        JobStatus::Completed => {
+            let artifact = job
+                .artifacts
+                .iter()
+                .rev()
+                .find(|a| a.role == crate::ArtifactRole::Final);
+            if let Some(a) = artifact {
+                let key = ArtifactKey::new(job.tenant.clone(), job.id, ArtifactName::new(&a.name)?);
+                let url = state
+                    .engine
+                    .artifacts()
+                    .signed_url(&key, &a.content_type, DEFAULT_URL_TTL)
+                    .await?;
+                view.presigned_url = Some(url.url);
+                view.url_expires_at = Some(format_time(url.expires_at));
+                view.file_size_bytes = a.size_bytes;
+            }
+        }
+        JobStatus::Cancelled => view.error_message = Some("the build was cancelled".into()),
+        JobStatus::Failed => view.error_message = job.error.clone(),
+        _ => {}
+    }
+    Ok(view)
+}
+
+/// A report build's status, with a fresh download URL once completed.
+#[utoipa::path(get, path = "/reports/build/{id}", tag = "reports",
+    params(("id" = String, Path, description = "The build's id")),
+    responses(
+        (status = 200, description = "The build", body = BuildView),
+        (status = 304, description = "Unchanged since the ETag the client has"),
+        (status = 404, description = "No such build for this tenant (`job_not_found`)", body = super::ErrorBody),
+    ))]
+pub(crate) async fn build_status(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(id): RouteParam,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Read)?;
+    let id = parse_id(&id)?;
+    let job = state.engine.get(&principal.tenant, id).await?;
+    if job.job_type.as_str() != REPORT_JOB_TYPE {
+        return Err(crate::Error::NotFound { id }.into());
+    }
+    let view = build_view(&state, &job).await?;
+    let mut response = tagged_json(StatusCode::OK, &view, &headers)?;
+    if !job.status.is_terminal() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
+
+fn template_fields(body: &Value) -> Result<(String, ReportTemplate), ApiError> {
+    let mut f = Fields::of(body, "body")?;
+    let name = f.required_string("name", 200);
+    let template = one_template(&mut f, "template");
+    f.finish()?;
+    match (name, template) {
+        (Some(name), Some(Ok(template))) => Ok((name, template)),
+        _ => Err(ApiError::internal()),
+    }
+}
+
+fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
+    raw.parse().map_err(|_| template_not_found(raw))
+}
+
+/// Store a template.
+#[utoipa::path(post, path = "/reports/templates", tag = "reports",
+    request_body = TemplateRequest,
+    responses((status = 201, description = "Stored", body = TemplateView,
+        headers(("Location" = String, description = "The template's URL")))))]
+pub(crate) async fn create_template(
+    State(state): State<ApiState>,
+    principal: Principal,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Write)?;
+    let (name, template) = template_fields(&body)?;
+    let stored = StoredTemplate::new(principal.tenant.clone(), name, template);
+    let stored = reports(&state)?.templates().create_template(stored).await?;
+    let prefix = mount_prefix(&original, &uri);
+    let location = format!("{prefix}/reports/templates/{}", stored.id);
+    let mut response =
+        (StatusCode::CREATED, axum::Json(TemplateView::from(stored))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// The tenant's templates.
+#[utoipa::path(get, path = "/reports/templates", tag = "reports",
+    responses((status = 200, description = "Newest first", body = TemplateList)))]
+pub(crate) async fn list_templates(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<axum::Json<TemplateList>, ApiError> {
+    principal.require(Scope::Read)?;
+    let all = reports(&state)?
+        .templates()
+        .templates(&principal.tenant)
+        .await?;
+    Ok(axum::Json(TemplateList {
+        templates: all.into_iter().map(TemplateView::from).collect(),
+    }))
+}
+
+/// One template.
+#[utoipa::path(get, path = "/reports/templates/{id}", tag = "reports",
+    params(("id" = String, Path, description = "The template's id")),
+    responses(
+        (status = 200, description = "The template", body = TemplateView),
+        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
+    ))]
+pub(crate) async fn get_template(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(id): RouteParam,
+) -> Result<axum::Json<TemplateView>, ApiError> {
+    principal.require(Scope::Read)?;
+    let stored = reports(&state)?
+        .stored(&principal.tenant, template_id(&id)?)
+        .await?;
+    Ok(axum::Json(stored.into()))
+}
+
+/// Replace a template.
+#[utoipa::path(put, path = "/reports/templates/{id}", tag = "reports",
+    params(("id" = String, Path, description = "The template's id")),
+    request_body = TemplateRequest,
+    responses(
+        (status = 200, description = "The template as stored now", body = TemplateView),
+        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
+    ))]
+pub(crate) async fn update_template(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(id): RouteParam,
+    JsonBody(body): JsonBody,
+) -> Result<axum::Json<TemplateView>, ApiError> {
+    principal.require(Scope::Write)?;
+    let id = template_id(&id)?;
+    let (name, template) = template_fields(&body)?;
+    let store = reports(&state)?.templates();
+    let stored = store
+        .update_template(&principal.tenant, id, &name, &template)
+        .await?;
+    stored
+        .map(|t| axum::Json(t.into()))
+        .ok_or_else(|| template_not_found(&id.to_string()))
+}
+
+/// Delete a template.
+#[utoipa::path(delete, path = "/reports/templates/{id}", tag = "reports",
+    params(("id" = String, Path, description = "The template's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
+    ))]
+pub(crate) async fn delete_template(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(id): RouteParam,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Scope::Write)?;
+    let id = template_id(&id)?;
+    if reports(&state)?
+        .templates()
+        .delete_template(&principal.tenant, id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(template_not_found(&id.to_string()))
+    }
+}
