@@ -259,7 +259,7 @@ async fn bad_requests_name_their_fields() {
         ),
         (
             json!({"preset": {"title": "x", "sections": [], "filter": {"severity": ["urgent"]}}}),
-            vec!["body.preset.filter.severity[0]"],
+            vec!["body.preset.filter.severity.0"],
         ),
         (
             json!({"preset": {"title": "x", "sections": [], "filter": {"since": "yesterday"}}}),

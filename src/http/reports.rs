@@ -150,14 +150,19 @@ fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(t) => Some(t),
         Err(e) => {
-            let path = e.path().to_string();
-            let at = if path == "." {
-                name.to_owned()
-            } else {
-                format!("{name}.{path}")
-            };
-            let message = e.into_inner().to_string();
-            f.error(&at, "invalid", message);
+            use serde_path_to_error::Segment;
+            let mut at = name.to_owned();
+            for segment in e.path().iter() {
+                match segment {
+                    Segment::Seq { index } => at.push_str(&format!(".{index}")),
+                    Segment::Map { key } | Segment::Enum { variant: key } => {
+                        at.push('.');
+                        at.push_str(key);
+                    }
+                    Segment::Unknown => {}
+                }
+            }
+            f.error(&at, "invalid", e.into_inner().to_string());
             None
         }
     }

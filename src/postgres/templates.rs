@@ -64,8 +64,9 @@ impl TemplateStore for PostgresStore {
     }
 
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = $1 ORDER BY id DESC");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = $1 ORDER BY created_at DESC, id DESC"
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant.as_str())
             .fetch_all(self.pool())

@@ -165,7 +165,7 @@ impl TemplateStore for crate::MemoryStore {
             .filter(|t| &t.tenant == tenant)
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
         Ok(out)
     }
 

@@ -79,7 +79,7 @@ impl TemplateStore for SqliteStore {
         let tenant = tenant.clone();
         self.read(move |conn| {
             let sql = format!(
-                "SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = ?1 ORDER BY id DESC"
+                "SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = ?1 ORDER BY created_at DESC, id DESC"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
             let mut rows = stmt.query(params![tenant.as_str()]).map_err(db)?;
