@@ -575,3 +575,114 @@ async fn retention_purges_old_jobs_and_their_artifacts() {
     }
     assert!(gone, "the job or its artifacts were not purged");
 }
+
+/// A memory store that counts claims.
+#[derive(Debug, Default)]
+struct CountingStore {
+    inner: jobworks::MemoryStore,
+    claims: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl jobworks::JobStore for CountingStore {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    fn notifier(&self) -> &jobworks::Notifier {
+        self.inner.notifier()
+    }
+    async fn insert(&self, jobs: Vec<jobworks::Job>) -> jobworks::Result<Vec<jobworks::Inserted>> {
+        self.inner.insert(jobs).await
+    }
+    async fn get(&self, t: &TenantId, id: jobworks::JobId) -> jobworks::Result<jobworks::Job> {
+        self.inner.get(t, id).await
+    }
+    async fn list(
+        &self,
+        t: &TenantId,
+        p: jobworks::ListParams,
+    ) -> jobworks::Result<jobworks::JobPage> {
+        self.inner.list(t, p).await
+    }
+    async fn events(
+        &self,
+        t: &TenantId,
+        id: jobworks::JobId,
+        p: EventParams,
+    ) -> jobworks::Result<jobworks::EventPage> {
+        self.inner.events(t, id, p).await
+    }
+    async fn claim(&self, p: jobworks::ClaimParams) -> jobworks::Result<jobworks::Claimed> {
+        self.claims.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim(p).await
+    }
+    async fn heartbeat(
+        &self,
+        l: &jobworks::Lease,
+        ttl: Duration,
+    ) -> jobworks::Result<jobworks::LeaseStatus> {
+        self.inner.heartbeat(l, ttl).await
+    }
+    async fn append(
+        &self,
+        l: &jobworks::Lease,
+        a: jobworks::Append,
+    ) -> jobworks::Result<jobworks::Event> {
+        self.inner.append(l, a).await
+    }
+    async fn finish(
+        &self,
+        l: &jobworks::Lease,
+        f: jobworks::Finish,
+    ) -> jobworks::Result<jobworks::Job> {
+        self.inner.finish(l, f).await
+    }
+    async fn cancel(&self, t: &TenantId, id: jobworks::JobId) -> jobworks::Result<jobworks::Job> {
+        self.inner.cancel(t, id).await
+    }
+    async fn reap(&self, p: jobworks::ReapParams) -> jobworks::Result<jobworks::ReapReport> {
+        self.inner.reap(p).await
+    }
+    async fn purge(
+        &self,
+        p: jobworks::PurgeParams,
+    ) -> jobworks::Result<Vec<(TenantId, jobworks::JobId)>> {
+        self.inner.purge(p).await
+    }
+    async fn stats(&self) -> jobworks::Result<jobworks::QueueStats> {
+        self.inner.stats().await
+    }
+}
+
+/// An idle engine waits for news: it does not claim again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_engine_does_not_spin() {
+    let store = Arc::new(CountingStore::default());
+    let engine = Engine::builder()
+        .store(store.clone())
+        .executor(
+            "ECHO",
+            from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) }),
+        )
+        .build()
+        .unwrap();
+    engine.start().unwrap();
+    let job = engine
+        .submit(&tenant(), new_job("ECHO", json!(1)))
+        .await
+        .unwrap()
+        .job;
+    engine
+        .wait_until_terminal(&tenant(), job.id, WAIT)
+        .await
+        .unwrap();
+    engine.wait_idle().await;
+    let before = store.claims.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_claims = store.claims.load(Ordering::Relaxed) - before;
+    assert!(
+        idle_claims <= 2,
+        "{idle_claims} claims in 300 ms of idleness"
+    );
+    engine.shutdown().await;
+}

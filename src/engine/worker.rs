@@ -178,11 +178,20 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
             let until = (at - Utc::now()).to_std().unwrap_or_default();
             nap = nap.min(until + Duration::from_millis(1));
         }
+        // While other jobs still run, claim again once they are done, so that the idle
+        // mark (for `wait_idle`) is set then. Already idle, wait for news only: the
+        // release above left a wake-up of its own in `drained`.
+        let others_done = async {
+            if idle_now {
+                std::future::pending::<()>().await;
+            }
+            shared.drained.notified().await;
+        };
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             _ = work.changed() => {}
-            _ = shared.drained.notified() => {}
+            _ = others_done => {}
             _ = sleep(nap) => {}
         }
     }
