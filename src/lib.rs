@@ -48,6 +48,14 @@
 //! - [`ArtifactStore`] keeps artifact bytes; [`ObjectStoreArtifacts`] works over any
 //!   `object_store` backend and signs download URLs (presigned, or HMAC tokens verified by
 //!   [`UrlSigner`]).
+#![cfg_attr(
+    feature = "http",
+    doc = "- [`http::JobsApi`] serves it all over HTTP: submit, poll with ETags and long polls, timelines, cancel, lists, signed downloads, an OpenAPI document (feature `http`)."
+)]
+#![cfg_attr(
+    feature = "reports",
+    doc = "- [`report::Reports`] builds PDF reports as jobs from templates over the host's data (feature `reports`)."
+)]
 //!
 //! ## Backends
 //!
@@ -88,6 +96,8 @@
 //! | --- | --- |
 //! | `sqlite` (default) | `SqliteStore` |
 //! | `postgres` | `PostgresStore` |
+//! | `http` | `jobworks::http`: the wire contract as an axum 0.8 `Router`, authenticators, rate limits, OpenAPI 3.1 |
+//! | `reports` | `jobworks::report`: report templates, preflight, PDF/HTML/CSV rendering as jobs |
 //! | `testing` | `jobworks::testing`: the conformance suite, the fault test, the wake-up test |
 //! | `presign` | presigned artifact URLs through `object_store`'s `Signer` (S3, GCS, Azure) |
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -91,11 +91,13 @@ fn map_err(key: &ArtifactKey) -> impl Fn(object_store::Error) -> Error + '_ {
 /// view (and its ETag) stays the same between polls.
 fn rounded_expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
     let too_long = || Error::invalid("ttl", "too long");
-    let step = (ttl.as_secs() / 12).max(1) as i64;
-    let at = now.timestamp()
-        + i64::try_from(ttl.as_secs()).map_err(|_| too_long())?
-        + i64::from(now.timestamp_subsec_nanos() > 0 || ttl.subsec_nanos() > 0);
-    let rounded = (at + step - 1) / step * step;
+    let exact = now + chrono::Duration::from_std(ttl).map_err(|_| too_long())?;
+    let step = i64::try_from(ttl.as_secs() / 12).map_err(|_| too_long())?;
+    if step == 0 {
+        return Ok(exact);
+    }
+    let secs = exact.timestamp() + i64::from(exact.timestamp_subsec_nanos() > 0);
+    let rounded = (secs + step - 1) / step * step;
     DateTime::from_timestamp(rounded, 0).ok_or_else(too_long)
 }
 

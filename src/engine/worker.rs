@@ -35,6 +35,7 @@ pub(super) struct Workers {
     /// Ends the grace period: running jobs are handed back.
     hand_back: CancellationToken,
     slots: Arc<Semaphore>,
+    recording: Arc<Semaphore>,
     dispatchers: Vec<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
 }
@@ -48,6 +49,9 @@ struct Shared {
     /// Jobs running plus slots reserved by claims in flight; fired (`drained`) when it
     /// drops to zero, so that a dispatcher can tell the engine is idle.
     drained: Notify,
+    /// Outcomes being recorded, at most `concurrency` at once: a job gives its executor
+    /// slot back as soon as its executor returns, so the next claim overlaps the commit.
+    recording: Arc<Semaphore>,
 }
 
 pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
@@ -58,11 +62,13 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
     let stop = CancellationToken::new();
     let hand_back = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(engine.config.concurrency));
+    let recording = Arc::new(Semaphore::new(engine.config.concurrency));
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         hand_back: hand_back.clone(),
         active: AtomicUsize::new(0),
         drained: Notify::new(),
+        recording: recording.clone(),
     });
     engine.idle.send_replace(None);
     let dispatchers = (0..engine.config.claimers)
@@ -73,6 +79,7 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
         stop,
         hand_back,
         slots,
+        recording,
         dispatchers,
         maintenance,
     });
@@ -87,12 +94,16 @@ impl Workers {
         }
         self.maintenance.abort();
         let all = engine.config.concurrency as u32;
-        let finished = tokio::time::timeout(grace, self.slots.acquire_many(all)).await;
-        if finished.is_err() {
+        // Every executor has returned once all slots are free; every outcome is recorded
+        // once all recording permits are free too.
+        let settled = || async {
+            let _slots = self.slots.acquire_many(all).await;
+            let _recorded = self.recording.acquire_many(all).await;
+        };
+        if tokio::time::timeout(grace, settled()).await.is_err() {
             self.hand_back.cancel();
             // Handing back is one store call per job; give it a bounded time.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), settled()).await;
         }
     }
 
@@ -233,9 +244,13 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
     let task_shared = shared.clone();
     let handle = tokio::spawn(
         async move {
-            run_job(&task_shared, claimed, cancel).await;
+            if let Some((lease, outcome)) = run_job(&task_shared, claimed, cancel).await {
+                let recording = task_shared.recording.clone().acquire_owned().await;
+                drop(permit);
+                record(&task_shared.engine, &lease, outcome).await;
+                drop(recording);
+            }
             task_shared.engine.running().remove(&id);
-            drop(permit);
             release(&task_shared, 1);
         }
         .instrument(span),
@@ -254,14 +269,19 @@ enum Ended {
     HandBack,
 }
 
-async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken) {
+/// Runs an attempt; what to record of it, unless its lease was lost.
+async fn run_job(
+    shared: &Shared,
+    claimed: ClaimedJob,
+    cancel: CancellationToken,
+) -> Option<(Lease, Finish)> {
     let engine = &shared.engine;
     let config = &engine.config;
     let ClaimedJob { job, mut lease } = claimed;
     let Some(registration) = engine.executors.get(&job.job_type) else {
         // Claims are filtered by type, so only a store bug gets here.
         error!("claimed a job with no executor");
-        return;
+        return None;
     };
     let attempts = (job.attempts, job.max_attempts);
     let ctx = JobContext::new(
@@ -308,7 +328,7 @@ async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken
         Ended::LeaseLost => {
             cancel.cancel();
             warn!("lease lost; the attempt's result is discarded");
-            return;
+            return None;
         }
         Ended::HandBack => Finish::Released,
         Ended::Returned(Ok(result)) => Finish::Completed { result },
@@ -328,7 +348,7 @@ async fn run_job(shared: &Shared, claimed: ClaimedJob, cancel: CancellationToken
             &registration.retry,
         ),
     };
-    record(engine, &lease, outcome).await;
+    Some((lease, outcome))
 }
 
 /// Records an attempt's outcome, retrying while the store is unreachable and the lease
