@@ -40,6 +40,10 @@ pub(super) struct Workers {
     maintenance: JoinHandle<()>,
 }
 
+/// Outcomes that may wait to be recorded, per executor slot. Waiting outcomes are committed
+/// together (PostgreSQL's finish batches), so more of them mean fewer commits per job.
+const RECORDING_PER_SLOT: usize = 4;
+
 /// Shared between the dispatcher and the job tasks.
 #[derive(Debug)]
 struct Shared {
@@ -49,8 +53,9 @@ struct Shared {
     /// Jobs running plus slots reserved by claims in flight; fired (`drained`) when it
     /// drops to zero, so that a dispatcher can tell the engine is idle.
     drained: Notify,
-    /// Outcomes being recorded, at most `concurrency` at once: a job gives its executor
-    /// slot back as soon as its executor returns, so the next claim overlaps the commit.
+    /// Outcomes being recorded, at most `RECORDING_PER_SLOT × concurrency` at once: a job
+    /// gives its executor slot back as soon as its executor returns, so the next claim
+    /// overlaps the commit.
     recording: Arc<Semaphore>,
 }
 
@@ -62,7 +67,9 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
     let stop = CancellationToken::new();
     let hand_back = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(engine.config.concurrency));
-    let recording = Arc::new(Semaphore::new(engine.config.concurrency));
+    let recording = Arc::new(Semaphore::new(
+        RECORDING_PER_SLOT * engine.config.concurrency,
+    ));
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         hand_back: hand_back.clone(),
@@ -98,7 +105,10 @@ impl Workers {
         // once all recording permits are free too.
         let settled = || async {
             let _slots = self.slots.acquire_many(all).await;
-            let _recorded = self.recording.acquire_many(all).await;
+            let _recorded = self
+                .recording
+                .acquire_many(all * RECORDING_PER_SLOT as u32)
+                .await;
         };
         if tokio::time::timeout(grace, settled()).await.is_err() {
             self.hand_back.cancel();

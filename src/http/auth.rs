@@ -177,6 +177,8 @@ impl Credentials {
 /// let credentials = StaticCredentials::new()
 ///     .bearer("s3cret-token", Principal::new(acme.clone(), "ci"))
 ///     .basic("acme-key", "acme-secret", Principal::new(acme, "acme-key").read_only());
+/// let app: axum::Router = jobworks::http::JobsApi::new(jobworks::Engine::builder().build()?, credentials).router();
+/// # drop(app);
 /// # Ok::<(), jobworks::Error>(())
 /// ```
 #[derive(Clone, Default)]
