@@ -25,5 +25,5 @@ for spec in "1 16" "1 64" "2 64"; do
     set -- $spec
     echo "== wrk -t$1 -c$2 -d$duration"
     wrk -t"$1" -c"$2" -d"$duration" --latency -H "$auth" "$base/jobs/$id" |
-        grep -E "Requests/sec|Latency  |99%|Non-2xx"
+        grep -E "Requests/sec|Latency  |50%|99%|Non-2xx"
 done
