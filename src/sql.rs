@@ -1,5 +1,6 @@
 //! Helpers shared by the SQL backends.
 
+#[cfg(feature = "sqlite")]
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -49,10 +50,13 @@ pub(crate) fn corrupt(backend: &'static str, what: impl Into<String>) -> Error {
     }
 }
 
+/// SQLite keeps times as microseconds since the Unix epoch.
+#[cfg(feature = "sqlite")]
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) fn from_micros(backend: &'static str, us: i64) -> Result<DateTime<Utc>, Error> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| corrupt(backend, format!("time {us} out of range")))

@@ -60,7 +60,11 @@ pub struct ErrorBody {
 /// assert_eq!(e.status().as_u16(), 404);
 /// ```
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Parts>);
+
+/// Boxed, so that `Result<T, ApiError>` stays small.
+#[derive(Debug, Clone)]
+struct Parts {
     status: StatusCode,
     body: ErrorBody,
     headers: HeaderMap,
@@ -69,7 +73,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `status`, a stable `kind` word and a `detail` for people.
     pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
-        ApiError {
+        ApiError(Box::new(Parts {
             status,
             body: ErrorBody {
                 code: status.as_u16(),
@@ -79,7 +83,7 @@ impl ApiError {
                 empty_sections: None,
             },
             headers: HeaderMap::new(),
-        }
+        }))
     }
 
     /// `400 invalid_request`.
@@ -123,7 +127,7 @@ impl ApiError {
             "validation_error",
             "Request validation failed",
         );
-        e.body.errors = Some(errors);
+        e.0.body.errors = Some(errors);
         e
     }
 
@@ -172,15 +176,15 @@ impl ApiError {
 
     fn internal_with_status(status: StatusCode) -> Self {
         let mut e = Self::internal();
-        e.status = status;
-        e.body.code = status.as_u16();
+        e.0.status = status;
+        e.0.body.code = status.as_u16();
         e
     }
 
     /// Adds a header to the response.
     pub fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
         if let Ok(value) = HeaderValue::from_str(value) {
-            self.headers.insert(name, value);
+            self.0.headers.insert(name, value);
         }
         self
     }
@@ -192,30 +196,25 @@ impl ApiError {
 
     /// Attaches extra data under `empty_sections` (for `422 empty_sections`).
     pub fn with_empty_sections(mut self, sections: Value) -> Self {
-        self.body.empty_sections = Some(sections);
+        self.0.body.empty_sections = Some(sections);
         self
     }
 
     /// The status code.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The body.
     pub fn body(&self) -> &ErrorBody {
-        &self.body
+        &self.0.body
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.body.kind,
-            self.body.detail
-        )
+        let body = &self.0.body;
+        write!(f, "{} {}: {}", body.code, body.kind, body.detail)
     }
 }
 
@@ -223,8 +222,13 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body)).into_response();
-        response.headers_mut().extend(self.headers);
+        let Parts {
+            status,
+            body,
+            headers,
+        } = *self.0;
+        let mut response = (status, axum::Json(body)).into_response();
+        response.headers_mut().extend(headers);
         response
     }
 }

@@ -165,7 +165,7 @@ impl TemplateStore for crate::MemoryStore {
             .filter(|t| &t.tenant == tenant)
             .cloned()
             .collect();
-        out.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        out.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
         Ok(out)
     }
 
