@@ -7,7 +7,7 @@ use sqlx::types::Uuid;
 use super::rows::get;
 use super::{BACKEND, PostgresStore, db};
 use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
-use crate::sql::parse_json;
+use crate::sql::{parse_json, template_json};
 use crate::{Result, TenantId};
 
 const COLUMNS: &str = "id, tenant, name, body::text, created_at, updated_at";
@@ -27,10 +27,6 @@ fn decode(row: &PgRow) -> Result<StoredTemplate> {
     })
 }
 
-fn body(template: &ReportTemplate) -> Result<String> {
-    serde_json::to_string(template).map_err(|e| crate::Error::invalid("template", e.to_string()))
-}
-
 #[async_trait]
 impl TemplateStore for PostgresStore {
     async fn create_template(&self, t: StoredTemplate) -> Result<StoredTemplate> {
@@ -41,7 +37,7 @@ impl TemplateStore for PostgresStore {
         .bind(uuid(t.id))
         .bind(t.tenant.as_str())
         .bind(&t.name)
-        .bind(body(&t.template)?)
+        .bind(template_json(&t.template)?)
         .bind(t.created_at)
         .bind(t.updated_at)
         .execute(self.pool())
@@ -90,7 +86,7 @@ impl TemplateStore for PostgresStore {
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
-            .bind(body(template)?)
+            .bind(template_json(template)?)
             .bind(crate::job::now())
             .bind(uuid(id))
             .bind(tenant.as_str())

@@ -6,7 +6,7 @@ use rusqlite::{Row, params};
 use super::rows::{time, u128_from};
 use super::{BACKEND, SqliteStore, db};
 use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
-use crate::sql::{micros, parse_json};
+use crate::sql::{micros, parse_json, template_json};
 use crate::{Result, TenantId};
 
 const COLUMNS: &str = "id, tenant, name, body, created_at, updated_at";
@@ -29,10 +29,6 @@ fn decode(row: &Row<'_>) -> Result<StoredTemplate> {
     })
 }
 
-fn body(template: &ReportTemplate) -> Result<String> {
-    serde_json::to_string(template).map_err(|e| crate::Error::invalid("template", e.to_string()))
-}
-
 fn select_one(
     conn: &rusqlite::Connection,
     tenant: &TenantId,
@@ -49,7 +45,7 @@ fn select_one(
 #[async_trait]
 impl TemplateStore for SqliteStore {
     async fn create_template(&self, t: StoredTemplate) -> Result<StoredTemplate> {
-        let text = body(&t.template)?;
+        let text = template_json(&t.template)?;
         self.writer
             .write(move |conn| {
                 conn.execute(
@@ -99,7 +95,7 @@ impl TemplateStore for SqliteStore {
         name: &str,
         template: &ReportTemplate,
     ) -> Result<Option<StoredTemplate>> {
-        let (tenant, name, text) = (tenant.clone(), name.to_owned(), body(template)?);
+        let (tenant, name, text) = (tenant.clone(), name.to_owned(), template_json(template)?);
         self.writer
             .write(move |conn| {
                 let changed = conn
