@@ -7,8 +7,115 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::model::{Filter, FindingStatus, Section, Severity};
+use super::model::Section;
 use crate::{Result, TenantId};
+
+/// How severe a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub enum Severity {
+    /// Critical.
+    Critical,
+    /// High.
+    High,
+    /// Medium.
+    Medium,
+    /// Low.
+    Low,
+    /// Informational.
+    Info,
+}
+
+impl Severity {
+    /// All, most severe first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ];
+
+    /// Its lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// Where a finding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub enum FindingStatus {
+    /// Not dealt with.
+    Open,
+    /// Fixed.
+    Fixed,
+    /// Accepted as a risk.
+    Accepted,
+    /// Not a real issue.
+    FalsePositive,
+}
+
+impl FindingStatus {
+    /// All of them.
+    pub const ALL: [FindingStatus; 4] = [
+        FindingStatus::Open,
+        FindingStatus::Fixed,
+        FindingStatus::Accepted,
+        FindingStatus::FalsePositive,
+    ];
+
+    /// Its lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingStatus::Open => "open",
+            FindingStatus::Fixed => "fixed",
+            FindingStatus::Accepted => "accepted",
+            FindingStatus::FalsePositive => "false_positive",
+        }
+    }
+}
+
+/// Most values in one filter list.
+pub const MAX_FILTER_VALUES: usize = 32;
+/// Longest filter string, in characters.
+pub const MAX_FILTER_TEXT: usize = 200;
+
+/// Which findings a report covers. Untrusted input: validated here and handed to the data
+/// source as typed values, never as query text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct Filter {
+    /// Only these severities (all when empty).
+    #[serde(default)]
+    pub severity: Vec<Severity>,
+    /// Only these categories (all when empty).
+    #[serde(default)]
+    pub category: Vec<String>,
+    /// Only these statuses (all when empty).
+    #[serde(default)]
+    pub status: Vec<FindingStatus>,
+    /// Only findings whose title, prompt or response contain this text (any case).
+    #[serde(default)]
+    pub search: Option<String>,
+    /// Found at or after.
+    #[serde(default)]
+    #[cfg_attr(feature = "http", schema(value_type = Option<String>, format = DateTime))]
+    pub since: Option<DateTime<Utc>>,
+    /// Found before.
+    #[serde(default)]
+    #[cfg_attr(feature = "http", schema(value_type = Option<String>, format = DateTime))]
+    pub until: Option<DateTime<Utc>>,
+}
 
 /// One finding: a row of a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

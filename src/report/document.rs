@@ -3,7 +3,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::data::{Finding, Metrics};
-use super::model::{Column, FindingStatus, ReportTemplate, Section, SectionKind, Severity};
+use super::data::{FindingStatus, Severity};
+use super::model::{Column, ReportTemplate, Section, SectionKind};
 
 /// A piece of a report's body.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,119 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::model::StandardFont;
+use serde::{Deserialize, Serialize};
+
+/// The 14 standard PDF fonts, which every PDF reader has: no font files are embedded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub enum StandardFont {
+    /// Helvetica.
+    #[default]
+    Helvetica,
+    /// Helvetica-Bold.
+    #[serde(rename = "Helvetica-Bold")]
+    HelveticaBold,
+    /// Helvetica-Oblique.
+    #[serde(rename = "Helvetica-Oblique")]
+    HelveticaOblique,
+    /// Helvetica-BoldOblique.
+    #[serde(rename = "Helvetica-BoldOblique")]
+    HelveticaBoldOblique,
+    /// Times-Roman.
+    #[serde(rename = "Times-Roman")]
+    TimesRoman,
+    /// Times-Bold.
+    #[serde(rename = "Times-Bold")]
+    TimesBold,
+    /// Times-Italic.
+    #[serde(rename = "Times-Italic")]
+    TimesItalic,
+    /// Times-BoldItalic.
+    #[serde(rename = "Times-BoldItalic")]
+    TimesBoldItalic,
+    /// Courier.
+    Courier,
+    /// Courier-Bold.
+    #[serde(rename = "Courier-Bold")]
+    CourierBold,
+    /// Courier-Oblique.
+    #[serde(rename = "Courier-Oblique")]
+    CourierOblique,
+    /// Courier-BoldOblique.
+    #[serde(rename = "Courier-BoldOblique")]
+    CourierBoldOblique,
+    /// Symbol (its own encoding: Greek letters and symbols).
+    Symbol,
+    /// ZapfDingbats (its own encoding: ornaments).
+    ZapfDingbats,
+}
+
+impl StandardFont {
+    /// All 14.
+    pub const ALL: [StandardFont; 14] = [
+        StandardFont::Helvetica,
+        StandardFont::HelveticaBold,
+        StandardFont::HelveticaOblique,
+        StandardFont::HelveticaBoldOblique,
+        StandardFont::TimesRoman,
+        StandardFont::TimesBold,
+        StandardFont::TimesItalic,
+        StandardFont::TimesBoldItalic,
+        StandardFont::Courier,
+        StandardFont::CourierBold,
+        StandardFont::CourierOblique,
+        StandardFont::CourierBoldOblique,
+        StandardFont::Symbol,
+        StandardFont::ZapfDingbats,
+    ];
+
+    /// Its PostScript name, as PDF writes it.
+    pub fn name(self) -> &'static str {
+        use StandardFont::*;
+        match self {
+            Helvetica => "Helvetica",
+            HelveticaBold => "Helvetica-Bold",
+            HelveticaOblique => "Helvetica-Oblique",
+            HelveticaBoldOblique => "Helvetica-BoldOblique",
+            TimesRoman => "Times-Roman",
+            TimesBold => "Times-Bold",
+            TimesItalic => "Times-Italic",
+            TimesBoldItalic => "Times-BoldItalic",
+            Courier => "Courier",
+            CourierBold => "Courier-Bold",
+            CourierOblique => "Courier-Oblique",
+            CourierBoldOblique => "Courier-BoldOblique",
+            Symbol => "Symbol",
+            ZapfDingbats => "ZapfDingbats",
+        }
+    }
+
+    /// The font named `name`.
+    pub fn parse(name: &str) -> Option<StandardFont> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The bold face of the same family, for headings (Helvetica-Bold for the symbol fonts,
+    /// whose glyphs cannot spell words).
+    pub fn bold(self) -> StandardFont {
+        use StandardFont::*;
+        match self {
+            Helvetica | HelveticaBold => HelveticaBold,
+            HelveticaOblique | HelveticaBoldOblique => HelveticaBoldOblique,
+            TimesRoman | TimesBold => TimesBold,
+            TimesItalic | TimesBoldItalic => TimesBoldItalic,
+            Courier | CourierBold => CourierBold,
+            CourierOblique | CourierBoldOblique => CourierBoldOblique,
+            Symbol | ZapfDingbats => HelveticaBold,
+        }
+    }
+
+    /// Whether it uses its own built-in encoding rather than WinAnsi.
+    pub fn is_symbolic(self) -> bool {
+        matches!(self, StandardFont::Symbol | StandardFont::ZapfDingbats)
+    }
+}
 
 /// Glyph names of WinAnsiEncoding for codes 32 to 255 (`-` where the code is unused),
 /// from the PDF specification's Annex D.

@@ -41,11 +41,14 @@ use serde_json::{Value, json};
 use crate::executor::{ArtifactSpec, Executor, JobContext, JobError};
 use crate::{Engine, Job, JobType, NewJob, TenantId};
 
-pub use data::{Finding, Metrics, ReportData};
+pub use data::{
+    Filter, Finding, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, Metrics, ReportData,
+    Severity,
+};
+pub use fonts::StandardFont;
 pub use model::{
-    Branding, Column, Filter, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, MAX_FONT_SIZE,
-    MAX_SECTIONS, MAX_SUMMARY_LEN, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem,
-    ReportTemplate, Section, SectionKind, Severity, StandardFont, Style,
+    Branding, Column, MAX_FONT_SIZE, MAX_SECTIONS, MAX_SUMMARY_LEN, MAX_TEXT_LEN, MIN_FONT_SIZE,
+    PRESET_KEYS, Preset, Problem, ReportTemplate, Section, SectionKind, Style,
 };
 pub use templates::{StoredTemplate, TemplateId, TemplateStore};
 

@@ -443,7 +443,7 @@ fn page_content(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::StandardFont;
+    use crate::report::StandardFont;
 
     #[test]
     fn lines_never_exceed_the_width() {
