@@ -28,6 +28,8 @@ mod error;
 mod jobs;
 #[cfg(feature = "reports")]
 mod reports;
+#[cfg(feature = "reports")]
+mod templates;
 mod view;
 
 use std::num::NonZeroU32;
@@ -150,11 +152,11 @@ impl JobsApi {
                 .routes(routes!(reports::preflight))
                 .routes(routes!(reports::build))
                 .routes(routes!(reports::build_status))
-                .routes(routes!(reports::create_template, reports::list_templates))
+                .routes(routes!(templates::create, templates::list))
                 .routes(routes!(
-                    reports::get_template,
-                    reports::update_template,
-                    reports::delete_template
+                    templates::get,
+                    templates::update,
+                    templates::delete
                 ));
         }
         router

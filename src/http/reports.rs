@@ -14,7 +14,7 @@ use super::view::format_time;
 use super::{ApiError, ApiState, FieldError, Principal, Scope, mount_prefix};
 use crate::report::{
     EmptySection, Preset, Problem, REPORT_JOB_TYPE, ReportError, ReportFormat, ReportTemplate,
-    Reports, StoredTemplate, TemplateId,
+    Reports, TemplateId,
 };
 use crate::{ArtifactKey, ArtifactName, DEFAULT_URL_TTL, Job, JobStatus, TenantId};
 
@@ -59,58 +59,11 @@ pub(crate) struct BuildView {
     completed_at: Option<String>,
 }
 
-/// The body of template create and update: a name and exactly one of `preset` or `template`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct TemplateRequest {
-    /// The template's name.
-    #[schema(min_length = 1, max_length = 200)]
-    name: String,
-    /// The short form, expanded on save.
-    preset: Option<Preset>,
-    /// The full form.
-    template: Option<ReportTemplate>,
-}
-
-/// A stored template.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct TemplateView {
-    /// Its id.
-    id: String,
-    /// Its name.
-    name: String,
-    /// The full form.
-    template: ReportTemplate,
-    /// When it was created.
-    created_at: String,
-    /// When it last changed.
-    updated_at: String,
-}
-
-/// The tenant's templates.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct TemplateList {
-    /// Newest first.
-    templates: Vec<TemplateView>,
-}
-
-impl From<StoredTemplate> for TemplateView {
-    fn from(t: StoredTemplate) -> Self {
-        TemplateView {
-            id: t.id.to_string(),
-            name: t.name,
-            template: t.template,
-            created_at: format_time(t.created_at),
-            updated_at: format_time(t.updated_at),
-        }
-    }
-}
-
-fn reports(state: &ApiState) -> Result<&Reports, ApiError> {
+pub(super) fn reports(state: &ApiState) -> Result<&Reports, ApiError> {
     state.reports.as_ref().ok_or_else(ApiError::internal)
 }
 
-fn template_not_found(id: &str) -> ApiError {
+pub(super) fn template_not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "template_not_found",
@@ -118,7 +71,7 @@ fn template_not_found(id: &str) -> ApiError {
     )
 }
 
-fn problems(prefix: &str, problems: Vec<Problem>) -> Vec<FieldError> {
+pub(super) fn problems(prefix: &str, problems: Vec<Problem>) -> Vec<FieldError> {
     problems
         .into_iter()
         .map(|p| {
@@ -145,7 +98,7 @@ impl From<ReportError> for ApiError {
 }
 
 /// Deserializes the field `name` of a body into `T`, naming the bad spot on failure.
-fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Option<T> {
+pub(super) fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Option<T> {
     let value = f.value(name)?;
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(t) => Some(t),
@@ -169,7 +122,10 @@ fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Option<T> {
 }
 
 /// A template from either `preset` or the full-form field `full` (exactly one), checked.
-fn one_template(f: &mut Fields<'_>, full: &str) -> Option<Result<ReportTemplate, String>> {
+pub(super) fn one_template(
+    f: &mut Fields<'_>,
+    full: &str,
+) -> Option<Result<ReportTemplate, String>> {
     match (f.value("preset").is_some(), f.value(full).is_some()) {
         (true, false) => {
             let preset: Preset = typed(f, "preset")?;
@@ -357,132 +313,4 @@ pub(crate) async fn build_status(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     Ok(response)
-}
-
-fn template_fields(body: &Value) -> Result<(String, ReportTemplate), ApiError> {
-    let mut f = Fields::of(body, "body")?;
-    let name = f.required_string("name", 200);
-    let template = one_template(&mut f, "template");
-    f.finish()?;
-    match (name, template) {
-        (Some(name), Some(Ok(template))) => Ok((name, template)),
-        _ => Err(ApiError::internal()),
-    }
-}
-
-fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
-    raw.parse().map_err(|_| template_not_found(raw))
-}
-
-/// Store a template.
-#[utoipa::path(post, path = "/reports/templates", tag = "reports",
-    request_body = TemplateRequest,
-    responses((status = 201, description = "Stored", body = TemplateView,
-        headers(("Location" = String, description = "The template's URL")))))]
-pub(crate) async fn create_template(
-    State(state): State<ApiState>,
-    principal: Principal,
-    OriginalUri(original): OriginalUri,
-    uri: Uri,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    principal.require(Scope::Write)?;
-    let (name, template) = template_fields(&body)?;
-    let stored = StoredTemplate::new(principal.tenant.clone(), name, template);
-    let stored = reports(&state)?.templates().create_template(stored).await?;
-    let prefix = mount_prefix(&original, &uri);
-    let location = format!("{prefix}/reports/templates/{}", stored.id);
-    let mut response =
-        (StatusCode::CREATED, axum::Json(TemplateView::from(stored))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
-}
-
-/// The tenant's templates.
-#[utoipa::path(get, path = "/reports/templates", tag = "reports",
-    responses((status = 200, description = "Newest first", body = TemplateList)))]
-pub(crate) async fn list_templates(
-    State(state): State<ApiState>,
-    principal: Principal,
-) -> Result<axum::Json<TemplateList>, ApiError> {
-    principal.require(Scope::Read)?;
-    let all = reports(&state)?
-        .templates()
-        .templates(&principal.tenant)
-        .await?;
-    Ok(axum::Json(TemplateList {
-        templates: all.into_iter().map(TemplateView::from).collect(),
-    }))
-}
-
-/// One template.
-#[utoipa::path(get, path = "/reports/templates/{id}", tag = "reports",
-    params(("id" = String, Path, description = "The template's id")),
-    responses(
-        (status = 200, description = "The template", body = TemplateView),
-        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
-    ))]
-pub(crate) async fn get_template(
-    State(state): State<ApiState>,
-    principal: Principal,
-    RouteParam(id): RouteParam,
-) -> Result<axum::Json<TemplateView>, ApiError> {
-    principal.require(Scope::Read)?;
-    let stored = reports(&state)?
-        .stored(&principal.tenant, template_id(&id)?)
-        .await?;
-    Ok(axum::Json(stored.into()))
-}
-
-/// Replace a template.
-#[utoipa::path(put, path = "/reports/templates/{id}", tag = "reports",
-    params(("id" = String, Path, description = "The template's id")),
-    request_body = TemplateRequest,
-    responses(
-        (status = 200, description = "The template as stored now", body = TemplateView),
-        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
-    ))]
-pub(crate) async fn update_template(
-    State(state): State<ApiState>,
-    principal: Principal,
-    RouteParam(id): RouteParam,
-    JsonBody(body): JsonBody,
-) -> Result<axum::Json<TemplateView>, ApiError> {
-    principal.require(Scope::Write)?;
-    let id = template_id(&id)?;
-    let (name, template) = template_fields(&body)?;
-    let store = reports(&state)?.templates();
-    let stored = store
-        .update_template(&principal.tenant, id, &name, &template)
-        .await?;
-    stored
-        .map(|t| axum::Json(t.into()))
-        .ok_or_else(|| template_not_found(&id.to_string()))
-}
-
-/// Delete a template.
-#[utoipa::path(delete, path = "/reports/templates/{id}", tag = "reports",
-    params(("id" = String, Path, description = "The template's id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 404, description = "No such template for this tenant (`template_not_found`)", body = super::ErrorBody),
-    ))]
-pub(crate) async fn delete_template(
-    State(state): State<ApiState>,
-    principal: Principal,
-    RouteParam(id): RouteParam,
-) -> Result<StatusCode, ApiError> {
-    principal.require(Scope::Write)?;
-    let id = template_id(&id)?;
-    if reports(&state)?
-        .templates()
-        .delete_template(&principal.tenant, id)
-        .await?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(template_not_found(&id.to_string()))
-    }
 }
