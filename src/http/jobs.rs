@@ -11,10 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::body::{Fields, JsonBody, QueryFields, RouteParam};
+use super::etag::{etag_of, matches_etag, tagged_json};
 use super::view::{EventView, EventsView, JobListView, JobView};
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::{
@@ -63,48 +63,6 @@ pub(crate) enum StatusName {
 /// A job id from the path: a ULID or a UUID, else `400 invalid_id`.
 pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_id(raw))
-}
-
-/// A strong ETag of a response body.
-pub(crate) fn etag_of(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
-}
-
-/// Whether `If-None-Match` names `etag` (or `*`); weak tags compare by their opaque part.
-pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == "*" || t == etag)
-}
-
-/// A JSON response with an ETag; `304` when the client already has it.
-pub(crate) fn tagged_json(
-    status: StatusCode,
-    body: &impl serde::Serialize,
-    request: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body).map_err(|_| ApiError::internal())?;
-    let etag = etag_of(&bytes);
-    let mut response = if matches_etag(request, &etag) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let mut r = (status, bytes).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r
-    };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    Ok(response)
 }
 
 /// A job response: ETag, and `Retry-After` as a polling hint while not terminal.
@@ -418,17 +376,5 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
         assert_eq!(decode_cursor("abc"), None);
         assert_eq!(decode_cursor(&B64.encode(id.to_string())), None);
-    }
-
-    #[test]
-    fn etags_match_lists_and_weak_forms() {
-        let tag = etag_of(b"{}");
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_NONE_MATCH,
-            format!("\"x\", W/{tag}").parse().unwrap(),
-        );
-        assert!(matches_etag(&h, &tag));
-        assert!(!matches_etag(&HeaderMap::new(), &tag));
     }
 }

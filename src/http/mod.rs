@@ -25,6 +25,7 @@ mod auth;
 mod body;
 mod download;
 mod error;
+mod etag;
 mod jobs;
 #[cfg(feature = "reports")]
 mod reports;

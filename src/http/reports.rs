@@ -9,7 +9,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::body::{Fields, JsonBody, RouteParam};
-use super::jobs::{parse_id, tagged_json};
+use super::etag::tagged_json;
+use super::jobs::parse_id;
 use super::view::format_time;
 use super::{ApiError, ApiState, FieldError, Principal, Scope, mount_prefix};
 use crate::report::{
