@@ -413,3 +413,34 @@ async fn templates_are_stored_per_project() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
 }
+
+#[tokio::test]
+async fn a_build_submitted_by_hand_is_still_checked() {
+    let s = serve().await.project("demo");
+    let input = json!({
+        "format": "pdf",
+        "template": {"title": "x", "style": {"font": "Helvetica", "font_size": 1000}, "sections": []}
+    });
+    let body = json!({"type": REPORT_JOB_TYPE, "input": input});
+    let (status, _, job) = s
+        .send(s.req(Method::POST, "/jobs", "acme").json(&body))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (_, _, done) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}?wait=10"), "acme"))
+        .await;
+    let done = if done["status"] == "failed" {
+        done
+    } else {
+        s.send(s.req(Method::GET, &format!("/jobs/{id}?wait=10"), "acme"))
+            .await
+            .2
+    };
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["attempts"], 1, "an invalid template is not retried");
+    assert!(
+        done["error"].as_str().unwrap().contains("style.font_size"),
+        "{done}"
+    );
+}

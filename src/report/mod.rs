@@ -284,6 +284,16 @@ pub struct ReportExecutor {
 impl Executor for ReportExecutor {
     async fn execute(&self, ctx: JobContext) -> Result<Value, JobError> {
         let BuildInput { template, format } = ctx.input()?;
+        // Builds come through `Reports::build`, but a job can be submitted by hand too.
+        if let Err(problems) = template.validate() {
+            let first = problems
+                .first()
+                .map(|p| format!("{}: {}", p.path.join("."), p.message));
+            return Err(JobError::fail(format!(
+                "invalid report template ({})",
+                first.unwrap_or_default()
+            )));
+        }
         ctx.stage("resolving data").await?;
         let mut findings = Vec::with_capacity(template.sections.len());
         for section in &template.sections {

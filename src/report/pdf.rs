@@ -7,7 +7,7 @@ use pdf_writer::{Content, Filter, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
 use super::document::{Block, Document};
 use super::fonts::FontMetrics;
-use super::model::Style;
+use super::model::{MAX_FONT_SIZE, MIN_FONT_SIZE, Style};
 
 /// A4 portrait, in points.
 const PAGE_W: f32 = 595.0;
@@ -94,7 +94,13 @@ fn wrap(font: &FontMetrics, size: f32, text: &str, max: f32) -> Vec<String> {
 
 impl Layout {
     fn new(style: &Style, doc: &Document) -> Layout {
-        let size = style.font_size;
+        // Validated templates are in range already; anything else renders at a sane size
+        // rather than laying out forever.
+        let size = if style.font_size.is_finite() {
+            style.font_size.clamp(MIN_FONT_SIZE, MAX_FONT_SIZE)
+        } else {
+            10.0
+        };
         let header_space = if doc.header.is_some() {
             size * 2.0
         } else {
@@ -459,5 +465,26 @@ mod tests {
             text.replace(' ', "").len()
         );
         assert_eq!(wrap(font, 10.0, "a\n\nb", 100.0), ["a", "", "b"]);
+    }
+
+    #[test]
+    fn out_of_range_sizes_still_render() {
+        let doc = Document {
+            title: "t".into(),
+            subtitle: "s".into(),
+            header: None,
+            footer: None,
+            blocks: vec![Block::Table {
+                header: vec!["a".into()],
+                rows: vec![vec!["x".into()]; 50],
+            }],
+        };
+        for size in [0.0, -3.0, 1e30, f32::NAN] {
+            let style = Style {
+                font: StandardFont::Helvetica,
+                font_size: size,
+            };
+            assert!(render(&doc, &style).starts_with(b"%PDF-"), "{size}");
+        }
     }
 }
