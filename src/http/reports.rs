@@ -122,37 +122,51 @@ pub(super) fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Opti
     }
 }
 
-/// A template from either `preset` or the full-form field `full` (exactly one), checked.
-pub(super) fn one_template(
+/// Where a request's template comes from.
+pub(super) enum Source {
+    /// Given in the body (a preset, expanded, or a full template), and checked.
+    Inline(Box<ReportTemplate>),
+    /// A stored template of the tenant.
+    Stored(TemplateId),
+}
+
+/// A checked template, or its problems recorded under `body.{field}`.
+fn checked(
     f: &mut Fields<'_>,
-    full: &str,
-) -> Option<Result<ReportTemplate, String>> {
-    match (f.value("preset").is_some(), f.value(full).is_some()) {
+    field: &str,
+    template: Result<ReportTemplate, Vec<Problem>>,
+) -> Option<Source> {
+    match template {
+        Ok(t) => Some(Source::Inline(Box::new(t))),
+        Err(p) => {
+            f.absorb(problems(&format!("body.{field}"), p));
+            None
+        }
+    }
+}
+
+/// Exactly one of `preset` and `other` (`template_id`, or the full-form `template`).
+pub(super) fn source(f: &mut Fields<'_>, other: &str) -> Option<Source> {
+    match (f.value("preset").is_some(), f.value(other).is_some()) {
         (true, false) => {
             let preset: Preset = typed(f, "preset")?;
-            match preset.expand() {
-                Ok(t) => Some(Ok(t)),
-                Err(p) => {
-                    f.absorb(problems("body.preset", p));
-                    None
-                }
-            }
+            checked(f, "preset", preset.expand())
         }
-        (false, true) if full == "template" => {
+        (false, true) if other == "template" => {
             let t: ReportTemplate = typed(f, "template")?;
-            match t.validate() {
-                Ok(()) => Some(Ok(t)),
-                Err(p) => {
-                    f.absorb(problems("body.template", p));
-                    None
-                }
-            }
+            checked(f, "template", t.validate().map(|()| t))
         }
-        (false, true) => f.string(full, 64).map(Err),
+        (false, true) => match f.string(other, 64)?.parse() {
+            Ok(id) => Some(Source::Stored(id)),
+            Err(_) => {
+                f.error(other, "invalid", "not a template id");
+                None
+            }
+        },
         _ => {
-            let msg = format!("give exactly one of preset or {full}");
+            let msg = format!("give exactly one of preset or {other}");
             f.error("preset", "invalid", &msg);
-            f.error(full, "invalid", msg);
+            f.error(other, "invalid", msg);
             None
         }
     }
@@ -165,30 +179,20 @@ async fn resolve(
     body: &Value,
 ) -> Result<(ReportTemplate, ReportFormat), ApiError> {
     let mut f = Fields::of(body, "body")?;
-    let source = one_template(&mut f, "template_id");
+    let source = source(&mut f, "template_id");
     let format = if f.value("format").is_some() {
         typed(&mut f, "format")
     } else {
         Some(ReportFormat::Pdf)
     };
-    let id = match &source {
-        Some(Err(id)) => match id.parse::<TemplateId>() {
-            Ok(id) => Some(id),
-            Err(_) => {
-                f.error("template_id", "invalid", "not a template id");
-                None
-            }
-        },
-        _ => None,
-    };
     f.finish()?;
+    // A field that failed was recorded, so `finish` refused the request.
     let (Some(source), Some(format)) = (source, format) else {
         return Err(ApiError::internal());
     };
-    let template = match (source, id) {
-        (Ok(template), _) => template,
-        (Err(_), Some(id)) => reports.stored(tenant, id).await?.template,
-        (Err(_), None) => return Err(ApiError::internal()),
+    let template = match source {
+        Source::Inline(template) => *template,
+        Source::Stored(id) => reports.stored(tenant, id).await?.template,
     };
     Ok((template, format))
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::body::{Fields, JsonBody, RouteParam};
-use super::reports::{one_template, reports, template_not_found};
+use super::reports::{Source, reports, source, template_not_found};
 use super::view::format_time;
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId};
@@ -63,10 +63,10 @@ impl From<StoredTemplate> for TemplateView {
 fn template_fields(body: &Value) -> Result<(String, ReportTemplate), ApiError> {
     let mut f = Fields::of(body, "body")?;
     let name = f.required_string("name", 200);
-    let template = one_template(&mut f, "template");
+    let template = source(&mut f, "template");
     f.finish()?;
     match (name, template) {
-        (Some(name), Some(Ok(template))) => Ok((name, template)),
+        (Some(name), Some(Source::Inline(template))) => Ok((name, *template)),
         _ => Err(ApiError::internal()),
     }
 }
