@@ -10,7 +10,12 @@ use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
 use crate::sql::{parse_json, template_json};
 use crate::{Result, TenantId};
 
-const COLUMNS: &str = "id, tenant, name, body::text, created_at, updated_at";
+/// The columns `decode` reads, in its order.
+macro_rules! columns {
+    () => {
+        "id, tenant, name, body::text, created_at, updated_at"
+    };
+}
 
 fn uuid(id: TemplateId) -> Uuid {
     Uuid::from_u128(id.to_u128())
@@ -47,8 +52,12 @@ impl TemplateStore for PostgresStore {
     }
 
     async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
-        let sql = format!("SELECT {COLUMNS} FROM jobworks_templates WHERE id = $1 AND tenant = $2");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM jobworks_templates WHERE id = $1 AND tenant = $2"
+        );
+        sqlx::query(sql)
             .bind(uuid(id))
             .bind(tenant.as_str())
             .fetch_optional(self.pool())
@@ -60,10 +69,12 @@ impl TemplateStore for PostgresStore {
     }
 
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = $1 ORDER BY created_at DESC, id DESC"
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM jobworks_templates WHERE tenant = $1 ORDER BY created_at DESC, id DESC"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query(sql)
             .bind(tenant.as_str())
             .fetch_all(self.pool())
             .await
@@ -80,11 +91,12 @@ impl TemplateStore for PostgresStore {
         name: &str,
         template: &ReportTemplate,
     ) -> Result<Option<StoredTemplate>> {
-        let sql = format!(
-            "UPDATE jobworks_templates SET name = $1, body = $2::jsonb, updated_at = $3
-             WHERE id = $4 AND tenant = $5 RETURNING {COLUMNS}"
+        let sql = concat!(
+            "UPDATE jobworks_templates SET name = $1, body = $2::jsonb, updated_at = $3 \
+             WHERE id = $4 AND tenant = $5 RETURNING ",
+            columns!()
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query(sql)
             .bind(name)
             .bind(template_json(template)?)
             .bind(crate::job::now())

@@ -9,7 +9,12 @@ use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
 use crate::sql::{micros, parse_json, template_json};
 use crate::{Result, TenantId};
 
-const COLUMNS: &str = "id, tenant, name, body, created_at, updated_at";
+/// The columns `decode` reads, in its order.
+macro_rules! columns {
+    () => {
+        "id, tenant, name, body, created_at, updated_at"
+    };
+}
 
 fn id_bytes(id: TemplateId) -> [u8; 16] {
     id.to_u128().to_be_bytes()
@@ -34,8 +39,12 @@ fn select_one(
     tenant: &TenantId,
     id: TemplateId,
 ) -> Result<Option<StoredTemplate>> {
-    let sql = format!("SELECT {COLUMNS} FROM jobworks_templates WHERE id = ?1 AND tenant = ?2");
-    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobworks_templates WHERE id = ?1 AND tenant = ?2"
+    );
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt
         .query(params![id_bytes(id), tenant.as_str()])
         .map_err(db)?;
@@ -74,10 +83,12 @@ impl TemplateStore for SqliteStore {
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM jobworks_templates WHERE tenant = ?1 ORDER BY created_at DESC, id DESC"
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM jobworks_templates WHERE tenant = ?1 ORDER BY created_at DESC, id DESC"
             );
-            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut stmt = conn.prepare_cached(sql).map_err(db)?;
             let mut rows = stmt.query(params![tenant.as_str()]).map_err(db)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(db)? {
