@@ -65,6 +65,23 @@ fn wanted(headers: &HeaderMap, size: u64) -> Wanted {
     }
 }
 
+/// The byte range to send of an object of `size` bytes (`None`: all of it).
+///
+/// # Errors
+/// `416` when the range starts past the end.
+fn part(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiError> {
+    match wanted(headers, size) {
+        Wanted::All => Ok(None),
+        Wanted::Part(r) => Ok(Some(r)),
+        Wanted::Unsatisfiable => Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("the artifact has {size} bytes"),
+        )
+        .with_header(header::CONTENT_RANGE, &format!("bytes */{size}"))),
+    }
+}
+
 /// A `Content-Disposition` value that no file name can break out of.
 fn disposition(file_name: &str) -> String {
     let safe: String = file_name
@@ -116,18 +133,16 @@ pub(crate) async fn download(
         }
         e => ApiError::from(e),
     };
-    let size = artifacts.head(&token.key).await.map_err(gone)?.size;
-    let (status, range) = match wanted(&headers, size) {
-        Wanted::All => (StatusCode::OK, None),
-        Wanted::Part(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
-        Wanted::Unsatisfiable => {
-            return Err(ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
-                format!("the artifact has {size} bytes"),
-            )
-            .with_header(header::CONTENT_RANGE, &format!("bytes */{size}")));
-        }
+    // The size is needed only to resolve a `Range`; a plain download reads none.
+    let range = if headers.contains_key(header::RANGE) {
+        let size = artifacts.head(&token.key).await.map_err(gone)?.size;
+        part(&headers, size)?
+    } else {
+        None
+    };
+    let status = match range {
+        Some(_) => StatusCode::PARTIAL_CONTENT,
+        None => StatusCode::OK,
     };
     let body = artifacts.get(&token.key, range).await.map_err(gone)?;
     let mut response = Response::new(Body::from_stream(body.stream.map_err(|e| {
