@@ -9,9 +9,15 @@ use super::ApiError;
 
 /// A strong ETag of a response body.
 pub(crate) fn etag_of(body: &[u8]) -> String {
+    use std::fmt::Write as _;
     let digest = Sha256::digest(body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    for b in &digest[..16] {
+        let _ = write!(tag, "{b:02x}");
+    }
+    tag.push('"');
+    tag
 }
 
 /// Whether `If-None-Match` names `etag` (or `*`); weak tags compare by their opaque part.
@@ -23,6 +29,15 @@ pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().trim_start_matches("W/"))
         .any(|t| t == "*" || t == etag)
+}
+
+/// Whether the request's `If-None-Match` names the ETag `body` would be served with.
+pub(crate) fn client_has(
+    request: &HeaderMap,
+    body: &impl serde::Serialize,
+) -> Result<bool, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|_| ApiError::internal())?;
+    Ok(matches_etag(request, &etag_of(&bytes)))
 }
 
 /// A JSON response with an ETag; `304` when the client already has it.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::body::{Fields, JsonBody, QueryFields, RouteParam};
-use super::etag::{etag_of, matches_etag, tagged_json};
+use super::etag::{client_has, tagged_json};
 use super::view::{EventView, EventsView, JobListView, JobView};
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::{
@@ -219,10 +219,8 @@ pub(crate) async fn get_job(
     let mut job = state.engine.get(&principal.tenant, id).await?;
     if wait > 0 && !job.status.is_terminal() {
         // Wait only when the client is up to date (or says nothing of what it has).
-        let current = JobView::build(&state.engine, &job).await?;
-        let bytes = serde_json::to_vec(&current).map_err(|_| ApiError::internal())?;
-        let has_current = headers.get(header::IF_NONE_MATCH).is_none()
-            || matches_etag(&headers, &etag_of(&bytes));
+        let has_current = !headers.contains_key(header::IF_NONE_MATCH)
+            || client_has(&headers, &JobView::build(&state.engine, &job).await?)?;
         if has_current {
             job = state
                 .engine
