@@ -157,6 +157,19 @@ pub fn render(
     }
 }
 
+/// Each section's findings, in the template's order.
+async fn findings(
+    data: &dyn ReportData,
+    tenant: &TenantId,
+    template: &ReportTemplate,
+) -> crate::Result<Vec<Vec<Finding>>> {
+    let mut out = Vec::with_capacity(template.sections.len());
+    for section in &template.sections {
+        out.push(data.findings(tenant, section, &template.filter).await?);
+    }
+    Ok(out)
+}
+
 /// The report service: templates, preflight and builds over the host's data.
 #[derive(Debug, Clone)]
 pub struct Reports {
@@ -207,22 +220,6 @@ impl Reports {
             .ok_or(ReportError::TemplateNotFound { id })
     }
 
-    async fn findings(
-        &self,
-        tenant: &TenantId,
-        template: &ReportTemplate,
-    ) -> crate::Result<Vec<Vec<Finding>>> {
-        let mut out = Vec::with_capacity(template.sections.len());
-        for section in &template.sections {
-            out.push(
-                self.data
-                    .findings(tenant, section, &template.filter)
-                    .await?,
-            );
-        }
-        Ok(out)
-    }
-
     /// The sections of `template` that have no findings for `tenant`.
     ///
     /// # Errors
@@ -233,7 +230,7 @@ impl Reports {
         template: &ReportTemplate,
     ) -> Result<Vec<EmptySection>, ReportError> {
         template.validate().map_err(ReportError::Invalid)?;
-        let findings = self.findings(tenant, template).await?;
+        let findings = findings(&*self.data, tenant, template).await?;
         Ok(template
             .sections
             .iter()
@@ -295,15 +292,9 @@ impl Executor for ReportExecutor {
             )));
         }
         ctx.stage("resolving data").await?;
-        let mut findings = Vec::with_capacity(template.sections.len());
-        for section in &template.sections {
-            let rows = self
-                .data
-                .findings(ctx.tenant(), section, &template.filter)
-                .await
-                .map_err(|e| JobError::retry(format!("the data source failed: {e}")))?;
-            findings.push(rows);
-        }
+        let findings = findings(&*self.data, ctx.tenant(), &template)
+            .await
+            .map_err(|e| JobError::retry(format!("the data source failed: {e}")))?;
         ctx.stage("rendering").await?;
         let bytes = tokio::task::spawn_blocking(move || render(&template, &findings, format))
             .await
