@@ -79,3 +79,25 @@ async fn postgres_store_passes_the_template_suite() {
     jobworks::testing::run_template_store_suite(|| schemas.fresh(&url)).await;
     schemas.drop_all(&url).await;
 }
+
+mod foreign {
+    include!("support/foreign.rs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_never_reads_another_tenants_row() {
+    let Some(url) = pg::url() else { return };
+    let schemas = pg::Schemas::default();
+    let store = schemas.fresh(&url).await;
+    let pool = store.pool().clone();
+    foreign::foreign_rows_are_never_read(&store, |id| async move {
+        let done = sqlx::query("UPDATE jobworks_jobs SET status = 'bogus' WHERE id = $1")
+            .bind(uuid::Uuid::from_u128(id.to_u128()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    })
+    .await;
+    schemas.drop_all(&url).await;
+}

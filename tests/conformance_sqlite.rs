@@ -44,3 +44,25 @@ async fn sqlite_store_passes_the_template_suite() {
     let dir = tempfile::tempdir().expect("temp dir");
     jobworks::testing::run_template_store_suite(|| fresh(&dir)).await;
 }
+
+mod foreign {
+    include!("support/foreign.rs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_never_reads_another_tenants_row() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = fresh(&dir).await;
+    let path = store.path().to_owned();
+    foreign::foreign_rows_are_never_read(&store, |id| async move {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE jobworks_jobs SET status = 'bogus' WHERE id = ?1",
+                [id.to_u128().to_be_bytes()],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    })
+    .await;
+}

@@ -167,6 +167,7 @@ pub(crate) async fn download(
     );
     set(header::ACCEPT_RANGES, "bytes");
     set(header::CACHE_CONTROL, "private, no-store");
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     if status == StatusCode::PARTIAL_CONTENT {
         let r = &body.range;
         set(

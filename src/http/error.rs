@@ -162,9 +162,14 @@ impl ApiError {
             StatusCode::NOT_FOUND => ("not_found", "no such route"),
             StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
             StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                ("invalid_request", "expected Content-Type: application/json")
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ),
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                ("range_not_satisfiable", "range not satisfiable")
             }
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request body stalled"),
             StatusCode::UNPROCESSABLE_ENTITY => {
                 return Self::validation(Vec::new());
             }

@@ -82,6 +82,11 @@ impl FromStr for JobId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() == ulid::ULID_LEN {
+            // 26 base-32 digits hold 130 bits; a first digit above 7 does not fit in 128,
+            // and must not be read as some other id.
+            if !s.starts_with(|c: char| ('0'..='7').contains(&c)) {
+                return Err(ParseJobIdError);
+            }
             return Ulid::from_string(s).map(JobId).map_err(|_| ParseJobIdError);
         }
         // Only the hyphenated and the plain 32-digit forms; no braces or URNs.
@@ -238,6 +243,13 @@ mod tests {
         ] {
             assert!(bad.parse::<JobId>().is_err(), "{bad:?}");
         }
+        // Above 128 bits: `8…` would otherwise wrap around to the id `0…`.
+        let id = JobId::new().to_string();
+        for first in ['8', '9', 'A', 'Z', 'z'] {
+            let overflow = format!("{first}{}", &id[1..]);
+            assert!(overflow.parse::<JobId>().is_err(), "{overflow}");
+        }
+        assert!(format!("7{}", &id[1..]).parse::<JobId>().is_ok());
         assert!(
             "{01938f6c-0000-7000-8000-000000000000}"
                 .parse::<JobId>()

@@ -64,16 +64,37 @@ async fn leased(conn: &mut PgConnection, lease: &Lease, now: DateTime<Utc>) -> R
     }
 }
 
+/// Loads the row of job `id` if it belongs to `tenant`, locking it for the transaction
+/// when `for_update`. The tenant is part of the lookup, so another tenant's row is never
+/// read (nor its input decoded), and costs what a missing one does.
 async fn owned(
     conn: &mut PgConnection,
     tenant: &TenantId,
     id: JobId,
     for_update: bool,
 ) -> Result<JobRow> {
-    let row = load(conn, id, for_update).await?;
+    let sql = if for_update {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1 AND tenant = $2 FOR UPDATE"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1 AND tenant = $2"
+        )
+    };
+    let row = sqlx::query(sql)
+        .bind(uuid(id))
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
     match row {
-        Some(row) if row.job.tenant == *tenant => Ok(row),
-        _ => Err(Error::NotFound { id }),
+        Some(row) => decode_job(&row),
+        None => Err(Error::NotFound { id }),
     }
 }
 
@@ -283,15 +304,16 @@ impl JobStore for PostgresStore {
 
     async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        let owner: Option<(String, String)> =
-            sqlx::query_as("SELECT tenant, status FROM jobworks_jobs WHERE id = $1")
+        let owned: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM jobworks_jobs WHERE id = $1 AND tenant = $2")
                 .bind(uuid(id))
+                .bind(tenant.as_str())
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(db)?;
-        let terminal = match owner {
-            Some((owner, st)) if owner == tenant.as_str() => status(BACKEND, &st)?.is_terminal(),
-            _ => return Err(Error::NotFound { id }),
+        let terminal = match owned {
+            Some((st,)) => status(BACKEND, &st)?.is_terminal(),
+            None => return Err(Error::NotFound { id }),
         };
         let rows = sqlx::query(concat!(
             "SELECT ",

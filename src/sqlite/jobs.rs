@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 
 use super::rows::{
     EVENT_COLUMNS, JobRow, complete, decode_event, id_bytes, job_columns, load, load_many,
-    push_event, put_artifact, save, time, u128_from,
+    load_owned, owned_status, push_event, put_artifact, save, time, u128_from,
 };
 use super::{BACKEND, SqliteStore, db};
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
@@ -29,12 +29,6 @@ fn leased(conn: &Connection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow
 }
 
 /// The row of a tenant's job; another tenant's reads as missing.
-fn owned(conn: &Connection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
-    match load(conn, id)? {
-        Some(row) if row.job.tenant == *tenant => Ok(row),
-        _ => Err(Error::NotFound { id }),
-    }
-}
 
 fn existing_by_key(conn: &Connection, job: &Job, key: &str) -> Result<Option<JobRow>> {
     let found = load_many(
@@ -248,7 +242,7 @@ impl JobStore for SqliteStore {
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let tenant = tenant.clone();
-        self.read(move |conn| complete(conn, owned(conn, &tenant, id)?))
+        self.read(move |conn| complete(conn, load_owned(conn, &tenant, id)?))
             .await
     }
 
@@ -294,7 +288,7 @@ impl JobStore for SqliteStore {
     async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            let terminal = owned(conn, &tenant, id)?.job.status.is_terminal();
+            let terminal = owned_status(conn, &tenant, id)?.is_terminal();
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM jobworks_events \
                  WHERE job_id = ?1 AND seq > ?2 AND (?3 OR visibility = 'public') ORDER BY seq LIMIT ?4"
@@ -406,7 +400,7 @@ impl JobStore for SqliteStore {
         let job = self
             .writer
             .write(move |conn| {
-                let mut row = owned(conn, &tenant, id)?;
+                let mut row = load_owned(conn, &tenant, id)?;
                 if let Some(event) = cancel_plan(&mut row.job, now)? {
                     push_event(conn, &mut row, event, now)?;
                     save(conn, &row)?;

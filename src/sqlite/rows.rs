@@ -4,10 +4,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{BACKEND, db};
-use crate::Result;
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, TenantId, Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, NewEvent, TenantId,
+    Visibility,
 };
+use crate::{Error, Result};
 use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
 
 /// The columns of a job row, in the order [`decode_job`] reads them.
@@ -232,6 +233,40 @@ pub(super) fn load(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
         .map_err(db)?;
     let mut rows = stmt.query(params![id_bytes(id)]).map_err(db)?;
     rows.next().map_err(db)?.map(decode_job).transpose()
+}
+
+/// The job row with `id` if it belongs to `tenant`: the tenant is part of the lookup, so
+/// another tenant's row is never read (nor its input decoded), and costs what a missing
+/// one does.
+pub(super) fn load_owned(conn: &Connection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = ?1 AND tenant = ?2"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![id_bytes(id), tenant.as_str()])
+        .map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => decode_job(row),
+        None => Err(Error::NotFound { id }),
+    }
+}
+
+/// The status of job `id` if it belongs to `tenant`, without reading the rest of its row.
+pub(super) fn owned_status(conn: &Connection, tenant: &TenantId, id: JobId) -> Result<JobStatus> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status FROM jobworks_jobs WHERE id = ?1 AND tenant = ?2")
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![id_bytes(id), tenant.as_str()])
+        .map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => status(BACKEND, &row.get::<_, String>(0).map_err(db)?),
+        None => Err(Error::NotFound { id }),
+    }
 }
 
 /// Rows of a query that selects [`job_columns!`].
