@@ -109,11 +109,52 @@ impl fmt::Display for JobError {
 
 impl std::error::Error for JobError {}
 
-/// Engine errors inside an executor (a lost lease, an unreachable store) are transient.
+/// Engine errors inside an executor (`?` on [`JobContext::put_artifact`], say) fail the
+/// attempt. They are retried when another attempt may succeed (a lost lease, an
+/// unreachable or failing store, a shutdown) and fail the job for good when it cannot (an
+/// invalid artifact name, an unknown job type, an unsupported operation, a conflict).
 impl From<crate::Error> for JobError {
     fn from(e: crate::Error) -> Self {
-        JobError::retry(e)
+        use crate::Error as E;
+        match e {
+            E::Invalid { .. }
+            | E::UnknownJobType { .. }
+            | E::Unsupported { .. }
+            | E::AlreadyExists { .. }
+            | E::NotFound { .. }
+            | E::ArtifactNotFound { .. }
+            | E::InvalidTransition { .. } => JobError::fail(e),
+            _ => JobError::retry(e),
+        }
     }
+}
+
+/// A serde message without Rust type names, which mean nothing to whoever submitted the
+/// job: `expected struct Sleep` becomes `expected an object`.
+fn without_type_names(message: &str) -> String {
+    const PHRASES: [(&str, &str); 5] = [
+        ("tuple struct ", "a list"),
+        ("newtype struct ", "a value"),
+        ("unit struct ", "null"),
+        ("struct ", "an object"),
+        ("enum ", "one of its values"),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("expected ") {
+        let after = at + "expected ".len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        if let Some((phrase, plain)) = PHRASES.iter().find(|(p, _)| rest.starts_with(p)) {
+            let name = &rest[phrase.len()..];
+            let is_name = |c: char| c.is_alphanumeric() || "_:<>".contains(c);
+            let end = name.find(|c| !is_name(c)).unwrap_or(name.len());
+            out.push_str(plain);
+            rest = &name[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What an artifact is, for [`JobContext::put_artifact`].
@@ -248,8 +289,9 @@ impl JobContext {
     pub fn input<I: DeserializeOwned>(&self) -> Result<I, JobError> {
         I::deserialize(&self.inner.job.input).map_err(|e| {
             JobError::fail(format!(
-                "the input does not fit {}: {e}",
-                std::any::type_name::<I>()
+                "the input does not fit job type {}: {}",
+                self.inner.job.job_type,
+                without_type_names(&e.to_string())
             ))
         })
     }
@@ -435,5 +477,60 @@ where
         let output = (self.f)(ctx, input).await?;
         serde_json::to_value(output)
             .map_err(|e| JobError::fail(format!("the result does not serialise: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_errors_name_no_rust_types() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Sleep {
+            ms: u64,
+        }
+        let e = serde_json::from_value::<Sleep>(serde_json::json!("soon")).unwrap_err();
+        assert_eq!(
+            without_type_names(&e.to_string()),
+            "invalid type: string \"soon\", expected an object"
+        );
+        let e = serde_json::from_value::<Sleep>(serde_json::json!({"ms": "soon"})).unwrap_err();
+        assert_eq!(
+            without_type_names(&e.to_string()),
+            "invalid type: string \"soon\", expected u64"
+        );
+        assert_eq!(
+            without_type_names("expected enum Mode or expected tuple struct a::B<C>, sadly"),
+            "expected one of its values or expected a list, sadly"
+        );
+    }
+
+    #[test]
+    fn engine_errors_retry_only_when_retrying_can_help() {
+        let id = crate::JobId::new();
+        let permanent = [
+            crate::Error::invalid("artifact name", "must not contain .."),
+            crate::Error::NotFound { id },
+            crate::Error::Unsupported {
+                operation: "streams",
+                backend: "test",
+            },
+        ];
+        for e in permanent {
+            assert!(!JobError::from(e).is_retryable());
+        }
+        let transient = [
+            crate::Error::LeaseLost { id },
+            crate::Error::ShuttingDown,
+            crate::Error::Unavailable {
+                backend: "test",
+                source: "down".into(),
+            },
+        ];
+        for e in transient {
+            assert!(JobError::from(e).is_retryable());
+        }
     }
 }

@@ -208,12 +208,29 @@ async fn attempts_run_out_and_permanent_errors_fail_at_once() {
         (wrong_input.status, wrong_input.attempts),
         (JobStatus::Failed, 1)
     );
-    assert!(
-        wrong_input
-            .error
-            .unwrap()
-            .contains("the input does not fit bool")
+    assert_eq!(
+        wrong_input.error.as_deref(),
+        Some("the input does not fit job type FAIL: invalid type: map, expected a boolean")
     );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_error_that_retrying_cannot_fix_fails_the_job_at_once() {
+    let exec = from_fn(|ctx: JobContext, _: Value| async move {
+        ctx.put_artifact(ArtifactSpec::new("../escape.txt", "text/plain"), "x")
+            .await?;
+        Ok::<_, JobError>(json!("unreachable"))
+    });
+    let builder = Engine::builder().executor_with(
+        "ESCAPE",
+        exec,
+        ExecutorOptions::default().retry(fast_retries().max_attempts(3)),
+    );
+    let (engine, done) = run(builder, "ESCAPE", json!({})).await;
+    assert_eq!((done.status, done.attempts), (JobStatus::Failed, 1));
+    let error = done.error.unwrap();
+    assert!(error.contains("artifact name"), "{error}");
     engine.shutdown().await;
 }
 

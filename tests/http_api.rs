@@ -381,7 +381,7 @@ async fn bad_input_gets_the_envelope() {
         .send(raw("type=ECHO", "application/x-www-form-urlencoded"))
         .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_envelope(&body, 415, "invalid_request");
+    assert_envelope(&body, 415, "unsupported_media_type");
     let (status, _, body) = s.send(raw("[1]", "application/json")).await;
     assert_eq!(
         (status, &body["errors"][0]["loc"]),
@@ -571,6 +571,7 @@ async fn artifacts_download_through_signed_urls() {
     let r = s.client.get(url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(
         r.headers()["content-disposition"],
         "attachment; filename=\"final.txt\""

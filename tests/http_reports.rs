@@ -29,12 +29,9 @@ impl Authenticator for ProjectAuth {
         if path.get("org") != Some(p.tenant.as_str()) {
             return Err(ApiError::permission_denied("another organisation"));
         }
-        let tenant = TenantId::new(format!(
-            "{}:{}",
-            p.tenant,
-            path.get("project").unwrap_or("")
-        ))
-        .map_err(|_| ApiError::invalid_request("bad project"))?;
+        let project = path.get("project").unwrap_or("");
+        let tenant = TenantId::from_parts([p.tenant.as_str(), project])
+            .map_err(|_| ApiError::invalid_request("bad project"))?;
         Ok(Principal { tenant, ..p })
     }
 }

@@ -22,12 +22,14 @@ pub struct Options {
     pub public_url: Option<String>,
     pub rate_limit: Option<NonZeroU32>,
     pub retry_base_ms: u64,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 const USAGE: &str = "flags: --addr HOST:PORT (127.0.0.1:8080)  --store memory|sqlite:PATH|postgres:URL \
-(sqlite:jobworks-data/jobs.db)  --artifacts DIR (jobworks-data/artifacts; in memory with \
---store memory)  --public-url URL (http://ADDR)  --rate-limit N (per second per principal; off)  \
---retry-base-ms N (1000)";
+(sqlite:jobworks-data/jobs.db; a bare postgres://… URL works too)  --artifacts DIR \
+(jobworks-data/artifacts; in memory with --store memory)  --public-url URL (http://ADDR)  \
+--rate-limit N (per second per principal; off)  --retry-base-ms N (1000)  \
+--trusted-proxy IP|CIDR (repeatable: proxies whose X-Forwarded-For names the client)";
 
 impl Options {
     /// Reads the flags, or prints the usage and exits.
@@ -44,6 +46,7 @@ impl Options {
             public_url: None,
             rate_limit: None,
             retry_base_ms: 1000,
+            trusted_proxies: Vec::new(),
         };
         let mut args = args.into_iter().map(Into::into);
         while let Some(flag) = args.next() {
@@ -60,6 +63,13 @@ impl Options {
                 }
                 "--retry-base-ms" => {
                     o.retry_base_ms = value.parse().unwrap_or_else(|_| usage(&flag))
+                }
+                "--trusted-proxy" => {
+                    let net = value
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| value.parse::<std::net::IpAddr>().map(Into::into))
+                        .unwrap_or_else(|_| usage(&flag));
+                    o.trusted_proxies.push(net);
                 }
                 _ => usage(&flag),
             }
@@ -82,7 +92,11 @@ impl Options {
     /// The store the flags name, as a job store and a template store.
     pub async fn stores(&self) -> Stores {
         let fail = |e: jobworks::Error| -> ! {
-            eprintln!("cannot open the store {:?}: {e}", self.store);
+            eprintln!(
+                "cannot open the store {}: {}",
+                redacted(&self.store),
+                causes(&e)
+            );
             std::process::exit(1)
         };
         if self.store == "memory" {
@@ -100,7 +114,7 @@ impl Options {
         if self.store.starts_with("postgres:") || self.store.starts_with("postgresql:") {
             #[cfg(feature = "postgres")]
             {
-                let store = jobworks::PostgresStore::builder(&self.store)
+                let store = jobworks::PostgresStore::builder(postgres_url(&self.store))
                     .migrate_on_connect(true)
                     .connect()
                     .await
@@ -166,6 +180,43 @@ impl Stores {
             templates: store,
         }
     }
+}
+
+/// The URL of a `--store` value: `postgres:postgres://…` (the flag's documented form) or
+/// a bare `postgres://…` URL.
+fn postgres_url(store: &str) -> &str {
+    store
+        .split_once(':')
+        .map(|(_, rest)| rest)
+        .filter(|rest| rest.starts_with("postgres://") || rest.starts_with("postgresql://"))
+        .unwrap_or(store)
+}
+
+/// `store` with the password of a URL in it replaced by `***`.
+fn redacted(store: &str) -> String {
+    let Some((scheme, rest)) = store.split_once("://") else {
+        return store.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => store.to_owned(),
+        },
+        None => store.to_owned(),
+    }
+}
+
+/// An error and every error under it: "postgres is unavailable: connecting to …: …".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn usage(flag: &str) -> ! {
@@ -276,16 +327,49 @@ async fn render(ctx: JobContext, input: Value) -> Result<Value, JobError> {
     Ok(json!({ "bytes": text.len() }))
 }
 
-/// Serves `app` on the flags' address until Ctrl-C, then shuts the engine down.
+/// Serves `app` on the flags' address with the serving limits of the contract (timeouts
+/// for slow clients, connection caps, trusted proxies) until Ctrl-C, then shuts the
+/// engine down.
 pub async fn serve(options: &Options, app: axum::Router, engine: Engine) {
     let listener = tokio::net::TcpListener::bind(&options.addr)
         .await
-        .unwrap_or_else(|e| panic!("cannot listen on {}: {e}", options.addr));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .unwrap_or_else(|e| {
+            eprintln!("cannot listen on {}: {e}", options.addr);
+            std::process::exit(1)
+        });
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    jobworks::http::Server::new()
+        .trusted_proxies(options.trusted_proxies.iter().copied())
+        .serve_with_shutdown(listener, app, shutdown)
         .await
         .expect("server");
     engine.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_forms_of_a_postgres_store_name_the_url() {
+        let url = "postgres://app:pw@db:5432/jobs";
+        assert_eq!(postgres_url(url), url);
+        assert_eq!(postgres_url(&format!("postgres:{url}")), url);
+        assert_eq!(
+            postgres_url("postgresql:postgresql://h/d"),
+            "postgresql://h/d"
+        );
+    }
+
+    #[test]
+    fn passwords_are_never_printed() {
+        assert_eq!(
+            redacted("postgres:postgres://app:s3cret@db:5432/jobs"),
+            "postgres:postgres://app:***@db:5432/jobs"
+        );
+        assert_eq!(redacted("postgres://app@db/jobs"), "postgres://app@db/jobs");
+        assert_eq!(redacted("sqlite:data/jobs.db"), "sqlite:data/jobs.db");
+    }
 }

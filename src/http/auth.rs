@@ -1,22 +1,24 @@
 //! Who is asking: principals, authenticators, and per-principal rate limits.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::{FromRef, FromRequestParts, RawPathParams};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use super::limits::{FailedAuth, KeyedRate};
+use super::serve::ClientAddr;
 use crate::TenantId;
 
 /// What a principal may do.
@@ -126,9 +128,13 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    /// The credentials in `headers`, if any are there and well formed.
+    /// The credentials in `headers`, if one `Authorization` header is there and well
+    /// formed (two are ambiguous, and none is taken).
     pub fn from_headers(headers: &HeaderMap) -> Option<Credentials> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let mut all = headers.get_all(header::AUTHORIZATION).iter();
+        let (value, None) = (all.next()?.to_str().ok()?, all.next()) else {
+            return None;
+        };
         let (scheme, rest) = value.split_once(' ')?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
@@ -239,14 +245,25 @@ impl Authenticator for StaticCredentials {
     }
 }
 
-type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+/// How many failed authentications a client address may make per window by default.
+pub const DEFAULT_AUTH_FAILURES: u32 = 20;
+/// The window of [`DEFAULT_AUTH_FAILURES`].
+pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How requests are authenticated and limited: what the [`Principal`] extractor needs from
 /// the state of the router it is used in (through [`FromRef`]).
+///
+/// A client address that failed to authenticate more than [`DEFAULT_AUTH_FAILURES`] times
+/// within [`AUTH_FAILURE_WINDOW`] (requests that carried an `Authorization` header the
+/// authenticator refused with `401`) gets `429 rate_limited` until the window ends,
+/// without its credentials being checked. The client address is the [`ClientAddr`] that
+/// [`Server`](super::Server) puts on each request, or else axum's
+/// [`ConnectInfo`](axum::extract::ConnectInfo); a request with neither is not counted.
 #[derive(Clone)]
 pub struct Auth {
     authenticator: Arc<dyn Authenticator>,
-    limiter: Option<Arc<Limiter>>,
+    limiter: Option<Arc<KeyedRate>>,
+    failures: Option<Arc<FailedAuth>>,
 }
 
 impl fmt::Debug for Auth {
@@ -254,41 +271,87 @@ impl fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("authenticator", &self.authenticator)
             .field("rate_limited", &self.limiter.is_some())
+            .field("failures_limited", &self.failures.is_some())
             .finish()
     }
 }
 
 impl Auth {
-    /// Authentication by `authenticator`, without rate limits.
+    /// Authentication by `authenticator`, without rate limits, and with the default limit
+    /// of failed authentications per client address.
     pub fn new(authenticator: impl Authenticator) -> Self {
         Auth {
             authenticator: Arc::new(authenticator),
             limiter: None,
+            failures: Some(Arc::new(FailedAuth::new(
+                DEFAULT_AUTH_FAILURES,
+                AUTH_FAILURE_WINDOW,
+            ))),
         }
     }
 
     /// Allows each principal (tenant and subject) `per_second` requests a second, with
     /// bursts of as many; more get `429 rate_limited` with `Retry-After`.
     pub fn rate_limit(mut self, per_second: NonZeroU32) -> Self {
-        self.limiter = Some(Arc::new(RateLimiter::keyed(Quota::per_second(per_second))));
+        self.limiter = Some(Arc::new(KeyedRate::per_second(per_second)));
+        self
+    }
+
+    /// Blocks a client address for the rest of a `window` once it failed to authenticate
+    /// `max` times in it; `None` turns the limit off.
+    pub fn auth_failure_limit(mut self, limit: Option<(NonZeroU32, Duration)>) -> Self {
+        self.failures = limit.map(|(max, window)| Arc::new(FailedAuth::new(max.get(), window)));
         self
     }
 
     /// Authenticates and rate-limits a request.
     ///
     /// # Errors
-    /// What the authenticator answers; `429` over the rate limit.
+    /// What the authenticator answers; `401` for a request with two `Authorization`
+    /// headers; `429` over the rate limit, or from an address that failed too often.
     pub async fn principal(&self, parts: &Parts, path: &PathParams) -> Result<Principal, ApiError> {
-        let principal = self.authenticator.authenticate(parts, path).await?;
+        let client = client_addr(parts);
+        let failures = self.failures.as_deref().zip(client);
+        if let Some(wait) = failures.and_then(|(f, addr)| f.blocked(addr)) {
+            return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64));
+        }
+        let presented = parts.headers.get_all(header::AUTHORIZATION).iter().count();
+        let authenticated = if presented > 1 {
+            Err(ApiError::unauthenticated())
+        } else {
+            self.authenticator.authenticate(parts, path).await
+        };
+        let principal = match authenticated {
+            Ok(principal) => principal,
+            Err(e) => {
+                if let Some((f, addr)) = failures
+                    && presented > 0
+                    && e.status() == StatusCode::UNAUTHORIZED
+                {
+                    f.failed(addr);
+                }
+                return Err(e);
+            }
+        };
         if let Some(limiter) = &self.limiter {
             let key = format!("{}\0{}", principal.tenant, principal.subject);
-            if let Err(not_until) = limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            if let Err(wait) = limiter.check(&key) {
                 return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64));
             }
         }
         Ok(principal)
     }
+}
+
+/// The client address of a request, as [`Auth`] counts it.
+fn client_addr(parts: &Parts) -> Option<IpAddr> {
+    let served = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+    served.or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
 }
 
 /// Authenticates the request with the [`Auth`] of the router's state.
@@ -305,7 +368,8 @@ where
                 .iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
-            Err(_) => Vec::new(),
+            Err(RawPathParamsRejection::MissingPathParams(_)) => Vec::new(),
+            Err(e) => return Err(super::body::undecodable(e)),
         };
         Auth::from_ref(state)
             .principal(parts, &PathParams::new(path))

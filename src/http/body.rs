@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use axum::body::Bytes;
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::{Map, Value};
 
@@ -31,17 +32,31 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
             });
         if json != Some(true) {
-            return Err(ApiError::from_status(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ));
+            return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| ApiError::from_status(rejection.into_response().status()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if stalled(&rejection) {
+                ApiError::from_status(StatusCode::REQUEST_TIMEOUT)
+            } else {
+                ApiError::from_status(rejection.into_response().status())
+            }
+        })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))
     }
+}
+
+/// Whether reading a body failed because it stalled past the server's body read timeout.
+fn stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The route's own path parameter (`{id}`, `{token}`), whatever parameters the prefix it
@@ -55,10 +70,26 @@ impl<S: Send + Sync> FromRequestParts<S> for RouteParam {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::internal())?;
+            .map_err(undecodable)?;
         // Captures come in path order: the prefix's first, the route's own last.
         let last = params.iter().last().map(|(_, v)| RouteParam(v.to_owned()));
         last.ok_or_else(ApiError::internal)
+    }
+}
+
+/// The answer to a path whose parameters do not decode (percent-encoded bytes that are not
+/// UTF-8, such as `%FF`): `400 invalid_id` when it is the `{id}`, `400 invalid_request`
+/// for any other parameter (the artifact token, a prefix's own parameters).
+pub(crate) fn undecodable(rejection: RawPathParamsRejection) -> ApiError {
+    match rejection {
+        // axum names the parameter only in its message: "Invalid UTF-8 in `id`".
+        RawPathParamsRejection::InvalidUtf8InPathParam(e) if e.to_string().ends_with("`id`") => {
+            ApiError::invalid_id_because("the id is not valid percent-encoded UTF-8")
+        }
+        RawPathParamsRejection::InvalidUtf8InPathParam(_) => {
+            ApiError::invalid_request("a path parameter is not valid percent-encoded UTF-8")
+        }
+        _ => ApiError::internal(),
     }
 }
 

@@ -100,6 +100,11 @@ impl ApiError {
         )
     }
 
+    /// `400 invalid_id`, saying why in `detail`.
+    pub fn invalid_id_because(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_id", detail)
+    }
+
     /// `401 authentication_error`.
     pub fn unauthenticated() -> Self {
         Self::new(
@@ -166,9 +171,7 @@ impl ApiError {
                 "unsupported_media_type",
                 "expected Content-Type: application/json",
             ),
-            StatusCode::RANGE_NOT_SATISFIABLE => {
-                ("range_not_satisfiable", "range not satisfiable")
-            }
+            StatusCode::RANGE_NOT_SATISFIABLE => ("range_not_satisfiable", "range not satisfiable"),
             StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request body stalled"),
             StatusCode::UNPROCESSABLE_ENTITY => {
                 return Self::validation(Vec::new());

@@ -27,8 +27,10 @@ mod download;
 mod error;
 mod etag;
 mod jobs;
+mod limits;
 #[cfg(feature = "reports")]
 mod reports;
+mod serve;
 #[cfg(feature = "reports")]
 mod templates;
 mod view;
@@ -41,6 +43,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, OriginalUri, Request};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi as _;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr, ResponseBuilder, ServerBuilder};
@@ -49,9 +52,16 @@ use utoipa_axum::routes;
 
 use crate::Engine;
 
-pub use auth::{Auth, Authenticator, Credentials, PathParams, Principal, Scope, StaticCredentials};
+pub use auth::{
+    AUTH_FAILURE_WINDOW, Auth, Authenticator, Credentials, DEFAULT_AUTH_FAILURES, PathParams,
+    Principal, Scope, StaticCredentials,
+};
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use jobs::MAX_WAIT_SECS;
+pub use serve::{
+    ClientAddr, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_READ_TIMEOUT,
+    Server,
+};
 pub use view::{
     ArtifactView, EventView, EventsView, JobListView, JobView, ProgressView, format_time,
 };
@@ -195,6 +205,8 @@ impl JobsApi {
             )
             .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
             .layer(DefaultBodyLimit::max(self.body_limit))
+            // Answers a declared `Content-Length` over the limit before reading the body.
+            .layer(RequestBodyLimitLayer::new(self.body_limit))
             .layer(middleware::from_fn(envelope))
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(state)

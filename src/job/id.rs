@@ -204,6 +204,47 @@ name_type!(
     }
 );
 
+impl TenantId {
+    /// A tenant of nested scopes: `["acme", "ws1", "proj7"]` is `acme:ws1:proj7`.
+    ///
+    /// Each part must be non-empty and must not contain the separator `:`, so different
+    /// parts never make the same tenant (`a:b` + `c` and `a` + `b:c` would): compose
+    /// tenants from untrusted path parts with this, never with `format!`.
+    ///
+    /// ```
+    /// use jobworks::TenantId;
+    /// let t = TenantId::from_parts(["acme", "main", "demo"])?;
+    /// assert_eq!(t.as_str(), "acme:main:demo");
+    /// assert!(TenantId::from_parts(["acme", "a:b", "c"]).is_err());
+    /// # Ok::<(), jobworks::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an empty part, a part with `:`, or a tenant that
+    /// [`TenantId::new`] refuses.
+    pub fn from_parts<I, S>(parts: I) -> Result<TenantId, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut joined = String::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            let part = part.as_ref();
+            if part.is_empty() || part.contains(':') {
+                return Err(Error::invalid(
+                    "tenant",
+                    format!("part {} must be non-empty and without ':'", i + 1),
+                ));
+            }
+            if i > 0 {
+                joined.push(':');
+            }
+            joined.push_str(part);
+        }
+        TenantId::new(joined)
+    }
+}
+
 name_type!(
     /// The name of a kind of job, such as `REPORT_GENERATION`; executors register for one.
     ///
@@ -255,6 +296,21 @@ mod tests {
                 .parse::<JobId>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn tenants_from_parts_are_injective() {
+        let a = TenantId::from_parts(["org", "a", "b.c"]).unwrap();
+        let b = TenantId::from_parts(["org", "a.b", "c"]).unwrap();
+        assert_ne!(a, b);
+        for bad in [
+            &["org", "a:b", "c"][..],
+            &["org", "a", "b:c"],
+            &["org", "", "c"],
+            &["org", "a b", "c"],
+        ] {
+            assert!(TenantId::from_parts(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -42,6 +42,32 @@ fn db(e: sqlx::Error) -> Error {
     db_error(BACKEND, e)
 }
 
+/// What the store was doing when a failure happened, as the failure's source: the
+/// messages of a failed connect or migration then say where and what.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}")]
+struct Context {
+    doing: String,
+    #[source]
+    source: crate::BoxError,
+}
+
+/// `e`, classified as [`db`] does, with `doing` said in its chain of sources.
+fn in_context(doing: String, e: Error) -> Error {
+    let wrap = |source| Box::new(Context { doing, source });
+    match e {
+        Error::Unavailable { backend, source } => Error::Unavailable {
+            backend,
+            source: wrap(source),
+        },
+        Error::Backend { backend, source } => Error::Backend {
+            backend,
+            source: wrap(source),
+        },
+        other => other,
+    }
+}
+
 /// A job store in a PostgreSQL schema.
 ///
 /// ```no_run
@@ -154,12 +180,28 @@ impl PostgresStoreBuilder {
         let pool_options = PgPoolOptions::new()
             .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(false);
+        // Never the password: host, port, database and user.
+        let target = format!(
+            "connecting to {}:{} (database {:?}, user {:?})",
+            options.get_host(),
+            options.get_port(),
+            options
+                .get_database()
+                .unwrap_or_else(|| options.get_username()),
+            options.get_username()
+        );
+        // One direct connection first: a pool reports any failed connect as a timeout,
+        // where this one says why (refused, unknown host, authentication, no database).
+        let probe = sqlx::ConnectOptions::connect(&options)
+            .await
+            .map_err(|e| in_context(target.clone(), db(e)))?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = pool_options
             .clone()
             .max_connections(self.max_connections + 1)
             .connect_with(options.clone())
             .await
-            .map_err(db)?;
+            .map_err(|e| in_context(target, db(e)))?;
         let finish_pool = if self.durable_finishes {
             pool.clone()
         } else {
@@ -188,7 +230,10 @@ impl PostgresStoreBuilder {
             inner: shared,
         };
         if self.migrate {
-            store.migrate().await?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| in_context(format!("migrating schema {:?}", store.inner.schema), e))?;
         }
         Ok(store)
     }
@@ -337,5 +382,35 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causes(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_says_where_and_why_without_the_password() {
+        // Nothing listens on port 1 of loopback.
+        let e = PostgresStore::builder("postgres://app:s3cret@127.0.0.1:1/jobs")
+            .acquire_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap_err();
+        let text = causes(&e);
+        assert!(text.contains("connecting to 127.0.0.1:1"), "{text}");
+        assert!(text.contains("\"jobs\""), "{text}");
+        assert!(text.contains("refused"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

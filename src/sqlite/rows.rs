@@ -8,8 +8,8 @@ use crate::job::{
     Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, NewEvent, TenantId,
     Visibility,
 };
-use crate::{Error, Result};
 use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
+use crate::{Error, Result};
 
 /// The columns of a job row, in the order [`decode_job`] reads them.
 macro_rules! job_columns {

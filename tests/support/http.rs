@@ -30,7 +30,7 @@ impl Server {
             signer.clone(),
         );
         let app = make(artifacts);
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(jobworks::http::Server::new().serve(listener, app));
         Server {
             base: base.replace("{org}", "acme"),
             client: Client::new(),
