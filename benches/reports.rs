@@ -31,21 +31,21 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("render_pdf");
     let big = template(&["findings"]);
     let rows = vec![support::sample_findings(1000)];
-    let pdf = render(&big, &rows, ReportFormat::Pdf);
+    let pdf = render(&big, &rows, ReportFormat::Pdf).unwrap();
     eprintln!(
         "findings report: {} pages, {} bytes",
         pages(&pdf),
         pdf.len()
     );
     group.bench_function("findings_1000_rows", |b| {
-        b.iter(|| render(&big, &rows, ReportFormat::Pdf))
+        b.iter(|| render(&big, &rows, ReportFormat::Pdf).unwrap())
     });
     let small = template(&["summary", "findings"]);
     let rows = vec![support::sample_findings(8), support::sample_findings(8)];
-    let pdf = render(&small, &rows, ReportFormat::Pdf);
+    let pdf = render(&small, &rows, ReportFormat::Pdf).unwrap();
     eprintln!("small report: {} pages, {} bytes", pages(&pdf), pdf.len());
     group.bench_function("one_page", |b| {
-        b.iter(|| render(&small, &rows, ReportFormat::Pdf))
+        b.iter(|| render(&small, &rows, ReportFormat::Pdf).unwrap())
     });
     group.finish();
 }

@@ -3,7 +3,13 @@
 use async_trait::async_trait;
 use axum::http::request::Parts;
 use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, StaticCredentials};
-use jobworks::report::{Filter, Finding, REPORT_JOB_TYPE, ReportData, Reports, Section};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobworks::report::{
+    Filter, Finding, REPORT_JOB_TYPE, RenderBudget, ReportData, ReportTemplate, Reports, Section,
+    StoredTemplate, TemplateStore,
+};
 use jobworks::{Engine, JobContext, JobError, MemoryStore, TenantId, from_fn};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -59,9 +65,15 @@ impl ReportData for Data {
 }
 
 async fn serve() -> Server {
-    Server::start(PREFIX, |artifacts| {
-        let store = std::sync::Arc::new(MemoryStore::new());
-        let reports = Reports::new(Data, store.clone());
+    serve_with(RenderBudget::default()).await.0
+}
+
+/// The reports API rendering within `budget`, and its store (which keeps the templates).
+async fn serve_with(budget: RenderBudget) -> (Server, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let kept = store.clone();
+    let server = Server::start(PREFIX, move |artifacts| {
+        let reports = Reports::new(Data, store.clone()).budget(budget);
         let engine = Engine::builder()
             .store(store)
             .artifacts(artifacts)
@@ -82,7 +94,8 @@ async fn serve() -> Server {
         let api = JobsApi::new(engine, ProjectAuth(auth)).reports(reports);
         axum::Router::new().nest(PREFIX, api.router())
     })
-    .await
+    .await;
+    (server, kept)
 }
 
 fn preset() -> Value {
@@ -440,4 +453,175 @@ async fn a_build_submitted_by_hand_is_still_checked() {
         done["error"].as_str().unwrap().contains("style.font_size"),
         "{done}"
     );
+}
+
+/// The template that took 34 s and 3.26 GiB to render: one findings table of 300 columns.
+fn hostile_template() -> Value {
+    json!({
+        "title": "Everything",
+        "sections": [{"key": null, "title": "All", "kind": "findings", "columns": vec!["title"; 300]}]
+    })
+}
+
+#[tokio::test]
+async fn a_hostile_template_is_refused_at_once() {
+    let s = serve().await.project("demo");
+    let started = Instant::now();
+    let (status, _, e) = s
+        .send(
+            s.req(Method::POST, "/reports/templates", "acme")
+                .json(&json!({"name": "hostile", "template": hostile_template()})),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_envelope(&e, 422, "validation_error");
+    assert_eq!(
+        e["errors"][0]["loc"],
+        json!(["body", "template", "sections", "0", "columns"])
+    );
+    // Too many sections, and too much text in all.
+    let sections: Vec<Value> = (0..33)
+        .map(|i| json!({"title": format!("S{i}"), "kind": "summary"}))
+        .collect();
+    let many = json!({"title": "t", "sections": sections});
+    let long: Vec<Value> = (0..32)
+        .map(|i| json!({"title": format!("S{i}"), "kind": "summary", "text": "x".repeat(4000)}))
+        .collect();
+    let big = json!({"title": "t", "sections": long});
+    for (template, loc) in [
+        (many, json!(["body", "template", "sections"])),
+        (big, json!(["body", "template"])),
+    ] {
+        let (status, _, e) = s
+            .send(
+                s.req(Method::POST, "/reports/templates", "acme")
+                    .json(&json!({"name": "n", "template": template})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e["errors"][0]["loc"], loc, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_template_stored_before_the_limits_is_refused_at_build() {
+    let (s, store) = serve_with(RenderBudget::default()).await;
+    let s = s.project("demo");
+    let template: ReportTemplate = serde_json::from_value(hostile_template()).unwrap();
+    let tenant = TenantId::from_parts(["acme", "demo"]).unwrap();
+    let stored = store
+        .create_template(StoredTemplate::new(tenant, "old", template))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let body = json!({"template_id": stored.id.to_string()});
+    let (status, _, e) = s
+        .send(s.req(Method::POST, "/reports/build", "acme").json(&body))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(
+        e["errors"][0]["loc"],
+        json!(["body", "template_id", "sections", "0", "columns"])
+    );
+    let (_, _, jobs) = s.send(s.req(Method::GET, "/jobs", "acme")).await;
+    assert_eq!(jobs["jobs"], json!([]), "no build was queued");
+}
+
+#[tokio::test]
+async fn a_build_over_its_budget_fails_for_good_saying_which_limit() {
+    let budget = RenderBudget {
+        max_pages: 1,
+        ..RenderBudget::default()
+    };
+    let s = serve_with(budget).await.0.project("demo");
+    let (status, _, build) = s
+        .send(
+            s.req(Method::POST, "/reports/build", "acme")
+                .json(&json!({"preset": preset()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{build}");
+    let id = build["id"].as_str().unwrap();
+    let mut job = Value::Null;
+    for _ in 0..20 {
+        job = s
+            .send(s.req(Method::GET, &format!("/jobs/{id}?wait=5"), "acme"))
+            .await
+            .2;
+        if job["status"] == "failed" {
+            break;
+        }
+    }
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(
+        (&job["attempts"], &job["max_attempts"]),
+        (&json!(1), &json!(2))
+    );
+    let (_, _, build) = s
+        .send(s.req(Method::GET, &format!("/reports/build/{id}"), "acme"))
+        .await;
+    assert_eq!(
+        build["error_message"],
+        "the report would pass the limit of 1 pages"
+    );
+}
+
+#[tokio::test]
+async fn templates_list_in_pages() {
+    let s = serve().await.project("demo");
+    let mut made = Vec::new();
+    for i in 0..25 {
+        let (status, _, t) = s
+            .send(
+                s.req(Method::POST, "/reports/templates", "acme")
+                    .json(&json!({"name": format!("t{i}"), "preset": preset()})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        made.push(t["id"].as_str().unwrap().to_owned());
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/reports/templates?limit=10".to_owned();
+    loop {
+        let (status, _, page) = s.send(s.req(Method::GET, &path, "acme")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let ids = page["templates"].as_array().unwrap();
+        assert!(ids.len() <= 10);
+        seen.extend(ids.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/reports/templates?limit=10&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+    let (_, _, first) = s
+        .send(s.req(Method::GET, "/reports/templates", "acme"))
+        .await;
+    assert_eq!(
+        first["templates"].as_array().unwrap().len(),
+        20,
+        "20 by default"
+    );
+    for bad in ["nonsense", "ancxOjAxSkQ4WDdaM0s0TTVONlA3UThSOVMwVDFW"] {
+        let (status, _, e) = s
+            .send(s.req(
+                Method::GET,
+                &format!("/reports/templates?cursor={bad}"),
+                "acme",
+            ))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_envelope(&e, 400, "invalid_request");
+    }
+    let (status, _, _) = s
+        .send(s.req(Method::GET, "/reports/templates?limit=101", "acme"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }

@@ -3,10 +3,12 @@
 //! characters replaced visibly, every standard font.
 
 use std::process::Command;
+use std::time::Duration;
 
 use jobworks::report::{
-    Branding, Column, Filter, Preset, ReportFormat, ReportTemplate, Section, SectionKind,
-    StandardFont, Style, render,
+    Branding, BudgetExceeded, Column, Filter, MAX_COLUMNS, MAX_SECTIONS, MAX_TEMPLATE_BYTES,
+    Preset, RenderBudget, ReportFormat, ReportTemplate, Section, SectionKind, StandardFont, Style,
+    render, render_within,
 };
 
 mod support {
@@ -26,6 +28,8 @@ fn pdf_text(pdf: &[u8]) -> Option<Vec<String>> {
         .output()
     {
         Ok(out) => out,
+        // CI installs it: there a missing tool is a failure, never a skip.
+        Err(e) if std::env::var_os("CI").is_some() => panic!("pdftotext is needed in CI: {e}"),
         Err(_) => {
             eprintln!("skipped: pdftotext (poppler-utils) is not installed");
             return None;
@@ -67,7 +71,8 @@ fn a_long_findings_table_pages_with_headers_footers_and_numbers() {
         &t,
         &[rows.clone(), rows.clone(), rows.clone()],
         ReportFormat::Pdf,
-    );
+    )
+    .unwrap();
     // To look at it: JOBWORKS_SAMPLE_PDF=/tmp/sample.pdf, then pdftoppm -png it.
     if let Ok(path) = std::env::var("JOBWORKS_SAMPLE_PDF") {
         std::fs::write(path, &pdf).unwrap();
@@ -115,7 +120,7 @@ fn long_words_wrap_and_foreign_characters_are_replaced() {
     let word = "W".repeat(300);
     rows[0].title = format!("Über naïve café {word}");
     rows[1].title = "Emoji 🙂 and 漢字 and ✓".into();
-    let pdf = render(&t, &[rows], ReportFormat::Pdf);
+    let pdf = render(&t, &[rows], ReportFormat::Pdf).unwrap();
     let Some(pages) = pdf_text(&pdf) else { return };
     let all = pages.concat();
     assert!(all.contains("Über naïve café"));
@@ -128,7 +133,7 @@ fn long_words_wrap_and_foreign_characters_are_replaced() {
 fn every_standard_font_renders() {
     for font in StandardFont::ALL {
         let t = template(&["summary"], font);
-        let pdf = render(&t, &[sample_findings(5)], ReportFormat::Pdf);
+        let pdf = render(&t, &[sample_findings(5)], ReportFormat::Pdf).unwrap();
         let Some(pages) = pdf_text(&pdf) else { return };
         assert_eq!(pages.len(), 1, "{}", font.name());
         if !font.is_symbolic() {
@@ -149,20 +154,139 @@ fn sections_of_templates_and_other_formats() {
         filter: Filter::default(),
     };
     let rows = sample_findings(4);
-    let html = String::from_utf8(render(
-        &t,
-        &[rows.clone(), rows.clone()],
-        ReportFormat::Html,
-    ))
-    .unwrap();
+    let html =
+        String::from_utf8(render(&t, &[rows.clone(), rows.clone()], ReportFormat::Html).unwrap())
+            .unwrap();
     assert!(html.contains("A hand-written &lt;b&gt;summary&lt;/b&gt;."));
     assert!(html.contains("<h2>All findings</h2>"));
-    let csv =
-        String::from_utf8(render(&t, &[rows.clone(), rows.clone()], ReportFormat::Csv)).unwrap();
+    let csv = render(&t, &[rows.clone(), rows.clone()], ReportFormat::Csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.starts_with("\"Severity\",\"Category\",\"Title\",\"Status\",\"Found at\""));
-    let pdf = render(&t, &[rows.clone(), Vec::new()], ReportFormat::Pdf);
+    let pdf = render(&t, &[rows.clone(), Vec::new()], ReportFormat::Pdf).unwrap();
     let Some(pages) = pdf_text(&pdf) else { return };
     assert!(pages[0].contains("No findings match this report."));
     assert!(pages[0].contains("Page 1 of 1"));
+}
+
+/// A template at every limit but one step inside: 32 sections, 12 columns per findings
+/// table, 200-character titles and branding, just under 64 KiB of JSON.
+fn largest_template() -> ReportTemplate {
+    let text = |c: char| c.to_string().repeat(200);
+    let columns: Vec<Column> = [
+        Column::Severity,
+        Column::Category,
+        Column::Title,
+        Column::Prompt,
+        Column::Response,
+        Column::Status,
+    ]
+    .into_iter()
+    .cycle()
+    .take(MAX_COLUMNS)
+    .collect();
+    let sections = (0..MAX_SECTIONS)
+        .map(|i| {
+            let kind = [
+                SectionKind::Summary,
+                SectionKind::Findings,
+                SectionKind::Metrics,
+            ][i % 3];
+            let mut s = Section::new(
+                kind,
+                format!("{i:02} {}", text('S'))
+                    .chars()
+                    .take(200)
+                    .collect::<String>(),
+            );
+            match kind {
+                SectionKind::Findings => s.columns = columns.clone(),
+                SectionKind::Summary => s.text = Some("word ".repeat(900)),
+                SectionKind::Metrics => {}
+            }
+            s
+        })
+        .collect();
+    let t = ReportTemplate {
+        title: text('T'),
+        branding: Branding {
+            header: Some(text('H')),
+            footer: Some(text('F')),
+            title: Some(text('B')),
+        },
+        style: Style {
+            font: StandardFont::Helvetica,
+            font_size: 6.0,
+        },
+        sections,
+        filter: Filter::default(),
+    };
+    t.validate().expect("the template is within the limits");
+    let size = serde_json::to_vec(&t).unwrap().len();
+    assert!(
+        size > MAX_TEMPLATE_BYTES * 7 / 8 && size <= MAX_TEMPLATE_BYTES,
+        "{size}"
+    );
+    t
+}
+
+#[test]
+fn a_template_just_under_the_limits_renders_within_the_budget() {
+    let t = largest_template();
+    let rows: Vec<_> = (0..MAX_SECTIONS).map(|_| sample_findings(40)).collect();
+    let pdf = render_within(&t, &rows, ReportFormat::Pdf, RenderBudget::default())
+        .expect("within the budget");
+    assert!(pdf.len() < RenderBudget::default().max_bytes);
+    let Some(pages) = pdf_text(&pdf) else { return };
+    assert!(
+        pages.len() < RenderBudget::default().max_pages,
+        "{}",
+        pages.len()
+    );
+    assert!(pages[0].contains(&"B".repeat(50)), "the branding title");
+    // One more column, section or character is refused.
+    let mut wider = t.clone();
+    wider.sections[1].columns.push(Column::Title);
+    let mut longer = t.clone();
+    longer
+        .sections
+        .push(Section::new(SectionKind::Metrics, "one more"));
+    let mut wordier = t;
+    wordier.branding.header = Some("H".repeat(201));
+    for bad in [wider, longer, wordier] {
+        assert!(bad.validate().is_err());
+    }
+}
+
+#[test]
+fn a_render_stops_at_the_first_limit_it_passes() {
+    let t = template(&["summary", "findings", "metrics"], StandardFont::Courier);
+    let rows = sample_findings(2_000);
+    let data = [rows.clone(), rows.clone(), rows];
+    let tight = |budget: RenderBudget| render_within(&t, &data, ReportFormat::Pdf, budget);
+    let pages = tight(RenderBudget {
+        max_pages: 5,
+        ..RenderBudget::default()
+    });
+    assert_eq!(pages, Err(BudgetExceeded::Pages(5)));
+    let bytes = tight(RenderBudget {
+        max_bytes: 20_000,
+        ..RenderBudget::default()
+    });
+    assert_eq!(bytes, Err(BudgetExceeded::Bytes(20_000)));
+    let time = tight(RenderBudget {
+        max_time: Duration::ZERO,
+        ..RenderBudget::default()
+    });
+    assert_eq!(time, Err(BudgetExceeded::Time(Duration::ZERO)));
+    let html = render_within(
+        &t,
+        &data,
+        ReportFormat::Html,
+        RenderBudget {
+            max_bytes: 1_000,
+            ..RenderBudget::default()
+        },
+    );
+    assert_eq!(html, Err(BudgetExceeded::Bytes(1_000)));
 }

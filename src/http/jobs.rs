@@ -299,15 +299,32 @@ pub(crate) async fn cancel(
     job_response(&state, StatusCode::ACCEPTED, &job, &HeaderMap::new()).await
 }
 
-const CURSOR_PREFIX: &str = "jw1:";
+/// The tag of job list cursors.
+const JOBS: &str = "jw1:";
 
-fn encode_cursor(id: JobId) -> String {
-    B64.encode(format!("{CURSOR_PREFIX}{id}"))
+/// A page cursor: the last id of a page, tagged with what it pages, so a cursor of one
+/// list is refused by another.
+pub(super) fn encode_cursor(tag: &str, id: JobId) -> String {
+    B64.encode(format!("{tag}{id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Option<JobId> {
+/// The id in a cursor that [`encode_cursor`] made with `tag`.
+pub(super) fn decode_cursor(tag: &str, cursor: &str) -> Option<JobId> {
     let text = String::from_utf8(B64.decode(cursor).ok()?).ok()?;
-    text.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+    text.strip_prefix(tag)?.parse().ok()
+}
+
+/// The `cursor` query parameter, decoded: `Ok(None)` when absent.
+///
+/// # Errors
+/// `400 invalid_request` for a cursor this server did not mint.
+pub(super) fn cursor_param(q: &QueryFields, tag: &str) -> Result<Option<JobId>, ApiError> {
+    match q.string("cursor") {
+        None => Ok(None),
+        Some(c) => decode_cursor(tag, c)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_request("the cursor was not issued by this server")),
+    }
 }
 
 /// The tenant's jobs, newest first.
@@ -343,15 +360,9 @@ pub(crate) async fn list(
             Err(_) => q.error("type", "invalid", "not a job type name"),
         }
     }
-    let cursor = q
-        .string("cursor")
-        .map(|c| decode_cursor(c).ok_or(c.to_owned()));
+    let before = cursor_param(&q, JOBS);
     q.finish()?;
-    if let Some(cursor) = cursor {
-        let before = cursor
-            .map_err(|_| ApiError::invalid_request("the cursor was not issued by this server"))?;
-        params = params.before(Some(before));
-    }
+    params = params.before(before?);
     let page = state.engine.list(&principal.tenant, params).await?;
     let mut jobs = Vec::with_capacity(page.jobs.len());
     for job in &page.jobs {
@@ -359,7 +370,7 @@ pub(crate) async fn list(
     }
     let view = JobListView {
         jobs,
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page.next.map(|id| encode_cursor(JOBS, id)),
     };
     Ok(axum::Json(view).into_response())
 }
@@ -371,8 +382,9 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         let id = JobId::new();
-        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
-        assert_eq!(decode_cursor("abc"), None);
-        assert_eq!(decode_cursor(&B64.encode(id.to_string())), None);
+        assert_eq!(decode_cursor(JOBS, &encode_cursor(JOBS, id)), Some(id));
+        assert_eq!(decode_cursor(JOBS, "abc"), None);
+        assert_eq!(decode_cursor(JOBS, &B64.encode(id.to_string())), None);
+        assert_eq!(decode_cursor("tp1:", &encode_cursor(JOBS, id)), None);
     }
 }

@@ -76,7 +76,10 @@ pub(super) fn problems(prefix: &str, problems: Vec<Problem>) -> Vec<FieldError> 
     problems
         .into_iter()
         .map(|p| {
-            let loc = format!("{prefix}.{}", p.path.join("."));
+            let loc = match p.path.is_empty() {
+                true => prefix.to_owned(),
+                false => format!("{prefix}.{}", p.path.join(".")),
+            };
             FieldError::new(&loc, p.kind, p.message)
         })
         .collect()
@@ -192,7 +195,14 @@ async fn resolve(
     };
     let template = match source {
         Source::Inline(template) => *template,
-        Source::Stored(id) => reports.stored(tenant, id).await?.template,
+        Source::Stored(id) => {
+            let template = reports.stored(tenant, id).await?.template;
+            // Saved templates were checked, but perhaps under older, looser limits.
+            template
+                .validate()
+                .map_err(|p| ApiError::validation(problems("body.template_id", p)))?;
+            template
+        }
     };
     Ok((template, format))
 }

@@ -1,17 +1,21 @@
 //! The stored-template routes of the reports API.
 
-use axum::extract::{OriginalUri, State};
+use std::collections::HashMap;
+
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::body::{Fields, JsonBody, RouteParam};
+use super::body::{Fields, JsonBody, QueryFields, RouteParam};
+use super::jobs::{cursor_param, encode_cursor};
 use super::reports::{Source, reports, source, template_not_found};
 use super::view::format_time;
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
-use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId};
+use crate::JobId;
+use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId, TemplatePage};
 
 /// The body of template create and update: a name and exactly one of `preset` or `template`.
 #[derive(Debug, ToSchema)]
@@ -41,12 +45,17 @@ pub(crate) struct TemplateView {
     updated_at: String,
 }
 
-/// The tenant's templates.
+/// A page of the tenant's templates.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TemplateList {
     /// Newest first.
     templates: Vec<TemplateView>,
+    /// The cursor of the next page, if there is one.
+    next_cursor: Option<String>,
 }
+
+/// The tag of template list cursors.
+const TEMPLATES: &str = "tp1:";
 
 impl From<StoredTemplate> for TemplateView {
     fn from(t: StoredTemplate) -> Self {
@@ -101,20 +110,42 @@ pub(crate) async fn create(
     Ok(response)
 }
 
-/// The tenant's templates.
+/// The tenant's templates, newest first.
 #[utoipa::path(get, path = "/reports/templates", tag = "reports", operation_id = "list_templates",
-    responses((status = 200, description = "Newest first", body = TemplateList)))]
+    params(
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20; templates are up to 64 KiB each)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of templates, newest first", body = TemplateList)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     principal: Principal,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<axum::Json<TemplateList>, ApiError> {
     principal.require(Scope::Read)?;
-    let all = reports(&state)?
+    let mut q = QueryFields::new(query);
+    let limit = q.int("limit", 1..=100, 20) as usize;
+    let before = cursor_param(&q, TEMPLATES);
+    q.finish()?;
+    let before = before?.map(|id| TemplateId::from_u128(id.to_u128()));
+    // One more than asked tells whether there is a next page.
+    let page = TemplatePage::default().limit(limit + 1).before(before);
+    let mut found = reports(&state)?
         .templates()
-        .templates(&principal.tenant)
+        .templates(&principal.tenant, page)
         .await?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next_cursor = match found.last() {
+        Some(last) if more => Some(encode_cursor(
+            TEMPLATES,
+            JobId::from_u128(last.id.to_u128()),
+        )),
+        _ => None,
+    };
     Ok(axum::Json(TemplateList {
-        templates: all.into_iter().map(TemplateView::from).collect(),
+        templates: found.into_iter().map(TemplateView::from).collect(),
+        next_cursor,
     }))
 }
 

@@ -6,7 +6,7 @@ use sqlx::types::Uuid;
 
 use super::rows::get;
 use super::{BACKEND, PostgresStore, db};
-use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
+use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplatePage, TemplateStore};
 use crate::sql::{parse_json, template_json};
 use crate::{Result, TenantId};
 
@@ -68,14 +68,21 @@ impl TemplateStore for PostgresStore {
             .transpose()
     }
 
-    async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
+    async fn templates(
+        &self,
+        tenant: &TenantId,
+        page: TemplatePage,
+    ) -> Result<Vec<StoredTemplate>> {
         let sql = concat!(
             "SELECT ",
             columns!(),
-            " FROM jobworks_templates WHERE tenant = $1 ORDER BY created_at DESC, id DESC"
+            " FROM jobworks_templates WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
+              ORDER BY id DESC LIMIT $3"
         );
         sqlx::query(sql)
             .bind(tenant.as_str())
+            .bind(page.before.map(uuid))
+            .bind(page.size() as i64)
             .fetch_all(self.pool())
             .await
             .map_err(db)?

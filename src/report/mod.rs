@@ -19,11 +19,12 @@
 //!     prompt: "Pretend you are…".into(), response: "Sure…".into(),
 //!     status: FindingStatus::Open, found_at: chrono::Utc::now(),
 //! };
-//! let pdf = render(&template, &[vec![row.clone()], vec![row]], ReportFormat::Pdf);
+//! let pdf = render(&template, &[vec![row.clone()], vec![row]], ReportFormat::Pdf)?;
 //! assert!(pdf.starts_with(b"%PDF-"));
-//! # Ok::<(), serde_json::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod budget;
 mod data;
 mod document;
 mod fonts;
@@ -41,16 +42,18 @@ use serde_json::{Value, json};
 use crate::executor::{ArtifactSpec, Executor, JobContext, JobError};
 use crate::{Engine, Job, JobType, NewJob, TenantId};
 
+pub use budget::{BudgetExceeded, RenderBudget};
 pub use data::{
     Filter, Finding, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, Metrics, ReportData,
     Severity,
 };
 pub use fonts::StandardFont;
 pub use model::{
-    Branding, Column, MAX_FONT_SIZE, MAX_SECTIONS, MAX_SUMMARY_LEN, MAX_TEXT_LEN, MIN_FONT_SIZE,
-    PRESET_KEYS, Preset, Problem, ReportTemplate, Section, SectionKind, Style,
+    Branding, Column, MAX_COLUMNS, MAX_FONT_SIZE, MAX_SECTIONS, MAX_SUMMARY_LEN,
+    MAX_TEMPLATE_BYTES, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem, ReportTemplate,
+    Section, SectionKind, Style,
 };
-pub use templates::{StoredTemplate, TemplateId, TemplateStore};
+pub use templates::{StoredTemplate, TemplateId, TemplatePage, TemplateStore};
 
 /// The job type of report builds.
 pub const REPORT_JOB_TYPE: &str = "REPORT_GENERATION";
@@ -129,15 +132,38 @@ pub enum ReportError {
     Engine(#[from] crate::Error),
 }
 
-/// Renders `template` over each section's findings (`findings[i]` for section `i`).
+/// The job type's attempts: a build whose render cannot succeed (or takes the process
+/// down) is not tried again and again.
+pub const REPORT_MAX_ATTEMPTS: u32 = 2;
+
+/// Renders `template` over each section's findings (`findings[i]` for section `i`) within
+/// the default [`RenderBudget`].
+///
+/// # Errors
+/// The limit of the budget that the report would pass.
 pub fn render(
     template: &ReportTemplate,
     findings: &[Vec<Finding>],
     format: ReportFormat,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, BudgetExceeded> {
+    render_within(template, findings, format, RenderBudget::default())
+}
+
+/// Renders `template` over each section's findings within `budget`: layout stops at the
+/// first page past the limit, and output at the first byte past it.
+///
+/// # Errors
+/// The limit of the budget that the report would pass.
+pub fn render_within(
+    template: &ReportTemplate,
+    findings: &[Vec<Finding>],
+    format: ReportFormat,
+    budget: RenderBudget,
+) -> Result<Vec<u8>, BudgetExceeded> {
+    let mut meter = budget::Meter::start(budget);
     let doc = document::build(template, findings, crate::job::now());
-    match format {
-        ReportFormat::Pdf => pdf::render(&doc, &template.style),
+    let text = match format {
+        ReportFormat::Pdf => return pdf::render(&doc, &template.style, meter),
         ReportFormat::Html => {
             text::html(&doc, template.style.font.name(), template.style.font_size)
         }
@@ -154,7 +180,9 @@ pub fn render(
                 _ => text::csv(&[], &[]),
             }
         }
-    }
+    };
+    meter.bytes(text.len())?;
+    Ok(text)
 }
 
 /// Each section's findings, in the template's order.
@@ -175,6 +203,7 @@ async fn findings(
 pub struct Reports {
     data: Arc<dyn ReportData>,
     templates: Arc<dyn TemplateStore>,
+    budget: RenderBudget,
 }
 
 /// What a build job carries as input.
@@ -190,13 +219,21 @@ impl Reports {
         Reports {
             data: Arc::new(data),
             templates: Arc::new(templates),
+            budget: RenderBudget::default(),
         }
+    }
+
+    /// What one render may produce and take (the default is [`RenderBudget::default`]).
+    pub fn budget(mut self, budget: RenderBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// The executor to register for [`REPORT_JOB_TYPE`].
     pub fn executor(&self) -> ReportExecutor {
         ReportExecutor {
             data: self.data.clone(),
+            budget: self.budget,
         }
     }
 
@@ -244,7 +281,7 @@ impl Reports {
     }
 
     /// Checks `template` as preflight does and, when no section is empty, submits a
-    /// build job.
+    /// build job of [`REPORT_MAX_ATTEMPTS`] attempts.
     ///
     /// # Errors
     /// [`ReportError::EmptySections`] listing the empty sections; [`ReportError::Invalid`];
@@ -264,10 +301,8 @@ impl Reports {
         let input = serde_json::to_value(BuildInput { template, format })
             .map_err(|e| crate::Error::invalid("template", e.to_string()))?;
         let job_type = JobType::new(REPORT_JOB_TYPE)?;
-        Ok(engine
-            .submit(tenant, NewJob::new(job_type, input))
-            .await?
-            .job)
+        let job = NewJob::new(job_type, input).max_attempts(REPORT_MAX_ATTEMPTS);
+        Ok(engine.submit(tenant, job).await?.job)
     }
 }
 
@@ -275,6 +310,7 @@ impl Reports {
 #[derive(Debug, Clone)]
 pub struct ReportExecutor {
     data: Arc<dyn ReportData>,
+    budget: RenderBudget,
 }
 
 #[async_trait]
@@ -296,9 +332,12 @@ impl Executor for ReportExecutor {
             .await
             .map_err(|e| JobError::retry(format!("the data source failed: {e}")))?;
         ctx.stage("rendering").await?;
-        let bytes = tokio::task::spawn_blocking(move || render(&template, &findings, format))
+        let budget = self.budget;
+        let render = move || render_within(&template, &findings, format, budget);
+        let bytes = tokio::task::spawn_blocking(render)
             .await
-            .map_err(|_| JobError::fail("rendering failed"))?;
+            .map_err(|_| JobError::fail("rendering failed"))?
+            .map_err(JobError::fail)?;
         ctx.stage("storing").await?;
         let size = bytes.len();
         let spec = ArtifactSpec::new(format.file_name(), format.content_type()).kind(format.kind());

@@ -14,7 +14,11 @@ pub const MAX_TEXT_LEN: usize = 200;
 /// Longest summary text, in characters.
 pub const MAX_SUMMARY_LEN: usize = 5000;
 /// Most sections in a template.
-pub const MAX_SECTIONS: usize = 50;
+pub const MAX_SECTIONS: usize = 32;
+/// Most columns of a findings table.
+pub const MAX_COLUMNS: usize = 12;
+/// Largest template, as JSON, in bytes.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
 /// The look of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -274,8 +278,17 @@ impl ReportTemplate {
                 let msg = "only a findings section has columns";
                 p.push(&["sections", &i, "columns"], "invalid", msg);
             }
+            p.count(&["sections", &i, "columns"], s.columns.len(), MAX_COLUMNS);
         }
         check_common(&mut p, &self.branding, &self.style, &self.filter);
+        // Only when every part is within its own bound, so this is cheap.
+        if p.0.is_empty() {
+            let size = serde_json::to_vec(self).map_or(usize::MAX, |json| json.len());
+            if size > MAX_TEMPLATE_BYTES {
+                let msg = format!("must be at most {MAX_TEMPLATE_BYTES} bytes as JSON");
+                p.push(&[], "too_long", &msg);
+            }
+        }
         p.finish()
     }
 }

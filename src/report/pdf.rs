@@ -5,6 +5,7 @@
 
 use pdf_writer::{Content, Filter, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
+use super::budget::{BudgetExceeded, Meter};
 use super::document::{Block, Document};
 use super::fonts::FontMetrics;
 use super::model::{MAX_FONT_SIZE, MIN_FONT_SIZE, Style};
@@ -50,6 +51,7 @@ struct Layout {
     bottom: f32,
     y: f32,
     pages: Vec<Vec<Op>>,
+    meter: Meter,
 }
 
 /// Splits `text` into lines no wider than `max` (words wider than a line are broken).
@@ -93,7 +95,7 @@ fn wrap(font: &FontMetrics, size: f32, text: &str, max: f32) -> Vec<String> {
 }
 
 impl Layout {
-    fn new(style: &Style, doc: &Document) -> Layout {
+    fn new(style: &Style, doc: &Document, meter: Meter) -> Layout {
         // Validated templates are in range already; anything else renders at a sane size
         // rather than laying out forever.
         let size = if style.font_size.is_finite() {
@@ -116,6 +118,7 @@ impl Layout {
             bottom: MARGIN + size * 2.0,
             y: top,
             pages: vec![Vec::new()],
+            meter,
         }
     }
 
@@ -127,16 +130,20 @@ impl Layout {
         self.pages.last_mut().expect("there is always a page")
     }
 
-    fn new_page(&mut self) {
+    /// Starts a page, unless that would pass the page budget (or the time is up).
+    fn new_page(&mut self) -> Result<(), BudgetExceeded> {
+        self.meter.pages(self.pages.len() + 1)?;
         self.pages.push(Vec::new());
         self.y = self.top;
+        Ok(())
     }
 
     /// Starts a new page unless `height` fits above the bottom margin.
-    fn room_for(&mut self, height: f32) {
+    fn room_for(&mut self, height: f32) -> Result<(), BudgetExceeded> {
         if self.y - height < self.bottom && self.y < self.top {
-            self.new_page();
+            self.new_page()?;
         }
+        Ok(())
     }
 
     fn text(&mut self, x: f32, baseline: f32, bold: bool, size: f32, text: String) {
@@ -150,20 +157,27 @@ impl Layout {
     }
 
     /// Wrapped text across the full width, breaking pages between lines.
-    fn paragraph(&mut self, text: &str, bold: bool, size: f32, after: f32) {
+    fn paragraph(
+        &mut self,
+        text: &str,
+        bold: bool,
+        size: f32,
+        after: f32,
+    ) -> Result<(), BudgetExceeded> {
         let leading = size * 1.3;
         for line in wrap(self.font(bold), size, text, PAGE_W - 2.0 * MARGIN) {
-            self.room_for(leading);
+            self.room_for(leading)?;
             let baseline = self.y - size;
             self.text(MARGIN, baseline, bold, size, line);
             self.y -= leading;
         }
         self.y -= after;
+        Ok(())
     }
 
-    fn title_block(&mut self, doc: &Document) {
-        self.paragraph(&doc.title, true, self.size * 2.0, self.size * 0.4);
-        self.paragraph(&doc.subtitle, false, self.size * 0.9, self.size * 0.6);
+    fn title_block(&mut self, doc: &Document) -> Result<(), BudgetExceeded> {
+        self.paragraph(&doc.title, true, self.size * 2.0, self.size * 0.4)?;
+        self.paragraph(&doc.subtitle, false, self.size * 0.9, self.size * 0.6)?;
         let y = self.y;
         self.page().push(Op::Rule {
             y,
@@ -171,14 +185,15 @@ impl Layout {
             x2: PAGE_W - MARGIN,
         });
         self.y -= self.size * 1.2;
+        Ok(())
     }
 
-    fn heading(&mut self, text: &str) {
+    fn heading(&mut self, text: &str) -> Result<(), BudgetExceeded> {
         let size = self.size * 1.3;
         // Keep a heading with at least two lines of what follows.
-        self.room_for(size * 1.3 + self.leading * 3.0);
+        self.room_for(size * 1.3 + self.leading * 3.0)?;
         self.y -= self.size * 0.5;
-        self.paragraph(text, true, size, self.size * 0.3);
+        self.paragraph(text, true, size, self.size * 0.3)
     }
 
     /// Column widths: each at least its longest word (up to half the page), the rest
@@ -221,7 +236,7 @@ impl Layout {
         want.iter().map(|w| w * total / want_sum).collect()
     }
 
-    fn table(&mut self, header: &[String], rows: &[Vec<String>]) {
+    fn table(&mut self, header: &[String], rows: &[Vec<String>]) -> Result<(), BudgetExceeded> {
         let widths = self.widths(header, rows);
         let wrap_row = |layout: &Layout, row: &[String], bold: bool| -> Vec<Vec<String>> {
             row.iter()
@@ -232,9 +247,10 @@ impl Layout {
         let head = wrap_row(self, header, true);
         let head_lines = head.iter().map(Vec::len).max().unwrap_or(1);
         let head_height = head_lines as f32 * self.leading + 2.0 * PAD;
-        self.room_for(head_height + self.leading + 2.0 * PAD);
+        self.room_for(head_height + self.leading + 2.0 * PAD)?;
         self.row(&widths, &head, 0, head_lines, true);
         for row in rows {
+            self.meter.time()?;
             let cells = wrap_row(self, row, false);
             let lines = cells.iter().map(Vec::len).max().unwrap_or(1);
             let mut start = 0;
@@ -245,7 +261,7 @@ impl Layout {
                     <= self.top - self.bottom - head_height;
                 // Keep rows whole when a fresh page can hold them; split only taller ones.
                 if fit == 0 || (start == 0 && fit < lines && whole_fits_fresh) {
-                    self.new_page();
+                    self.new_page()?;
                     self.row(&widths, &head, 0, head_lines, true);
                     continue;
                 }
@@ -255,6 +271,7 @@ impl Layout {
             }
         }
         self.y -= self.size;
+        Ok(())
     }
 
     /// Draws lines `start..start + n` of each cell as one row band.
@@ -287,21 +304,37 @@ impl Layout {
     }
 }
 
-/// Renders `doc` in `style` as a PDF file.
-pub(crate) fn render(doc: &Document, style: &Style) -> Vec<u8> {
-    let mut layout = Layout::new(style, doc);
-    layout.title_block(doc);
+/// Renders `doc` in `style` as a PDF file, within the budget `meter` keeps.
+///
+/// # Errors
+/// The limit that the document would pass: pages and time while laying out, bytes and
+/// time while writing.
+pub(crate) fn render(
+    doc: &Document,
+    style: &Style,
+    meter: Meter,
+) -> Result<Vec<u8>, BudgetExceeded> {
+    let mut layout = Layout::new(style, doc, meter);
+    layout.title_block(doc)?;
     for block in &doc.blocks {
         match block {
-            Block::Heading(text) => layout.heading(text),
-            Block::Paragraph(text) => layout.paragraph(text, false, layout.size, layout.size * 0.6),
-            Block::Table { header, rows } => layout.table(header, rows),
+            Block::Heading(text) => layout.heading(text)?,
+            Block::Paragraph(text) => {
+                layout.paragraph(text, false, layout.size, layout.size * 0.6)?;
+            }
+            Block::Table { header, rows } => layout.table(header, rows)?,
         }
     }
-    write(doc, style, &layout)
+    let mut meter = layout.meter.clone();
+    write(doc, style, &layout, &mut meter)
 }
 
-fn write(doc: &Document, style: &Style, layout: &Layout) -> Vec<u8> {
+fn write(
+    doc: &Document,
+    style: &Style,
+    layout: &Layout,
+    meter: &mut Meter,
+) -> Result<Vec<u8>, BudgetExceeded> {
     let mut next = 1;
     let mut id = || {
         next += 1;
@@ -316,6 +349,8 @@ fn write(doc: &Document, style: &Style, layout: &Layout) -> Vec<u8> {
         kids.push(page_id);
         let content = page_content(doc, layout, ops, i + 1, count);
         let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&content, 6);
+        // The stream and the page object around it.
+        meter.bytes(compressed.len() + 200)?;
         pdf.stream(content_id, &compressed)
             .filter(Filter::FlateDecode);
         let mut page = pdf.page(page_id);
@@ -340,7 +375,7 @@ fn write(doc: &Document, style: &Style, layout: &Layout) -> Vec<u8> {
     pdf.document_info(info)
         .title(TextStr(&doc.title))
         .producer(TextStr("jobworks"));
-    pdf.finish()
+    Ok(pdf.finish())
 }
 
 /// One page's content stream: header, body operations, footer with the page number.
@@ -449,7 +484,7 @@ fn page_content(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::StandardFont;
+    use crate::report::{RenderBudget, StandardFont};
 
     #[test]
     fn lines_never_exceed_the_width() {
@@ -484,7 +519,8 @@ mod tests {
                 font: StandardFont::Helvetica,
                 font_size: size,
             };
-            assert!(render(&doc, &style).starts_with(b"%PDF-"), "{size}");
+            let pdf = render(&doc, &style, Meter::start(RenderBudget::default())).unwrap();
+            assert!(pdf.starts_with(b"%PDF-"), "{size}");
         }
     }
 }

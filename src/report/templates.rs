@@ -16,9 +16,10 @@ use crate::{Result, TenantId};
 pub struct TemplateId(Ulid);
 
 impl TemplateId {
-    /// A fresh id.
+    /// A fresh id. Ids minted by one process strictly increase (they come from the
+    /// generator of job ids), so newest-first listings follow creation order.
     pub fn new() -> Self {
-        TemplateId(Ulid::new())
+        TemplateId(Ulid(crate::JobId::new().to_u128()))
     }
 
     /// The id as 128 bits.
@@ -92,6 +93,50 @@ impl StoredTemplate {
     }
 }
 
+/// Which page of a tenant's templates to read: newest first, at most `limit` (1 to 1,000;
+/// 50 by default), older than `before` (the last id of the previous page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TemplatePage {
+    /// Most templates to return.
+    pub limit: usize,
+    /// Only templates with a smaller (older) id.
+    pub before: Option<TemplateId>,
+}
+
+impl Default for TemplatePage {
+    fn default() -> Self {
+        TemplatePage {
+            limit: 50,
+            before: None,
+        }
+    }
+}
+
+impl TemplatePage {
+    /// At most `limit` templates (clamped to 1 to 1,000).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit.clamp(1, 1000);
+        self
+    }
+
+    /// Only templates older than `id`.
+    pub fn before(mut self, id: Option<TemplateId>) -> Self {
+        self.before = id;
+        self
+    }
+
+    /// The limit, clamped.
+    pub(crate) fn size(&self) -> usize {
+        self.limit.clamp(1, 1000)
+    }
+
+    /// The exclusive upper bound of ids, as 128 bits.
+    pub(crate) fn upper(&self) -> u128 {
+        self.before.map_or(u128::MAX, TemplateId::to_u128)
+    }
+}
+
 /// Where report templates are kept. Another tenant's template is `None`, like a missing
 /// one. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL backends.
 #[async_trait]
@@ -102,8 +147,9 @@ pub trait TemplateStore: Send + Sync + fmt::Debug + 'static {
     /// A template of the tenant.
     async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>>;
 
-    /// The tenant's templates, newest first.
-    async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>>;
+    /// A page of the tenant's templates, newest first (by id).
+    async fn templates(&self, tenant: &TenantId, page: TemplatePage)
+    -> Result<Vec<StoredTemplate>>;
 
     /// Replaces a template's name and content; `None` when the tenant has no such template.
     async fn update_template(
@@ -126,8 +172,12 @@ impl<T: TemplateStore + ?Sized> TemplateStore for Arc<T> {
     async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
         (**self).template(tenant, id).await
     }
-    async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
-        (**self).templates(tenant).await
+    async fn templates(
+        &self,
+        tenant: &TenantId,
+        page: TemplatePage,
+    ) -> Result<Vec<StoredTemplate>> {
+        (**self).templates(tenant, page).await
     }
     async fn update_template(
         &self,
@@ -158,15 +208,23 @@ impl TemplateStore for crate::MemoryStore {
             .cloned())
     }
 
-    async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
-        let mut out: Vec<StoredTemplate> = self
-            .templates_mut()
+    async fn templates(
+        &self,
+        tenant: &TenantId,
+        page: TemplatePage,
+    ) -> Result<Vec<StoredTemplate>> {
+        let all = self.templates_mut();
+        let mut ids: Vec<TemplateId> = all
             .values()
-            .filter(|t| &t.tenant == tenant)
-            .cloned()
+            .filter(|t| &t.tenant == tenant && t.id.to_u128() < page.upper())
+            .map(|t| t.id)
             .collect();
-        out.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
-        Ok(out)
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids
+            .into_iter()
+            .take(page.size())
+            .map(|id| all[&id].clone())
+            .collect())
     }
 
     async fn update_template(

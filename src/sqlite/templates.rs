@@ -5,7 +5,7 @@ use rusqlite::{Row, params};
 
 use super::rows::{time, u128_from};
 use super::{BACKEND, SqliteStore, db};
-use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplateStore};
+use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplatePage, TemplateStore};
 use crate::sql::{micros, parse_json, template_json};
 use crate::{Result, TenantId};
 
@@ -80,16 +80,23 @@ impl TemplateStore for SqliteStore {
         self.read(move |conn| select_one(conn, &tenant, id)).await
     }
 
-    async fn templates(&self, tenant: &TenantId) -> Result<Vec<StoredTemplate>> {
+    async fn templates(
+        &self,
+        tenant: &TenantId,
+        page: TemplatePage,
+    ) -> Result<Vec<StoredTemplate>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
-                " FROM jobworks_templates WHERE tenant = ?1 ORDER BY created_at DESC, id DESC"
+                " FROM jobworks_templates WHERE tenant = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-            let mut rows = stmt.query(params![tenant.as_str()]).map_err(db)?;
+            let upper = page.upper().to_be_bytes();
+            let mut rows = stmt
+                .query(params![tenant.as_str(), upper, page.size() as i64])
+                .map_err(db)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(db)? {
                 out.push(decode(row)?);

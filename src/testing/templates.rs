@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::report::{Preset, StoredTemplate, TemplateId, TemplateStore};
+use crate::report::{Preset, StoredTemplate, TemplateId, TemplatePage, TemplateStore};
 
 use super::tenant;
 
@@ -27,6 +27,7 @@ where
 {
     templates_round_trip(&new_store().await).await;
     templates_are_tenant_scoped(&new_store().await).await;
+    templates_page_by_cursor(&new_store().await).await;
 }
 
 /// Create, read, list (newest first), update and delete, each exactly as stored.
@@ -40,7 +41,10 @@ pub async fn templates_round_trip(store: &dyn TemplateStore) {
         store.template(&acme, first.id).await.unwrap(),
         Some(first.clone())
     );
-    let all = store.templates(&acme).await.unwrap();
+    let all = store
+        .templates(&acme, TemplatePage::default())
+        .await
+        .unwrap();
     assert_eq!(all, vec![second.clone(), first.clone()], "newest first");
 
     let changed = sample("Weekly, revised");
@@ -71,7 +75,13 @@ pub async fn templates_round_trip(store: &dyn TemplateStore) {
             .unwrap(),
         None
     );
-    assert_eq!(store.templates(&acme).await.unwrap(), vec![second]);
+    assert_eq!(
+        store
+            .templates(&acme, TemplatePage::default())
+            .await
+            .unwrap(),
+        vec![second]
+    );
 }
 
 /// Another tenant's template reads, updates and deletes like a missing one.
@@ -80,7 +90,13 @@ pub async fn templates_are_tenant_scoped(store: &dyn TemplateStore) {
     let mine = StoredTemplate::new(acme.clone(), "mine", sample("Mine"));
     store.create_template(mine.clone()).await.unwrap();
     assert_eq!(store.template(&globex, mine.id).await.unwrap(), None);
-    assert!(store.templates(&globex).await.unwrap().is_empty());
+    assert!(
+        store
+            .templates(&globex, TemplatePage::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let other = sample("Theirs");
     assert_eq!(
         store
@@ -91,4 +107,32 @@ pub async fn templates_are_tenant_scoped(store: &dyn TemplateStore) {
     );
     assert!(!store.delete_template(&globex, mine.id).await.unwrap());
     assert_eq!(store.template(&acme, mine.id).await.unwrap(), Some(mine));
+}
+
+/// Pages of a tenant's templates, newest first, each older than the last id of the one
+/// before, with no template repeated or skipped.
+pub async fn templates_page_by_cursor(store: &dyn TemplateStore) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let t = StoredTemplate::new(acme.clone(), format!("t{i}"), sample("Paged"));
+        store.create_template(t.clone()).await.unwrap();
+        let theirs = StoredTemplate::new(globex.clone(), "theirs", sample("Theirs"));
+        store.create_template(theirs).await.unwrap();
+        made.push(t.id);
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut page = TemplatePage::default().limit(3);
+    loop {
+        let got = store.templates(&acme, page).await.unwrap();
+        assert!(got.len() <= 3);
+        assert!(got.iter().all(|t| t.tenant == acme));
+        seen.extend(got.iter().map(|t| t.id));
+        match got.last() {
+            Some(last) if got.len() == 3 => page = page.before(Some(last.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, made, "newest first, each once");
 }
