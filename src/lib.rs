@@ -50,7 +50,7 @@
 //!   [`UrlSigner`]).
 #![cfg_attr(
     feature = "http",
-    doc = "- [`http::JobsApi`] serves it all over HTTP: submit, poll with ETags and long polls, timelines, cancel, lists, signed downloads, an OpenAPI document (feature `http`)."
+    doc = "- [`http::JobsApi`] serves it all over HTTP: submit, poll with ETags and long polls, timelines, cancel, lists, signed downloads, an OpenAPI document (feature `http`); [`http::Server`] serves it with timeouts for slow clients and caps on connections."
 )]
 #![cfg_attr(
     feature = "reports",

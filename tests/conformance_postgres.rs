@@ -1,6 +1,7 @@
 //! The PostgreSQL store against the shared conformance suite, the fault test and the
-//! wake-up test, each case in a schema of its own. Skipped (saying so) unless
-//! `JOBWORKS_TEST_POSTGRES_URL` is set; `.ci/run` always sets it.
+//! wake-up test, each case in a schema of its own. Ignored unless
+//! `JOBWORKS_TEST_POSTGRES_URL` is set when they are built; `.ci/run` always sets it, and
+//! in CI a build without it fails.
 
 use std::sync::Arc;
 
@@ -12,16 +13,24 @@ mod pg {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_passes_the_job_store_suite() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     run_job_store_suite(|| schemas.fresh(&url)).await;
     schemas.drop_all(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_survives_the_fault_test() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     // Three engines share this one store here, so give it the connections of three.
     let store = schemas.fresh_with(&url, |b| b.max_connections(30)).await;
@@ -30,8 +39,12 @@ async fn postgres_store_survives_the_fault_test() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_with_asynchronous_finishes_passes_the_suites() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let fresh = || schemas.fresh_with(&url, |b| b.durable_finishes(false));
     run_job_store_suite(fresh).await;
@@ -43,8 +56,12 @@ async fn postgres_store_with_asynchronous_finishes_passes_the_suites() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_loses_no_wake_up() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let latencies = wake_up_test(Arc::new(schemas.fresh(&url).await), 1000).await;
     let p99 = latencies[latencies.len() * 99 / 100];
@@ -56,8 +73,12 @@ async fn postgres_store_loses_no_wake_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_and_sqlite_reach_the_same_schema_version() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let store: PostgresStore = schemas.fresh(&url).await;
     let dir = tempfile::tempdir().unwrap();
@@ -73,8 +94,12 @@ async fn postgres_and_sqlite_reach_the_same_schema_version() {
 
 #[cfg(feature = "reports")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_passes_the_template_suite() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     jobworks::testing::run_template_store_suite(|| schemas.fresh(&url)).await;
     schemas.drop_all(&url).await;
@@ -85,8 +110,12 @@ mod foreign {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_never_reads_another_tenants_row() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let store = schemas.fresh(&url).await;
     let pool = store.pool().clone();
@@ -100,4 +129,13 @@ async fn postgres_store_never_reads_another_tenants_row() {
     })
     .await;
     schemas.drop_all(&url).await;
+}
+
+/// In CI (`CI` set) the PostgreSQL tests must run, never show as ignored.
+#[test]
+fn postgres_tests_are_not_ignored_in_ci() {
+    let built_with_a_server = cfg!(jobworks_postgres_tests);
+    if std::env::var_os("CI").is_some() && !built_with_a_server {
+        panic!("CI must set JOBWORKS_TEST_POSTGRES_URL: the PostgreSQL tests would be ignored");
+    }
 }

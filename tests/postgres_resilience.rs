@@ -1,6 +1,6 @@
 //! PostgreSQL under stress: two engines on separate pools share one queue, and the
-//! server drops every connection of an engine in the middle of a drain. Skipped (saying
-//! so) unless `JOBWORKS_TEST_POSTGRES_URL` is set.
+//! server drops every connection of an engine in the middle of a drain. Ignored unless
+//! `JOBWORKS_TEST_POSTGRES_URL` is set when they are built.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -102,8 +102,12 @@ async fn assert_completed_once(engine: &Engine, tenant: &TenantId, ids: &[jobwor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn two_engines_on_two_pools_share_one_queue() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let first = schemas.fresh(&url).await;
     let schema = first.schema().to_owned();
@@ -133,17 +137,25 @@ async fn two_engines_on_two_pools_share_one_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn killed_connections_lose_no_job_and_complete_none_twice() {
     drain_through_killed_connections(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn killed_connections_with_asynchronous_finishes() {
     drain_through_killed_connections(false).await;
 }
 
 async fn drain_through_killed_connections(durable_finishes: bool) {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let store = schemas
         .fresh_with(&url, |b| b.durable_finishes(durable_finishes))
@@ -200,8 +212,12 @@ async fn drain_through_killed_connections(durable_finishes: bool) {
 /// `BEGIN` leave a pooled connection inside a transaction, where every later write on it
 /// would stay uncommitted and invisible to everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn dropped_calls_leave_no_connection_in_a_transaction() {
-    let Some(url) = pg::url() else { return };
+    let url = pg::url();
     let schemas = pg::Schemas::default();
     let store = schemas.fresh_with(&url, |b| b.max_connections(1)).await;
     let observer = jobworks::PostgresStore::builder(&url)

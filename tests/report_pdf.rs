@@ -290,3 +290,19 @@ fn a_render_stops_at_the_first_limit_it_passes() {
     );
     assert_eq!(html, Err(BudgetExceeded::Bytes(1_000)));
 }
+
+#[test]
+fn an_unchecked_hostile_template_cannot_hold_unbounded_memory() {
+    // 300 columns of one character each: every row runs over pages, each line of each
+    // cell one drawing operation. Laid out in full it held gigabytes; the layout now stops
+    // once it holds four times the output budget (the page limit would come far later).
+    let mut t = template(&["findings"], StandardFont::Helvetica);
+    t.sections[0].columns = vec![Column::Title; 300];
+    assert!(t.validate().is_err(), "saving it is refused anyway");
+    let budget = RenderBudget {
+        max_bytes: 1 << 20,
+        ..RenderBudget::default()
+    };
+    let rendered = render_within(&t, &[sample_findings(50)], ReportFormat::Pdf, budget);
+    assert_eq!(rendered, Err(BudgetExceeded::Bytes(1 << 20)));
+}

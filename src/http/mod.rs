@@ -17,6 +17,11 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
+//! To face the internet, serve it with [`Server`] rather than `axum::serve`: it closes
+//! connections whose headers or bodies stall, caps open connections per client address and
+//! in all, and knows the client address behind trusted proxies ([`ClientAddr`]), by which
+//! [`Auth`] throttles guessed credentials.
+//!
 //! The pieces work on their own too, for a host that serves another shape of API from the
 //! same engine: [`Principal`] is an extractor (given an [`Auth`] in the state), [`JobView`]
 //! is the job as the contract writes it, and [`ApiError`] is the envelope.

@@ -54,7 +54,7 @@ pub struct ClientAddr(pub IpAddr);
 ///
 /// ```no_run
 /// use jobworks::http::{JobsApi, Server, StaticCredentials};
-/// # async fn run(engine: jobworks::Engine) -> std::io::Result<()> {
+/// # async fn _run(engine: jobworks::Engine) -> std::io::Result<()> {
 /// let app = axum::Router::new().nest("/v1", JobsApi::new(engine, StaticCredentials::new()).router());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// Server::new()

@@ -46,6 +46,7 @@ pub(crate) struct Meter {
     budget: RenderBudget,
     deadline: Option<Instant>,
     bytes: usize,
+    held: usize,
 }
 
 impl Meter {
@@ -55,7 +56,22 @@ impl Meter {
             budget,
             deadline: Instant::now().checked_add(budget.max_time),
             bytes: 0,
+            held: 0,
         }
+    }
+
+    /// Counts `n` more bytes of layout held in memory before output is written.
+    pub(crate) fn held(&mut self, n: usize) {
+        self.held = self.held.saturating_add(n);
+    }
+
+    /// `Err` once the layout holds more than four times the output budget: whatever its
+    /// template, a render's memory stays a bounded multiple of its output limit.
+    pub(crate) fn memory(&self) -> Result<(), BudgetExceeded> {
+        if self.held > self.budget.max_bytes.saturating_mul(4) {
+            return Err(BudgetExceeded::Bytes(self.budget.max_bytes));
+        }
+        Ok(())
     }
 
     /// `Err` once `pages` pages would be too many, or the time is up.

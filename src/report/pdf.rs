@@ -133,6 +133,7 @@ impl Layout {
     /// Starts a page, unless that would pass the page budget (or the time is up).
     fn new_page(&mut self) -> Result<(), BudgetExceeded> {
         self.meter.pages(self.pages.len() + 1)?;
+        self.meter.memory()?;
         self.pages.push(Vec::new());
         self.y = self.top;
         Ok(())
@@ -147,6 +148,7 @@ impl Layout {
     }
 
     fn text(&mut self, x: f32, baseline: f32, bold: bool, size: f32, text: String) {
+        self.meter.held(std::mem::size_of::<Op>() + text.len());
         self.page().push(Op::Text {
             x,
             y: baseline,
@@ -251,6 +253,7 @@ impl Layout {
         self.row(&widths, &head, 0, head_lines, true);
         for row in rows {
             self.meter.time()?;
+            self.meter.memory()?;
             let cells = wrap_row(self, row, false);
             let lines = cells.iter().map(Vec::len).max().unwrap_or(1);
             let mut start = 0;

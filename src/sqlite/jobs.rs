@@ -28,8 +28,6 @@ fn leased(conn: &Connection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow
     }
 }
 
-/// The row of a tenant's job; another tenant's reads as missing.
-
 fn existing_by_key(conn: &Connection, job: &Job, key: &str) -> Result<Option<JobRow>> {
     let found = load_many(
         conn,

@@ -1,14 +1,13 @@
 // Shared by the PostgreSQL test files: the server URL and a schema per test case.
 
-/// The test server's URL, or `None` (with a note) when it is not configured.
-pub(super) fn url() -> Option<String> {
-    match std::env::var("JOBWORKS_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests");
-            None
-        }
-    }
+/// The test server's URL. The tests that call this are ignored unless
+/// `JOBWORKS_TEST_POSTGRES_URL` was set when they were built (see `build.rs`), so a run
+/// without a server shows them as ignored, never as passed.
+pub(super) fn url() -> String {
+    std::env::var("JOBWORKS_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .expect("JOBWORKS_TEST_POSTGRES_URL names the PostgreSQL server of these tests")
 }
 
 /// Hands out fresh, migrated schemas and drops them afterwards.
