@@ -253,10 +253,10 @@ pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How requests are authenticated and limited: what the [`Principal`] extractor needs from
 /// the state of the router it is used in (through [`FromRef`]).
 ///
-/// A client address that failed to authenticate more than [`DEFAULT_AUTH_FAILURES`] times
-/// within [`AUTH_FAILURE_WINDOW`] (requests that carried an `Authorization` header the
-/// authenticator refused with `401`) gets `429 rate_limited` until the window ends,
-/// without its credentials being checked. The client address is the [`ClientAddr`] that
+/// Once a client address failed to authenticate [`DEFAULT_AUTH_FAILURES`] times within
+/// [`AUTH_FAILURE_WINDOW`] (requests that carried an `Authorization` header which the
+/// authenticator refused with `401`), its further requests get `429 rate_limited` with
+/// `Retry-After` until the window ends, without their credentials being checked. The client address is the [`ClientAddr`] that
 /// [`Server`](super::Server) puts on each request, or else axum's
 /// [`ConnectInfo`](axum::extract::ConnectInfo); a request with neither is not counted.
 #[derive(Clone)]

@@ -149,6 +149,13 @@ impl JobsApi {
         self
     }
 
+    /// Blocks a client address for the rest of a `window` once it failed to authenticate
+    /// `max` times in it (20 a minute by default); `None` turns the limit off. See [`Auth`].
+    pub fn auth_failure_limit(mut self, limit: Option<(NonZeroU32, std::time::Duration)>) -> Self {
+        self.auth = self.auth.auth_failure_limit(limit);
+        self
+    }
+
     /// The largest request body, in bytes; larger ones get `413 payload_too_large`.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
