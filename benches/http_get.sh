@@ -5,12 +5,17 @@
 #
 #   bash benches/http_get.sh            # 10 s per run
 #   DURATION=30s bash benches/http_get.sh
+#   SERVER=/tmp/server-old bash benches/http_get.sh   # another build, to compare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-18181}
 duration=${DURATION:-10s}
-cargo build --release --quiet --features http --example server
-./target/release/examples/server --store memory --addr "127.0.0.1:$port" >/dev/null &
+binary=${SERVER:-}
+if [ -z "$binary" ]; then
+    cargo build --release --quiet --features http --example server
+    binary=./target/release/examples/server
+fi
+"$binary" --store memory --addr "127.0.0.1:$port" >/dev/null &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 base="http://127.0.0.1:$port/v1"

@@ -294,3 +294,50 @@ async fn guessed_credentials_are_throttled_per_address() {
     let answer = until_closed(&mut other, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.40}");
 }
+
+#[tokio::test]
+async fn busy_and_active_connections_are_not_cut() {
+    let addr = start(quick()).await;
+    let client = reqwest::Client::new();
+    // A job due in the year 2999, long-polled for longer than
+    // the 400 ms read timeout: a request in flight is not idleness.
+    let response = client
+        .post(format!("http://{addr}/v1/jobs"))
+        .bearer_auth("acme")
+        .json(&json!({"type": "ECHO", "run_at": "2999-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    let job: Value = response.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    let started = Instant::now();
+    let (status, _) = get(addr, &format!("/jobs/{id}?wait=1"), Some("acme")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A keep-alive connection that asks every 150 ms outlives the timeout many times.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..8 {
+        stream
+            .write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 64 * 1024];
+        let n = stream.read(&mut head).await.unwrap();
+        assert!(n > 0 && head.starts_with(b"HTTP/1.1 200"), "closed early");
+        // Drain the rest of this answer before the next request.
+        let text = String::from_utf8_lossy(&head[..n]).into_owned();
+        let length: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let body_start = text.find("\r\n\r\n").unwrap() + 4;
+        let mut left = length - (n - body_start);
+        while left > 0 {
+            left -= stream.read(&mut head).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
