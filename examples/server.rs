@@ -30,7 +30,7 @@ async fn main() {
     println!(
         "jobworks serving on {}/v1 (store {})",
         options.public_url(),
-        options.store
+        common::redacted(&options.store)
     );
     println!(
         "job types: ECHO, SLEEP {{\"ms\": n}}, FLAKY {{\"fail_times\": n}} or {{\"permanent\": true}}, RENDER"

@@ -193,7 +193,7 @@ fn postgres_url(store: &str) -> &str {
 }
 
 /// `store` with the password of a URL in it replaced by `***`.
-fn redacted(store: &str) -> String {
+pub fn redacted(store: &str) -> String {
     let Some((scheme, rest)) = store.split_once("://") else {
         return store.to_owned();
     };
@@ -207,13 +207,17 @@ fn redacted(store: &str) -> String {
     }
 }
 
-/// An error and every error under it: "postgres is unavailable: connecting to …: …".
+/// An error and every error under it: "postgres is unavailable: connecting to …: …"
+/// (a cause that its error's message already ends with is not said twice).
 fn causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         cause = c.source();
     }
     text
