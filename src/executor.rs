@@ -375,7 +375,7 @@ impl JobContext {
     ) -> Result<Artifact> {
         let key = self.key(&spec.name)?;
         let stored = self.inner.artifacts.put(&key, data.into()).await?;
-        self.record_artifact(spec, stored).await
+        self.record_artifact(spec, &key, stored).await
     }
 
     /// Stores an artifact from a stream (in parts when large) and records it.
@@ -389,18 +389,49 @@ impl JobContext {
     ) -> Result<Artifact> {
         let key = self.key(&spec.name)?;
         let stored = self.inner.artifacts.put_stream(&key, data).await?;
-        self.record_artifact(spec, stored).await
+        self.record_artifact(spec, &key, stored).await
     }
 
+    /// Where this attempt keeps an artifact's bytes: in its own folder, so that no other
+    /// attempt (a stalled one that lost its lease, say) can ever replace them.
     fn key(&self, name: &str) -> Result<ArtifactKey> {
-        Ok(ArtifactKey::new(
-            self.tenant().clone(),
-            self.id(),
-            ArtifactName::new(name)?,
-        ))
+        let key = ArtifactKey::new(self.tenant().clone(), self.id(), ArtifactName::new(name)?);
+        Ok(key.of_attempt(self.attempt()))
     }
 
-    async fn record_artifact(&self, spec: ArtifactSpec, stored: StoredObject) -> Result<Artifact> {
+    /// Records bytes stored under `key` on the job, under the lease. When the record is
+    /// refused (the lease is lost), the bytes are garbage unless an earlier record of this
+    /// attempt names them: they are deleted (and if that fails, they go with the job when
+    /// it is purged).
+    async fn record_artifact(
+        &self,
+        spec: ArtifactSpec,
+        key: &ArtifactKey,
+        stored: StoredObject,
+    ) -> Result<Artifact> {
+        let refused = match self.try_record(spec, key.attempt, stored).await {
+            Err(e) => e,
+            recorded => return recorded,
+        };
+        let named = match self.inner.store.get(self.tenant(), self.id()).await {
+            Ok(job) => job
+                .artifacts
+                .iter()
+                .any(|a| a.attempt == key.attempt && a.name == key.name.as_str()),
+            Err(_) => true,
+        };
+        if !named && let Err(e) = self.inner.artifacts.delete(key).await {
+            tracing::warn!(error = %e, "could not delete unrecorded artifact bytes");
+        }
+        Err(refused)
+    }
+
+    async fn try_record(
+        &self,
+        spec: ArtifactSpec,
+        attempt: u32,
+        stored: StoredObject,
+    ) -> Result<Artifact> {
         let artifact = Artifact {
             name: spec.name,
             kind: spec.kind,
@@ -410,6 +441,7 @@ impl JobContext {
             checksum: stored.checksum,
             metadata: spec.metadata,
             created_at: crate::job::now(),
+            attempt,
         };
         let mut event = NewEvent::new(EventKind::Artifact, format!("stored {}", artifact.name));
         event.artifacts.push(artifact.name.clone());

@@ -82,7 +82,8 @@ struct Entry {
 impl Entry {
     fn view(&self) -> Job {
         let mut job = self.job.clone();
-        job.latest_event = self.events.last().cloned();
+        let public = |e: &&Event| e.visibility == crate::Visibility::Public;
+        job.latest_event = self.events.iter().rev().find(public).cloned();
         job
     }
 
@@ -345,7 +346,15 @@ impl JobStore for MemoryStore {
         inner.counts[status_index(JobStatus::Queued)] -= claimed;
         inner.counts[status_index(JobStatus::Running)] += claimed;
         let next_run_at = if jobs.len() < params.limit {
-            inner.scheduled.first().map(|&(at, _)| at)
+            let wanted = |id: &JobId| match &params.types {
+                None => true,
+                Some(types) => types.contains(&inner.jobs[id].job.job_type),
+            };
+            inner
+                .scheduled
+                .iter()
+                .find(|(_, id)| wanted(id))
+                .map(|&(at, _)| at)
         } else {
             None
         };

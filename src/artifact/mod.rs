@@ -89,39 +89,58 @@ impl fmt::Debug for ArtifactName {
     }
 }
 
-/// Where an artifact's bytes live: `{tenant}/{job id}/{name}`.
+/// Where an artifact's bytes live: `{tenant}/{job id}/{attempt}/{name}`.
+///
+/// The bytes belong to the attempt that wrote them, so a stalled attempt whose lease was
+/// lost can never replace the live attempt's bytes; its record is refused, and what it
+/// wrote is garbage that goes with the job. Attempt 0 names the job's folder itself
+/// (`{tenant}/{job id}/{name}`: artifacts recorded before keys had attempts, and
+/// [`ObjectInfo::name`] as [`ArtifactStore::list`] gives it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ArtifactKey {
     /// The owning tenant.
     pub tenant: TenantId,
     /// The job.
     pub job_id: JobId,
+    /// The attempt that wrote it (0: none, directly in the job's folder).
+    pub attempt: u32,
     /// The artifact's name within the job.
     pub name: ArtifactName,
 }
 
 impl ArtifactKey {
-    /// The key of `name` of job `job_id` of `tenant`.
+    /// The key of `name` in the folder of job `job_id` of `tenant` (attempt 0).
     pub fn new(tenant: TenantId, job_id: JobId, name: ArtifactName) -> Self {
         ArtifactKey {
             tenant,
             job_id,
+            attempt: 0,
             name,
         }
     }
 
-    /// `{tenant}/{job id}/{name}`.
-    pub fn path(&self) -> String {
-        format!("{}/{}/{}", self.tenant, self.job_id, self.name)
+    /// The same name, in the folder of `attempt`.
+    pub fn of_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
-    /// The inverse of [`path`](Self::path).
-    pub fn parse(path: &str) -> Option<Self> {
-        let mut parts = path.splitn(3, '/');
-        let tenant = TenantId::new(parts.next()?).ok()?;
-        let job_id = parts.next()?.parse().ok()?;
-        let name = ArtifactName::new(parts.next()?).ok()?;
-        Some(ArtifactKey::new(tenant, job_id, name))
+    /// The key of a recorded artifact of job `job_id` of `tenant`: its name, in the
+    /// folder of the attempt that wrote it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the record's name is not a safe name.
+    pub fn of_record(tenant: TenantId, job_id: JobId, artifact: &crate::Artifact) -> Result<Self> {
+        let name = ArtifactName::new(artifact.name.as_str())?;
+        Ok(ArtifactKey::new(tenant, job_id, name).of_attempt(artifact.attempt))
+    }
+
+    /// `{tenant}/{job id}/{attempt}/{name}`, or `{tenant}/{job id}/{name}` for attempt 0.
+    pub fn path(&self) -> String {
+        match self.attempt {
+            0 => format!("{}/{}/{}", self.tenant, self.job_id, self.name),
+            n => format!("{}/{}/{n}/{}", self.tenant, self.job_id, self.name),
+        }
     }
 }
 
@@ -137,7 +156,8 @@ pub struct StoredObject {
 /// An object as the store describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
-    /// The artifact's name within its job.
+    /// Its path within the job's folder: `{attempt}/{name}` (or `{name}` for attempt 0),
+    /// so that `ArtifactKey::new(tenant, job, info.name)` addresses it.
     pub name: ArtifactName,
     /// Its size.
     pub size: u64,
@@ -258,13 +278,22 @@ mod tests {
     }
 
     #[test]
-    fn keys_round_trip() {
+    fn keys_belong_to_their_attempt() {
+        let id = JobId::new();
         let key = ArtifactKey::new(
             TenantId::new("acme:p1").unwrap(),
-            JobId::new(),
+            id,
             ArtifactName::new("out/r.pdf").unwrap(),
         );
-        assert_eq!(ArtifactKey::parse(&key.path()), Some(key.clone()));
+        assert_eq!(key.path(), format!("acme:p1/{id}/out/r.pdf"));
+        assert_eq!(
+            key.clone().of_attempt(3).path(),
+            format!("acme:p1/{id}/3/out/r.pdf")
+        );
+        assert_ne!(
+            key.clone().of_attempt(1).path(),
+            key.clone().of_attempt(2).path()
+        );
         assert_eq!(key.name.file_name(), "r.pdf");
     }
 }

@@ -9,7 +9,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::ArtifactKey;
+use super::{ArtifactKey, ArtifactName};
+use crate::TenantId;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -76,6 +77,9 @@ pub struct VerifiedToken {
 struct Claims {
     /// `{tenant}/{job}/{name}`
     k: String,
+    /// The attempt whose bytes these are (absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    a: u32,
     /// Content type.
     c: String,
     /// Expiry, Unix seconds.
@@ -116,7 +120,8 @@ impl UrlSigner {
         expires_at: DateTime<Utc>,
     ) -> String {
         let claims = Claims {
-            k: key.path(),
+            k: format!("{}/{}/{}", key.tenant, key.job_id, key.name),
+            a: key.attempt,
             c: content_type.to_owned(),
             e: expires_at.timestamp(),
         };
@@ -153,7 +158,9 @@ impl UrlSigner {
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok())
             .ok_or(SignatureError::Invalid)?;
-        let key = ArtifactKey::parse(&claims.k).ok_or(SignatureError::Invalid)?;
+        let key = parse_key(&claims.k)
+            .ok_or(SignatureError::Invalid)?
+            .of_attempt(claims.a);
         let expires_at = Utc
             .timestamp_opt(claims.e, 0)
             .single()
@@ -171,10 +178,23 @@ impl UrlSigner {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The key a token's `{tenant}/{job}/{name}` claim names (in the job's folder).
+fn parse_key(text: &str) -> Option<ArtifactKey> {
+    let mut parts = text.splitn(3, '/');
+    let tenant = TenantId::new(parts.next()?).ok()?;
+    let job_id = parts.next()?.parse().ok()?;
+    let name = ArtifactName::new(parts.next()?).ok()?;
+    Some(ArtifactKey::new(tenant, job_id, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ArtifactName, JobId, TenantId};
+    use crate::JobId;
 
     fn key() -> ArtifactKey {
         ArtifactKey::new(
@@ -198,10 +218,17 @@ mod tests {
         let now = Utc::now();
         let token = signer.token(&key(), "application/pdf", now + chrono::Duration::hours(1));
         assert!(signer.verify(&token, now).is_ok());
+        let attempt = signer.token(
+            &key().of_attempt(2),
+            "application/pdf",
+            now + chrono::Duration::hours(1),
+        );
+        assert_eq!(signer.verify(&attempt, now).unwrap().key.attempt, 2);
         let later = forge(&token, |c| c.e += 3600);
         let elsewhere = forge(&token, |c| c.k = c.k.replace("acme", "globex"));
         let as_html = forge(&token, |c| c.c = "text/html".into());
-        for forged in [later, elsewhere, as_html] {
+        let other_attempt = forge(&token, |c| c.a += 1);
+        for forged in [later, elsewhere, as_html, other_attempt] {
             assert_eq!(signer.verify(&forged, now), Err(SignatureError::Invalid));
         }
         let other_key = UrlSigner::new(b"x".repeat(32), "http://h/v1");

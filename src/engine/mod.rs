@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, DEFAULT_URL_TTL, SignedUrl};
+use crate::artifact::{ArtifactKey, ArtifactStore, DEFAULT_URL_TTL, SignedUrl};
 use crate::executor::Executor;
 use crate::job::{Job, JobId, JobType, NewJob, TenantId};
 use crate::retry::RetryPolicy;
@@ -396,7 +396,7 @@ impl Engine {
                 id,
                 name: name.to_owned(),
             })?;
-        let key = ArtifactKey::new(tenant.clone(), id, ArtifactName::new(name)?);
+        let key = ArtifactKey::of_record(tenant.clone(), id, artifact)?;
         self.inner
             .artifacts
             .signed_url(&key, &artifact.content_type, ttl.unwrap_or(DEFAULT_URL_TTL))

@@ -17,7 +17,7 @@ use crate::report::{
     EmptySection, Preset, Problem, REPORT_JOB_TYPE, ReportError, ReportFormat, ReportTemplate,
     Reports, TemplateId,
 };
-use crate::{ArtifactKey, ArtifactName, DEFAULT_URL_TTL, Job, JobStatus, TenantId};
+use crate::{ArtifactKey, DEFAULT_URL_TTL, Job, JobStatus, TenantId};
 
 /// The body of preflight and build: exactly one of `preset` or `template_id`.
 #[derive(Debug, ToSchema)]
@@ -282,7 +282,7 @@ async fn build_view(state: &ApiState, job: &Job) -> Result<BuildView, ApiError> 
                 .rev()
                 .find(|a| a.role == crate::ArtifactRole::Final);
             if let Some(a) = artifact {
-                let key = ArtifactKey::new(job.tenant.clone(), job.id, ArtifactName::new(&a.name)?);
+                let key = ArtifactKey::of_record(job.tenant.clone(), job.id, a)?;
                 let url = state
                     .engine
                     .artifacts()

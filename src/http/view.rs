@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{ArtifactKey, ArtifactName, DEFAULT_URL_TTL, Engine, Event, Job, Result, Visibility};
+use crate::{ArtifactKey, DEFAULT_URL_TTL, Engine, Event, Job, Result, Visibility};
 
 /// A time as the wire writes it: RFC 3339 in UTC with milliseconds and a `Z`.
 pub fn format_time(t: DateTime<Utc>) -> String {
@@ -123,7 +123,7 @@ impl JobView {
     pub async fn build(engine: &Engine, job: &Job) -> Result<JobView> {
         let mut artifacts = Vec::with_capacity(job.artifacts.len());
         for a in &job.artifacts {
-            let key = ArtifactKey::new(job.tenant.clone(), job.id, ArtifactName::new(&a.name)?);
+            let key = ArtifactKey::of_record(job.tenant.clone(), job.id, a)?;
             let signed = engine
                 .artifacts()
                 .signed_url(&key, &a.content_type, DEFAULT_URL_TTL)

@@ -79,7 +79,7 @@ pub struct Job {
     pub revision: u64,
     /// The artifacts its executors stored, oldest first.
     pub artifacts: Vec<Artifact>,
-    /// The newest timeline event, of any visibility.
+    /// The newest public timeline event (internal ones never leave the engine).
     pub latest_event: Option<Event>,
 }
 
@@ -268,6 +268,10 @@ pub struct Artifact {
     pub metadata: Value,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// The attempt that wrote its bytes, whose folder holds them (0 for records made
+    /// before bytes were kept per attempt).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 #[cfg(test)]

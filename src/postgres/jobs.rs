@@ -374,7 +374,7 @@ impl JobStore for PostgresStore {
             ORDER BY priority DESC, run_at, id"
         ))
         .bind(now)
-        .bind(types)
+        .bind(&types)
         .bind(params.limit as i64)
         .bind(now + ttl)
         .bind(self.channel())
@@ -422,9 +422,11 @@ impl JobStore for PostgresStore {
         }
         let next_run_at = if jobs.len() < params.limit {
             sqlx::query_scalar(
-                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > $1",
+                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > $1 \
+                 AND ($2::text[] IS NULL OR job_type = ANY($2))",
             )
             .bind(now)
+            .bind(&types)
             .fetch_one(&self.pool)
             .await
             .map_err(db)?
@@ -476,12 +478,12 @@ impl JobStore for PostgresStore {
         if let Some(a) = &append.artifact {
             sqlx::query(
                 "INSERT INTO jobworks_artifacts
-                     (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
+                     (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)
                  ON CONFLICT (job_id, name) DO UPDATE SET kind = EXCLUDED.kind, role = EXCLUDED.role,
                      content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
                      checksum = EXCLUDED.checksum, metadata = EXCLUDED.metadata,
-                     created_at = EXCLUDED.created_at",
+                     created_at = EXCLUDED.created_at, attempt = EXCLUDED.attempt",
             )
             .bind(uuid(lease.job_id))
             .bind(&a.name)
@@ -492,6 +494,7 @@ impl JobStore for PostgresStore {
             .bind(&a.checksum)
             .bind(json_text(&a.metadata))
             .bind(a.created_at)
+            .bind(i32::try_from(a.attempt).unwrap_or(i32::MAX))
             .execute(&mut *tx)
             .await
             .map_err(db)?;

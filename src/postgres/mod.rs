@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "templates",
         include_str!("../../migrations/postgres/0002_templates.sql"),
     ),
+    (
+        3,
+        "artifact attempts",
+        include_str!("../../migrations/postgres/0003_artifact_attempts.sql"),
+    ),
 ];
 
 fn db(e: sqlx::Error) -> Error {

@@ -122,6 +122,7 @@ fn decode_artifact(row: &PgRow) -> Result<(JobId, Artifact)> {
         checksum: get(row, 6)?,
         metadata: parse_json(BACKEND, &get::<String>(row, 7)?)?,
         created_at: get(row, 8)?,
+        attempt: u32::try_from(get::<i32>(row, 9)?).unwrap_or(0),
     };
     Ok((JobId::from_u128(get::<Uuid>(row, 0)?.as_u128()), artifact))
 }
@@ -302,9 +303,10 @@ pub(super) async fn complete(conn: &mut PgConnection, rows: Vec<JobRow>) -> Resu
     let latest: HashMap<JobId, Event> = sqlx::query(concat!(
         "SELECT ",
         event_columns!(),
-        " FROM jobworks_events e \
-          JOIN unnest($1::uuid[], $2::bigint[]) AS u(wanted_id, wanted_seq) \
-          ON e.job_id = u.wanted_id AND e.seq = u.wanted_seq"
+        " FROM unnest($1::uuid[], $2::bigint[]) AS u(wanted_id, wanted_seq) \
+          CROSS JOIN LATERAL (SELECT * FROM jobworks_events w \
+            WHERE w.job_id = u.wanted_id AND w.seq <= u.wanted_seq AND w.visibility = 'public' \
+            ORDER BY w.seq DESC LIMIT 1) e"
     ))
     .bind(&ids)
     .bind(&seqs)
@@ -316,8 +318,8 @@ pub(super) async fn complete(conn: &mut PgConnection, rows: Vec<JobRow>) -> Resu
     .collect::<Result<_>>()?;
     let mut artifacts: HashMap<JobId, Vec<Artifact>> = HashMap::new();
     let found = sqlx::query(
-        "SELECT job_id, name, kind, role, content_type, size_bytes, checksum, metadata::text, created_at \
-         FROM jobworks_artifacts WHERE job_id = ANY($1) ORDER BY created_at, name",
+        "SELECT job_id, name, kind, role, content_type, size_bytes, checksum, metadata::text, \
+         created_at, attempt FROM jobworks_artifacts WHERE job_id = ANY($1) ORDER BY created_at, name",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)

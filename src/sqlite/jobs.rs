@@ -119,7 +119,7 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
               AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
               ORDER BY priority DESC, run_at, id LIMIT ?3"
         ),
-        params![micros(now), types, params.limit as i64],
+        params![micros(now), &types, params.limit as i64],
     )?;
     let mut jobs = Vec::with_capacity(rows.len());
     for mut row in rows {
@@ -143,9 +143,10 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     let next_run_at = if jobs.len() < params.limit {
         let next: Option<i64> = conn
             .prepare_cached(
-                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > ?1",
+                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > ?1 \
+                 AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))",
             )
-            .and_then(|mut s| s.query_row(params![micros(now)], |r| r.get(0)))
+            .and_then(|mut s| s.query_row(params![micros(now), types], |r| r.get(0)))
             .map_err(db)?;
         next.map(time).transpose()?
     } else {

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "templates",
         include_str!("../../migrations/sqlite/0002_templates.sql"),
     ),
+    (
+        3,
+        "artifact attempts",
+        include_str!("../../migrations/sqlite/0003_artifact_attempts.sql"),
+    ),
 ];
 
 /// When a commit is durable. See [`SqliteStoreBuilder::synchronous`].

@@ -195,20 +195,32 @@ pub(super) fn decode_event(row: &Row<'_>) -> Result<Event> {
 }
 
 fn decode_artifact(row: &Row<'_>) -> Result<Artifact> {
-    type Raw = (String, String, String, String, i64, String, String, i64);
-    let (name, kind, role, content_type, size, checksum, metadata, created_at): Raw = (|| {
-        Ok((
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-            row.get(6)?,
-            row.get(7)?,
-        ))
-    })()
-    .map_err(db)?;
+    type Raw = (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        String,
+        String,
+        i64,
+        i64,
+    );
+    let (name, kind, role, content_type, size, checksum, metadata, created_at, attempt): Raw =
+        (|| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+                row.get(8)?,
+            ))
+        })()
+        .map_err(db)?;
     Ok(Artifact {
         name,
         kind,
@@ -219,6 +231,7 @@ fn decode_artifact(row: &Row<'_>) -> Result<Artifact> {
         checksum,
         metadata: parse_json(BACKEND, &metadata)?,
         created_at: time(created_at)?,
+        attempt: u32::try_from(attempt).unwrap_or(0),
     })
 }
 
@@ -356,7 +369,8 @@ pub(super) fn complete(conn: &Connection, row: JobRow) -> Result<Job> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, kind, visibility, message, payload, artifacts, created_at \
-             FROM jobworks_events WHERE job_id = ?1 AND seq = ?2",
+             FROM jobworks_events WHERE job_id = ?1 AND seq <= ?2 AND visibility = 'public' \
+             ORDER BY seq DESC LIMIT 1",
         )
         .map_err(db)?;
     job.latest_event = stmt
@@ -366,8 +380,8 @@ pub(super) fn complete(conn: &Connection, row: JobRow) -> Result<Job> {
         .transpose()?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT name, kind, role, content_type, size_bytes, checksum, metadata, created_at \
-             FROM jobworks_artifacts WHERE job_id = ?1 ORDER BY created_at, name",
+            "SELECT name, kind, role, content_type, size_bytes, checksum, metadata, created_at, \
+             attempt FROM jobworks_artifacts WHERE job_id = ?1 ORDER BY created_at, name",
         )
         .map_err(db)?;
     let mut rows = stmt.query(params![id]).map_err(db)?;
@@ -382,8 +396,8 @@ pub(super) fn put_artifact(conn: &Connection, id: JobId, a: &Artifact) -> Result
     let mut stmt = conn
         .prepare_cached(
             "INSERT OR REPLACE INTO jobworks_artifacts \
-             (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, \
+             attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(db)?;
     stmt.execute(params![
@@ -396,6 +410,7 @@ pub(super) fn put_artifact(conn: &Connection, id: JobId, a: &Artifact) -> Result
         a.checksum,
         json_text(&a.metadata),
         micros(a.created_at),
+        i64::from(a.attempt),
     ])
     .map_err(db)?;
     Ok(())

@@ -16,6 +16,7 @@
 
 mod artifacts;
 mod engine;
+mod fencing;
 mod lifecycle;
 mod queries;
 #[cfg(feature = "reports")]
@@ -31,6 +32,7 @@ use crate::{ArtifactStore, ClaimParams, ClaimedJob, Job, JobStore, JobType, NewJ
 
 pub use artifacts::*;
 pub use engine::*;
+pub use fencing::*;
 pub use lifecycle::*;
 pub use queries::*;
 #[cfg(feature = "reports")]
@@ -51,6 +53,7 @@ where
     }
     cases!(
         insert_then_get,
+        latest_event_is_the_newest_public_one,
         every_legal_transition,
         illegal_transitions_are_refused,
         zombie_writes_are_fenced,
@@ -69,6 +72,7 @@ where
         notifications_fire,
     );
     no_double_claim(Arc::new(new_store().await)).await;
+    zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;
 }
 
 /// Runs every artifact-store case, each on a fresh store from `new_store`.

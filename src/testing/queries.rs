@@ -192,6 +192,26 @@ pub async fn claim_filters_by_type(store: &impl JobStore) {
         .expect("claim");
     assert_eq!(rest.jobs.len(), 1);
     assert_eq!(rest.jobs[0].job.id, a.id);
+
+    // The next due time is that of the next job the claim could take.
+    let soon = Utc::now() + chrono::Duration::hours(1);
+    let later = soon + chrono::Duration::hours(1);
+    let mut not_mine = typed_job("acme", "A", json!({}));
+    not_mine.run_at = crate::job::truncate(soon);
+    let mut mine = typed_job("acme", "B", json!({}));
+    mine.run_at = crate::job::truncate(later);
+    insert_one(store, not_mine).await;
+    insert_one(store, mine.clone()).await;
+    let only_b = ClaimParams::default()
+        .limit(10)
+        .types(vec![JobType::new("B").expect("valid")]);
+    let idle = store.claim(only_b).await.expect("claim");
+    assert!(idle.jobs.is_empty());
+    assert_eq!(
+        idle.next_run_at,
+        Some(mine.run_at),
+        "the next B, not the next A"
+    );
 }
 
 /// 8 concurrent claimers over 2,000 jobs: each job is claimed exactly once.
@@ -359,4 +379,26 @@ pub async fn notifications_fire(store: &impl JobStore) {
         .await
         .expect("a retry wakes idle workers")
         .expect("notifier alive");
+}
+
+/// A job's `latest_event` is its newest public event: an internal event after it neither
+/// hides it nor takes its place, in reads of one job and of a list.
+pub async fn latest_event_is_the_newest_public_one(store: &impl JobStore) {
+    let t = tenant("acme");
+    let j = insert_one(store, job("acme", sample_input())).await;
+    let claimed = claim_one(store, LONG).await;
+    let stage = crate::NewEvent::new(EventKind::Stage, "rendering");
+    let public = store
+        .append(&claimed.lease, crate::Append::event(stage))
+        .await
+        .expect("append");
+    let note = crate::NewEvent::new(EventKind::Custom, "cache warmed").internal();
+    store
+        .append(&claimed.lease, crate::Append::event(note))
+        .await
+        .expect("append");
+    let got = store.get(&t, j.id).await.expect("get");
+    assert_eq!(got.latest_event, Some(public.clone()), "get");
+    let listed = store.list(&t, ListParams::default()).await.expect("list");
+    assert_eq!(listed.jobs[0].latest_event, Some(public), "list");
 }
