@@ -1,5 +1,6 @@
 //! [`ObjectStoreArtifacts`]: the [`ArtifactStore`] over any `object_store` backend.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub struct ObjectStoreArtifacts {
     store: Arc<dyn ObjectStore>,
     signer: UrlSigner,
     presigner: Option<Arc<dyn Presigner>>,
+    minted: Arc<Minted>,
 }
 
 fn backend(e: object_store::Error) -> Error {
@@ -86,19 +88,79 @@ fn map_err(key: &ArtifactKey) -> impl Fn(object_store::Error) -> Error + '_ {
     }
 }
 
-/// `now + ttl`, rounded up to a twelfth of `ttl` (5 minutes for an hour): a URL lives at
-/// least `ttl`, and URLs minted for the same artifact a moment apart are equal, so a job's
-/// view (and its ETag) stays the same between polls.
-fn rounded_expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
+/// When a URL minted at `now` for `ttl` stops working: the start of `now`'s window (a
+/// twelfth of `ttl`, so 5 minutes for an hour) plus `ttl`, in whole seconds. Never later
+/// than `now + ttl`, at least `ttl - ttl / 12` away, and the same for every URL minted
+/// in one window, so a job's view (and its ETag) stays the same between polls. TTLs under
+/// 12 s have no window.
+fn window_expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
     let too_long = || Error::invalid("ttl", "too long");
-    let exact = now + chrono::Duration::from_std(ttl).map_err(|_| too_long())?;
-    let step = i64::try_from(ttl.as_secs() / 12).map_err(|_| too_long())?;
-    if step == 0 {
-        return Ok(exact);
+    let ttl = i64::try_from(ttl.as_secs()).map_err(|_| too_long())?;
+    let step = ttl / 12;
+    let now = now.timestamp();
+    let start = if step > 0 {
+        now - now.rem_euclid(step)
+    } else {
+        now
+    };
+    let at = start.checked_add(ttl).ok_or_else(too_long)?;
+    DateTime::from_timestamp(at, 0).ok_or_else(too_long)
+}
+
+/// The expiry a presigned URL states for itself: S3's `X-Amz-Date` + `X-Amz-Expires`,
+/// GCS's `X-Goog-Date` + `X-Goog-Expires`, or Azure's `se`.
+fn stated_expiry(url: &str) -> Option<DateTime<Utc>> {
+    let query = url.split_once('?')?.1;
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    };
+    let signed_at = |v: &str| {
+        chrono::NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc())
+    };
+    for (date, expires) in [
+        ("X-Amz-Date", "X-Amz-Expires"),
+        ("X-Goog-Date", "X-Goog-Expires"),
+    ] {
+        if let (Some(d), Some(e)) = (param(date), param(expires)) {
+            let seconds: i64 = e.parse().ok()?;
+            return signed_at(d)?.checked_add_signed(chrono::Duration::seconds(seconds));
+        }
     }
-    let secs = exact.timestamp() + i64::from(exact.timestamp_subsec_nanos() > 0);
-    let rounded = (secs + step - 1) / step * step;
-    DateTime::from_timestamp(rounded, 0).ok_or_else(too_long)
+    let se = param("se")?.replace("%3A", ":").replace("%3a", ":");
+    DateTime::parse_from_rfc3339(&se)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Presigned URLs already minted, per object and expiry: a presigner signs with the
+/// current time, so each URL is minted once per window and handed out again.
+#[derive(Debug, Default)]
+struct Minted(std::sync::Mutex<HashMap<(String, DateTime<Utc>), SignedUrl>>);
+
+/// Most presigned URLs remembered; past that, the expired ones are dropped.
+const MAX_MINTED: usize = 4096;
+
+impl Minted {
+    fn get(&self, path: &str, window: DateTime<Utc>) -> Option<SignedUrl> {
+        let minted = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        minted.get(&(path.to_owned(), window)).cloned()
+    }
+
+    fn put(&self, path: String, window: DateTime<Utc>, url: SignedUrl, now: DateTime<Utc>) {
+        let mut minted = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if minted.len() >= MAX_MINTED {
+            minted.retain(|(_, w), _| *w > now);
+            if minted.len() >= MAX_MINTED {
+                minted.clear();
+            }
+        }
+        minted.insert((path, window), url);
+    }
 }
 
 fn checksum(hasher: Sha256) -> String {
@@ -118,6 +180,7 @@ impl ObjectStoreArtifacts {
             store,
             signer,
             presigner: None,
+            minted: Arc::default(),
         }
     }
 
@@ -321,12 +384,30 @@ impl ArtifactStore for ObjectStoreArtifacts {
         content_type: &str,
         ttl: Duration,
     ) -> Result<SignedUrl> {
-        let expires_at = rounded_expiry(Utc::now(), ttl)?;
-        let url = match &self.presigner {
-            Some(p) => p.presign_get(&Self::location(key)?, ttl).await?,
-            None => self.signer.sign(key, content_type, expires_at),
+        let now = Utc::now();
+        let expires_at = window_expiry(now, ttl)?;
+        let Some(presigner) = &self.presigner else {
+            let url = self.signer.sign(key, content_type, expires_at);
+            return Ok(SignedUrl { url, expires_at });
         };
-        Ok(SignedUrl { url, expires_at })
+        let path = key.path();
+        if let Some(minted) = self.minted.get(&path, expires_at) {
+            return Ok(minted);
+        }
+        // Ask for a second less than is left, so that the presigner's own clock, read a
+        // moment later, cannot carry the URL past `expires_at`; report what the URL itself
+        // states where it says so.
+        let left = (expires_at - now).num_seconds().saturating_sub(1).max(1);
+        let url = presigner
+            .presign_get(&Self::location(key)?, Duration::from_secs(left as u64))
+            .await?;
+        let stated = stated_expiry(&url).filter(|at| *at <= expires_at);
+        let signed = SignedUrl {
+            url,
+            expires_at: stated.unwrap_or(expires_at),
+        };
+        self.minted.put(path, expires_at, signed.clone(), now);
+        Ok(signed)
     }
 
     fn verify_token(&self, token: &str) -> std::result::Result<VerifiedToken, SignatureError> {
@@ -342,14 +423,97 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiries_round_up_to_a_twelfth_of_the_ttl() {
+    fn expiries_are_windowed_and_never_past_the_ttl() {
         let hour = Duration::from_secs(3600);
         let now = DateTime::from_timestamp(1_000_000_123, 5).unwrap();
-        let at = rounded_expiry(now, hour).unwrap();
+        let at = window_expiry(now, hour).unwrap();
         assert_eq!(at.timestamp() % 300, 0);
-        assert!(at >= now + chrono::Duration::hours(1));
-        assert!(at < now + chrono::Duration::seconds(3600 + 301));
-        let later = now + chrono::Duration::seconds(30);
-        assert!(rounded_expiry(later, hour).unwrap() - at <= chrono::Duration::seconds(300));
+        assert!(at <= now + chrono::Duration::hours(1));
+        assert!(at > now + chrono::Duration::minutes(55));
+        // Everything in one window gets the same expiry; the next window the next one.
+        let start = DateTime::from_timestamp(at.timestamp() - 3600, 0).unwrap();
+        for offset in [0, 1, 150, 299] {
+            let t = start + chrono::Duration::seconds(offset);
+            assert_eq!(window_expiry(t, hour).unwrap(), at, "{offset}");
+        }
+        let next = start + chrono::Duration::seconds(300);
+        assert_eq!(
+            window_expiry(next, hour).unwrap(),
+            at + chrono::Duration::minutes(5)
+        );
+        // No window below 12 s: exactly the TTL, in whole seconds.
+        let short = window_expiry(now, Duration::from_secs(5)).unwrap();
+        assert_eq!(short.timestamp(), now.timestamp() + 5);
+    }
+
+    #[test]
+    fn presigned_urls_state_their_expiry() {
+        let s3 = "https://b.s3/k?X-Amz-Algorithm=AWS4&X-Amz-Date=20261201T101500Z&X-Amz-Expires=3599&X-Amz-Signature=ab";
+        let at = stated_expiry(s3).unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-12-01T11:14:59+00:00");
+        let gcs = "https://g/k?X-Goog-Date=20261201T101500Z&X-Goog-Expires=60";
+        assert_eq!(
+            stated_expiry(gcs).unwrap().to_rfc3339(),
+            "2026-12-01T10:16:00+00:00"
+        );
+        let azure = "https://a/k?sv=2021&se=2026-12-01T11%3A00%3A00Z&sig=x";
+        assert_eq!(
+            stated_expiry(azure).unwrap().to_rfc3339(),
+            "2026-12-01T11:00:00+00:00"
+        );
+        assert_eq!(stated_expiry("https://x/k"), None);
+    }
+
+    /// Signs like S3: with the current time and the expiry asked for.
+    #[derive(Debug, Default)]
+    struct ClockSigner(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Presigner for ClockSigner {
+        async fn presign_get(&self, path: &Path, ttl: Duration) -> Result<String> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let date = Utc::now().format("%Y%m%dT%H%M%SZ");
+            let secs = ttl.as_secs();
+            Ok(format!(
+                "https://s3/{path}?X-Amz-Date={date}&X-Amz-Expires={secs}&n={n}"
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_presigned_url_is_minted_once_per_window_and_dies_when_it_says() {
+        let signer = Arc::new(ClockSigner::default());
+        let artifacts = ObjectStoreArtifacts::in_memory("http://h").with_presigner(signer.clone());
+        let key = ArtifactKey::new(
+            TenantId::new("acme").unwrap(),
+            JobId::new(),
+            ArtifactName::new("r.pdf").unwrap(),
+        )
+        .of_attempt(1);
+        let hour = Duration::from_secs(3600);
+        let before = Utc::now();
+        let first = artifacts
+            .signed_url(&key, "application/pdf", hour)
+            .await
+            .unwrap();
+        let second = artifacts
+            .signed_url(&key, "application/pdf", hour)
+            .await
+            .unwrap();
+        assert_eq!(
+            first, second,
+            "one URL per window, so polls keep their ETag"
+        );
+        assert_eq!(signer.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(stated_expiry(&first.url), Some(first.expires_at));
+        assert!(
+            first.expires_at <= before + chrono::Duration::hours(1) + chrono::Duration::seconds(1)
+        );
+        assert!(first.expires_at > before + chrono::Duration::minutes(54));
+        let other = artifacts
+            .signed_url(&key.clone().of_attempt(2), "application/pdf", hour)
+            .await
+            .unwrap();
+        assert_ne!(other.url, first.url, "another object, another URL");
     }
 }
