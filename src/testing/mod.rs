@@ -19,6 +19,7 @@ mod engine;
 mod fencing;
 mod lifecycle;
 mod queries;
+mod records;
 #[cfg(feature = "reports")]
 mod templates;
 
@@ -35,6 +36,7 @@ pub use engine::*;
 pub use fencing::*;
 pub use lifecycle::*;
 pub use queries::*;
+pub use records::*;
 #[cfg(feature = "reports")]
 pub use templates::*;
 
@@ -70,6 +72,9 @@ where
         list_pages_are_stable,
         stats_count_by_status,
         notifications_fire,
+        progress_and_artifacts_are_recorded,
+        internal_events_stay_out_of_public_reads,
+        every_change_notifies,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;
