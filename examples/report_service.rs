@@ -133,7 +133,7 @@ async fn main() {
     let stores = options.stores().await;
     // Signed URLs point at one fixed route, outside the parameterised prefix.
     let artifacts = options.artifacts("/api/v1/files");
-    let reports = Reports::new(DemoFindings::new(), stores.templates);
+    let reports = Reports::new(DemoFindings::new(), stores.documents);
     let engine = common::demo_engine(&options, stores.jobs, artifacts)
         .executor(REPORT_JOB_TYPE, reports.executor())
         .build()

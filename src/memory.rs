@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
 use crate::store::{
-    Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, FinishPlan, Inserted,
-    JobPage, JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats,
-    ReapParams, ReapReport, apply_plan, cancel_plan, plan_finish, plan_reap, start_attempt,
+    Append, ClaimParams, Claimed, ClaimedJob, DocumentId, DocumentPage, DocumentStore, EventPage,
+    EventParams, Finish, FinishPlan, Inserted, JobPage, JobStore, Lease, LeaseStatus, ListParams,
+    Notifier, PurgeParams, QueueStats, ReapParams, ReapReport, StoredDocument, apply_plan,
+    cancel_plan, plan_finish, plan_reap, start_attempt,
 };
 use crate::{Error, Result};
 
@@ -30,8 +32,7 @@ use crate::{Error, Result};
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     notifier: Notifier,
-    #[cfg(feature = "reports")]
-    templates: Mutex<HashMap<crate::report::TemplateId, crate::report::StoredTemplate>>,
+    documents: Mutex<HashMap<DocumentId, StoredDocument>>,
 }
 
 impl MemoryStore {
@@ -46,11 +47,8 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    #[cfg(feature = "reports")]
-    pub(crate) fn templates_mut(
-        &self,
-    ) -> MutexGuard<'_, HashMap<crate::report::TemplateId, crate::report::StoredTemplate>> {
-        self.templates.lock().unwrap_or_else(|e| e.into_inner())
+    fn documents_mut(&self) -> MutexGuard<'_, HashMap<DocumentId, StoredDocument>> {
+        self.documents.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -502,5 +500,63 @@ impl JobStore for MemoryStore {
             failed,
             cancelled,
         })
+    }
+}
+
+#[async_trait]
+impl DocumentStore for MemoryStore {
+    async fn create_document(&self, document: StoredDocument) -> Result<StoredDocument> {
+        self.documents_mut().insert(document.id, document.clone());
+        Ok(document)
+    }
+
+    async fn document(&self, tenant: &TenantId, id: DocumentId) -> Result<Option<StoredDocument>> {
+        let all = self.documents_mut();
+        Ok(all.get(&id).filter(|d| &d.tenant == tenant).cloned())
+    }
+
+    async fn documents(
+        &self,
+        tenant: &TenantId,
+        page: DocumentPage,
+    ) -> Result<Vec<StoredDocument>> {
+        let all = self.documents_mut();
+        let mut ids: Vec<DocumentId> = all
+            .values()
+            .filter(|d| &d.tenant == tenant && d.id.to_u128() < page.upper())
+            .map(|d| d.id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids
+            .into_iter()
+            .take(page.size())
+            .map(|id| all[&id].clone())
+            .collect())
+    }
+
+    async fn update_document(
+        &self,
+        tenant: &TenantId,
+        id: DocumentId,
+        name: &str,
+        body: &Value,
+    ) -> Result<Option<StoredDocument>> {
+        let mut all = self.documents_mut();
+        let Some(stored) = all.get_mut(&id).filter(|d| &d.tenant == tenant) else {
+            return Ok(None);
+        };
+        stored.name = name.to_owned();
+        stored.body = body.clone();
+        stored.updated_at = crate::job::now();
+        Ok(Some(stored.clone()))
+    }
+
+    async fn delete_document(&self, tenant: &TenantId, id: DocumentId) -> Result<bool> {
+        let mut all = self.documents_mut();
+        if all.get(&id).is_some_and(|d| &d.tenant == tenant) {
+            all.remove(&id);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }

@@ -77,9 +77,3 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Error> {
     serde_json::from_str(s).map_err(|e| corrupt(backend, format!("bad JSON in a column: {e}")))
 }
-
-/// A report template as the JSON text both SQL backends store.
-#[cfg(feature = "reports")]
-pub(crate) fn template_json(template: &crate::report::ReportTemplate) -> Result<String, Error> {
-    serde_json::to_string(template).map_err(|e| Error::invalid("template", e.to_string()))
-}

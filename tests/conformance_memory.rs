@@ -44,8 +44,7 @@ async fn memory_store_loses_no_wake_up() {
     );
 }
 
-#[cfg(feature = "reports")]
 #[tokio::test]
-async fn memory_store_passes_the_template_suite() {
-    jobworks::testing::run_template_store_suite(|| async { MemoryStore::new() }).await;
+async fn memory_store_passes_the_document_suite() {
+    jobworks::testing::run_document_store_suite(|| async { MemoryStore::new() }).await;
 }

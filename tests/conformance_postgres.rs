@@ -92,16 +92,15 @@ async fn postgres_and_sqlite_reach_the_same_schema_version() {
     schemas.drop_all(&url).await;
 }
 
-#[cfg(feature = "reports")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(jobworks_postgres_tests),
     ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
 )]
-async fn postgres_store_passes_the_template_suite() {
+async fn postgres_store_passes_the_document_suite() {
     let url = pg::url();
     let schemas = pg::Schemas::default();
-    jobworks::testing::run_template_store_suite(|| schemas.fresh(&url)).await;
+    jobworks::testing::run_document_store_suite(|| schemas.fresh(&url)).await;
     schemas.drop_all(&url).await;
 }
 

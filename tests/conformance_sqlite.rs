@@ -38,11 +38,10 @@ async fn sqlite_store_loses_no_wake_up() {
     );
 }
 
-#[cfg(feature = "reports")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_passes_the_template_suite() {
+async fn sqlite_store_passes_the_document_suite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    jobworks::testing::run_template_store_suite(|| fresh(&dir)).await;
+    jobworks::testing::run_document_store_suite(|| fresh(&dir)).await;
 }
 
 mod foreign {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use jobworks::report::{
     Filter, Finding, REPORT_JOB_TYPE, RenderBudget, ReportData, ReportTemplate, Reports, Section,
-    StoredTemplate, TemplateStore,
+    StoredTemplate,
 };
-use jobworks::{Engine, JobContext, JobError, MemoryStore, TenantId, from_fn};
+use jobworks::{DocumentStore, Engine, JobContext, JobError, MemoryStore, TenantId, from_fn};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -515,7 +515,7 @@ async fn a_template_stored_before_the_limits_is_refused_at_build() {
     let template: ReportTemplate = serde_json::from_value(hostile_template()).unwrap();
     let tenant = TenantId::from_parts(["acme", "demo"]).unwrap();
     let stored = store
-        .create_template(StoredTemplate::new(tenant, "old", template))
+        .create_document(StoredTemplate::new(tenant, "old", template).into_document())
         .await
         .unwrap();
     let started = Instant::now();

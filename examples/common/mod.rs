@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use jobworks::http::{Principal, StaticCredentials};
 use jobworks::{
-    ArtifactSpec, Engine, EngineBuilder, JobContext, JobError, JobStore, MemoryStore,
-    ObjectStoreArtifacts, RetryPolicy, TenantId, UrlSigner, from_fn,
+    ArtifactSpec, DocumentStore, Engine, EngineBuilder, JobContext, JobError, JobStore,
+    MemoryStore, ObjectStoreArtifacts, RetryPolicy, TenantId, UrlSigner, from_fn,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -84,12 +84,12 @@ impl Options {
             .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
-    /// The job store the flags name (which keeps report templates too).
+    /// The job store the flags name (which keeps documents, report templates, too).
     pub async fn job_store(&self) -> Arc<dyn JobStore> {
         self.stores().await.jobs
     }
 
-    /// The store the flags name, as a job store and a template store.
+    /// The store the flags name, as a job store and a document store.
     pub async fn stores(&self) -> Stores {
         let fail = |e: jobworks::Error| -> ! {
             eprintln!(
@@ -161,23 +161,15 @@ impl Options {
 /// One store, seen as the traits the examples need.
 pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
-    #[cfg(feature = "reports")]
-    pub templates: Arc<dyn jobworks::report::TemplateStore>,
+    /// Where report templates are kept.
+    pub documents: Arc<dyn DocumentStore>,
 }
 
-#[cfg(not(feature = "reports"))]
 impl Stores {
-    fn of<S: JobStore>(store: Arc<S>) -> Stores {
-        Stores { jobs: store }
-    }
-}
-
-#[cfg(feature = "reports")]
-impl Stores {
-    fn of<S: JobStore + jobworks::report::TemplateStore>(store: Arc<S>) -> Stores {
+    fn of<S: JobStore + DocumentStore>(store: Arc<S>) -> Stores {
         Stores {
             jobs: store.clone(),
-            templates: store,
+            documents: store,
         }
     }
 }

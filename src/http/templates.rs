@@ -15,7 +15,8 @@ use super::reports::{Source, reports, source, template_not_found};
 use super::view::format_time;
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::JobId;
-use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId, TemplatePage};
+use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId};
+use crate::store::DocumentPage;
 
 /// The body of template create and update: a name and exactly one of `preset` or `template`.
 #[derive(Debug, ToSchema)]
@@ -99,7 +100,7 @@ pub(crate) async fn create(
     principal.require(Scope::Write)?;
     let (name, template) = template_fields(&body)?;
     let stored = StoredTemplate::new(principal.tenant.clone(), name, template);
-    let stored = reports(&state)?.templates().create_template(stored).await?;
+    let stored = reports(&state)?.templates().create(stored).await?;
     let prefix = mount_prefix(&original, &uri);
     let location = format!("{prefix}/reports/templates/{}", stored.id);
     let mut response =
@@ -129,10 +130,10 @@ pub(crate) async fn list(
     q.finish()?;
     let before = before?.map(|id| TemplateId::from_u128(id.to_u128()));
     // One more than asked tells whether there is a next page.
-    let page = TemplatePage::default().limit(limit + 1).before(before);
+    let page = DocumentPage::default().limit(limit + 1).before(before);
     let mut found = reports(&state)?
         .templates()
-        .templates(&principal.tenant, page)
+        .list(&principal.tenant, page)
         .await?;
     let more = found.len() > limit;
     found.truncate(limit);
@@ -187,7 +188,7 @@ pub(crate) async fn update(
     let (name, template) = template_fields(&body)?;
     let store = reports(&state)?.templates();
     let stored = store
-        .update_template(&principal.tenant, id, &name, &template)
+        .update(&principal.tenant, id, &name, &template)
         .await?;
     stored
         .map(|t| axum::Json(t.into()))
@@ -210,7 +211,7 @@ pub(crate) async fn delete(
     let id = template_id(&id)?;
     if reports(&state)?
         .templates()
-        .delete_template(&principal.tenant, id)
+        .delete(&principal.tenant, id)
         .await?
     {
         Ok(StatusCode::NO_CONTENT)

@@ -6,10 +6,9 @@
 //! process wakes its idle workers and long-polling readers.
 
 mod batch;
+mod documents;
 mod jobs;
 mod rows;
-#[cfg(feature = "reports")]
-mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "artifact attempts",
         include_str!("../../migrations/postgres/0003_artifact_attempts.sql"),
+    ),
+    (
+        4,
+        "documents",
+        include_str!("../../migrations/postgres/0004_documents.sql"),
     ),
 ];
 

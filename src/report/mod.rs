@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::executor::{ArtifactSpec, Executor, JobContext, JobError};
+use crate::store::DocumentStore;
 use crate::{Engine, Job, JobType, NewJob, TenantId};
 
 pub use budget::{BudgetExceeded, RenderBudget};
@@ -53,7 +54,7 @@ pub use model::{
     MAX_TEMPLATE_BYTES, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem, ReportTemplate,
     Section, SectionKind, Style,
 };
-pub use templates::{StoredTemplate, TemplateId, TemplatePage, TemplateStore};
+pub use templates::{StoredTemplate, TemplateId, Templates};
 
 /// The job type of report builds.
 pub const REPORT_JOB_TYPE: &str = "REPORT_GENERATION";
@@ -202,7 +203,7 @@ async fn findings(
 #[derive(Debug, Clone)]
 pub struct Reports {
     data: Arc<dyn ReportData>,
-    templates: Arc<dyn TemplateStore>,
+    templates: Templates,
     budget: RenderBudget,
 }
 
@@ -214,11 +215,12 @@ struct BuildInput {
 }
 
 impl Reports {
-    /// Reports over `data`, keeping templates in `templates` (usually the job store).
-    pub fn new(data: impl ReportData, templates: impl TemplateStore) -> Self {
+    /// Reports over `data`, keeping templates as documents of `documents` (usually the
+    /// job store).
+    pub fn new(data: impl ReportData, documents: impl DocumentStore) -> Self {
         Reports {
             data: Arc::new(data),
-            templates: Arc::new(templates),
+            templates: Templates::new(documents),
             budget: RenderBudget::default(),
         }
     }
@@ -237,8 +239,8 @@ impl Reports {
         }
     }
 
-    /// The template store.
-    pub fn templates(&self) -> &Arc<dyn TemplateStore> {
+    /// The stored templates.
+    pub fn templates(&self) -> &Templates {
         &self.templates
     }
 
@@ -252,7 +254,7 @@ impl Reports {
         id: TemplateId,
     ) -> Result<StoredTemplate, ReportError> {
         self.templates
-            .template(tenant, id)
+            .get(tenant, id)
             .await?
             .ok_or(ReportError::TemplateNotFound { id })
     }

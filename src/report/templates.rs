@@ -1,65 +1,17 @@
-//! Stored report templates, tenant-scoped, in every backend.
+//! Stored report templates: documents of a [`DocumentStore`] whose bodies are
+//! [`ReportTemplate`]s. The store keeps the JSON; this module reads and writes it.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ulid::Ulid;
 
 use super::model::ReportTemplate;
-use crate::{Result, TenantId};
+use crate::error::{Error, Result};
+use crate::job::TenantId;
+use crate::store::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 
-/// A stored template's id (a ULID).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TemplateId(Ulid);
-
-impl TemplateId {
-    /// A fresh id. Ids minted by one process strictly increase (they come from the
-    /// generator of job ids), so newest-first listings follow creation order.
-    pub fn new() -> Self {
-        TemplateId(Ulid(crate::JobId::new().to_u128()))
-    }
-
-    /// The id as 128 bits.
-    pub fn to_u128(self) -> u128 {
-        self.0.0
-    }
-
-    /// The id of 128 bits.
-    pub fn from_u128(bits: u128) -> Self {
-        TemplateId(Ulid(bits))
-    }
-}
-
-impl Default for TemplateId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for TemplateId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for TemplateId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TemplateId({})", self.0)
-    }
-}
-
-impl FromStr for TemplateId {
-    type Err = crate::ParseJobIdError;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        // The same two spellings as job ids: a ULID or a UUID.
-        s.parse::<crate::JobId>()
-            .map(|id| TemplateId::from_u128(id.to_u128()))
-    }
-}
+/// A stored template's id: the id of its document.
+pub type TemplateId = DocumentId;
 
 /// A template as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,165 +43,115 @@ impl StoredTemplate {
             updated_at: now,
         }
     }
-}
 
-/// Which page of a tenant's templates to read: newest first, at most `limit` (1 to 1,000;
-/// 50 by default), older than `before` (the last id of the previous page).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TemplatePage {
-    /// Most templates to return.
-    pub limit: usize,
-    /// Only templates with a smaller (older) id.
-    pub before: Option<TemplateId>,
-}
+    /// The template a document holds.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when its body is not a template (the store was written by
+    /// something else).
+    pub fn from_document(document: StoredDocument) -> Result<Self> {
+        let template = serde_json::from_value(document.body).map_err(|e| Error::Backend {
+            backend: "templates",
+            source: format!("document {} is not a report template: {e}", document.id).into(),
+        })?;
+        Ok(StoredTemplate {
+            id: document.id,
+            tenant: document.tenant,
+            name: document.name,
+            template,
+            created_at: document.created_at,
+            updated_at: document.updated_at,
+        })
+    }
 
-impl Default for TemplatePage {
-    fn default() -> Self {
-        TemplatePage {
-            limit: 50,
-            before: None,
+    /// The document that holds this template.
+    pub fn into_document(self) -> StoredDocument {
+        StoredDocument {
+            id: self.id,
+            tenant: self.tenant,
+            name: self.name,
+            body: body(&self.template),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         }
     }
 }
 
-impl TemplatePage {
-    /// At most `limit` templates (clamped to 1 to 1,000).
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = limit.clamp(1, 1000);
-        self
-    }
-
-    /// Only templates older than `id`.
-    pub fn before(mut self, id: Option<TemplateId>) -> Self {
-        self.before = id;
-        self
-    }
-
-    /// The limit, clamped.
-    pub(crate) fn size(&self) -> usize {
-        self.limit.clamp(1, 1000)
-    }
-
-    /// The exclusive upper bound of ids, as 128 bits.
-    pub(crate) fn upper(&self) -> u128 {
-        self.before.map_or(u128::MAX, TemplateId::to_u128)
-    }
+fn body(template: &ReportTemplate) -> serde_json::Value {
+    serde_json::to_value(template).expect("templates serialise")
 }
 
-/// Where report templates are kept. Another tenant's template is `None`, like a missing
-/// one. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL backends.
-#[async_trait]
-pub trait TemplateStore: Send + Sync + fmt::Debug + 'static {
+/// A tenant's stored templates, kept as documents of a [`DocumentStore`] (usually the job
+/// store: every backend is one). Another tenant's template reads like a missing one.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    documents: Arc<dyn DocumentStore>,
+}
+
+impl Templates {
+    /// Templates in `documents`.
+    pub fn new(documents: impl DocumentStore) -> Self {
+        Templates {
+            documents: Arc::new(documents),
+        }
+    }
+
     /// Stores a new template.
-    async fn create_template(&self, template: StoredTemplate) -> Result<StoredTemplate>;
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn create(&self, template: StoredTemplate) -> Result<StoredTemplate> {
+        let stored = self
+            .documents
+            .create_document(template.into_document())
+            .await?;
+        StoredTemplate::from_document(stored)
+    }
 
     /// A template of the tenant.
-    async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>>;
+    ///
+    /// # Errors
+    /// Store errors; a document that is not a template.
+    pub async fn get(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
+        let found = self.documents.document(tenant, id).await?;
+        found.map(StoredTemplate::from_document).transpose()
+    }
 
-    /// A page of the tenant's templates, newest first (by id).
-    async fn templates(&self, tenant: &TenantId, page: TemplatePage)
-    -> Result<Vec<StoredTemplate>>;
+    /// A page of the tenant's templates, newest first.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn list(&self, tenant: &TenantId, page: DocumentPage) -> Result<Vec<StoredTemplate>> {
+        let found = self.documents.documents(tenant, page).await?;
+        found
+            .into_iter()
+            .map(StoredTemplate::from_document)
+            .collect()
+    }
 
     /// Replaces a template's name and content; `None` when the tenant has no such template.
-    async fn update_template(
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn update(
         &self,
         tenant: &TenantId,
         id: TemplateId,
         name: &str,
         template: &ReportTemplate,
-    ) -> Result<Option<StoredTemplate>>;
+    ) -> Result<Option<StoredTemplate>> {
+        let updated = self
+            .documents
+            .update_document(tenant, id, name, &body(template))
+            .await?;
+        updated.map(StoredTemplate::from_document).transpose()
+    }
 
     /// Deletes a template; `false` when the tenant has no such template.
-    async fn delete_template(&self, tenant: &TenantId, id: TemplateId) -> Result<bool>;
-}
-
-#[async_trait]
-impl<T: TemplateStore + ?Sized> TemplateStore for Arc<T> {
-    async fn create_template(&self, template: StoredTemplate) -> Result<StoredTemplate> {
-        (**self).create_template(template).await
-    }
-    async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
-        (**self).template(tenant, id).await
-    }
-    async fn templates(
-        &self,
-        tenant: &TenantId,
-        page: TemplatePage,
-    ) -> Result<Vec<StoredTemplate>> {
-        (**self).templates(tenant, page).await
-    }
-    async fn update_template(
-        &self,
-        tenant: &TenantId,
-        id: TemplateId,
-        name: &str,
-        template: &ReportTemplate,
-    ) -> Result<Option<StoredTemplate>> {
-        (**self).update_template(tenant, id, name, template).await
-    }
-    async fn delete_template(&self, tenant: &TenantId, id: TemplateId) -> Result<bool> {
-        (**self).delete_template(tenant, id).await
-    }
-}
-
-#[async_trait]
-impl TemplateStore for crate::MemoryStore {
-    async fn create_template(&self, template: StoredTemplate) -> Result<StoredTemplate> {
-        self.templates_mut().insert(template.id, template.clone());
-        Ok(template)
-    }
-
-    async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
-        Ok(self
-            .templates_mut()
-            .get(&id)
-            .filter(|t| &t.tenant == tenant)
-            .cloned())
-    }
-
-    async fn templates(
-        &self,
-        tenant: &TenantId,
-        page: TemplatePage,
-    ) -> Result<Vec<StoredTemplate>> {
-        let all = self.templates_mut();
-        let mut ids: Vec<TemplateId> = all
-            .values()
-            .filter(|t| &t.tenant == tenant && t.id.to_u128() < page.upper())
-            .map(|t| t.id)
-            .collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(ids
-            .into_iter()
-            .take(page.size())
-            .map(|id| all[&id].clone())
-            .collect())
-    }
-
-    async fn update_template(
-        &self,
-        tenant: &TenantId,
-        id: TemplateId,
-        name: &str,
-        template: &ReportTemplate,
-    ) -> Result<Option<StoredTemplate>> {
-        let mut all = self.templates_mut();
-        let Some(stored) = all.get_mut(&id).filter(|t| &t.tenant == tenant) else {
-            return Ok(None);
-        };
-        stored.name = name.to_owned();
-        stored.template = template.clone();
-        stored.updated_at = crate::job::now();
-        Ok(Some(stored.clone()))
-    }
-
-    async fn delete_template(&self, tenant: &TenantId, id: TemplateId) -> Result<bool> {
-        let mut all = self.templates_mut();
-        if all.get(&id).is_some_and(|t| &t.tenant == tenant) {
-            all.remove(&id);
-            return Ok(true);
-        }
-        Ok(false)
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn delete(&self, tenant: &TenantId, id: TemplateId) -> Result<bool> {
+        self.documents.delete_document(tenant, id).await
     }
 }

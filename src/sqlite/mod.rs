@@ -6,10 +6,9 @@
 //! blocking threads. SQLite runs in the process: a statement costs microseconds, so each
 //! store call is one hop to a thread, not one per statement.
 
+mod documents;
 mod jobs;
 mod rows;
-#[cfg(feature = "reports")]
-mod templates;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "artifact attempts",
         include_str!("../../migrations/sqlite/0003_artifact_attempts.sql"),
+    ),
+    (
+        4,
+        "documents",
+        include_str!("../../migrations/sqlite/0004_documents.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@
 //! [`Error::LeaseLost`](crate::Error::LeaseLost) unless that lease is the job's current,
 //! unexpired one.
 
+mod documents;
 mod notify;
 mod rules;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 use crate::Result;
 use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, TenantId};
 
+pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
 pub use rules::{FinishPlan, apply_plan, cancel_plan, plan_finish, plan_reap, start_attempt};
 

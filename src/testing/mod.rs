@@ -15,13 +15,12 @@
 //! This module is for tests: its API is not covered by semver guarantees in patch releases.
 
 mod artifacts;
+mod documents;
 mod engine;
 mod fencing;
 mod lifecycle;
 mod queries;
 mod records;
-#[cfg(feature = "reports")]
-mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,13 +31,12 @@ use serde_json::{Value, json};
 use crate::{ArtifactStore, ClaimParams, ClaimedJob, Job, JobStore, JobType, NewJob, TenantId};
 
 pub use artifacts::*;
+pub use documents::*;
 pub use engine::*;
 pub use fencing::*;
 pub use lifecycle::*;
 pub use queries::*;
 pub use records::*;
-#[cfg(feature = "reports")]
-pub use templates::*;
 
 /// Runs every job-store case, each on a fresh store from `new_store`.
 pub async fn run_job_store_suite<S, F, Fut>(new_store: F)

@@ -1,13 +1,14 @@
-//! Stored report templates in PostgreSQL.
+//! Stored documents in PostgreSQL.
 
 use async_trait::async_trait;
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Uuid;
 
 use super::rows::get;
 use super::{BACKEND, PostgresStore, db};
-use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplatePage, TemplateStore};
-use crate::sql::{parse_json, template_json};
+use crate::sql::{json_text, parse_json};
+use crate::store::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 use crate::{Result, TenantId};
 
 /// The columns `decode` reads, in its order.
@@ -17,32 +18,32 @@ macro_rules! columns {
     };
 }
 
-fn uuid(id: TemplateId) -> Uuid {
+fn uuid(id: DocumentId) -> Uuid {
     Uuid::from_u128(id.to_u128())
 }
 
-fn decode(row: &PgRow) -> Result<StoredTemplate> {
-    Ok(StoredTemplate {
-        id: TemplateId::from_u128(get::<Uuid>(row, 0)?.as_u128()),
+fn decode(row: &PgRow) -> Result<StoredDocument> {
+    Ok(StoredDocument {
+        id: DocumentId::from_u128(get::<Uuid>(row, 0)?.as_u128()),
         tenant: TenantId::new(get::<String>(row, 1)?)?,
         name: get(row, 2)?,
-        template: parse_json(BACKEND, &get::<String>(row, 3)?)?,
+        body: parse_json(BACKEND, &get::<String>(row, 3)?)?,
         created_at: get(row, 4)?,
         updated_at: get(row, 5)?,
     })
 }
 
 #[async_trait]
-impl TemplateStore for PostgresStore {
-    async fn create_template(&self, t: StoredTemplate) -> Result<StoredTemplate> {
+impl DocumentStore for PostgresStore {
+    async fn create_document(&self, t: StoredDocument) -> Result<StoredDocument> {
         sqlx::query(
-            "INSERT INTO jobworks_templates (id, tenant, name, body, created_at, updated_at)
+            "INSERT INTO jobworks_documents (id, tenant, name, body, created_at, updated_at)
              VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
         )
         .bind(uuid(t.id))
         .bind(t.tenant.as_str())
         .bind(&t.name)
-        .bind(template_json(&t.template)?)
+        .bind(json_text(&t.body))
         .bind(t.created_at)
         .bind(t.updated_at)
         .execute(self.pool())
@@ -51,11 +52,11 @@ impl TemplateStore for PostgresStore {
         Ok(t)
     }
 
-    async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
+    async fn document(&self, tenant: &TenantId, id: DocumentId) -> Result<Option<StoredDocument>> {
         let sql = concat!(
             "SELECT ",
             columns!(),
-            " FROM jobworks_templates WHERE id = $1 AND tenant = $2"
+            " FROM jobworks_documents WHERE id = $1 AND tenant = $2"
         );
         sqlx::query(sql)
             .bind(uuid(id))
@@ -68,15 +69,15 @@ impl TemplateStore for PostgresStore {
             .transpose()
     }
 
-    async fn templates(
+    async fn documents(
         &self,
         tenant: &TenantId,
-        page: TemplatePage,
-    ) -> Result<Vec<StoredTemplate>> {
+        page: DocumentPage,
+    ) -> Result<Vec<StoredDocument>> {
         let sql = concat!(
             "SELECT ",
             columns!(),
-            " FROM jobworks_templates WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
+            " FROM jobworks_documents WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
               ORDER BY id DESC LIMIT $3"
         );
         sqlx::query(sql)
@@ -91,21 +92,21 @@ impl TemplateStore for PostgresStore {
             .collect()
     }
 
-    async fn update_template(
+    async fn update_document(
         &self,
         tenant: &TenantId,
-        id: TemplateId,
+        id: DocumentId,
         name: &str,
-        template: &ReportTemplate,
-    ) -> Result<Option<StoredTemplate>> {
+        body: &Value,
+    ) -> Result<Option<StoredDocument>> {
         let sql = concat!(
-            "UPDATE jobworks_templates SET name = $1, body = $2::jsonb, updated_at = $3 \
+            "UPDATE jobworks_documents SET name = $1, body = $2::jsonb, updated_at = $3 \
              WHERE id = $4 AND tenant = $5 RETURNING ",
             columns!()
         );
         sqlx::query(sql)
             .bind(name)
-            .bind(template_json(template)?)
+            .bind(json_text(body))
             .bind(crate::job::now())
             .bind(uuid(id))
             .bind(tenant.as_str())
@@ -117,8 +118,8 @@ impl TemplateStore for PostgresStore {
             .transpose()
     }
 
-    async fn delete_template(&self, tenant: &TenantId, id: TemplateId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM jobworks_templates WHERE id = $1 AND tenant = $2")
+    async fn delete_document(&self, tenant: &TenantId, id: DocumentId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM jobworks_documents WHERE id = $1 AND tenant = $2")
             .bind(uuid(id))
             .bind(tenant.as_str())
             .execute(self.pool())

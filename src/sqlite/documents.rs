@@ -1,12 +1,13 @@
-//! Stored report templates in SQLite.
+//! Stored documents in SQLite.
 
 use async_trait::async_trait;
 use rusqlite::{Row, params};
+use serde_json::Value;
 
 use super::rows::{time, u128_from};
 use super::{BACKEND, SqliteStore, db};
-use crate::report::{ReportTemplate, StoredTemplate, TemplateId, TemplatePage, TemplateStore};
-use crate::sql::{micros, parse_json, template_json};
+use crate::sql::{json_text, micros, parse_json};
+use crate::store::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 use crate::{Result, TenantId};
 
 /// The columns `decode` reads, in its order.
@@ -16,19 +17,19 @@ macro_rules! columns {
     };
 }
 
-fn id_bytes(id: TemplateId) -> [u8; 16] {
+fn id_bytes(id: DocumentId) -> [u8; 16] {
     id.to_u128().to_be_bytes()
 }
 
-fn decode(row: &Row<'_>) -> Result<StoredTemplate> {
+fn decode(row: &Row<'_>) -> Result<StoredDocument> {
     let id: Vec<u8> = row.get(0).map_err(db)?;
     let tenant: String = row.get(1).map_err(db)?;
     let body: String = row.get(3).map_err(db)?;
-    Ok(StoredTemplate {
-        id: TemplateId::from_u128(u128_from(&id)?),
+    Ok(StoredDocument {
+        id: DocumentId::from_u128(u128_from(&id)?),
         tenant: TenantId::new(tenant)?,
         name: row.get(2).map_err(db)?,
-        template: parse_json(BACKEND, &body)?,
+        body: parse_json(BACKEND, &body)?,
         created_at: time(row.get(4).map_err(db)?)?,
         updated_at: time(row.get(5).map_err(db)?)?,
     })
@@ -37,12 +38,12 @@ fn decode(row: &Row<'_>) -> Result<StoredTemplate> {
 fn select_one(
     conn: &rusqlite::Connection,
     tenant: &TenantId,
-    id: TemplateId,
-) -> Result<Option<StoredTemplate>> {
+    id: DocumentId,
+) -> Result<Option<StoredDocument>> {
     let sql = concat!(
         "SELECT ",
         columns!(),
-        " FROM jobworks_templates WHERE id = ?1 AND tenant = ?2"
+        " FROM jobworks_documents WHERE id = ?1 AND tenant = ?2"
     );
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt
@@ -52,13 +53,13 @@ fn select_one(
 }
 
 #[async_trait]
-impl TemplateStore for SqliteStore {
-    async fn create_template(&self, t: StoredTemplate) -> Result<StoredTemplate> {
-        let text = template_json(&t.template)?;
+impl DocumentStore for SqliteStore {
+    async fn create_document(&self, t: StoredDocument) -> Result<StoredDocument> {
+        let text = json_text(&t.body);
         self.writer
             .write(move |conn| {
                 conn.execute(
-                    "INSERT INTO jobworks_templates (id, tenant, name, body, created_at, updated_at)
+                    "INSERT INTO jobworks_documents (id, tenant, name, body, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         id_bytes(t.id),
@@ -75,22 +76,22 @@ impl TemplateStore for SqliteStore {
             .await
     }
 
-    async fn template(&self, tenant: &TenantId, id: TemplateId) -> Result<Option<StoredTemplate>> {
+    async fn document(&self, tenant: &TenantId, id: DocumentId) -> Result<Option<StoredDocument>> {
         let tenant = tenant.clone();
         self.read(move |conn| select_one(conn, &tenant, id)).await
     }
 
-    async fn templates(
+    async fn documents(
         &self,
         tenant: &TenantId,
-        page: TemplatePage,
-    ) -> Result<Vec<StoredTemplate>> {
+        page: DocumentPage,
+    ) -> Result<Vec<StoredDocument>> {
         let tenant = tenant.clone();
         self.read(move |conn| {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
-                " FROM jobworks_templates WHERE tenant = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                " FROM jobworks_documents WHERE tenant = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(sql).map_err(db)?;
             let upper = page.upper().to_be_bytes();
@@ -106,19 +107,19 @@ impl TemplateStore for SqliteStore {
         .await
     }
 
-    async fn update_template(
+    async fn update_document(
         &self,
         tenant: &TenantId,
-        id: TemplateId,
+        id: DocumentId,
         name: &str,
-        template: &ReportTemplate,
-    ) -> Result<Option<StoredTemplate>> {
-        let (tenant, name, text) = (tenant.clone(), name.to_owned(), template_json(template)?);
+        body: &Value,
+    ) -> Result<Option<StoredDocument>> {
+        let (tenant, name, text) = (tenant.clone(), name.to_owned(), json_text(body));
         self.writer
             .write(move |conn| {
                 let changed = conn
                     .execute(
-                        "UPDATE jobworks_templates SET name = ?1, body = ?2, updated_at = ?3
+                        "UPDATE jobworks_documents SET name = ?1, body = ?2, updated_at = ?3
                          WHERE id = ?4 AND tenant = ?5",
                         params![
                             name,
@@ -137,12 +138,12 @@ impl TemplateStore for SqliteStore {
             .await
     }
 
-    async fn delete_template(&self, tenant: &TenantId, id: TemplateId) -> Result<bool> {
+    async fn delete_document(&self, tenant: &TenantId, id: DocumentId) -> Result<bool> {
         let tenant = tenant.clone();
         self.writer
             .write(move |conn| {
                 conn.execute(
-                    "DELETE FROM jobworks_templates WHERE id = ?1 AND tenant = ?2",
+                    "DELETE FROM jobworks_documents WHERE id = ?1 AND tenant = ?2",
                     params![id_bytes(id), tenant.as_str()],
                 )
                 .map(|n| n > 0)
