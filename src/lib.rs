@@ -104,6 +104,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod artifact;
+mod clock;
 mod engine;
 mod error;
 mod executor;
@@ -125,6 +126,7 @@ mod sqlite;
 mod store;
 
 pub use artifact::*;
+pub use clock::Clock;
 pub use engine::{Engine, EngineBuilder, ExecutorOptions, Submitted};
 pub use error::{BoxError, Error, Result};
 pub use executor::{

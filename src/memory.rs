@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
 use crate::store::{
     Append, ClaimParams, Claimed, ClaimedJob, DocumentId, DocumentPage, DocumentStore, EventPage,
@@ -33,12 +34,21 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     notifier: Notifier,
     documents: Mutex<HashMap<DocumentId, StoredDocument>>,
+    clock: Clock,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that reads the time from `clock`.
+    pub fn with_clock(clock: Clock) -> Self {
+        MemoryStore {
+            clock,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -180,8 +190,12 @@ impl JobStore for MemoryStore {
         &self.notifier
     }
 
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         // Check every idempotency key first so the call is all or nothing.
         let mut replays = Vec::with_capacity(jobs.len());
@@ -302,7 +316,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let ttl = chrono::Duration::from_std(params.lease_ttl)
             .map_err(|_| Error::invalid("lease_ttl", "too long"))?;
         let mut inner = self.lock();
@@ -360,7 +374,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let ttl = chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
@@ -377,7 +391,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
         if let Some(progress) = append.progress {
@@ -395,7 +409,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let entry = inner.leased(lease, now)?;
         let job = &entry.job;
@@ -417,7 +431,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let entry = inner.entry_for(tenant, id)?;
         let was_queued = entry.job.status == JobStatus::Queued;
@@ -437,7 +451,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let expired: Vec<JobId> = inner
             .leases
@@ -547,7 +561,7 @@ impl DocumentStore for MemoryStore {
         };
         stored.name = name.to_owned();
         stored.body = body.clone();
-        stored.updated_at = crate::job::now();
+        stored.updated_at = self.clock.now();
         Ok(Some(stored.clone()))
     }
 

@@ -48,3 +48,15 @@ async fn memory_store_loses_no_wake_up() {
 async fn memory_store_passes_the_document_suite() {
     jobworks::testing::run_document_store_suite(|| async { MemoryStore::new() }).await;
 }
+
+/// The reference against itself: the test's own consistency (and its cost) on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_agrees_with_the_reference() {
+    jobworks::testing::differential_test(
+        |clock| async move { MemoryStore::with_clock(clock) },
+        200,
+        30,
+        1,
+    )
+    .await;
+}

@@ -138,3 +138,16 @@ fn postgres_tests_are_not_ignored_in_ci() {
         panic!("CI must set JOBWORKS_TEST_POSTGRES_URL: the PostgreSQL tests would be ignored");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_store_agrees_with_the_reference() {
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    let store = |clock| schemas.fresh_with(&url, |b| b.clock(clock));
+    jobworks::testing::differential_test(store, 200, 30, 1).await;
+    schemas.drop_all(&url).await;
+}

@@ -65,3 +65,22 @@ async fn sqlite_store_never_reads_another_tenants_row() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_agrees_with_the_reference() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("differential.db");
+    jobworks::testing::differential_test(
+        |clock| async move {
+            SqliteStore::builder(path)
+                .clock(clock)
+                .open()
+                .await
+                .expect("open")
+        },
+        200,
+        30,
+        1,
+    )
+    .await;
+}

@@ -608,6 +608,9 @@ impl jobworks::JobStore for CountingStore {
     fn notifier(&self) -> &jobworks::Notifier {
         self.inner.notifier()
     }
+    fn clock(&self) -> &jobworks::Clock {
+        self.inner.clock()
+    }
     async fn insert(&self, jobs: Vec<jobworks::Job>) -> jobworks::Result<Vec<jobworks::Inserted>> {
         self.inner.insert(jobs).await
     }

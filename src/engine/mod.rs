@@ -170,7 +170,12 @@ impl Engine {
 
     fn queued(&self, tenant: &TenantId, new: NewJob) -> Job {
         let attempts = self.inner.executors[&new.job_type].retry.attempts();
-        Job::new_queued(tenant.clone(), new, attempts)
+        Job::new_queued_at(
+            tenant.clone(),
+            new,
+            attempts,
+            self.inner.store.clock().now(),
+        )
     }
 
     /// Submits a job. An idempotency key that matches an earlier job of the tenant with the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -196,7 +196,9 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         }
         let mut nap = config.poll_interval;
         if let Some(at) = claimed.next_run_at {
-            let until = (at - Utc::now()).to_std().unwrap_or_default();
+            let until = (at - engine.store.clock().now())
+                .to_std()
+                .unwrap_or_default();
             nap = nap.min(until + Duration::from_millis(1));
         }
         // While other jobs still run, claim again once they are done, so that the idle
@@ -334,6 +336,7 @@ async fn run_job(
             }
         }
     };
+    let retry = (&registration.retry, engine.store.clock().now());
     let outcome = match ended {
         Ended::LeaseLost => {
             cancel.cancel();
@@ -342,20 +345,18 @@ async fn run_job(
         }
         Ended::HandBack => Finish::Released,
         Ended::Returned(Ok(result)) => Finish::Completed { result },
-        Ended::Returned(Err(e)) => {
-            failure(&e, cancel.is_cancelled(), attempts, &registration.retry)
-        }
+        Ended::Returned(Err(e)) => failure(&e, cancel.is_cancelled(), attempts, retry),
         Ended::Panicked(msg) => failure(
             &JobError::retry(format!("executor panicked: {msg}")),
             false,
             attempts,
-            &registration.retry,
+            retry,
         ),
         Ended::TimedOut(after) => failure(
             &JobError::retry(format!("timed out after {after:?}")),
             false,
             attempts,
-            &registration.retry,
+            retry,
         ),
     };
     Some((lease, outcome))
@@ -372,7 +373,7 @@ async fn record(engine: &EngineInner, lease: &Lease, outcome: Finish) {
             Err(Error::LeaseLost { .. }) => {
                 return warn!("lease lost; the attempt's result is discarded");
             }
-            Err(e) if e.is_transient() && Utc::now() + delay < lease.expires_at => {
+            Err(e) if e.is_transient() && engine.store.clock().now() + delay < lease.expires_at => {
                 warn!(error = %e, "could not record the attempt; retrying");
                 sleep(delay).await;
                 delay *= 2;
@@ -389,7 +390,7 @@ fn failure(
     e: &JobError,
     cancel_requested: bool,
     (attempt, max): (u32, u32),
-    retry: &crate::RetryPolicy,
+    (retry, now): (&crate::RetryPolicy, DateTime<Utc>),
 ) -> Finish {
     let error = e.message().to_owned();
     if cancel_requested {
@@ -401,7 +402,7 @@ fn failure(
         JobErrorKind::RetryAfter(delay) => delay,
         _ => return Finish::Failed { error },
     };
-    let run_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     Finish::Retry { error, run_at }
 }
 
@@ -445,7 +446,7 @@ async fn purge(engine: &EngineInner, keep: Duration) {
     let Ok(keep) = chrono::Duration::from_std(keep) else {
         return;
     };
-    let params = PurgeParams::before(Utc::now() - keep);
+    let params = PurgeParams::before(engine.store.clock().now() - keep);
     match engine.store.purge(params).await {
         Ok(purged) => {
             for (tenant, id) in purged {

@@ -86,7 +86,17 @@ pub struct Job {
 impl Job {
     /// A queued job, as [`Engine::submit`](crate::Engine::submit) creates it.
     pub fn new_queued(tenant: TenantId, new: NewJob, default_max_attempts: u32) -> Job {
-        let now = now();
+        Self::new_queued_at(tenant, new, default_max_attempts, now())
+    }
+
+    /// A queued job created at `now` (the store's [`Clock`](crate::Clock)).
+    pub fn new_queued_at(
+        tenant: TenantId,
+        new: NewJob,
+        default_max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Job {
+        let now = truncate(now);
         Job {
             id: JobId::new(),
             tenant,

@@ -97,7 +97,7 @@ async fn record(
         Ok(rows) => rows,
         Err(e) => return Err((e, requests.into_iter().map(|r| r.reply).collect())),
     };
-    let now = crate::job::now();
+    let now = shared.clock.now();
     let mut rows = rows;
     for Request {
         lease,
@@ -234,7 +234,7 @@ async fn locked(
 ) -> Result<Job> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
     let row = super::jobs::load(&mut tx, lease.job_id, true).await?;
-    let now = crate::job::now();
+    let now = shared.clock.now();
     let (row, _, event) = row
         .and_then(|row| plan(row, lease, outcome, now))
         .ok_or(Error::LeaseLost { id: lease.job_id })?;

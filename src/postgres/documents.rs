@@ -107,7 +107,7 @@ impl DocumentStore for PostgresStore {
         sqlx::query(sql)
             .bind(name)
             .bind(json_text(body))
-            .bind(crate::job::now())
+            .bind(self.inner.clock.now())
             .bind(uuid(id))
             .bind(tenant.as_str())
             .fetch_optional(self.pool())

@@ -158,8 +158,12 @@ impl JobStore for PostgresStore {
         &self.inner.notifier
     }
 
+    fn clock(&self) -> &crate::Clock {
+        &self.inner.clock
+    }
+
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        let now = crate::job::now();
+        let now = self.inner.clock.now();
         // Without idempotency keys nothing can conflict: one statement, committed alone.
         let keyed = jobs.iter().any(|j| j.idempotency_key.is_some());
         let mut tx = if keyed {
@@ -336,7 +340,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        let now = crate::job::now();
+        let now = self.inner.clock.now();
         let ttl = chrono::Duration::from_std(params.lease_ttl)
             .map_err(|_| Error::invalid("lease_ttl", "too long"))?;
         let types: Option<Vec<String>> = params
@@ -395,7 +399,9 @@ impl JobStore for PostgresStore {
             };
             let event = NewEvent::new(EventKind::Started, format!("attempt {}", row.job.attempts))
                 .into_event(row.event_seq, now);
-            if row.job.attempts > 1 {
+            // Only the `queued` event comes before a first claim's `started`: a job with
+            // more ran before (a retry, or a release that gave its attempt back).
+            if row.event_seq > 2 {
                 retried.push(jobs.len());
             }
             let mut job = row.job.clone();
@@ -444,7 +450,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = crate::job::now();
+        let now = self.inner.clock.now();
         let expires_at =
             now + chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
         let cancel_requested: Option<bool> = sqlx::query_scalar(
@@ -469,7 +475,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = crate::job::now();
+        let now = self.inner.clock.now();
         let mut tx = self.begin().await?;
         let mut row = leased(&mut tx, lease, now).await?;
         if let Some(progress) = append.progress {
@@ -530,7 +536,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = crate::job::now();
+        let now = self.inner.clock.now();
         let mut tx = self.begin().await?;
         let mut row = owned(&mut tx, tenant, id, true).await?;
         let job = match cancel_plan(&mut row.job, now)? {
@@ -549,7 +555,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = crate::job::now();
+        let now = self.inner.clock.now();
         let mut tx = self.begin().await?;
         let found = sqlx::query(concat!(
             "SELECT ",

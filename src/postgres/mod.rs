@@ -101,6 +101,7 @@ struct Shared {
     notifier: Notifier,
     schema: String,
     channel: String,
+    clock: crate::Clock,
 }
 
 impl Drop for PostgresStore {
@@ -120,9 +121,16 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     migrate: bool,
     durable_finishes: bool,
+    clock: crate::Clock,
 }
 
 impl PostgresStoreBuilder {
+    /// The clock the store reads the time from (the system's by default).
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The schema that holds the tables (`jobworks` by default): lowercase letters, digits
     /// and `_`, starting with a letter or `_`, at most 48 characters.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
@@ -225,6 +233,7 @@ impl PostgresStoreBuilder {
             notifier: Notifier::default(),
             channel: format!("jobworks_{}", self.schema),
             schema: self.schema,
+            clock: self.clock,
         });
         let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
         listener.listen(&shared.channel).await.map_err(db)?;
@@ -306,6 +315,7 @@ impl PostgresStore {
             acquire_timeout: Duration::from_secs(5),
             migrate: false,
             durable_finishes: true,
+            clock: crate::Clock::default(),
         }
     }
 

@@ -115,19 +115,14 @@ impl DocumentStore for SqliteStore {
         body: &Value,
     ) -> Result<Option<StoredDocument>> {
         let (tenant, name, text) = (tenant.clone(), name.to_owned(), json_text(body));
+        let now = self.clock.now();
         self.writer
             .write(move |conn| {
                 let changed = conn
                     .execute(
                         "UPDATE jobworks_documents SET name = ?1, body = ?2, updated_at = ?3
                          WHERE id = ?4 AND tenant = ?5",
-                        params![
-                            name,
-                            text,
-                            micros(crate::job::now()),
-                            id_bytes(id),
-                            tenant.as_str()
-                        ],
+                        params![name, text, micros(now), id_bytes(id), tenant.as_str()],
                     )
                     .map_err(db)?;
                 if changed == 0 {

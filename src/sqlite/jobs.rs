@@ -123,7 +123,9 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     )?;
     let mut jobs = Vec::with_capacity(rows.len());
     for mut row in rows {
-        let retried = row.job.attempts > 0;
+        // Only the `queued` event comes before a first claim: a job with more ran before
+        // (a retry, or a release that gave its attempt back) and may have artifacts.
+        let retried = row.event_seq > 1;
         let lease = Lease {
             expires_at: now + ttl,
             ..Lease::new(row.job.id, params.lease_ttl)
@@ -227,8 +229,12 @@ impl JobStore for SqliteStore {
         &self.notifier
     }
 
+    fn clock(&self) -> &crate::Clock {
+        &self.clock
+    }
+
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let out = self
             .writer
             .write(move |conn| insert_all(conn, jobs, now))
@@ -311,7 +317,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let claimed = self
             .writer
             .write(move |conn| claim_due(conn, &params, now))
@@ -323,7 +329,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let ttl = chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
         let lease = *lease;
         self.writer
@@ -344,7 +350,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let lease = *lease;
         let event = self
             .writer
@@ -366,7 +372,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let lease = *lease;
         let job = self
             .writer
@@ -394,7 +400,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let tenant = tenant.clone();
         let job = self
             .writer
@@ -412,7 +418,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = crate::job::now();
+        let now = self.clock.now();
         let (report, changed) = self
             .writer
             .write(move |conn| reap_expired(conn, params.limit, now))

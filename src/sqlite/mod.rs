@@ -81,6 +81,7 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     notifier: Notifier,
     path: PathBuf,
+    clock: crate::Clock,
 }
 
 /// Options for [`SqliteStore`].
@@ -89,9 +90,16 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     synchronous: Synchronous,
     busy_timeout: Duration,
+    clock: crate::Clock,
 }
 
 impl SqliteStoreBuilder {
+    /// The clock the store reads the time from (the system's by default).
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// How durable a commit is; [`Synchronous::Normal`] by default.
     pub fn synchronous(mut self, mode: Synchronous) -> Self {
         self.synchronous = mode;
@@ -126,6 +134,7 @@ impl SqliteStoreBuilder {
                 idle: Mutex::new(Vec::new()),
             }),
             notifier: Notifier::default(),
+            clock: self.clock.clone(),
             path: self.path,
         })
     }
@@ -156,6 +165,7 @@ impl SqliteStore {
             path: path.as_ref().to_owned(),
             synchronous: Synchronous::default(),
             busy_timeout: Duration::from_secs(5),
+            clock: crate::Clock::default(),
         }
     }
 

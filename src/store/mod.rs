@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::Result;
+use crate::clock::Clock;
 use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, TenantId};
 
 pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
@@ -34,6 +35,9 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 
     /// The store's change notifications.
     fn notifier(&self) -> &Notifier;
+
+    /// The clock the store reads the time from (lease expiries, due times, timestamps).
+    fn clock(&self) -> &Clock;
 
     /// Inserts queued jobs, all or none, each with a `queued` event (seq 1).
     ///
@@ -94,6 +98,9 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     fn notifier(&self) -> &Notifier {
         (**self).notifier()
+    }
+    fn clock(&self) -> &Clock {
+        (**self).clock()
     }
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
         (**self).insert(jobs).await

@@ -44,6 +44,9 @@ impl JobStore for Stalling {
     fn notifier(&self) -> &Notifier {
         self.inner.notifier()
     }
+    fn clock(&self) -> &crate::Clock {
+        self.inner.clock()
+    }
     async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
         self.inner.insert(jobs).await
     }

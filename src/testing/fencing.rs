@@ -41,7 +41,7 @@ pub async fn zombie_bytes_never_replace_the_live_attempts(store: Arc<dyn JobStor
     let short = Duration::from_millis(150);
     let queued = insert_one(&*store, job("acme", sample_input())).await;
     let zombie = context(claim_one(&*store, short).await, &store, &artifacts);
-    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    store.clock().advance(short + Duration::from_millis(50));
     let reaped = store.reap(ReapParams::default()).await.expect("reap");
     assert_eq!(reaped.requeued, 1);
     let live = context(

@@ -218,7 +218,7 @@ pub async fn zombie_writes_are_fenced(store: &impl JobStore) {
     let t = tenant("acme");
     let j = insert_one(store, job("acme", sample_input())).await;
     let zombie = claim_one(store, SHORT).await;
-    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+    store.clock().advance(SHORT + Duration::from_millis(50));
     let report = store.reap(ReapParams::default()).await.expect("reap");
     assert_eq!(report.requeued, 1);
     let live = claim_one(store, LONG).await;
@@ -273,7 +273,7 @@ pub async fn zombie_writes_are_fenced(store: &impl JobStore) {
 pub async fn expired_lease_is_fenced_before_reaping(store: &impl JobStore) {
     insert_one(store, job("acme", sample_input())).await;
     let c = claim_one(store, Duration::from_millis(50)).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.clock().advance(Duration::from_millis(100));
     assert_lease_lost(store.heartbeat(&c.lease, LONG).await, "expired heartbeat");
     assert_lease_lost(
         store
@@ -293,7 +293,7 @@ pub async fn lease_expiry_requeues_then_fails(store: &impl JobStore) {
     for attempt in 1..=2u32 {
         let c = claim_one(store, SHORT).await;
         assert_eq!(c.job.attempts, attempt);
-        tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+        store.clock().advance(SHORT + Duration::from_millis(50));
         let report = store.reap(ReapParams::default()).await.expect("reap");
         let after = store.get(&t, j.id).await.expect("get");
         assert_eq!(after.attempts, attempt);
@@ -395,7 +395,7 @@ pub async fn cancel_queued_and_running(store: &impl JobStore) {
     let lost = insert_one(store, job("acme", json!({"lost": 1}))).await;
     claim_one(store, SHORT).await;
     store.cancel(&t, lost.id).await.expect("cancel running");
-    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+    store.clock().advance(SHORT + Duration::from_millis(50));
     let report = store.reap(ReapParams::default()).await.expect("reap");
     assert_eq!(report.cancelled, 1, "{report:?}");
     assert_eq!(
@@ -433,7 +433,7 @@ pub async fn retry_waits_and_release_refunds(store: &impl JobStore) {
         (next - later).num_milliseconds().abs() <= 1,
         "{next} vs {later}"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    store.clock().advance(Duration::from_millis(350));
     let c = claim_one(store, LONG).await;
     assert_eq!(c.job.attempts, 2);
     let released = store

@@ -15,6 +15,7 @@
 //! This module is for tests: its API is not covered by semver guarantees in patch releases.
 
 mod artifacts;
+mod differential;
 mod documents;
 mod engine;
 mod fencing;
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 use crate::{ArtifactStore, ClaimParams, ClaimedJob, Job, JobStore, JobType, NewJob, TenantId};
 
 pub use artifacts::*;
+pub use differential::differential_test;
 pub use documents::*;
 pub use engine::*;
 pub use fencing::*;

@@ -193,7 +193,7 @@ pub async fn every_change_notifies(store: &impl JobStore) {
     let d = insert_one(store, job("acme", sample_input())).await;
     let stalled = claim_one(store, short).await;
     assert_eq!(stalled.job.id, d.id);
-    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    store.clock().advance(short + Duration::from_millis(50));
     let mut work = store.notifier().subscribe_work();
     work.borrow_and_update();
     let report = wakes!(d.id, "a reap", {

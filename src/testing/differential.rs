@@ -1,0 +1,399 @@
+//! The differential test: random sequences of operations, with clock jumps, against a
+//! backend and against [`MemoryStore`], which must agree on every answer, record and
+//! timeline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::job::{Artifact, ArtifactRole, EventKind, Job, JobId, JobType, NewEvent, Progress};
+use crate::store::{Append, ClaimParams, EventParams, Finish, JobStore, Lease, ReapParams};
+use crate::{Error, MemoryStore, Result, TenantId};
+
+/// How long the sequences' leases last; clock jumps are around it.
+const TTL: Duration = Duration::from_secs(30);
+
+/// Runs `sequences` random sequences of `steps` operations each (submit, claim, heartbeat,
+/// append with progress or an artifact record, finish in every way, cancel, reap, and
+/// clock jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
+/// per sequence, both on clocks moved together. After every step the answers must agree
+/// and so must the records and timelines of the jobs it touched, and at the end of a
+/// sequence those of all its jobs. Timestamps, revisions and lease ids are left out of
+/// the comparison; everything else is compared.
+///
+/// `new_store` is called once, with the clock the store must read; every sequence keeps
+/// to its own tenant and job type, so one store serves them all. A failure names the
+/// seed of its sequence, which `seed` reproduces as the first one.
+pub async fn differential_test<S, F, Fut>(new_store: F, sequences: u64, steps: usize, seed: u64)
+where
+    S: JobStore,
+    F: FnOnce(Clock) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let clock = Clock::default();
+    let store = new_store(clock.clone()).await;
+    for n in 0..sequences {
+        let sequence_seed = seed.wrapping_add(n);
+        let mut run = Sequence::new(&store, &clock, sequence_seed, n);
+        for step in 0..steps {
+            run.step().await.unwrap_or_else(|diff| {
+                panic!("differential test, seed {sequence_seed}, step {step}: {diff}")
+            });
+        }
+        run.finish_all().await.unwrap_or_else(|diff| {
+            panic!("differential test, seed {sequence_seed}, at the end: {diff}")
+        });
+    }
+}
+
+/// One claim as both stores made it.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    reference: Lease,
+    tested: Lease,
+}
+
+struct Sequence<'a, S> {
+    reference: MemoryStore,
+    reference_clock: Clock,
+    tested: &'a S,
+    tested_clock: &'a Clock,
+    rng: StdRng,
+    tenant: TenantId,
+    job_type: JobType,
+    jobs: Vec<JobId>,
+    held: Vec<Held>,
+    touched: Vec<JobId>,
+}
+
+type Diff = String;
+
+/// What an answer is, as compared: the value without timestamps, or the kind of error.
+fn outcome<T: std::fmt::Debug>(r: &Result<T>, clean: impl Fn(&T) -> String) -> String {
+    match r {
+        Ok(v) => format!("ok {}", clean(v)),
+        Err(Error::LeaseLost { .. }) => "lease lost".into(),
+        Err(Error::NotFound { .. }) => "not found".into(),
+        Err(Error::InvalidTransition { from, to, .. }) => format!("cannot go {from} -> {to}"),
+        Err(Error::AlreadyExists { .. }) => "already exists".into(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// A job as compared: every field but timestamps and the revision.
+fn clean_job(job: &Job) -> String {
+    let mut j = job.clone();
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    j.created_at = epoch;
+    j.run_at = epoch;
+    j.updated_at = epoch;
+    j.started_at = j.started_at.map(|_| epoch);
+    j.completed_at = j.completed_at.map(|_| epoch);
+    j.revision = 0;
+    for a in &mut j.artifacts {
+        a.created_at = epoch;
+    }
+    j.artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(e) = &mut j.latest_event {
+        e.created_at = epoch;
+    }
+    format!("{j:?}")
+}
+
+fn clean_events(events: &[crate::Event]) -> String {
+    let cleaned: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.created_at = DateTime::<Utc>::UNIX_EPOCH;
+            e
+        })
+        .collect();
+    format!("{cleaned:?}")
+}
+
+impl<'a, S: JobStore> Sequence<'a, S> {
+    fn new(tested: &'a S, tested_clock: &'a Clock, seed: u64, n: u64) -> Self {
+        // The tested store's clock has moved in earlier sequences; start level with it.
+        let reference_clock = Clock::default();
+        reference_clock.advance(tested_clock.offset());
+        Sequence {
+            reference: MemoryStore::with_clock(reference_clock.clone()),
+            reference_clock,
+            tested,
+            tested_clock,
+            rng: StdRng::seed_from_u64(seed),
+            tenant: TenantId::new(format!("diff-{seed}")).expect("a valid tenant"),
+            job_type: JobType::new(format!("DIFF{n}")).expect("a valid type"),
+            jobs: Vec::new(),
+            held: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// The later of the two clocks: what the test hands out as "now".
+    fn now(&self) -> DateTime<Utc> {
+        self.reference_clock.now().max(self.tested_clock.now())
+    }
+
+    fn agree(what: &str, reference: String, tested: String) -> std::result::Result<(), Diff> {
+        if reference == tested {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} differs\n  memory: {reference}\n  tested: {tested}"
+            ))
+        }
+    }
+
+    fn any_job(&mut self) -> Option<JobId> {
+        if self.jobs.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..self.jobs.len());
+        Some(self.jobs[i])
+    }
+
+    fn any_held(&mut self) -> Option<Held> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..self.held.len());
+        Some(self.held[i])
+    }
+
+    async fn step(&mut self) -> std::result::Result<(), Diff> {
+        self.touched.clear();
+        match self.rng.random_range(0..100) {
+            0..20 => self.submit().await?,
+            20..38 => self.claim().await?,
+            38..46 => self.heartbeat().await?,
+            46..62 => self.append().await?,
+            62..80 => self.finish().await?,
+            80..87 => self.cancel().await?,
+            87..93 => self.reap().await?,
+            _ => {
+                let jump = Duration::from_secs(self.rng.random_range(5..45));
+                self.reference_clock.advance(jump);
+                self.tested_clock.advance(jump);
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        for id in touched {
+            self.compare(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn submit(&mut self) -> std::result::Result<(), Diff> {
+        let now = self.now();
+        let mut new = crate::NewJob::new(self.job_type.clone(), json!({"n": self.jobs.len()}))
+            .priority(self.rng.random_range(-2..3))
+            .max_attempts(self.rng.random_range(1..4));
+        if self.rng.random_bool(0.2) {
+            new = new.run_at(now + chrono::Duration::seconds(20));
+        }
+        if self.rng.random_bool(0.2) {
+            new = new.idempotency_key(format!("key-{}", self.rng.random_range(0..3)));
+        }
+        let job = Job::new_queued_at(self.tenant.clone(), new, 3, now);
+        let r = self.reference.insert(vec![job.clone()]).await;
+        let t = self.tested.insert(vec![job.clone()]).await;
+        let clean = |v: &Vec<crate::Inserted>| {
+            v.iter()
+                .map(|i| format!("{} {}", i.created, clean_job(&i.job)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Self::agree("insert", outcome(&r, clean), outcome(&t, clean))?;
+        if let Ok(inserted) = r {
+            for i in inserted.into_iter().filter(|i| i.created) {
+                self.jobs.push(i.job.id);
+            }
+        }
+        self.touched.push(job.id);
+        Ok(())
+    }
+
+    async fn claim(&mut self) -> std::result::Result<(), Diff> {
+        let params = ClaimParams::default()
+            .limit(self.rng.random_range(1..4))
+            .lease_ttl(TTL)
+            .types(vec![self.job_type.clone()]);
+        let r = self.reference.claim(params.clone()).await;
+        let t = self.tested.claim(params).await;
+        let clean = |c: &crate::Claimed| {
+            let jobs: Vec<_> = c.jobs.iter().map(|j| clean_job(&j.job)).collect();
+            format!("{jobs:?} next due: {}", c.next_run_at.is_some())
+        };
+        Self::agree("claim", outcome(&r, clean), outcome(&t, clean))?;
+        if let (Ok(r), Ok(t)) = (r, t) {
+            for (r, t) in r.jobs.iter().zip(&t.jobs) {
+                self.held.push(Held {
+                    reference: r.lease,
+                    tested: t.lease,
+                });
+                self.touched.push(r.job.id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> std::result::Result<(), Diff> {
+        let Some(held) = self.any_held() else {
+            return Ok(());
+        };
+        let r = self.reference.heartbeat(&held.reference, TTL).await;
+        let t = self.tested.heartbeat(&held.tested, TTL).await;
+        let clean = |s: &crate::LeaseStatus| format!("cancel requested: {}", s.cancel_requested);
+        Self::agree("heartbeat", outcome(&r, clean), outcome(&t, clean))?;
+        self.touched.push(held.reference.job_id);
+        Ok(())
+    }
+
+    async fn append(&mut self) -> std::result::Result<(), Diff> {
+        let Some(held) = self.any_held() else {
+            return Ok(());
+        };
+        let n: u32 = self.rng.random_range(0..1000);
+        let mut event = NewEvent::new(EventKind::Custom, format!("note {n}"));
+        if self.rng.random_bool(0.3) {
+            event = event.internal();
+        }
+        let mut append = Append::event(event);
+        if self.rng.random_bool(0.3) {
+            append = append.with_progress(Progress {
+                fraction: f64::from(n) / 1000.0,
+                message: format!("{n} of 1000"),
+            });
+        }
+        if self.rng.random_bool(0.3) {
+            let name = format!("out/{}.txt", n % 3);
+            append.event.artifacts.push(name.clone());
+            append = append.with_artifact(Artifact {
+                name,
+                kind: "text".into(),
+                role: ArtifactRole::Final,
+                content_type: "text/plain".into(),
+                size_bytes: u64::from(n),
+                checksum: format!("sha256:{n:064x}"),
+                metadata: json!({"n": n}),
+                created_at: self.now(),
+                attempt: 1,
+            });
+        }
+        let r = self.reference.append(&held.reference, append.clone()).await;
+        let t = self.tested.append(&held.tested, append).await;
+        let clean = |e: &crate::Event| clean_events(std::slice::from_ref(e));
+        Self::agree("append", outcome(&r, clean), outcome(&t, clean))?;
+        self.touched.push(held.reference.job_id);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> std::result::Result<(), Diff> {
+        let Some(held) = self.any_held() else {
+            return Ok(());
+        };
+        let later = self.now() + chrono::Duration::seconds(self.rng.random_range(1..30));
+        let outcome_of = match self.rng.random_range(0..5) {
+            0 => Finish::Completed {
+                result: json!({"ok": true}),
+            },
+            1 => Finish::Failed {
+                error: "broke".into(),
+            },
+            2 => Finish::Retry {
+                error: "try again".into(),
+                run_at: crate::job::truncate(later),
+            },
+            3 => Finish::Cancelled,
+            _ => Finish::Released,
+        };
+        let r = self
+            .reference
+            .finish(&held.reference, outcome_of.clone())
+            .await;
+        let t = self.tested.finish(&held.tested, outcome_of).await;
+        Self::agree("finish", outcome(&r, clean_job), outcome(&t, clean_job))?;
+        self.touched.push(held.reference.job_id);
+        Ok(())
+    }
+
+    async fn cancel(&mut self) -> std::result::Result<(), Diff> {
+        let Some(id) = self.any_job() else {
+            return Ok(());
+        };
+        // Now and then as another tenant, which must read as a missing job.
+        let tenant = if self.rng.random_bool(0.1) {
+            TenantId::new("someone-else").expect("a valid tenant")
+        } else {
+            self.tenant.clone()
+        };
+        let r = self.reference.cancel(&tenant, id).await;
+        let t = self.tested.cancel(&tenant, id).await;
+        Self::agree("cancel", outcome(&r, clean_job), outcome(&t, clean_job))?;
+        self.touched.push(id);
+        Ok(())
+    }
+
+    async fn reap(&mut self) -> std::result::Result<(), Diff> {
+        let r = self.reference.reap(ReapParams::default()).await;
+        let t = self.tested.reap(ReapParams::default()).await;
+        // The tested store is shared by every sequence, but earlier sequences leave no
+        // lease behind, so both reap only this sequence's jobs.
+        let clean = |v: &crate::ReapReport| format!("{v:?}");
+        Self::agree("reap", outcome(&r, clean), outcome(&t, clean))?;
+        self.touched.extend(self.jobs.iter().copied());
+        Ok(())
+    }
+
+    async fn compare(&self, id: JobId) -> std::result::Result<(), Diff> {
+        let r = self.reference.get(&self.tenant, id).await;
+        let t = self.tested.get(&self.tenant, id).await;
+        Self::agree("job", outcome(&r, clean_job), outcome(&t, clean_job))?;
+        let all = EventParams::default().limit(1000).include_internal();
+        let r = self.reference.events(&self.tenant, id, all).await;
+        let t = self.tested.events(&self.tenant, id, all).await;
+        let clean = |p: &crate::EventPage| format!("{} {}", p.terminal, clean_events(&p.events));
+        Self::agree("timeline", outcome(&r, clean), outcome(&t, clean))?;
+        let public = EventParams::default().limit(1000);
+        let r = self.reference.events(&self.tenant, id, public).await;
+        let t = self.tested.events(&self.tenant, id, public).await;
+        Self::agree("public timeline", outcome(&r, clean), outcome(&t, clean))
+    }
+
+    /// Compares every job, then ends them all, so no lease outlives the sequence.
+    async fn finish_all(&mut self) -> std::result::Result<(), Diff> {
+        for id in self.jobs.clone() {
+            self.compare(id).await?;
+        }
+        for id in self.jobs.clone() {
+            let _ = self.reference.cancel(&self.tenant, id).await;
+            let _ = self.tested.cancel(&self.tenant, id).await;
+        }
+        let past_every_lease = TTL + Duration::from_secs(1);
+        self.reference_clock.advance(past_every_lease);
+        self.tested_clock.advance(past_every_lease);
+        let r = self.reference.reap(ReapParams::default()).await;
+        let t = self.tested.reap(ReapParams::default()).await;
+        let clean = |v: &crate::ReapReport| format!("{v:?}");
+        Self::agree("final reap", outcome(&r, clean), outcome(&t, clean))?;
+        for id in self.jobs.clone() {
+            self.compare(id).await?;
+            let job = self
+                .tested
+                .get(&self.tenant, id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !job.status.is_terminal() {
+                return Err(format!("job {id} is still {} at the end", job.status));
+            }
+        }
+        Ok(())
+    }
+}
