@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::body::{Fields, JsonBody, QueryFields, RouteParam};
 use super::etag::{client_has, tagged_json};
-use super::view::{EventView, EventsView, JobListView, JobView};
+use super::view::{EventView, EventsView, JobListView, JobView, StatusName};
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::{
     EventParams, Job, JobId, JobStatus, JobType, ListParams, MAX_ATTEMPTS_LIMIT,
@@ -46,18 +46,6 @@ pub(crate) struct SubmitRequest {
     /// Makes the submit idempotent; same as the `Idempotency-Key` header.
     #[schema(max_length = 255)]
     idempotency_key: Option<String>,
-}
-
-/// The five statuses, as the wire writes them (documentation).
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(crate) enum StatusName {
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
 }
 
 /// A job id from the path: a ULID or a UUID, else `400 invalid_id`.

@@ -21,7 +21,7 @@ pub struct JobView {
     #[serde(rename = "type")]
     pub job_type: String,
     /// `queued`, `running`, `completed`, `failed` or `cancelled`.
-    #[schema(value_type = super::jobs::StatusName)]
+    #[schema(value_type = StatusName)]
     pub status: String,
     /// What was submitted.
     pub input: Value,
@@ -186,4 +186,16 @@ pub struct JobListView {
     pub jobs: Vec<JobView>,
     /// The cursor of the next page, or null on the last one.
     pub next_cursor: Option<String>,
+}
+
+/// The five statuses, as the wire writes them (documentation).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(crate) enum StatusName {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
 }

@@ -1,14 +1,11 @@
-//! Where a report's rows come from, and the figures derived from them.
+//! A report's rows (findings), the filter that selects them, and the figures derived from
+//! them.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use super::model::Section;
-use crate::{Result, TenantId};
 
 /// How severe a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -151,21 +148,6 @@ impl Filter {
                     .any(|text| text.to_lowercase().contains(&s))
             })
     }
-}
-
-/// The host's data: the findings a section of a tenant's report covers.
-///
-/// The filter is validated, typed input: apply it with bound parameters (or
-/// [`Filter::matches`]), never by pasting its strings into a query.
-#[async_trait]
-pub trait ReportData: Send + Sync + Debug + 'static {
-    /// The findings of `tenant` that `section` shows, under `filter`.
-    async fn findings(
-        &self,
-        tenant: &TenantId,
-        section: &Section,
-        filter: &Filter,
-    ) -> Result<Vec<Finding>>;
 }
 
 /// Figures derived from a section's findings.

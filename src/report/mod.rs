@@ -28,8 +28,10 @@ mod budget;
 mod data;
 mod document;
 mod fonts;
+mod layout;
 mod model;
 mod pdf;
+mod source;
 mod templates;
 mod text;
 
@@ -45,8 +47,7 @@ use crate::{Engine, Job, JobType, NewJob, TenantId};
 
 pub use budget::{BudgetExceeded, RenderBudget};
 pub use data::{
-    Filter, Finding, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, Metrics, ReportData,
-    Severity,
+    Filter, Finding, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, Metrics, Severity,
 };
 pub use fonts::StandardFont;
 pub use model::{
@@ -54,6 +55,7 @@ pub use model::{
     MAX_TEMPLATE_BYTES, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem, ReportTemplate,
     Section, SectionKind, Style,
 };
+pub use source::ReportData;
 pub use templates::{StoredTemplate, TemplateId, Templates};
 
 /// The job type of report builds.
