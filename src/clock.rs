@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 ///
 /// Every store and the engine read it (at the microsecond precision stores keep), so a
 /// test can expire leases and make retries due by moving it forward instead of sleeping.
-/// Clones share the offset.
+/// A store may also correct it to its own source of time: PostgreSQL keeps it on the
+/// database server's clock, so engines on machines with skewed clocks agree on lease
+/// expiries and due times. Clones share the offset and the correction.
 ///
 /// ```
 /// use std::time::Duration;
@@ -22,6 +24,7 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     offset_micros: Arc<AtomicI64>,
+    correction_micros: Arc<AtomicI64>,
 }
 
 impl Clock {
@@ -32,7 +35,8 @@ impl Clock {
 
     /// The current time, to the microsecond.
     pub fn now(&self) -> DateTime<Utc> {
-        let offset = self.offset_micros.load(Ordering::Relaxed);
+        let offset = self.offset_micros.load(Ordering::Relaxed)
+            + self.correction_micros.load(Ordering::Relaxed);
         let now = crate::job::now();
         if offset == 0 {
             return now;
@@ -49,6 +53,19 @@ impl Clock {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
                 Some(o.saturating_add(micros))
             });
+    }
+
+    /// Corrects the clock to a source that read `source` while this process's clock,
+    /// before corrections, read `local` (the midpoint of the round trip that asked).
+    pub(crate) fn correct_to(&self, source: DateTime<Utc>, local: DateTime<Utc>) {
+        let micros = (source - local).num_microseconds().unwrap_or(0);
+        self.correction_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// How far the store's source of time is ahead of this process's clock (negative when
+    /// behind): the correction [`now`](Self::now) adds.
+    pub fn correction(&self) -> chrono::Duration {
+        chrono::Duration::microseconds(self.correction_micros.load(Ordering::Relaxed))
     }
 
     /// How far it was moved from the system clock.
@@ -73,5 +90,19 @@ mod tests {
         assert!(moved >= chrono::Duration::seconds(90), "{moved}");
         assert!(moved < chrono::Duration::seconds(95), "{moved}");
         assert_eq!(Clock::system().offset(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_correction_puts_it_on_its_source_and_adds_to_the_offset() {
+        let clock = Clock::default();
+        let local = crate::job::now();
+        clock.correct_to(local + chrono::Duration::seconds(-40), local);
+        assert_eq!(clock.correction(), chrono::Duration::seconds(-40));
+        let behind = crate::job::now() - clock.now();
+        assert!(behind >= chrono::Duration::seconds(40), "{behind}");
+        assert!(behind < chrono::Duration::seconds(41), "{behind}");
+        clock.advance(Duration::from_secs(100));
+        let ahead = clock.now() - crate::job::now();
+        assert!(ahead > chrono::Duration::seconds(59) && ahead <= chrono::Duration::seconds(60));
     }
 }

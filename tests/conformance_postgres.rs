@@ -151,3 +151,38 @@ async fn postgres_store_agrees_with_the_reference() {
     jobworks::testing::differential_test(store, 200, 30, 1).await;
     schemas.drop_all(&url).await;
 }
+
+/// The store's clock is the database server's, whatever this process's says: it is
+/// corrected on connect, and a test's offset moves it from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_store_keeps_the_servers_time() {
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    let clock = jobworks::Clock::default();
+    let store = schemas.fresh_with(&url, |b| b.clock(clock.clone())).await;
+    let server = || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT clock_timestamp()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let before = server().await;
+    let ours = jobworks::JobStore::clock(&store).now();
+    let after = server().await;
+    assert!(
+        before <= ours + chrono::Duration::milliseconds(50),
+        "{before} vs {ours}"
+    );
+    assert!(
+        ours <= after + chrono::Duration::milliseconds(50),
+        "{ours} vs {after}"
+    );
+    clock.advance(std::time::Duration::from_secs(600));
+    let moved = jobworks::JobStore::clock(&store).now() - server().await;
+    assert!(moved > chrono::Duration::seconds(599), "{moved}");
+    schemas.drop_all(&url).await;
+}

@@ -13,6 +13,7 @@ mod rows;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -93,7 +94,7 @@ pub struct PostgresStore {
     pool: PgPool,
     inner: Arc<Shared>,
     finishes: tokio::sync::mpsc::Sender<batch::Request>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 #[derive(Debug)]
@@ -125,7 +126,10 @@ pub struct PostgresStoreBuilder {
 }
 
 impl PostgresStoreBuilder {
-    /// The clock the store reads the time from (the system's by default).
+    /// The clock the store reads the time from (the system's by default). The store keeps
+    /// it corrected to the database server's clock, read on connect and every minute, so
+    /// that engines on machines whose clocks disagree agree on lease expiries and due
+    /// times; a test's [`Clock::advance`](crate::Clock::advance) moves it from there.
     pub fn clock(mut self, clock: crate::Clock) -> Self {
         self.clock = clock;
         self
@@ -229,6 +233,9 @@ impl PostgresStoreBuilder {
                 .await
                 .map_err(db)?
         };
+        correct_clock(&pool, &self.clock)
+            .await
+            .map_err(|e| in_context("reading the server's clock".into(), e))?;
         let shared = Arc::new(Shared {
             notifier: Notifier::default(),
             channel: format!("jobworks_{}", self.schema),
@@ -242,6 +249,7 @@ impl PostgresStoreBuilder {
             tasks: [
                 tokio::spawn(listen(listener, shared.clone())),
                 tokio::spawn(batch::run(finish_pool, shared.clone(), requests)),
+                tokio::spawn(follow_server_clock(pool.clone(), shared.clone())),
             ],
             finishes,
             pool,
@@ -271,6 +279,33 @@ fn validate_schema(schema: &str) -> Result<()> {
             "schema",
             "use 1 to 48 lowercase letters, digits and _, starting with a letter or _",
         ))
+    }
+}
+
+/// How often the store re-reads the server's clock.
+const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Corrects `clock` to the database server's: reads `clock_timestamp()` and takes this
+/// process's clock at the middle of the round trip for the same instant.
+async fn correct_clock(pool: &PgPool, clock: &crate::Clock) -> Result<()> {
+    let before = crate::job::now();
+    let server: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    let after = crate::job::now();
+    clock.correct_to(server, before + (after - before) / 2);
+    Ok(())
+}
+
+/// Keeps the store's clock on the server's: every machine's engines then agree on lease
+/// expiries and due times, whatever their own clocks say.
+async fn follow_server_clock(pool: PgPool, shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(CLOCK_CHECK_EVERY).await;
+        if let Err(e) = correct_clock(&pool, &shared.clock).await {
+            warn!(error = %e, "could not read the database's clock; keeping the last correction");
+        }
     }
 }
 
