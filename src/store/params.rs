@@ -1,0 +1,396 @@
+//! What the [`JobStore`](super::JobStore) methods take and give: filters, pages, claims,
+//! leases, appends, outcomes, and counts.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress};
+
+/// The answer to one job of [`JobStore::insert`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    /// The job as stored (the existing one for a replayed idempotency key).
+    pub job: Job,
+    /// `false` when an idempotency key matched an existing job.
+    pub created: bool,
+}
+
+/// Filters and paging for [`JobStore::list`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ListParams {
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this type.
+    pub job_type: Option<JobType>,
+    /// At most this many (1…1000).
+    pub limit: usize,
+    /// Only jobs older than this one: the cursor from the previous page.
+    pub before: Option<JobId>,
+}
+
+impl Default for ListParams {
+    fn default() -> Self {
+        ListParams {
+            status: None,
+            job_type: None,
+            limit: 50,
+            before: None,
+        }
+    }
+}
+
+impl ListParams {
+    /// Keeps only jobs in `status`.
+    pub fn status(mut self, status: JobStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+    /// Keeps only jobs of `job_type`.
+    pub fn job_type(mut self, job_type: JobType) -> Self {
+        self.job_type = Some(job_type);
+        self
+    }
+    /// Sets the page size, clamped to 1…1000.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit.clamp(1, 1000);
+        self
+    }
+    /// Continues after a previous page.
+    pub fn before(mut self, cursor: Option<JobId>) -> Self {
+        self.before = cursor;
+        self
+    }
+}
+
+/// A page of [`JobStore::list`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+    /// The cursor for the next page; `None` on the last one.
+    pub next: Option<JobId>,
+}
+
+/// What [`JobStore::events`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventParams {
+    /// Only events with a greater sequence number.
+    pub after: u64,
+    /// At most this many (1…1000).
+    pub limit: usize,
+    /// Whether internal events are included.
+    pub include_internal: bool,
+}
+
+impl Default for EventParams {
+    fn default() -> Self {
+        EventParams {
+            after: 0,
+            limit: 100,
+            include_internal: false,
+        }
+    }
+}
+
+impl EventParams {
+    /// Events after `seq`.
+    pub fn after(mut self, seq: u64) -> Self {
+        self.after = seq;
+        self
+    }
+    /// Sets the page size, clamped to 1…1000.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit.clamp(1, 1000);
+        self
+    }
+    /// Includes internal events.
+    pub fn include_internal(mut self) -> Self {
+        self.include_internal = true;
+        self
+    }
+}
+
+/// A page of [`JobStore::events`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// Whether the job is terminal (its timeline will not grow).
+    pub terminal: bool,
+}
+
+/// What [`JobStore::claim`] looks for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClaimParams {
+    /// Only these types; all when `None`.
+    pub types: Option<Vec<JobType>>,
+    /// At most this many jobs.
+    pub limit: usize,
+    /// How long the new leases last.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClaimParams {
+    fn default() -> Self {
+        ClaimParams {
+            types: None,
+            limit: 1,
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClaimParams {
+    /// Claims up to `limit` jobs.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+    /// Leases last `ttl`.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+    /// Claims only jobs of these types.
+    pub fn types(mut self, types: Vec<JobType>) -> Self {
+        self.types = Some(types);
+        self
+    }
+}
+
+/// What [`JobStore::claim`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The claimed jobs, in claim order.
+    pub jobs: Vec<ClaimedJob>,
+    /// When the next queued (matching) job becomes due, if one is queued and not yet due:
+    /// an idle worker sleeps until then.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// A job and the lease its claimer holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    /// The job, now `running`.
+    pub job: Job,
+    /// The lease on it.
+    pub lease: Lease,
+}
+
+/// A worker's right to write about a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// This claim's id; a later claim of the same job has another.
+    pub lease_id: u128,
+    /// When the lease runs out unless extended.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// Whether this lease may write about a job in `status` whose current lease is
+    /// `held` (its id and expiry): the job runs, the ids match, and it has not expired at
+    /// `now`. Every store fences writes with this one rule.
+    pub fn is_current(
+        &self,
+        status: JobStatus,
+        held: Option<(u128, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        status == JobStatus::Running
+            && held.is_some_and(|(id, expires)| id == self.lease_id && expires > now)
+    }
+
+    /// A fresh lease on `job_id` for `ttl` from now.
+    pub fn new(job_id: JobId, ttl: Duration) -> Lease {
+        Lease {
+            job_id,
+            lease_id: ulid::Ulid::new().0,
+            expires_at: crate::job::now() + ttl,
+        }
+    }
+}
+
+/// What [`JobStore::heartbeat`] tells the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The new expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Whether someone asked the job to stop.
+    pub cancel_requested: bool,
+}
+
+/// A timeline entry written by a running job, with the state it updates.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Append {
+    /// The event.
+    pub event: NewEvent,
+    /// Sets the job's progress.
+    pub progress: Option<Progress>,
+    /// Records an artifact (replacing one of the same name).
+    pub artifact: Option<Artifact>,
+}
+
+impl Append {
+    /// Just an event.
+    pub fn event(event: NewEvent) -> Self {
+        Append {
+            event,
+            progress: None,
+            artifact: None,
+        }
+    }
+    /// Also sets the job's progress.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+    /// Also records an artifact.
+    pub fn with_artifact(mut self, artifact: Artifact) -> Self {
+        self.artifact = Some(artifact);
+        self
+    }
+}
+
+/// The outcome of an attempt, for [`JobStore::finish`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Finish {
+    /// `completed` with a result; `succeeded` event.
+    Completed {
+        /// The executor's result.
+        result: Value,
+    },
+    /// `failed`; `failed` event.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Back to `queued` until `run_at`, with a `retrying` event; `failed` instead when no
+    /// attempts are left.
+    Retry {
+        /// Why the attempt failed.
+        error: String,
+        /// Not before this time.
+        run_at: DateTime<Utc>,
+    },
+    /// `cancelled`; `cancelled` event.
+    Cancelled,
+    /// Back to `queued` at once without charging the attempt (graceful shutdown);
+    /// `released` event.
+    Released,
+}
+
+impl Finish {
+    /// The status this outcome asks for.
+    pub fn target(&self) -> JobStatus {
+        match self {
+            Finish::Completed { .. } => JobStatus::Completed,
+            Finish::Failed { .. } => JobStatus::Failed,
+            Finish::Cancelled => JobStatus::Cancelled,
+            Finish::Retry { .. } | Finish::Released => JobStatus::Queued,
+        }
+    }
+}
+
+/// Options of [`JobStore::reap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReapParams {
+    /// At most this many jobs per call.
+    pub limit: usize,
+}
+
+impl Default for ReapParams {
+    fn default() -> Self {
+        ReapParams { limit: 1000 }
+    }
+}
+
+/// What [`JobStore::reap`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Put back in the queue.
+    pub requeued: u64,
+    /// Failed because no attempts were left.
+    pub failed: u64,
+    /// Cancelled because cancellation had been asked for.
+    pub cancelled: u64,
+}
+
+impl ReapReport {
+    /// Counts one reaped job by the status the reaper gave it.
+    pub fn count(&mut self, status: JobStatus) {
+        match status {
+            JobStatus::Queued => self.requeued += 1,
+            JobStatus::Failed => self.failed += 1,
+            _ => self.cancelled += 1,
+        }
+    }
+
+    /// All jobs whose lease was ended.
+    pub fn total(&self) -> u64 {
+        self.requeued + self.failed + self.cancelled
+    }
+}
+
+/// Options of [`JobStore::purge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeParams {
+    /// Terminal jobs completed before this time go.
+    pub completed_before: DateTime<Utc>,
+    /// At most this many per call.
+    pub limit: usize,
+}
+
+impl PurgeParams {
+    /// Purges up to 1000 jobs completed before `before`.
+    pub fn before(before: DateTime<Utc>) -> Self {
+        PurgeParams {
+            completed_before: before,
+            limit: 1000,
+        }
+    }
+}
+
+/// Job counts by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Queued, due or not.
+    pub queued: u64,
+    /// Running.
+    pub running: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl QueueStats {
+    /// Adds `n` jobs in `status`.
+    pub fn add(&mut self, status: JobStatus, n: u64) {
+        let slot = match status {
+            JobStatus::Queued => &mut self.queued,
+            JobStatus::Running => &mut self.running,
+            JobStatus::Completed => &mut self.completed,
+            JobStatus::Failed => &mut self.failed,
+            JobStatus::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
+    }
+
+    /// Jobs in terminal states.
+    pub fn terminal(&self) -> u64 {
+        self.completed + self.failed + self.cancelled
+    }
+}
