@@ -76,7 +76,7 @@ impl fmt::Display for JobError {
 
 impl std::error::Error for JobError {}
 
-/// Engine errors inside an executor (`?` on [`JobContext::put_artifact`], say) fail the
+/// Engine errors inside an executor (`?` on [`JobContext::put_artifact`](super::JobContext::put_artifact), say) fail the
 /// attempt. They are retried when another attempt may succeed (a lost lease, an
 /// unreachable or failing store, a shutdown) and fail the job for good when it cannot (an
 /// invalid artifact name, an unknown job type, an unsupported operation, a conflict).

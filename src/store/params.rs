@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress};
 
-/// The answer to one job of [`JobStore::insert`].
+/// The answer to one job of [`JobStore::insert`](super::JobStore::insert).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inserted {
     /// The job as stored (the existing one for a replayed idempotency key).
@@ -17,7 +17,7 @@ pub struct Inserted {
     pub created: bool,
 }
 
-/// Filters and paging for [`JobStore::list`].
+/// Filters and paging for [`JobStore::list`](super::JobStore::list).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ListParams {
@@ -65,7 +65,7 @@ impl ListParams {
     }
 }
 
-/// A page of [`JobStore::list`].
+/// A page of [`JobStore::list`](super::JobStore::list).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPage {
     /// Newest first.
@@ -74,7 +74,7 @@ pub struct JobPage {
     pub next: Option<JobId>,
 }
 
-/// What [`JobStore::events`] returns.
+/// What [`JobStore::events`](super::JobStore::events) returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EventParams {
@@ -114,7 +114,7 @@ impl EventParams {
     }
 }
 
-/// A page of [`JobStore::events`].
+/// A page of [`JobStore::events`](super::JobStore::events).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {
     /// Oldest first.
@@ -123,7 +123,7 @@ pub struct EventPage {
     pub terminal: bool,
 }
 
-/// What [`JobStore::claim`] looks for.
+/// What [`JobStore::claim`](super::JobStore::claim) looks for.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ClaimParams {
@@ -163,7 +163,7 @@ impl ClaimParams {
     }
 }
 
-/// What [`JobStore::claim`] found.
+/// What [`JobStore::claim`](super::JobStore::claim) found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claimed {
     /// The claimed jobs, in claim order.
@@ -217,7 +217,7 @@ impl Lease {
     }
 }
 
-/// What [`JobStore::heartbeat`] tells the worker.
+/// What [`JobStore::heartbeat`](super::JobStore::heartbeat) tells the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseStatus {
     /// The new expiry.
@@ -259,7 +259,7 @@ impl Append {
     }
 }
 
-/// The outcome of an attempt, for [`JobStore::finish`].
+/// The outcome of an attempt, for [`JobStore::finish`](super::JobStore::finish).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Finish {
@@ -300,7 +300,7 @@ impl Finish {
     }
 }
 
-/// Options of [`JobStore::reap`].
+/// Options of [`JobStore::reap`](super::JobStore::reap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReapParams {
@@ -314,7 +314,7 @@ impl Default for ReapParams {
     }
 }
 
-/// What [`JobStore::reap`] did.
+/// What [`JobStore::reap`](super::JobStore::reap) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReapReport {
     /// Put back in the queue.
@@ -341,7 +341,7 @@ impl ReapReport {
     }
 }
 
-/// Options of [`JobStore::purge`].
+/// Options of [`JobStore::purge`](super::JobStore::purge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PurgeParams {
