@@ -195,43 +195,18 @@ pub(super) fn decode_event(row: &Row<'_>) -> Result<Event> {
 }
 
 fn decode_artifact(row: &Row<'_>) -> Result<Artifact> {
-    type Raw = (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        String,
-        String,
-        i64,
-        i64,
-    );
-    let (name, kind, role, content_type, size, checksum, metadata, created_at, attempt): Raw =
-        (|| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-                row.get(8)?,
-            ))
-        })()
-        .map_err(db)?;
+    let role: String = row.get(2).map_err(db)?;
     Ok(Artifact {
-        name,
-        kind,
+        name: row.get(0).map_err(db)?,
+        kind: row.get(1).map_err(db)?,
         role: ArtifactRole::parse(&role)
             .ok_or_else(|| corrupt(BACKEND, format!("role {role:?}")))?,
-        content_type,
-        size_bytes: size as u64,
-        checksum,
-        metadata: parse_json(BACKEND, &metadata)?,
-        created_at: time(created_at)?,
-        attempt: u32::try_from(attempt).unwrap_or(0),
+        content_type: row.get(3).map_err(db)?,
+        size_bytes: u64::try_from(row.get::<_, i64>(4).map_err(db)?).unwrap_or(0),
+        checksum: row.get(5).map_err(db)?,
+        metadata: parse_json(BACKEND, &row.get::<_, String>(6).map_err(db)?)?,
+        created_at: time(row.get(7).map_err(db)?)?,
+        attempt: u32::try_from(row.get::<_, i64>(8).map_err(db)?).unwrap_or(0),
     })
 }
 
