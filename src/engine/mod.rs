@@ -1,6 +1,8 @@
 //! The [`Engine`]: submit, read, wait, cancel, and run workers.
 
+mod attempt;
 mod builder;
+mod maintenance;
 mod worker;
 
 use std::collections::HashMap;

@@ -1,23 +1,21 @@
-//! The worker runtime: claim → execute → record, with heartbeats, timeouts, retries,
-//! cancellation, graceful shutdown and the reaper.
+//! The worker runtime: the dispatcher that claims jobs into free executor slots, the task
+//! of each job, and graceful shutdown. An attempt itself runs in `attempt`; the reaper
+//! and retention in `maintenance`.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use futures::FutureExt;
-use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use super::EngineInner;
-use crate::executor::{JobContext, JobError, JobErrorKind};
-use crate::store::{ClaimParams, ClaimedJob, Finish, Lease, PurgeParams, ReapParams};
+use super::attempt::{record, run_job};
+use super::maintenance::maintain;
+use crate::store::{ClaimParams, ClaimedJob};
 use crate::{Error, Result};
 
 /// A job this engine is running.
@@ -256,7 +254,9 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
     let task_shared = shared.clone();
     let handle = tokio::spawn(
         async move {
-            if let Some((lease, outcome)) = run_job(&task_shared, claimed, cancel).await {
+            let engine = &task_shared.engine;
+            let ran = run_job(engine, &task_shared.hand_back, claimed, cancel).await;
+            if let Some((lease, outcome)) = ran {
                 let recording = task_shared.recording.clone().acquire_owned().await;
                 drop(permit);
                 record(&task_shared.engine, &lease, outcome).await;
@@ -269,192 +269,5 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
     );
     if let Some(job) = shared.engine.running().get_mut(&id) {
         job.abort = Some(handle.abort_handle());
-    }
-}
-
-/// How an attempt ended, before it is recorded.
-enum Ended {
-    Returned(Result<Value, JobError>),
-    Panicked(String),
-    TimedOut(Duration),
-    LeaseLost,
-    HandBack,
-}
-
-/// Runs an attempt; what to record of it, unless its lease was lost.
-async fn run_job(
-    shared: &Shared,
-    claimed: ClaimedJob,
-    cancel: CancellationToken,
-) -> Option<(Lease, Finish)> {
-    let engine = &shared.engine;
-    let config = &engine.config;
-    let ClaimedJob { job, mut lease } = claimed;
-    let Some(registration) = engine.executors.get(&job.job_type) else {
-        // Claims are filtered by type, so only a store bug gets here.
-        error!("claimed a job with no executor");
-        return None;
-    };
-    let attempts = (job.attempts, job.max_attempts);
-    let ctx = JobContext::new(
-        job,
-        lease,
-        engine.store.clone(),
-        engine.artifacts.clone(),
-        cancel.clone(),
-    );
-    let execution = AssertUnwindSafe(registration.executor.execute(ctx)).catch_unwind();
-    tokio::pin!(execution);
-    let deadline = registration.timeout.map(|t| Instant::now() + t);
-    let mut next_beat = Instant::now() + config.heartbeat_interval;
-    let ended = loop {
-        tokio::select! {
-            biased;
-            result = &mut execution => break match result {
-                Ok(result) => Ended::Returned(result),
-                Err(panic) => Ended::Panicked(panic_message(&*panic)),
-            },
-            _ = shared.hand_back.cancelled() => break Ended::HandBack,
-            _ = sleep_until(deadline.unwrap_or(next_beat)), if deadline.is_some() => {
-                break Ended::TimedOut(registration.timeout.unwrap_or_default());
-            }
-            _ = sleep_until(next_beat) => {
-                match engine.store.heartbeat(&lease, config.lease_ttl).await {
-                    Ok(status) => {
-                        lease.expires_at = status.expires_at;
-                        if status.cancel_requested {
-                            cancel.cancel();
-                        }
-                        next_beat = Instant::now() + config.heartbeat_interval;
-                    }
-                    Err(Error::LeaseLost { .. }) => break Ended::LeaseLost,
-                    Err(e) => {
-                        warn!(error = %e, "heartbeat failed; retrying");
-                        next_beat = Instant::now() + config.heartbeat_interval / 4;
-                    }
-                }
-            }
-        }
-    };
-    let retry = (&registration.retry, engine.store.clock().now());
-    let outcome = match ended {
-        Ended::LeaseLost => {
-            cancel.cancel();
-            warn!("lease lost; the attempt's result is discarded");
-            return None;
-        }
-        Ended::HandBack => Finish::Released,
-        Ended::Returned(Ok(result)) => Finish::Completed { result },
-        Ended::Returned(Err(e)) => failure(&e, cancel.is_cancelled(), attempts, retry),
-        Ended::Panicked(msg) => failure(
-            &JobError::retry(format!("executor panicked: {msg}")),
-            false,
-            attempts,
-            retry,
-        ),
-        Ended::TimedOut(after) => failure(
-            &JobError::retry(format!("timed out after {after:?}")),
-            false,
-            attempts,
-            retry,
-        ),
-    };
-    Some((lease, outcome))
-}
-
-/// Records an attempt's outcome, retrying while the store is unreachable and the lease
-/// may still hold. A retry after a commit whose answer was lost finds the lease gone,
-/// which is harmless: the outcome was recorded.
-async fn record(engine: &EngineInner, lease: &Lease, outcome: Finish) {
-    let mut delay = Duration::from_millis(20);
-    loop {
-        match engine.store.finish(lease, outcome.clone()).await {
-            Ok(job) => return debug!(status = %job.status, "attempt recorded"),
-            Err(Error::LeaseLost { .. }) => {
-                return warn!("lease lost; the attempt's result is discarded");
-            }
-            Err(e) if e.is_transient() && engine.store.clock().now() + delay < lease.expires_at => {
-                warn!(error = %e, "could not record the attempt; retrying");
-                sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                return error!(error = %e, "could not record the attempt; it runs again after the lease expires");
-            }
-        }
-    }
-}
-
-/// The store outcome of a failed attempt.
-fn failure(
-    e: &JobError,
-    cancel_requested: bool,
-    (attempt, max): (u32, u32),
-    (retry, now): (&crate::RetryPolicy, DateTime<Utc>),
-) -> Finish {
-    let error = e.message().to_owned();
-    if cancel_requested {
-        return Finish::Cancelled;
-    }
-    let delay = match e.kind() {
-        _ if attempt >= max => return Finish::Failed { error },
-        JobErrorKind::Retry => retry.backoff(attempt),
-        JobErrorKind::RetryAfter(delay) => delay,
-        _ => return Finish::Failed { error },
-    };
-    let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-    Finish::Retry { error, run_at }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
-/// Reaps expired leases and purges old jobs until stopped.
-async fn maintain(engine: Arc<EngineInner>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = sleep(engine.config.reap_interval) => {}
-        }
-        loop {
-            match engine.store.reap(ReapParams::default()).await {
-                Ok(report) if report.total() > 0 => {
-                    debug!(?report, "reaped expired leases");
-                    if report.total() < ReapParams::default().limit as u64 {
-                        break;
-                    }
-                }
-                Ok(_) => break,
-                Err(e) => {
-                    warn!(error = %e, "reaping failed");
-                    break;
-                }
-            }
-        }
-        if let Some(keep) = engine.config.retention {
-            purge(&engine, keep).await;
-        }
-    }
-}
-
-async fn purge(engine: &EngineInner, keep: Duration) {
-    let Ok(keep) = chrono::Duration::from_std(keep) else {
-        return;
-    };
-    let params = PurgeParams::before(engine.store.clock().now() - keep);
-    match engine.store.purge(params).await {
-        Ok(purged) => {
-            for (tenant, id) in purged {
-                if let Err(e) = engine.artifacts.delete_job(&tenant, id).await {
-                    warn!(error = %e, job = %id, "could not delete a purged job's artifacts");
-                }
-            }
-        }
-        Err(e) => warn!(error = %e, "purging failed"),
     }
 }
