@@ -12,7 +12,9 @@ use sqlx::types::Uuid;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{Guard, JobRow, complete, decode_job, job_columns, uuid, write_back};
+use super::rows::{
+    Guard, JobRow, complete, decode_job, job_columns, load, number, uuid, write_back,
+};
 use super::{BACKEND, Shared, db};
 use crate::job::{Event, Job, JobId, JobStatus};
 use crate::store::{Finish, Lease, apply_plan, plan_finish};
@@ -221,7 +223,7 @@ fn plan(
     );
     let event = apply_plan(&mut row.job, plan, Some(outcome), now);
     row.lease = None;
-    let event = super::jobs::number(&mut row, event, now);
+    let event = number(&mut row, event, now);
     Some((row, read_revision, event))
 }
 
@@ -233,7 +235,7 @@ async fn locked(
     outcome: &Finish,
 ) -> Result<Job> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
-    let row = super::jobs::load(&mut tx, lease.job_id, true).await?;
+    let row = load(&mut tx, lease.job_id, true).await?;
     let now = shared.clock.now();
     let (row, _, event) = row
         .and_then(|row| plan(row, lease, outcome, now))

@@ -8,7 +8,8 @@ use sqlx::types::Uuid;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::rows::{
-    JobRow, complete, decode_event, decode_job, event_columns, job_columns, uuid, write_back,
+    JobRow, complete, decode_event, decode_job, event_columns, job_columns, load, number, uuid,
+    write_back,
 };
 use super::{BACKEND, PostgresStore, db};
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
@@ -21,41 +22,6 @@ use crate::store::{
 use crate::{Error, Result};
 
 type Tx = Transaction<'static, Postgres>;
-
-/// Numbers an event for a row, bumping its counters.
-pub(super) fn number(row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Event {
-    row.event_seq += 1;
-    row.job.revision += 1;
-    row.job.updated_at = now;
-    event.into_event(row.event_seq, now)
-}
-
-/// Loads a job row, locking it for the transaction when `for_update`.
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    id: JobId,
-    for_update: bool,
-) -> Result<Option<JobRow>> {
-    let sql = if for_update {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
-        )
-    } else {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1"
-        )
-    };
-    let row = sqlx::query(sql)
-        .bind(uuid(id))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
-    row.as_ref().map(decode_job).transpose()
-}
 
 async fn leased(conn: &mut PgConnection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow> {
     match load(conn, lease.job_id, true).await? {

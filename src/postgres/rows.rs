@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 use super::{BACKEND, db};
 use crate::Result;
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, TenantId, Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, TenantId, Visibility,
 };
 use crate::sql::{corrupt, json_text, parse_json, status};
 
@@ -338,4 +338,39 @@ pub(super) async fn complete(conn: &mut PgConnection, rows: Vec<JobRow>) -> Resu
             job
         })
         .collect())
+}
+
+/// Numbers an event for a row, bumping its counters.
+pub(super) fn number(row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Event {
+    row.event_seq += 1;
+    row.job.revision += 1;
+    row.job.updated_at = now;
+    event.into_event(row.event_seq, now)
+}
+
+/// Loads a job row, locking it for the transaction when `for_update`.
+pub(super) async fn load(
+    conn: &mut PgConnection,
+    id: JobId,
+    for_update: bool,
+) -> Result<Option<JobRow>> {
+    let sql = if for_update {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1"
+        )
+    };
+    let row = sqlx::query(sql)
+        .bind(uuid(id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(decode_job).transpose()
 }
