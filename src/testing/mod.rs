@@ -19,6 +19,7 @@ mod differential;
 mod documents;
 mod engine;
 mod fencing;
+mod leases;
 mod lifecycle;
 mod queries;
 mod records;
@@ -36,6 +37,7 @@ pub use differential::differential_test;
 pub use documents::*;
 pub use engine::*;
 pub use fencing::*;
+pub use leases::*;
 pub use lifecycle::*;
 pub use queries::*;
 pub use records::*;
@@ -91,6 +93,41 @@ where
     artifact_large_stream(&new_store().await).await;
     artifact_names_are_validated(&new_store().await).await;
     signed_urls_are_verified(&new_store().await).await;
+}
+
+/// A lease that does not run out during a case.
+const LONG: Duration = Duration::from_secs(60);
+/// A lease that a case lets run out.
+const SHORT: Duration = Duration::from_millis(150);
+
+/// The kinds of `events`, in order.
+fn kinds(events: &[crate::Event]) -> Vec<crate::EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// Every event of a job, internal ones included.
+async fn timeline(
+    store: &dyn JobStore,
+    t: &crate::TenantId,
+    id: crate::JobId,
+) -> Vec<crate::Event> {
+    store
+        .events(
+            t,
+            id,
+            crate::EventParams::default().limit(1000).include_internal(),
+        )
+        .await
+        .expect("events")
+        .events
+}
+
+/// Asserts that `r` is [`Error::LeaseLost`](crate::Error::LeaseLost).
+fn assert_lease_lost<T: std::fmt::Debug>(r: crate::Result<T>, what: &str) {
+    assert!(
+        matches!(r, Err(crate::Error::LeaseLost { .. })),
+        "{what}: expected LeaseLost, got {r:?}"
+    );
 }
 
 /// A tenant id for tests.
