@@ -141,7 +141,14 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         self.reference_clock.now().max(self.tested_clock.now())
     }
 
-    fn agree(what: &str, reference: String, tested: String) -> std::result::Result<(), Diff> {
+    /// `Ok` when both stores answered alike, as `clean` writes an answer.
+    fn agree<T: std::fmt::Debug>(
+        what: &str,
+        reference: &Result<T>,
+        tested: &Result<T>,
+        clean: impl Fn(&T) -> String,
+    ) -> std::result::Result<(), Diff> {
+        let (reference, tested) = (outcome(reference, &clean), outcome(tested, &clean));
         if reference == tested {
             Ok(())
         } else {
@@ -210,7 +217,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        Self::agree("insert", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("insert", &r, &t, clean)?;
         if let Ok(inserted) = r {
             for i in inserted.into_iter().filter(|i| i.created) {
                 self.jobs.push(i.job.id);
@@ -231,7 +238,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             let jobs: Vec<_> = c.jobs.iter().map(|j| clean_job(&j.job)).collect();
             format!("{jobs:?} next due: {}", c.next_run_at.is_some())
         };
-        Self::agree("claim", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("claim", &r, &t, clean)?;
         if let (Ok(r), Ok(t)) = (r, t) {
             for (r, t) in r.jobs.iter().zip(&t.jobs) {
                 self.held.push(Held {
@@ -251,7 +258,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         let r = self.reference.heartbeat(&held.reference, TTL).await;
         let t = self.tested.heartbeat(&held.tested, TTL).await;
         let clean = |s: &crate::LeaseStatus| format!("cancel requested: {}", s.cancel_requested);
-        Self::agree("heartbeat", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("heartbeat", &r, &t, clean)?;
         self.touched.push(held.reference.job_id);
         Ok(())
     }
@@ -290,7 +297,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         let r = self.reference.append(&held.reference, append.clone()).await;
         let t = self.tested.append(&held.tested, append).await;
         let clean = |e: &crate::Event| clean_events(std::slice::from_ref(e));
-        Self::agree("append", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("append", &r, &t, clean)?;
         self.touched.push(held.reference.job_id);
         Ok(())
     }
@@ -319,7 +326,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             .finish(&held.reference, outcome_of.clone())
             .await;
         let t = self.tested.finish(&held.tested, outcome_of).await;
-        Self::agree("finish", outcome(&r, clean_job), outcome(&t, clean_job))?;
+        Self::agree("finish", &r, &t, clean_job)?;
         self.touched.push(held.reference.job_id);
         Ok(())
     }
@@ -336,7 +343,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         };
         let r = self.reference.cancel(&tenant, id).await;
         let t = self.tested.cancel(&tenant, id).await;
-        Self::agree("cancel", outcome(&r, clean_job), outcome(&t, clean_job))?;
+        Self::agree("cancel", &r, &t, clean_job)?;
         self.touched.push(id);
         Ok(())
     }
@@ -347,7 +354,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         // The tested store is shared by every sequence, but earlier sequences leave no
         // lease behind, so both reap only this sequence's jobs.
         let clean = |v: &crate::ReapReport| format!("{v:?}");
-        Self::agree("reap", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("reap", &r, &t, clean)?;
         self.touched.extend(self.jobs.iter().copied());
         Ok(())
     }
@@ -355,16 +362,16 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     async fn compare(&self, id: JobId) -> std::result::Result<(), Diff> {
         let r = self.reference.get(&self.tenant, id).await;
         let t = self.tested.get(&self.tenant, id).await;
-        Self::agree("job", outcome(&r, clean_job), outcome(&t, clean_job))?;
+        Self::agree("job", &r, &t, clean_job)?;
         let all = EventParams::default().limit(1000).include_internal();
         let r = self.reference.events(&self.tenant, id, all).await;
         let t = self.tested.events(&self.tenant, id, all).await;
         let clean = |p: &crate::EventPage| format!("{} {}", p.terminal, clean_events(&p.events));
-        Self::agree("timeline", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("timeline", &r, &t, clean)?;
         let public = EventParams::default().limit(1000);
         let r = self.reference.events(&self.tenant, id, public).await;
         let t = self.tested.events(&self.tenant, id, public).await;
-        Self::agree("public timeline", outcome(&r, clean), outcome(&t, clean))
+        Self::agree("public timeline", &r, &t, clean)
     }
 
     /// Compares every job, then ends them all, so no lease outlives the sequence.
@@ -382,7 +389,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         let r = self.reference.reap(ReapParams::default()).await;
         let t = self.tested.reap(ReapParams::default()).await;
         let clean = |v: &crate::ReapReport| format!("{v:?}");
-        Self::agree("final reap", outcome(&r, clean), outcome(&t, clean))?;
+        Self::agree("final reap", &r, &t, clean)?;
         for id in self.jobs.clone() {
             self.compare(id).await?;
             let job = self
