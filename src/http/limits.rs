@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -74,6 +75,9 @@ pub(crate) struct FailedAuth {
     max: u32,
     window: Duration,
     table: Mutex<Table>,
+    /// How many addresses the table held after its last change: while none, a request
+    /// is checked without taking the lock.
+    tracked: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -92,6 +96,7 @@ impl FailedAuth {
                 windows: HashMap::new(),
                 last_prune: Instant::now(),
             }),
+            tracked: AtomicUsize::new(0),
         }
     }
 
@@ -101,6 +106,9 @@ impl FailedAuth {
 
     /// `Some(wait)` when `addr` used up its failures and must wait until its window ends.
     pub(crate) fn blocked(&self, addr: IpAddr) -> Option<Duration> {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let table = self.lock();
         let (start, failures) = *table.windows.get(&addr)?;
         let left = self.window.checked_sub(start.elapsed())?;
@@ -120,14 +128,14 @@ impl FailedAuth {
             table.windows.shrink_to_fit();
             table.last_prune = now;
         }
-        if table.windows.len() >= MAX_TRACKED && !table.windows.contains_key(&addr) {
-            return;
+        if table.windows.len() < MAX_TRACKED || table.windows.contains_key(&addr) {
+            let entry = table.windows.entry(addr).or_insert((now, 0));
+            if entry.0.elapsed() >= self.window {
+                *entry = (now, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
         }
-        let entry = table.windows.entry(addr).or_insert((now, 0));
-        if entry.0.elapsed() >= self.window {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
+        self.tracked.store(table.windows.len(), Ordering::Relaxed);
     }
 
     /// How many addresses it follows.
