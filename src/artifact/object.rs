@@ -140,18 +140,21 @@ fn stated_expiry(url: &str) -> Option<DateTime<Utc>> {
 /// Presigned URLs already minted, per object and expiry: a presigner signs with the
 /// current time, so each URL is minted once per window and handed out again.
 #[derive(Debug, Default)]
-struct Minted(std::sync::Mutex<HashMap<(String, DateTime<Utc>), SignedUrl>>);
+struct Minted(std::sync::Mutex<HashMap<Slot, SignedUrl>>);
+
+/// An object's path and the expiry of its window.
+type Slot = (String, DateTime<Utc>);
 
 /// Most presigned URLs remembered; past that, the expired ones are dropped.
 const MAX_MINTED: usize = 4096;
 
 impl Minted {
-    fn get(&self, path: &str, window: DateTime<Utc>) -> Option<SignedUrl> {
+    fn get(&self, slot: &Slot) -> Option<SignedUrl> {
         let minted = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        minted.get(&(path.to_owned(), window)).cloned()
+        minted.get(slot).cloned()
     }
 
-    fn put(&self, path: String, window: DateTime<Utc>, url: SignedUrl, now: DateTime<Utc>) {
+    fn put(&self, slot: Slot, url: SignedUrl, now: DateTime<Utc>) {
         let mut minted = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if minted.len() >= MAX_MINTED {
             minted.retain(|(_, w), _| *w > now);
@@ -159,7 +162,7 @@ impl Minted {
                 minted.clear();
             }
         }
-        minted.insert((path, window), url);
+        minted.insert(slot, url);
     }
 }
 
@@ -390,8 +393,8 @@ impl ArtifactStore for ObjectStoreArtifacts {
             let url = self.signer.sign(key, content_type, expires_at);
             return Ok(SignedUrl { url, expires_at });
         };
-        let path = key.path();
-        if let Some(minted) = self.minted.get(&path, expires_at) {
+        let slot = (key.path(), expires_at);
+        if let Some(minted) = self.minted.get(&slot) {
             return Ok(minted);
         }
         // Ask for a second less than is left, so that the presigner's own clock, read a
@@ -406,7 +409,7 @@ impl ArtifactStore for ObjectStoreArtifacts {
             url,
             expires_at: stated.unwrap_or(expires_at),
         };
-        self.minted.put(path, expires_at, signed.clone(), now);
+        self.minted.put(slot, signed.clone(), now);
         Ok(signed)
     }
 
