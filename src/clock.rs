@@ -98,7 +98,9 @@ mod tests {
         let local = crate::job::now();
         clock.correct_to(local + chrono::Duration::seconds(-40), local);
         assert_eq!(clock.correction(), chrono::Duration::seconds(-40));
-        let behind = crate::job::now() - clock.now();
+        // The clock first, the system after: the system's reading is never the earlier.
+        let ours = clock.now();
+        let behind = crate::job::now() - ours;
         assert!(behind >= chrono::Duration::seconds(40), "{behind}");
         assert!(behind < chrono::Duration::seconds(41), "{behind}");
         clock.advance(Duration::from_secs(100));
