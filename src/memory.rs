@@ -3,19 +3,17 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
+use crate::job::{Event, Job, JobId, JobStatus, TenantId};
 use crate::store::{
-    Append, ClaimParams, Claimed, ClaimedJob, DocumentId, DocumentPage, DocumentStore, EventPage,
-    EventParams, Finish, FinishPlan, Inserted, JobPage, JobStore, Lease, LeaseStatus, ListParams,
-    Notifier, PurgeParams, QueueStats, ReapParams, ReapReport, StoredDocument, apply_plan,
-    cancel_plan, plan_finish, plan_reap, start_attempt,
+    ClaimParams, Claimed, ClaimedJob, Committed, DocumentId, DocumentPage, DocumentStore,
+    EventPage, EventParams, JobPage, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams,
+    QueueStats, Stored, StoredDocument, Taken, Write, rules,
 };
 use crate::{Error, Result};
 
@@ -82,26 +80,9 @@ struct Inner {
 
 #[derive(Debug)]
 struct Entry {
-    job: Job,
+    /// The record; its job's `latest_event` is kept current by every write.
+    stored: Stored,
     events: Vec<Event>,
-    lease: Option<Lease>,
-}
-
-impl Entry {
-    fn view(&self) -> Job {
-        let mut job = self.job.clone();
-        let public = |e: &&Event| e.visibility == crate::Visibility::Public;
-        job.latest_event = self.events.iter().rev().find(public).cloned();
-        job
-    }
-
-    fn push_event(&mut self, event: NewEvent, now: DateTime<Utc>) -> &Event {
-        let seq = self.events.len() as u64 + 1;
-        self.events.push(event.into_event(seq, now));
-        self.job.revision += 1;
-        self.job.updated_at = now;
-        self.events.last().expect("just pushed")
-    }
 }
 
 fn status_index(status: JobStatus) -> usize {
@@ -112,20 +93,6 @@ fn status_index(status: JobStatus) -> usize {
 }
 
 impl Inner {
-    fn enqueue_key(&mut self, priority: i32, run_at: DateTime<Utc>, id: JobId, now: DateTime<Utc>) {
-        if run_at <= now {
-            self.ready.insert((Reverse(priority), run_at, id));
-        } else {
-            self.scheduled.insert((run_at, id));
-        }
-    }
-
-    fn dequeue_key(&mut self, priority: i32, run_at: DateTime<Utc>, id: JobId) {
-        if !self.ready.remove(&(Reverse(priority), run_at, id)) {
-            self.scheduled.remove(&(run_at, id));
-        }
-    }
-
     fn promote_due(&mut self, now: DateTime<Utc>) {
         while let Some(&(run_at, id)) = self.scheduled.first() {
             if run_at > now {
@@ -133,49 +100,89 @@ impl Inner {
             }
             self.scheduled.pop_first();
             if let Some(entry) = self.jobs.get(&id) {
-                self.ready.insert((Reverse(entry.job.priority), run_at, id));
+                let priority = entry.stored.job.priority;
+                self.ready.insert((Reverse(priority), run_at, id));
             }
         }
     }
 
-    fn entry_for(&mut self, tenant: &TenantId, id: JobId) -> Result<&mut Entry> {
-        match self.jobs.get_mut(&id) {
-            Some(entry) if entry.job.tenant == *tenant => Ok(entry),
+    fn owned(&self, tenant: &TenantId, id: JobId) -> Result<&Entry> {
+        match self.jobs.get(&id) {
+            Some(entry) if entry.stored.job.tenant == *tenant => Ok(entry),
             _ => Err(Error::NotFound { id }),
         }
     }
 
-    /// The entry of a running job whose current, unexpired lease is `lease`.
-    fn leased(&mut self, lease: &Lease, now: DateTime<Utc>) -> Result<&mut Entry> {
-        let lost = Error::LeaseLost { id: lease.job_id };
-        let entry = self
-            .jobs
-            .get_mut(&lease.job_id)
-            .ok_or(Error::LeaseLost { id: lease.job_id })?;
-        let held = entry.lease.map(|l| (l.lease_id, l.expires_at));
-        if lease.is_current(entry.job.status, held, now) {
-            Ok(entry)
-        } else {
-            Err(lost)
+    /// Adds or removes the index entries of a record.
+    fn index(&mut self, keys: Keys, add: bool, now: DateTime<Utc>) {
+        let Keys {
+            id,
+            status,
+            priority,
+            run_at,
+            lease_expiry,
+        } = keys;
+        if status == JobStatus::Queued {
+            let ready = (Reverse(priority), run_at, id);
+            if add && run_at <= now {
+                self.ready.insert(ready);
+            } else if add {
+                self.scheduled.insert((run_at, id));
+            } else if !self.ready.remove(&ready) {
+                self.scheduled.remove(&(run_at, id));
+            }
         }
+        if let Some(at) = lease_expiry {
+            if add {
+                self.leases.insert((at, id));
+            } else {
+                self.leases.remove(&(at, id));
+            }
+        }
+        let count = &mut self.counts[status_index(status)];
+        *count = if add { *count + 1 } else { *count - 1 };
     }
 
-    /// Applies a finish or reap plan to a running job and its indexes.
-    fn apply(&mut self, id: JobId, plan: FinishPlan, outcome: Option<&Finish>, now: DateTime<Utc>) {
-        let Some(entry) = self.jobs.get_mut(&id) else {
-            return;
+    /// Applies one guarded write.
+    fn commit(&mut self, mut write: Write, now: DateTime<Utc>) -> Committed {
+        let Some(entry) = self.jobs.get_mut(&write.id()) else {
+            return Committed::Conflict;
         };
-        let from = entry.job.status;
-        if let Some(lease) = entry.lease.take() {
-            self.leases.remove(&(lease.expires_at, id));
+        let current = &entry.stored;
+        if current.job.revision != write.revision
+            || current.lease.map(|l| l.lease_id) != write.lease_id
+        {
+            return Committed::Conflict;
         }
-        let event = apply_plan(&mut entry.job, plan, outcome, now);
-        entry.push_event(event, now);
-        let (status, priority, run_at) = (entry.job.status, entry.job.priority, entry.job.run_at);
-        self.counts[status_index(from)] -= 1;
-        self.counts[status_index(status)] += 1;
-        if status == JobStatus::Queued {
-            self.enqueue_key(priority, run_at, id, now);
+        let before = Keys::of(current);
+        entry.events.append(&mut write.events);
+        entry.stored = current.after(write);
+        let after = Keys::of(&entry.stored);
+        self.index(before, false, now);
+        self.index(after, true, now);
+        Committed::Applied
+    }
+}
+
+/// What the indexes know of a record.
+#[derive(Clone, Copy)]
+struct Keys {
+    id: JobId,
+    status: JobStatus,
+    priority: i32,
+    run_at: DateTime<Utc>,
+    lease_expiry: Option<DateTime<Utc>>,
+}
+
+impl Keys {
+    fn of(stored: &Stored) -> Keys {
+        let job = &stored.job;
+        Keys {
+            id: job.id,
+            status: job.status,
+            priority: job.priority,
+            run_at: job.run_at,
+            lease_expiry: stored.lease.map(|l| l.expires_at),
         }
     }
 }
@@ -194,80 +201,74 @@ impl JobStore for MemoryStore {
         &self.clock
     }
 
-    async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
+    async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
         let now = self.clock.now();
         let mut inner = self.lock();
-        // Check every idempotency key first so the call is all or nothing.
-        let mut replays = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            let existing = job.idempotency_key.as_ref().and_then(|key| {
+        // Every key is checked first, so the call is all or nothing.
+        let taken: Vec<Taken> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(index, r)| {
+                let key = r.job.idempotency_key.clone()?;
+                let by = *inner.idempotency.get(&(r.job.tenant.clone(), key))?;
+                Some(Taken { index, by })
+            })
+            .collect();
+        if !taken.is_empty() {
+            return Ok(taken);
+        }
+        for NewRecord { job, event } in records {
+            let id = job.id;
+            if let Some(key) = &job.idempotency_key {
                 inner
                     .idempotency
-                    .get(&(job.tenant.clone(), key.clone()))
-                    .copied()
-            });
-            match existing.and_then(|id| inner.jobs.get(&id)) {
-                Some(entry) if entry.job.same_request(job) => replays.push(Some(entry.view())),
-                Some(entry) => return Err(Error::AlreadyExists { id: entry.job.id }),
-                None => replays.push(None),
+                    .insert((job.tenant.clone(), key.clone()), id);
             }
-        }
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut any_new = false;
-        for (mut job, replay) in jobs.into_iter().zip(replays) {
-            if let Some(existing) = replay {
-                out.push(Inserted {
-                    job: existing,
-                    created: false,
-                });
-                continue;
-            }
-            if let Some(key) = &job.idempotency_key {
-                let slot = (job.tenant.clone(), key.clone());
-                if let Some(&id) = inner.idempotency.get(&slot) {
-                    // The same key twice in one batch: the first one wins.
-                    let first = &inner.jobs[&id];
-                    if !first.job.same_request(&job) {
-                        return Err(Error::AlreadyExists { id });
-                    }
-                    out.push(Inserted {
-                        job: first.view(),
-                        created: false,
-                    });
-                    continue;
-                }
-                inner.idempotency.insert(slot, job.id);
-            }
-            job.status = JobStatus::Queued;
-            job.revision = 0;
-            let mut entry = Entry {
-                job,
-                // Room for the usual queued, started and terminal events.
-                events: Vec::with_capacity(3),
-                lease: None,
-            };
-            entry.push_event(NewEvent::new(EventKind::Queued, "queued"), now);
-            let job = &entry.job;
-            let id = job.id;
-            inner.enqueue_key(job.priority, job.run_at, id, now);
             inner.by_tenant.insert((job.tenant.clone(), id));
-            inner.counts[status_index(JobStatus::Queued)] += 1;
-            out.push(Inserted {
-                job: entry.view(),
-                created: true,
-            });
-            inner.jobs.insert(id, entry);
-            any_new = true;
+            let stored = Stored {
+                job,
+                lease: None,
+                next_seq: event.seq + 1,
+            };
+            inner.index(Keys::of(&stored), true, now);
+            // Room for the usual queued, started and terminal events.
+            let mut events = Vec::with_capacity(3);
+            events.push(event);
+            inner.jobs.insert(id, Entry { stored, events });
         }
-        drop(inner);
-        if any_new {
-            self.notifier.work_available();
-        }
-        Ok(out)
+        Ok(Vec::new())
+    }
+
+    async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| inner.jobs.get(id))
+            .filter(|e| tenant.is_none_or(|t| e.stored.job.tenant == *t))
+            .map(|e| e.stored.clone())
+            .collect())
+    }
+
+    async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
+        let now = self.clock.now();
+        let inner = self.lock();
+        Ok(inner
+            .leases
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, id)| inner.jobs[id].stored.clone())
+            .collect())
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        Ok(writes.into_iter().map(|w| inner.commit(w, now)).collect())
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        Ok(self.lock().entry_for(tenant, id)?.view())
+        Ok(self.lock().owned(tenant, id)?.stored.job.clone())
     }
 
     async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
@@ -281,8 +282,7 @@ impl JobStore for MemoryStore {
         let mut jobs = Vec::with_capacity(limit.min(64));
         let mut next = None;
         for (_, id) in inner.by_tenant.range(low..high).rev() {
-            let entry = &inner.jobs[id];
-            let job = &entry.job;
+            let job = &inner.jobs[id].stored.job;
             if params.status.is_some_and(|s| s != job.status)
                 || params.job_type.as_ref().is_some_and(|t| *t != job.job_type)
             {
@@ -292,14 +292,14 @@ impl JobStore for MemoryStore {
                 next = jobs.last().map(|j: &Job| j.id);
                 break;
             }
-            jobs.push(entry.view());
+            jobs.push(job.clone());
         }
         Ok(JobPage { jobs, next })
     }
 
     async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage> {
-        let mut inner = self.lock();
-        let entry = inner.entry_for(tenant, id)?;
+        let inner = self.lock();
+        let entry = inner.owned(tenant, id)?;
         let start = usize::try_from(params.after)
             .unwrap_or(usize::MAX)
             .min(entry.events.len());
@@ -311,61 +311,53 @@ impl JobStore for MemoryStore {
             .collect();
         Ok(EventPage {
             events,
-            terminal: entry.job.status.is_terminal(),
+            terminal: entry.stored.job.status.is_terminal(),
         })
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(params.lease_ttl)
-            .map_err(|_| Error::invalid("lease_ttl", "too long"))?;
+        let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let mut inner = self.lock();
         inner.promote_due(now);
-        let mut picked = Vec::with_capacity(params.limit.min(inner.ready.len()));
-        for key in &inner.ready {
-            if picked.len() == params.limit {
-                break;
-            }
-            let wanted = match &params.types {
-                None => true,
-                Some(types) => types.contains(&inner.jobs[&key.2].job.job_type),
-            };
-            if wanted {
-                picked.push(*key);
-            }
-        }
+        let wanted = |inner: &Inner, id: &JobId| match &params.types {
+            None => true,
+            Some(types) => types.contains(&inner.jobs[id].stored.job.job_type),
+        };
+        let picked: Vec<JobId> = inner
+            .ready
+            .iter()
+            .map(|key| key.2)
+            .filter(|id| wanted(&inner, id))
+            .take(params.limit)
+            .collect();
         let mut jobs = Vec::with_capacity(picked.len());
-        for key in picked {
-            inner.ready.remove(&key);
-            let id = key.2;
+        for id in picked {
             let lease = Lease {
                 job_id: id,
                 lease_id: ulid::Ulid::new().0,
-                expires_at: now + ttl,
+                expires_at,
             };
-            inner.leases.insert((lease.expires_at, id));
-            let entry = inner.jobs.get_mut(&id).expect("indexed jobs exist");
-            entry.lease = Some(lease);
-            let started = start_attempt(&mut entry.job, now);
-            entry.push_event(started, now);
+            let write = rules::claim(&inner.jobs[&id].stored, lease, now)?;
+            let job = write.job.clone();
+            let next_seq = write.last_seq() + 1;
+            let applied = inner.commit(write, now);
+            debug_assert_eq!(
+                applied,
+                Committed::Applied,
+                "a claim under the lock applies"
+            );
             jobs.push(ClaimedJob {
-                job: entry.view(),
+                job,
                 lease,
+                next_seq,
             });
-            self.notifier.job_changed(id);
         }
-        let claimed = jobs.len() as u64;
-        inner.counts[status_index(JobStatus::Queued)] -= claimed;
-        inner.counts[status_index(JobStatus::Running)] += claimed;
         let next_run_at = if jobs.len() < params.limit {
-            let wanted = |id: &JobId| match &params.types {
-                None => true,
-                Some(types) => types.contains(&inner.jobs[id].job.job_type),
-            };
             inner
                 .scheduled
                 .iter()
-                .find(|(_, id)| wanted(id))
+                .find(|(_, id)| wanted(&inner, id))
                 .map(|&(at, _)| at)
         } else {
             None
@@ -373,133 +365,31 @@ impl JobStore for MemoryStore {
         Ok(Claimed { jobs, next_run_at })
     }
 
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
-        let mut inner = self.lock();
-        let entry = inner.leased(lease, now)?;
-        let current = entry.lease.as_mut().expect("leased jobs have a lease");
-        let old = current.expires_at;
-        current.expires_at = now + ttl;
-        let status = LeaseStatus {
-            expires_at: current.expires_at,
-            cancel_requested: entry.job.cancel_requested,
-        };
-        inner.leases.remove(&(old, lease.job_id));
-        inner.leases.insert((status.expires_at, lease.job_id));
-        Ok(status)
-    }
-
-    async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let entry = inner.leased(lease, now)?;
-        if let Some(progress) = append.progress {
-            entry.job.progress = Some(progress);
-        }
-        if let Some(artifact) = append.artifact {
-            let artifacts = &mut entry.job.artifacts;
-            artifacts.retain(|a| a.name != artifact.name);
-            artifacts.push(artifact);
-        }
-        let event = entry.push_event(append.event, now).clone();
-        drop(inner);
-        self.notifier.job_changed(lease.job_id);
-        Ok(event)
-    }
-
-    async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let entry = inner.leased(lease, now)?;
-        let job = &entry.job;
-        let plan = plan_finish(
-            &outcome,
-            job.attempts,
-            job.max_attempts,
-            job.cancel_requested,
-        );
-        let requeued = plan.status == JobStatus::Queued;
-        inner.apply(lease.job_id, plan, Some(&outcome), now);
-        let view = inner.jobs[&lease.job_id].view();
-        drop(inner);
-        self.notifier.job_changed(lease.job_id);
-        if requeued {
-            self.notifier.work_available();
-        }
-        Ok(view)
-    }
-
-    async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let entry = inner.entry_for(tenant, id)?;
-        let was_queued = entry.job.status == JobStatus::Queued;
-        if let Some(event) = cancel_plan(&mut entry.job, now)? {
-            entry.push_event(event, now);
-        }
-        if was_queued {
-            let (priority, run_at) = (entry.job.priority, entry.job.run_at);
-            inner.dequeue_key(priority, run_at, id);
-            inner.counts[status_index(JobStatus::Queued)] -= 1;
-            inner.counts[status_index(JobStatus::Cancelled)] += 1;
-        }
-        let view = inner.jobs[&id].view();
-        drop(inner);
-        self.notifier.job_changed(id);
-        Ok(view)
-    }
-
-    async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let expired: Vec<JobId> = inner
-            .leases
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(params.limit)
-            .map(|&(_, id)| id)
-            .collect();
-        let mut report = ReapReport::default();
-        for &id in &expired {
-            let job = &inner.jobs[&id].job;
-            let plan = plan_reap(job.attempts, job.max_attempts, job.cancel_requested);
-            report.count(plan.status);
-            inner.apply(id, plan, None, now);
-        }
-        drop(inner);
-        for id in expired {
-            self.notifier.job_changed(id);
-        }
-        if report.requeued > 0 {
-            self.notifier.work_available();
-        }
-        Ok(report)
-    }
-
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
+        let now = self.clock.now();
         let mut inner = self.lock();
         let doomed: Vec<JobId> = inner
             .jobs
             .values()
-            .filter(|e| {
-                e.job.status.is_terminal()
-                    && e.job
+            .map(|e| &e.stored.job)
+            .filter(|job| {
+                job.status.is_terminal()
+                    && job
                         .completed_at
                         .is_some_and(|t| t < params.completed_before)
             })
             .take(params.limit)
-            .map(|e| e.job.id)
+            .map(|job| job.id)
             .collect();
         let mut purged = Vec::with_capacity(doomed.len());
         for id in doomed {
-            let entry = inner.jobs.remove(&id).expect("just found");
-            let job = entry.job;
+            let stored = inner.jobs.remove(&id).expect("just found").stored;
+            inner.index(Keys::of(&stored), false, now);
+            let job = stored.job;
             inner.by_tenant.remove(&(job.tenant.clone(), id));
             if let Some(key) = job.idempotency_key {
                 inner.idempotency.remove(&(job.tenant.clone(), key));
             }
-            inner.counts[status_index(job.status)] -= 1;
             purged.push((job.tenant, id));
         }
         Ok(purged)

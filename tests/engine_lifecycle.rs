@@ -611,8 +611,27 @@ impl jobworks::JobStore for CountingStore {
     fn clock(&self) -> &jobworks::Clock {
         self.inner.clock()
     }
-    async fn insert(&self, jobs: Vec<jobworks::Job>) -> jobworks::Result<Vec<jobworks::Inserted>> {
-        self.inner.insert(jobs).await
+    async fn insert(
+        &self,
+        records: Vec<jobworks::NewRecord>,
+    ) -> jobworks::Result<Vec<jobworks::Taken>> {
+        self.inner.insert(records).await
+    }
+    async fn load(
+        &self,
+        tenant: Option<&TenantId>,
+        ids: &[jobworks::JobId],
+    ) -> jobworks::Result<Vec<jobworks::Stored>> {
+        self.inner.load(tenant, ids).await
+    }
+    async fn load_expired(&self, limit: usize) -> jobworks::Result<Vec<jobworks::Stored>> {
+        self.inner.load_expired(limit).await
+    }
+    async fn commit(
+        &self,
+        writes: Vec<jobworks::Write>,
+    ) -> jobworks::Result<Vec<jobworks::Committed>> {
+        self.inner.commit(writes).await
     }
     async fn get(&self, t: &TenantId, id: jobworks::JobId) -> jobworks::Result<jobworks::Job> {
         self.inner.get(t, id).await
@@ -635,33 +654,6 @@ impl jobworks::JobStore for CountingStore {
     async fn claim(&self, p: jobworks::ClaimParams) -> jobworks::Result<jobworks::Claimed> {
         self.claims.fetch_add(1, Ordering::Relaxed);
         self.inner.claim(p).await
-    }
-    async fn heartbeat(
-        &self,
-        l: &jobworks::Lease,
-        ttl: Duration,
-    ) -> jobworks::Result<jobworks::LeaseStatus> {
-        self.inner.heartbeat(l, ttl).await
-    }
-    async fn append(
-        &self,
-        l: &jobworks::Lease,
-        a: jobworks::Append,
-    ) -> jobworks::Result<jobworks::Event> {
-        self.inner.append(l, a).await
-    }
-    async fn finish(
-        &self,
-        l: &jobworks::Lease,
-        f: jobworks::Finish,
-    ) -> jobworks::Result<jobworks::Job> {
-        self.inner.finish(l, f).await
-    }
-    async fn cancel(&self, t: &TenantId, id: jobworks::JobId) -> jobworks::Result<jobworks::Job> {
-        self.inner.cancel(t, id).await
-    }
-    async fn reap(&self, p: jobworks::ReapParams) -> jobworks::Result<jobworks::ReapReport> {
-        self.inner.reap(p).await
     }
     async fn purge(
         &self,

@@ -2,6 +2,7 @@
 //! caught, and its outcome recorded.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use tracing::{debug, error, warn};
 
 use super::EngineInner;
 use crate::executor::{JobContext, JobError, JobErrorKind};
-use crate::store::{ClaimedJob, Finish, Lease};
+use crate::store::{ClaimedJob, Finish, Held, Lease};
 use crate::{Error, Result};
 
 /// How an attempt ended, before it is recorded.
@@ -31,9 +32,10 @@ pub(super) async fn run_job(
     hand_back: &CancellationToken,
     claimed: ClaimedJob,
     cancel: CancellationToken,
-) -> Option<(Lease, Finish)> {
+) -> Option<(Arc<Held>, Lease, Finish)> {
     let config = &engine.config;
-    let ClaimedJob { job, mut lease } = claimed;
+    let held = Arc::new(Held::new(&claimed));
+    let ClaimedJob { job, mut lease, .. } = claimed;
     let Some(registration) = engine.executors.get(&job.job_type) else {
         // Claims are filtered by type, so only a store bug gets here.
         error!("claimed a job with no executor");
@@ -42,7 +44,7 @@ pub(super) async fn run_job(
     let attempts = (job.attempts, job.max_attempts);
     let ctx = JobContext::new(
         job,
-        lease,
+        held.clone(),
         engine.store.clone(),
         engine.artifacts.clone(),
         cancel.clone(),
@@ -63,7 +65,7 @@ pub(super) async fn run_job(
                 break Ended::TimedOut(registration.timeout.unwrap_or_default());
             }
             _ = sleep_until(next_beat) => {
-                match engine.store.heartbeat(&lease, config.lease_ttl).await {
+                match held.heartbeat(&*engine.store, config.lease_ttl).await {
                     Ok(status) => {
                         lease.expires_at = status.expires_at;
                         if status.cancel_requested {
@@ -103,17 +105,17 @@ pub(super) async fn run_job(
             retry,
         ),
     };
-    Some((lease, outcome))
+    Some((held, lease, outcome))
 }
 
 /// Records an attempt's outcome, retrying while the store is unreachable and the lease
 /// may still hold. A retry after a commit whose answer was lost finds the lease gone,
 /// which is harmless: the outcome was recorded.
-pub(super) async fn record(engine: &EngineInner, lease: &Lease, outcome: Finish) {
+pub(super) async fn record(engine: &EngineInner, held: &Held, lease: &Lease, outcome: Finish) {
     let mut delay = Duration::from_millis(20);
     loop {
-        match engine.store.finish(lease, outcome.clone()).await {
-            Ok(job) => return debug!(status = %job.status, "attempt recorded"),
+        match held.finish(&*engine.store, &outcome).await {
+            Ok(status) => return debug!(%status, "attempt recorded"),
             Err(Error::LeaseLost { .. }) => {
                 return warn!("lease lost; the attempt's result is discarded");
             }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::EngineInner;
+use crate::store::JobStoreExt;
 use crate::store::{PurgeParams, ReapParams};
 
 /// Reaps expired leases and purges old jobs until stopped.

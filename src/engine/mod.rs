@@ -15,6 +15,7 @@ use crate::artifact::{ArtifactKey, ArtifactStore, DEFAULT_URL_TTL, SignedUrl};
 use crate::executor::Executor;
 use crate::job::{Job, JobId, JobType, NewJob, TenantId};
 use crate::retry::RetryPolicy;
+use crate::store::JobStoreExt;
 use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueStats};
 use crate::{Error, Result};
 
@@ -211,7 +212,7 @@ impl Engine {
             .into_iter()
             .map(|new| Ok(self.queued(tenant, self.checked(new)?)))
             .collect::<Result<Vec<_>>>()?;
-        let inserted = self.inner.store.insert(jobs).await?;
+        let inserted = self.inner.store.submit(jobs).await?;
         Ok(inserted
             .into_iter()
             .map(|i| Submitted {

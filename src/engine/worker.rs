@@ -15,6 +15,7 @@ use tracing::{Instrument, info_span, warn};
 use super::EngineInner;
 use super::attempt::{record, run_job};
 use super::maintenance::maintain;
+use crate::store::JobStoreExt;
 use crate::store::{ClaimParams, ClaimedJob};
 use crate::{Error, Result};
 
@@ -159,7 +160,7 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
             .limit(permits.len())
             .lease_ttl(config.lease_ttl)
             .types(engine.types.clone());
-        let claimed = match engine.store.claim(params).await {
+        let claimed = match engine.store.take(params).await {
             Ok(claimed) => {
                 failures = 0;
                 claimed
@@ -256,10 +257,10 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
         async move {
             let engine = &task_shared.engine;
             let ran = run_job(engine, &task_shared.hand_back, claimed, cancel).await;
-            if let Some((lease, outcome)) = ran {
+            if let Some((held, lease, outcome)) = ran {
                 let recording = task_shared.recording.clone().acquire_owned().await;
                 drop(permit);
-                record(&task_shared.engine, &lease, outcome).await;
+                record(&task_shared.engine, &held, &lease, outcome).await;
                 drop(recording);
             }
             task_shared.engine.running().remove(&id);

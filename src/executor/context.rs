@@ -15,7 +15,7 @@ use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, ByteStream, Stor
 use crate::job::{
     Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, Progress, TenantId,
 };
-use crate::store::{Append, JobStore, Lease};
+use crate::store::{Append, Held, JobStore};
 
 /// What an artifact is, for [`JobContext::put_artifact`].
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +72,7 @@ pub struct JobContext {
 
 struct ContextInner {
     job: Job,
-    lease: Lease,
+    held: Arc<Held>,
     store: Arc<dyn JobStore>,
     artifacts: Arc<dyn ArtifactStore>,
     cancel: CancellationToken,
@@ -91,7 +91,7 @@ impl fmt::Debug for JobContext {
 impl JobContext {
     pub(crate) fn new(
         job: Job,
-        lease: Lease,
+        held: Arc<Held>,
         store: Arc<dyn JobStore>,
         artifacts: Arc<dyn ArtifactStore>,
         cancel: CancellationToken,
@@ -99,7 +99,7 @@ impl JobContext {
         JobContext {
             inner: Arc::new(ContextInner {
                 job,
-                lease,
+                held,
                 store,
                 artifacts,
                 cancel,
@@ -178,7 +178,7 @@ impl JobContext {
     /// # Cancel safety
     /// The event is written or not; dropping the future leaves no half-written event.
     pub async fn append(&self, append: Append) -> Result<Event> {
-        self.inner.store.append(&self.inner.lease, append).await
+        self.inner.held.append(&*self.inner.store, append).await
     }
 
     /// Records that the job entered a stage (`resolving data`, `rendering`).

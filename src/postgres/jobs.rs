@@ -1,63 +1,39 @@
 //! The [`JobStore`] implementation of [`PostgresStore`].
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::types::Uuid;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::rows::{
-    JobRow, complete, decode_event, decode_job, event_columns, job_columns, load, number, uuid,
-    write_back,
+    JobRow, complete, decode_event, decode_job, event_columns, job_columns, stored, uuid,
 };
 use super::{BACKEND, PostgresStore, db};
-use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
+use crate::job::{EventKind, Job, JobId, NewEvent, TenantId};
 use crate::sql::{json_text, status};
 use crate::store::{
-    Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, Inserted, JobPage,
-    JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats, ReapParams,
-    ReapReport, apply_plan, cancel_plan, plan_reap,
+    ClaimParams, Claimed, ClaimedJob, Committed, EventPage, EventParams, JobPage, JobStore, Lease,
+    LeaseChange, ListParams, NewRecord, Notifier, PurgeParams, QueueStats, Stored, Taken, Write,
 };
 use crate::{Error, Result};
 
 type Tx = Transaction<'static, Postgres>;
 
-async fn leased(conn: &mut PgConnection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow> {
-    match load(conn, lease.job_id, true).await? {
-        Some(row) if lease.is_current(row.job.status, row.lease, now) => Ok(row),
-        _ => Err(Error::LeaseLost { id: lease.job_id }),
-    }
-}
-
-/// Loads the row of job `id` if it belongs to `tenant`, locking it for the transaction
-/// when `for_update`. The tenant is part of the lookup, so another tenant's row is never
-/// read (nor its input decoded), and costs what a missing one does.
-async fn owned(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    id: JobId,
-    for_update: bool,
-) -> Result<JobRow> {
-    let sql = if for_update {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1 AND tenant = $2 FOR UPDATE"
-        )
-    } else {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1 AND tenant = $2"
-        )
-    };
-    let row = sqlx::query(sql)
-        .bind(uuid(id))
-        .bind(tenant.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
+/// Loads the row of job `id` if it belongs to `tenant`. The tenant is part of the lookup,
+/// so another tenant's row is never read (nor its input decoded), and costs what a
+/// missing one does.
+async fn owned(conn: &mut PgConnection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobworks_jobs WHERE id = $1 AND tenant = $2"
+    ))
+    .bind(uuid(id))
+    .bind(tenant.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
     match row {
         Some(row) => decode_job(&row),
         None => Err(Error::NotFound { id }),
@@ -91,26 +67,106 @@ impl PostgresStore {
         &self.inner.channel
     }
 
-    /// Writes one changed row with its event, notifying `payload`, and commits.
-    async fn commit_one(
+    /// Inserts records in one statement, skipping those whose idempotency key is taken,
+    /// and returns the ids inserted. Sends the wake-up when any was.
+    async fn insert_rows(
         &self,
-        mut tx: Tx,
-        row: JobRow,
-        event: &Event,
-        payload: &str,
-    ) -> Result<Job> {
-        write_back(
-            &mut tx,
-            &[&row],
-            &[(row.job.id, event)],
-            self.channel(),
-            payload,
-            None,
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+    ) -> Result<HashSet<Uuid>> {
+        let jobs = || records.iter().map(|r| &r.job);
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "WITH inserted AS (
+                INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
+                    priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
+                    revision, event_seq)
+                SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
+                    u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
+                            $11::timestamptz[], $12::bigint[], $13::bigint[])
+                    AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
+                         status, updated_at, revision, seq)
+                ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING id
+            ), first AS (
+                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
+                SELECT e.id, e.seq, e.kind, e.visibility, e.message, e.created_at
+                FROM unnest($1::uuid[], $13::bigint[], $14::text[], $15::text[], $16::text[],
+                            $17::timestamptz[])
+                    AS e(id, seq, kind, visibility, message, created_at)
+                WHERE e.id IN (SELECT id FROM inserted)
+            ), told AS (
+                SELECT pg_notify($18, 'w') FROM inserted HAVING count(*) > 0
+            )
+            SELECT id FROM inserted, (SELECT count(*) FROM told) AS t",
         )
-        .await?;
-        let job = one(complete(&mut tx, vec![row]).await?);
-        tx.commit().await.map_err(db)?;
-        Ok(job)
+        .bind(jobs().map(|j| uuid(j.id)).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| json_text(&j.input)).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.max_attempts as i32).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.run_at).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.created_at).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.status.as_str()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.updated_at).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.revision as i64).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.seq as i64).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.kind.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.visibility.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.message.to_string()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.created_at).collect::<Vec<_>>())
+        .bind(self.channel())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(inserted.into_iter().collect())
+    }
+
+    /// The jobs holding the idempotency keys of `records` that were not inserted.
+    async fn holders(
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+        inserted: &HashSet<Uuid>,
+    ) -> Result<Vec<Taken>> {
+        let left: Vec<(usize, &Job)> = records
+            .iter()
+            .map(|r| &r.job)
+            .enumerate()
+            .filter(|(_, j)| !inserted.contains(&uuid(j.id)))
+            .collect();
+        let found: Vec<(String, String, Uuid)> = sqlx::query_as(
+            "SELECT j.tenant, j.idempotency_key, j.id FROM jobworks_jobs j
+             JOIN unnest($1::text[], $2::text[]) AS k(tenant, key)
+               ON j.tenant = k.tenant AND j.idempotency_key = k.key",
+        )
+        .bind(
+            left.iter()
+                .map(|(_, j)| j.tenant.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            left.iter()
+                .map(|(_, j)| j.idempotency_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        let by: HashMap<(&str, &str), Uuid> = found
+            .iter()
+            .map(|(t, k, id)| ((t.as_str(), k.as_str()), *id))
+            .collect();
+        Ok(left
+            .into_iter()
+            .filter_map(|(index, j)| {
+                let key = (j.tenant.as_str(), j.idempotency_key.as_deref()?);
+                let by = JobId::from_u128(by.get(&key)?.as_u128());
+                Some(Taken { index, by })
+            })
+            .collect())
     }
 }
 
@@ -128,114 +184,91 @@ impl JobStore for PostgresStore {
         &self.inner.clock
     }
 
-    async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        let now = self.inner.clock.now();
+    async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
         // Without idempotency keys nothing can conflict: one statement, committed alone.
-        let keyed = jobs.iter().any(|j| j.idempotency_key.is_some());
-        let mut tx = if keyed {
-            Some(self.begin().await?)
-        } else {
-            None
-        };
-        let statement = sqlx::query_scalar(
-            "WITH inserted AS (
-                INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
-                    priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
-                    revision, event_seq)
-                SELECT u.id, u.tenant, u.job_type, u.input::jsonb, 'queued', 0, u.max_attempts,
-                    u.priority, u.run_at, u.created_at, $10, u.key, false, 1, 1
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                            $7::timestamptz[], $8::timestamptz[], $9::text[])
-                    AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key)
-                ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                RETURNING id
-            ), queued AS (
-                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
-                SELECT id, 1, 'queued', 'public', 'queued', $10 FROM inserted
-            ), told AS (
-                SELECT pg_notify($11, 'w') FROM inserted HAVING count(*) > 0
-            )
-            SELECT id FROM inserted, (SELECT count(*) FROM told) AS t",
-        )
-        .bind(jobs.iter().map(|j| uuid(j.id)).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| json_text(&j.input)).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.max_attempts as i32).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
-        .bind(now)
-        .bind(self.channel());
-        let inserted: Vec<Uuid> = match tx.as_mut() {
-            Some(tx) => statement.fetch_all(&mut **tx).await,
-            None => statement.fetch_all(&self.pool).await,
+        if records.iter().all(|r| r.job.idempotency_key.is_none()) {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            self.insert_rows(&mut conn, &records).await?;
+            return Ok(Vec::new());
         }
+        let mut tx = self.begin().await?;
+        let inserted = self.insert_rows(&mut tx, &records).await?;
+        if inserted.len() == records.len() {
+            tx.commit().await.map_err(db)?;
+            return Ok(Vec::new());
+        }
+        // All or none: a taken key rolls the others back (and their wake-up with them).
+        let taken = Self::holders(&mut tx, &records, &inserted).await?;
+        tx.rollback().await.map_err(db)?;
+        if taken.is_empty() {
+            // The holder went between the insert and the lookup (purged): try again.
+            return Err(Error::Unavailable {
+                backend: BACKEND,
+                source: "an idempotency key was freed while inserting; try again".into(),
+            });
+        }
+        Ok(taken)
+    }
+
+    async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = ANY($1) AND ($2::text IS NULL OR tenant = $2)"
+        ))
+        .bind(ids.iter().map(|&id| uuid(id)).collect::<Vec<_>>())
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&mut *conn)
+        .await
         .map_err(db)?;
-        let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut replays = Vec::new();
-        for job in jobs {
-            if inserted.contains(&uuid(job.id)) {
-                let queued = NewEvent::new(EventKind::Queued, "queued").into_event(1, now);
-                out.push(Some(Job {
-                    status: JobStatus::Queued,
-                    revision: 1,
-                    updated_at: now,
-                    latest_event: Some(queued),
-                    ..job
-                }));
-                continue;
-            }
-            // Its idempotency key is taken: a replay if it asks for the same work.
-            let tx = tx.as_mut().expect("only keyed jobs can be left out");
-            let existing = sqlx::query(concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobworks_jobs WHERE tenant = $1 AND idempotency_key = $2"
-            ))
-            .bind(job.tenant.as_str())
-            .bind(job.idempotency_key.as_deref())
-            .fetch_one(&mut **tx)
+        let rows = found.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
+        stored(&mut conn, rows).await
+    }
+
+    async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
+        let now = self.inner.clock.now();
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE status = 'running' AND lease_expires_at <= $1 \
+              ORDER BY lease_expires_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        let rows = found.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
+        stored(&mut conn, rows).await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Ends of attempts may go to the relaxed batcher; everything else waits for the disk.
+        let outcomes = writes.iter().all(|w| w.lease == LeaseChange::Clear);
+        let batcher = match &self.outcomes {
+            Some(relaxed) if outcomes => relaxed,
+            _ => &self.commits,
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || Error::Unavailable {
+            backend: BACKEND,
+            source: "the commit batcher has stopped".into(),
+        };
+        batcher
+            .send(super::batch::Request { writes, reply })
             .await
-            .map_err(db)?;
-            let existing = decode_job(&existing)?;
-            if !existing.job.same_request(&job) {
-                return Err(Error::AlreadyExists {
-                    id: existing.job.id,
-                });
-            }
-            out.push(None);
-            replays.push(existing);
-        }
-        let mut replays = match tx {
-            Some(mut tx) => {
-                let replays = complete(&mut tx, replays).await?;
-                tx.commit().await.map_err(db)?;
-                replays
-            }
-            None => Vec::new(),
-        }
-        .into_iter();
-        if !inserted.is_empty() {
-            self.inner.notifier.work_available();
-        }
-        Ok(out
-            .into_iter()
-            .map(|new| match new {
-                Some(job) => Inserted { job, created: true },
-                None => Inserted {
-                    job: replays.next().expect("one replay per taken key"),
-                    created: false,
-                },
-            })
-            .collect())
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        let row = owned(&mut conn, tenant, id, false).await?;
+        let row = owned(&mut conn, tenant, id).await?;
         Ok(one(complete(&mut conn, vec![row]).await?))
     }
 
@@ -351,10 +384,35 @@ impl JobStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let mut jobs = Vec::with_capacity(found.len());
+        let mut rows = Vec::with_capacity(found.len());
         let mut retried = Vec::new();
         for row in &found {
             let row = decode_job(row)?;
+            // Only the `queued` event comes before a first claim's `started`: a job with
+            // more ran before (a retry, or a release that gave its attempt back) and may
+            // have artifacts from earlier attempts.
+            if row.event_seq > 2 {
+                retried.push(rows.len());
+            }
+            rows.push(row);
+        }
+        let mut artifacts = HashMap::new();
+        if !retried.is_empty() {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            let earlier: Vec<JobRow> = retried
+                .iter()
+                .map(|&i| JobRow {
+                    job: rows[i].job.clone(),
+                    event_seq: rows[i].event_seq,
+                    lease: rows[i].lease,
+                })
+                .collect();
+            for job in complete(&mut conn, earlier).await? {
+                artifacts.insert(job.id, job.artifacts);
+            }
+        }
+        let mut jobs = Vec::with_capacity(rows.len());
+        for mut row in rows {
             let (lease_id, expires_at) = row
                 .lease
                 .ok_or_else(|| crate::sql::corrupt(BACKEND, "a claimed job has no lease"))?;
@@ -365,32 +423,13 @@ impl JobStore for PostgresStore {
             };
             let event = NewEvent::new(EventKind::Started, format!("attempt {}", row.job.attempts))
                 .into_event(row.event_seq, now);
-            // Only the `queued` event comes before a first claim's `started`: a job with
-            // more ran before (a retry, or a release that gave its attempt back).
-            if row.event_seq > 2 {
-                retried.push(jobs.len());
-            }
-            let mut job = row.job.clone();
-            job.latest_event = Some(event);
-            jobs.push((job, lease, row));
-        }
-        // A job claimed before may have artifacts from earlier attempts.
-        if !retried.is_empty() {
-            let mut conn = self.pool.acquire().await.map_err(db)?;
-            for i in retried {
-                let (job, _, row) = &mut jobs[i];
-                let full = one(complete(
-                    &mut conn,
-                    vec![JobRow {
-                        job: job.clone(),
-                        event_seq: row.event_seq,
-                        lease: row.lease,
-                        has_artifacts: true,
-                    }],
-                )
-                .await?);
-                job.artifacts = full.artifacts;
-            }
+            row.job.latest_event = Some(event);
+            row.job.artifacts = artifacts.remove(&row.job.id).unwrap_or_default();
+            jobs.push(ClaimedJob {
+                job: row.job,
+                lease,
+                next_seq: row.event_seq + 1,
+            });
         }
         let next_run_at = if jobs.len() < params.limit {
             sqlx::query_scalar(
@@ -405,170 +444,7 @@ impl JobStore for PostgresStore {
         } else {
             None
         };
-        for (job, _, _) in &jobs {
-            self.inner.notifier.job_changed(job.id);
-        }
-        let jobs = jobs
-            .into_iter()
-            .map(|(job, lease, _)| ClaimedJob { job, lease })
-            .collect();
         Ok(Claimed { jobs, next_run_at })
-    }
-
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = self.inner.clock.now();
-        let expires_at =
-            now + chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
-        let cancel_requested: Option<bool> = sqlx::query_scalar(
-            "UPDATE jobworks_jobs SET lease_expires_at = $1 \
-             WHERE id = $2 AND status = 'running' AND lease_id = $3 AND lease_expires_at > $4 \
-             RETURNING cancel_requested",
-        )
-        .bind(expires_at)
-        .bind(uuid(lease.job_id))
-        .bind(Uuid::from_u128(lease.lease_id))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        match cancel_requested {
-            Some(cancel_requested) => Ok(LeaseStatus {
-                expires_at,
-                cancel_requested,
-            }),
-            None => Err(Error::LeaseLost { id: lease.job_id }),
-        }
-    }
-
-    async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = self.inner.clock.now();
-        let mut tx = self.begin().await?;
-        let mut row = leased(&mut tx, lease, now).await?;
-        if let Some(progress) = append.progress {
-            row.job.progress = Some(progress);
-        }
-        if let Some(a) = &append.artifact {
-            sqlx::query(
-                "INSERT INTO jobworks_artifacts
-                     (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)
-                 ON CONFLICT (job_id, name) DO UPDATE SET kind = EXCLUDED.kind, role = EXCLUDED.role,
-                     content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
-                     checksum = EXCLUDED.checksum, metadata = EXCLUDED.metadata,
-                     created_at = EXCLUDED.created_at, attempt = EXCLUDED.attempt",
-            )
-            .bind(uuid(lease.job_id))
-            .bind(&a.name)
-            .bind(&a.kind)
-            .bind(a.role.as_str())
-            .bind(&a.content_type)
-            .bind(a.size_bytes as i64)
-            .bind(&a.checksum)
-            .bind(json_text(&a.metadata))
-            .bind(a.created_at)
-            .bind(i32::try_from(a.attempt).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        let event = number(&mut row, append.event, now);
-        write_back(
-            &mut tx,
-            &[&row],
-            &[(row.job.id, &event)],
-            self.channel(),
-            &row.job.id.to_string(),
-            None,
-        )
-        .await?;
-        tx.commit().await.map_err(db)?;
-        self.inner.notifier.job_changed(lease.job_id);
-        Ok(event)
-    }
-
-    async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = super::batch::Request {
-            lease: *lease,
-            outcome,
-            reply,
-        };
-        let gone = || Error::Unavailable {
-            backend: BACKEND,
-            source: "the finish batcher has stopped".into(),
-        };
-        self.finishes.send(request).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = self.inner.clock.now();
-        let mut tx = self.begin().await?;
-        let mut row = owned(&mut tx, tenant, id, true).await?;
-        let job = match cancel_plan(&mut row.job, now)? {
-            Some(event) => {
-                let event = number(&mut row, event, now);
-                self.commit_one(tx, row, &event, &id.to_string()).await?
-            }
-            None => {
-                let job = one(complete(&mut tx, vec![row]).await?);
-                tx.commit().await.map_err(db)?;
-                job
-            }
-        };
-        self.inner.notifier.job_changed(id);
-        Ok(job)
-    }
-
-    async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = self.inner.clock.now();
-        let mut tx = self.begin().await?;
-        let found = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE status = 'running' AND lease_expires_at <= $1 \
-              ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(now)
-        .bind(params.limit as i64)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut report = ReapReport::default();
-        let mut rows = Vec::with_capacity(found.len());
-        let mut events = Vec::with_capacity(found.len());
-        for row in &found {
-            let mut row = decode_job(row)?;
-            let job = &row.job;
-            let plan = plan_reap(job.attempts, job.max_attempts, job.cancel_requested);
-            report.count(plan.status);
-            let event = apply_plan(&mut row.job, plan, None, now);
-            row.lease = None;
-            events.push(number(&mut row, event, now));
-            rows.push(row);
-        }
-        if !rows.is_empty() {
-            let refs: Vec<&JobRow> = rows.iter().collect();
-            let event_refs: Vec<(JobId, &Event)> =
-                rows.iter().map(|r| r.job.id).zip(events.iter()).collect();
-            let mut payload = rows
-                .iter()
-                .map(|r| r.job.id.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            if report.requeued > 0 {
-                payload.insert_str(0, "w,");
-            }
-            write_back(&mut tx, &refs, &event_refs, self.channel(), &payload, None).await?;
-        }
-        tx.commit().await.map_err(db)?;
-        for row in &rows {
-            self.inner.notifier.job_changed(row.job.id);
-        }
-        if report.requeued > 0 {
-            self.inner.notifier.work_available();
-        }
-        Ok(report)
     }
 
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {

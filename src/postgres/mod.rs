@@ -93,8 +93,11 @@ fn in_context(doing: String, e: Error) -> Error {
 pub struct PostgresStore {
     pool: PgPool,
     inner: Arc<Shared>,
-    finishes: tokio::sync::mpsc::Sender<batch::Request>,
-    tasks: [JoinHandle<()>; 3],
+    /// Group commit of guarded writes, on the pool that waits for the disk.
+    commits: tokio::sync::mpsc::Sender<batch::Request>,
+    /// Group commit of attempts' outcomes without waiting for the disk, when asked for.
+    outcomes: Option<tokio::sync::mpsc::Sender<batch::Request>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -158,8 +161,8 @@ impl PostgresStoreBuilder {
     /// Whether recording an outcome waits for PostgreSQL to flush it to disk (`true` by
     /// default).
     ///
-    /// With `false`, finishes are committed with `synchronous_commit = off` on a small pool
-    /// of their own: drains get faster (see `BENCHMARKS.md`) and a crash of the engine's
+    /// With `false`, the writes that end attempts (finishes, reaps) are committed with
+    /// `synchronous_commit = off` on a connection of their own: drains get faster (see `BENCHMARKS.md`) and a crash of the engine's
     /// process still loses nothing, but a crash of the *database server* may forget the
     /// last outcomes it acknowledged (by default at most `wal_writer_delay × 3`, 600 ms).
     /// Those jobs go back to `running` with their old lease, which the reaper expires, so
@@ -223,15 +226,16 @@ impl PostgresStoreBuilder {
             .connect_with(options.clone())
             .await
             .map_err(|e| in_context(target, db(e)))?;
-        let finish_pool = if self.durable_finishes {
-            pool.clone()
+        let relaxed_pool = if self.durable_finishes {
+            None
         } else {
-            // One batch is in flight at a time; the second connection serves its fallback.
-            pool_options
-                .max_connections(2)
+            // One batch is in flight at a time.
+            let relaxed = pool_options
+                .max_connections(1)
                 .connect_with(options.options([("synchronous_commit", "off")]))
                 .await
-                .map_err(db)?
+                .map_err(db)?;
+            Some(relaxed)
         };
         correct_clock(&pool, &self.clock)
             .await
@@ -244,14 +248,21 @@ impl PostgresStoreBuilder {
         });
         let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
         listener.listen(&shared.channel).await.map_err(db)?;
-        let (finishes, requests) = tokio::sync::mpsc::channel(1024);
+        let (commits, requests) = tokio::sync::mpsc::channel(1024);
+        let mut tasks = vec![
+            tokio::spawn(listen(listener, shared.clone())),
+            tokio::spawn(batch::run(pool.clone(), shared.clone(), requests)),
+            tokio::spawn(follow_server_clock(pool.clone(), shared.clone())),
+        ];
+        let outcomes = relaxed_pool.map(|relaxed| {
+            let (outcomes, requests) = tokio::sync::mpsc::channel(1024);
+            tasks.push(tokio::spawn(batch::run(relaxed, shared.clone(), requests)));
+            outcomes
+        });
         let store = PostgresStore {
-            tasks: [
-                tokio::spawn(listen(listener, shared.clone())),
-                tokio::spawn(batch::run(finish_pool, shared.clone(), requests)),
-                tokio::spawn(follow_server_clock(pool.clone(), shared.clone())),
-            ],
-            finishes,
+            tasks,
+            commits,
+            outcomes,
             pool,
             inner: shared,
         };

@@ -1,6 +1,6 @@
 //! Rows to records and back, in as few round trips as the work allows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -10,9 +10,10 @@ use sqlx::{PgConnection, Row};
 use super::{BACKEND, db};
 use crate::Result;
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, TenantId, Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, TenantId, Visibility,
 };
 use crate::sql::{corrupt, json_text, parse_json, status};
+use crate::store::{Lease, LeaseChange, Stored, Write};
 
 /// The columns of a job row, in the order [`decode_job`] reads them; JSON comes as text.
 macro_rules! job_columns {
@@ -30,8 +31,6 @@ pub(super) struct JobRow {
     pub(super) job: Job,
     pub(super) event_seq: u64,
     pub(super) lease: Option<(u128, DateTime<Utc>)>,
-    /// Whether the job has artifact records (known only where a query asked).
-    pub(super) has_artifacts: bool,
 }
 
 pub(super) fn uuid(id: JobId) -> Uuid {
@@ -81,7 +80,6 @@ pub(super) fn decode_job(row: &PgRow) -> Result<JobRow> {
         lease: lease_id
             .zip(lease_expires)
             .map(|(id, exp)| (id.as_u128(), exp)),
-        has_artifacts: true,
     })
 }
 
@@ -127,31 +125,26 @@ fn decode_artifact(row: &PgRow) -> Result<(JobId, Artifact)> {
     Ok((JobId::from_u128(get::<Uuid>(row, 0)?.as_u128()), artifact))
 }
 
-/// What an optimistic [`write_back`] expects each row to still be: its revision and lease
-/// as read, the lease unexpired at `now`.
-pub(super) struct Guard {
-    pub(super) revisions: Vec<i64>,
-    pub(super) leases: Vec<Uuid>,
-    pub(super) now: DateTime<Utc>,
-}
-
-/// Writes back jobs' changeable fields, appends events and sends a notification, in one
-/// statement, and returns the ids of the rows written.
-///
-/// Without a guard every row is written and `payload` is sent as is (the caller holds the
-/// rows' locks). With a guard only rows still as expected are written, only their events
-/// appended, and the notification is `payload` followed by their ids.
-pub(super) async fn write_back(
+/// Applies guarded writes, at most one per job, in one statement: each row that still
+/// has the revision and lease its write expects gets the new fields and lease, its events
+/// and its artifact records; the others are left alone. Sends one notification for the
+/// rows written that have new events (`w,` first when one of them is queued). Returns the
+/// ids written.
+pub(super) async fn save(
     conn: &mut PgConnection,
-    rows: &[&JobRow],
-    events: &[(JobId, &Event)],
+    writes: &[&Write],
     channel: &str,
-    payload: &str,
-    guard: Option<&Guard>,
-) -> Result<Vec<Uuid>> {
+) -> Result<HashSet<Uuid>> {
     let mut c = Columns::default();
-    for row in rows {
-        let job = &row.job;
+    let mut e = EventColumns::default();
+    let mut a = ArtifactColumns::default();
+    for w in writes {
+        let job = &w.job;
+        let (keep_lease, lease) = match w.lease {
+            LeaseChange::Keep => (true, None),
+            LeaseChange::Set(lease) => (false, Some(lease)),
+            LeaseChange::Clear => (false, None),
+        };
         c.id.push(uuid(job.id));
         c.status.push(job.status.as_str());
         c.result.push(job.result.as_ref().map(json_text));
@@ -168,64 +161,87 @@ pub(super) async fn write_back(
         );
         c.cancel_requested.push(job.cancel_requested);
         c.revision.push(job.revision as i64);
-        c.event_seq.push(row.event_seq as i64);
-        c.lease_id
-            .push(row.lease.map(|(id, _)| Uuid::from_u128(id)));
-        c.lease_expires_at.push(row.lease.map(|(_, exp)| exp));
+        c.event_seq.push(w.last_seq() as i64);
+        c.keep_lease.push(keep_lease);
+        c.lease_id.push(lease.map(|l| Uuid::from_u128(l.lease_id)));
+        c.lease_expires_at.push(lease.map(|l| l.expires_at));
+        c.expected_revision.push(w.revision as i64);
+        c.expected_lease.push(w.lease_id.map(Uuid::from_u128));
+        c.tells.push(!w.events.is_empty());
+        for event in &w.events {
+            e.job_id.push(uuid(job.id));
+            e.seq.push(event.seq as i64);
+            e.kind.push(event.kind.as_str());
+            e.visibility.push(event.visibility.as_str());
+            e.message.push(event.message.to_string());
+            e.payload.push(event.payload.as_ref().map(json_text));
+            e.artifacts.push(
+                (!event.artifacts.is_empty())
+                    .then(|| serde_json::to_string(&event.artifacts).expect("serialises")),
+            );
+            e.created_at.push(event.created_at);
+        }
+        for artifact in &w.artifacts {
+            a.job_id.push(uuid(job.id));
+            a.name.push(artifact.name.clone());
+            a.kind.push(artifact.kind.clone());
+            a.role.push(artifact.role.as_str());
+            a.content_type.push(artifact.content_type.clone());
+            a.size.push(artifact.size_bytes as i64);
+            a.checksum.push(artifact.checksum.clone());
+            a.metadata.push(json_text(&artifact.metadata));
+            a.created_at.push(artifact.created_at);
+            a.attempt
+                .push(i32::try_from(artifact.attempt).unwrap_or(i32::MAX));
+        }
     }
-    let mut e = EventColumns::default();
-    for (id, event) in events {
-        e.job_id.push(uuid(*id));
-        e.seq.push(event.seq as i64);
-        e.kind.push(event.kind.as_str());
-        e.visibility.push(event.visibility.as_str());
-        e.message.push(event.message.to_string());
-        e.payload.push(event.payload.as_ref().map(json_text));
-        e.artifacts.push(
-            (!event.artifacts.is_empty())
-                .then(|| serde_json::to_string(&event.artifacts).expect("serialises")),
-        );
-        e.created_at.push(event.created_at);
-    }
-    let (revisions, leases, now) = match guard {
-        Some(g) => (g.revisions.clone(), g.leases.clone(), g.now),
-        None => (
-            vec![0; rows.len()],
-            vec![Uuid::nil(); rows.len()],
-            Utc::now(),
-        ),
-    };
     let (saved,): (Vec<Uuid>,) = sqlx::query_as(
         "WITH saved AS (
             UPDATE jobworks_jobs j SET status = u.status, result = u.result::jsonb, error = u.error,
                 attempts = u.attempts, run_at = u.run_at, started_at = u.started_at,
                 completed_at = u.completed_at, updated_at = u.updated_at, progress = u.progress::jsonb,
                 cancel_requested = u.cancel_requested, revision = u.revision, event_seq = u.event_seq,
-                lease_id = u.lease_id, lease_expires_at = u.lease_expires_at
+                lease_id = CASE WHEN u.keep_lease THEN j.lease_id ELSE u.lease_id END,
+                lease_expires_at = CASE WHEN u.keep_lease THEN j.lease_expires_at ELSE u.lease_expires_at END
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
-                        $12::bigint[], $13::bigint[], $14::uuid[], $15::timestamptz[], $26::bigint[],
-                        $27::uuid[])
+                        $12::bigint[], $13::bigint[], $14::bool[], $15::uuid[], $16::timestamptz[],
+                        $17::bigint[], $18::uuid[], $19::bool[])
                 AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
-                     progress, cancel_requested, revision, event_seq, lease_id, lease_expires_at,
-                     expected_revision, expected_lease)
-            WHERE j.id = u.id AND (NOT $28 OR (j.revision = u.expected_revision
-                AND j.lease_id = u.expected_lease AND j.status = 'running' AND j.lease_expires_at > $29))
-            RETURNING j.id
+                     progress, cancel_requested, revision, event_seq, keep_lease, lease_id,
+                     lease_expires_at, expected_revision, expected_lease, tells)
+            WHERE j.id = u.id AND j.revision = u.expected_revision
+                AND j.lease_id IS NOT DISTINCT FROM u.expected_lease
+            RETURNING j.id, j.status, u.tells
         ), appended AS (
             INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, payload, artifacts, created_at)
             SELECT v.job_id, v.seq, v.kind, v.visibility, v.message, v.payload::jsonb, v.artifacts::jsonb, v.created_at
-            FROM unnest($16::uuid[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
-                        $22::text[], $23::timestamptz[])
+            FROM unnest($20::uuid[], $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[],
+                        $26::text[], $27::timestamptz[])
                 AS v(job_id, seq, kind, visibility, message, payload, artifacts, created_at)
-            WHERE NOT $28 OR v.job_id IN (SELECT id FROM saved)
+            WHERE v.job_id IN (SELECT id FROM saved)
+            RETURNING 1
+        ), recorded AS (
+            INSERT INTO jobworks_artifacts
+                (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
+            SELECT r.job_id, r.name, r.kind, r.role, r.content_type, r.size_bytes, r.checksum,
+                r.metadata::jsonb, r.created_at, r.attempt
+            FROM unnest($28::uuid[], $29::text[], $30::text[], $31::text[], $32::text[], $33::bigint[],
+                        $34::text[], $35::text[], $36::timestamptz[], $37::int[])
+                AS r(job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
+            WHERE r.job_id IN (SELECT id FROM saved)
+            ON CONFLICT (job_id, name) DO UPDATE SET kind = EXCLUDED.kind, role = EXCLUDED.role,
+                content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
+                checksum = EXCLUDED.checksum, metadata = EXCLUDED.metadata,
+                created_at = EXCLUDED.created_at, attempt = EXCLUDED.attempt
             RETURNING 1
         )
         SELECT array(SELECT id FROM saved),
                (SELECT count(*) FROM appended),
-               CASE WHEN NOT $28 AND $25 <> '' THEN pg_notify($24, $25)::text END,
-               (SELECT pg_notify($24, $25 || string_agg(id::text, ','))::text FROM saved
-                WHERE $28 HAVING count(*) > 0)",
+               (SELECT count(*) FROM recorded),
+               (SELECT pg_notify($38, CASE WHEN bool_or(status = 'queued') THEN 'w,' ELSE '' END
+                    || string_agg(id::text, ','))::text
+                FROM saved WHERE tells HAVING count(*) > 0)",
     )
     .bind(c.id)
     .bind(c.status)
@@ -240,8 +256,12 @@ pub(super) async fn write_back(
     .bind(c.cancel_requested)
     .bind(c.revision)
     .bind(c.event_seq)
+    .bind(c.keep_lease)
     .bind(c.lease_id)
     .bind(c.lease_expires_at)
+    .bind(c.expected_revision)
+    .bind(c.expected_lease)
+    .bind(c.tells)
     .bind(e.job_id)
     .bind(e.seq)
     .bind(e.kind)
@@ -250,16 +270,21 @@ pub(super) async fn write_back(
     .bind(e.payload)
     .bind(e.artifacts)
     .bind(e.created_at)
+    .bind(a.job_id)
+    .bind(a.name)
+    .bind(a.kind)
+    .bind(a.role)
+    .bind(a.content_type)
+    .bind(a.size)
+    .bind(a.checksum)
+    .bind(a.metadata)
+    .bind(a.created_at)
+    .bind(a.attempt)
     .bind(channel)
-    .bind(payload)
-    .bind(revisions)
-    .bind(leases)
-    .bind(guard.is_some())
-    .bind(now)
     .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(saved)
+    Ok(saved.into_iter().collect())
 }
 
 #[derive(Default)]
@@ -277,8 +302,26 @@ struct Columns {
     cancel_requested: Vec<bool>,
     revision: Vec<i64>,
     event_seq: Vec<i64>,
+    keep_lease: Vec<bool>,
     lease_id: Vec<Option<Uuid>>,
     lease_expires_at: Vec<Option<DateTime<Utc>>>,
+    expected_revision: Vec<i64>,
+    expected_lease: Vec<Option<Uuid>>,
+    tells: Vec<bool>,
+}
+
+#[derive(Default)]
+struct ArtifactColumns {
+    job_id: Vec<Uuid>,
+    name: Vec<String>,
+    kind: Vec<String>,
+    role: Vec<&'static str>,
+    content_type: Vec<String>,
+    size: Vec<i64>,
+    checksum: Vec<String>,
+    metadata: Vec<String>,
+    created_at: Vec<DateTime<Utc>>,
+    attempt: Vec<i32>,
 }
 
 #[derive(Default)]
@@ -340,37 +383,27 @@ pub(super) async fn complete(conn: &mut PgConnection, rows: Vec<JobRow>) -> Resu
         .collect())
 }
 
-/// Numbers an event for a row, bumping its counters.
-pub(super) fn number(row: &mut JobRow, event: NewEvent, now: DateTime<Utc>) -> Event {
-    row.event_seq += 1;
-    row.job.revision += 1;
-    row.job.updated_at = now;
-    event.into_event(row.event_seq, now)
-}
-
-/// Loads a job row, locking it for the transaction when `for_update`.
-pub(super) async fn load(
-    conn: &mut PgConnection,
-    id: JobId,
-    for_update: bool,
-) -> Result<Option<JobRow>> {
-    let sql = if for_update {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1 FOR UPDATE"
-        )
-    } else {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = $1"
-        )
-    };
-    let row = sqlx::query(sql)
-        .bind(uuid(id))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
-    row.as_ref().map(decode_job).transpose()
+/// The records of job rows, with their artifacts and latest events.
+pub(super) async fn stored(conn: &mut PgConnection, rows: Vec<JobRow>) -> Result<Vec<Stored>> {
+    let kept: Vec<(u64, Option<Lease>)> = rows
+        .iter()
+        .map(|r| {
+            let lease = r.lease.map(|(lease_id, expires_at)| Lease {
+                job_id: r.job.id,
+                lease_id,
+                expires_at,
+            });
+            (r.event_seq + 1, lease)
+        })
+        .collect();
+    let jobs = complete(conn, rows).await?;
+    Ok(jobs
+        .into_iter()
+        .zip(kept)
+        .map(|(job, (next_seq, lease))| Stored {
+            job,
+            lease,
+            next_seq,
+        })
+        .collect())
 }

@@ -1,111 +1,76 @@
 //! The [`JobStore`] implementation of [`SqliteStore`].
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
+use rusqlite::OptionalExtension;
+
 use super::rows::{
-    EVENT_COLUMNS, JobRow, complete, decode_event, id_bytes, job_columns, load, load_many,
-    load_owned, owned_status, push_event, put_artifact, save, time, u128_from,
+    EVENT_COLUMNS, complete, decode_event, id_bytes, insert_event, job_columns, load, load_many,
+    load_owned, owned_status, save, stored, time, u128_from,
 };
 use super::{BACKEND, SqliteStore, db};
-use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
+use crate::Result;
+use crate::job::{Job, JobId, TenantId};
 use crate::sql::{json_text, micros};
 use crate::store::{
-    Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, Inserted, JobPage,
-    JobStore, Lease, LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats, ReapParams,
-    ReapReport, apply_plan, cancel_plan, plan_finish, plan_reap, start_attempt,
+    ClaimParams, Claimed, ClaimedJob, Committed, EventPage, EventParams, JobPage, JobStore, Lease,
+    ListParams, NewRecord, Notifier, PurgeParams, QueueStats, Stored, Taken, Write, rules,
 };
-use crate::{Error, Result};
 
-/// The row of a running job whose current, unexpired lease is `lease`.
-fn leased(conn: &Connection, lease: &Lease, now: DateTime<Utc>) -> Result<JobRow> {
-    match load(conn, lease.job_id)? {
-        Some(row) if lease.is_current(row.job.status, row.lease, now) => Ok(row),
-        _ => Err(Error::LeaseLost { id: lease.job_id }),
+fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
+    let mut taken = Vec::new();
+    let mut holder = conn
+        .prepare_cached("SELECT id FROM jobworks_jobs WHERE tenant = ?1 AND idempotency_key = ?2")
+        .map_err(db)?;
+    for (index, r) in records.iter().enumerate() {
+        let Some(key) = &r.job.idempotency_key else {
+            continue;
+        };
+        let by: Option<Vec<u8>> = holder
+            .query_row(params![r.job.tenant.as_str(), key], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        if let Some(by) = by {
+            let by = JobId::from_u128(u128_from(&by)?);
+            taken.push(Taken { index, by });
+        }
     }
-}
-
-fn existing_by_key(conn: &Connection, job: &Job, key: &str) -> Result<Option<JobRow>> {
-    let found = load_many(
-        conn,
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE tenant = ?1 AND idempotency_key = ?2"
-        ),
-        params![job.tenant.as_str(), key],
-    )?;
-    Ok(found.into_iter().next())
-}
-
-fn insert_all(conn: &Connection, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<Vec<Inserted>> {
-    let mut out = Vec::with_capacity(jobs.len());
+    if !taken.is_empty() {
+        return Ok(taken);
+    }
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, \
              priority, run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq) \
-             VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?8, ?9, ?10, 0, 1, 1)",
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13)",
         )
         .map_err(db)?;
-    for job in jobs {
-        if let Some(key) = &job.idempotency_key
-            && let Some(existing) = existing_by_key(conn, &job, key)?
-        {
-            if !existing.job.same_request(&job) {
-                return Err(Error::AlreadyExists {
-                    id: existing.job.id,
-                });
-            }
-            out.push(Inserted {
-                job: complete(conn, existing)?,
-                created: false,
-            });
-            continue;
-        }
+    for NewRecord { job, event } in records {
         stmt.execute(params![
             id_bytes(job.id),
             job.tenant.as_str(),
             job.job_type.as_str(),
             json_text(&job.input),
+            job.status.as_str(),
             job.max_attempts,
             job.priority,
             micros(job.run_at),
             micros(job.created_at),
-            micros(now),
+            micros(job.updated_at),
             job.idempotency_key.as_deref(),
+            job.revision as i64,
+            event.seq as i64,
         ])
         .map_err(db)?;
-        let mut row = JobRow {
-            job: Job {
-                status: JobStatus::Queued,
-                revision: 0,
-                updated_at: now,
-                ..job
-            },
-            event_seq: 0,
-            lease: None,
-        };
-        let event = push_event(
-            conn,
-            &mut row,
-            NewEvent::new(EventKind::Queued, "queued"),
-            now,
-        )?;
-        row.job.latest_event = Some(event);
-        out.push(Inserted {
-            job: row.job,
-            created: true,
-        });
+        insert_event(conn, job.id, event)?;
     }
-    Ok(out)
+    Ok(Vec::new())
 }
 
 fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Result<Claimed> {
-    let ttl = chrono::Duration::from_std(params.lease_ttl)
-        .map_err(|_| Error::invalid("lease_ttl", "too long"))?;
+    let expires_at = rules::lease_until(now, params.lease_ttl)?;
     let types = params
         .types
         .as_ref()
@@ -122,25 +87,28 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         params![micros(now), &types, params.limit as i64],
     )?;
     let mut jobs = Vec::with_capacity(rows.len());
-    for mut row in rows {
+    for row in rows {
         // Only the `queued` event comes before a first claim: a job with more ran before
         // (a retry, or a release that gave its attempt back) and may have artifacts.
         let retried = row.event_seq > 1;
+        let stored = stored(conn, row, retried)?;
         let lease = Lease {
-            expires_at: now + ttl,
-            ..Lease::new(row.job.id, params.lease_ttl)
+            job_id: stored.job.id,
+            lease_id: ulid::Ulid::new().0,
+            expires_at,
         };
-        row.lease = Some((lease.lease_id, lease.expires_at));
-        let started = start_attempt(&mut row.job, now);
-        let event = push_event(conn, &mut row, started, now)?;
-        save(conn, &row)?;
-        let mut job = if retried {
-            complete(conn, row)?
-        } else {
-            row.job
-        };
-        job.latest_event = Some(event);
-        jobs.push(ClaimedJob { job, lease });
+        let write = rules::claim(&stored, lease, now)?;
+        if !save(conn, &write)? {
+            return Err(crate::sql::corrupt(
+                BACKEND,
+                "a claimed row changed under the writer",
+            ));
+        }
+        jobs.push(ClaimedJob {
+            next_seq: write.last_seq() + 1,
+            job: write.job,
+            lease,
+        });
     }
     let next_run_at = if jobs.len() < params.limit {
         let next: Option<i64> = conn
@@ -155,36 +123,6 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         None
     };
     Ok(Claimed { jobs, next_run_at })
-}
-
-fn reap_expired(
-    conn: &Connection,
-    limit: usize,
-    now: DateTime<Utc>,
-) -> Result<(ReapReport, Vec<JobId>)> {
-    let rows = load_many(
-        conn,
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE status = 'running' AND lease_expires_at <= ?1 \
-              ORDER BY lease_expires_at LIMIT ?2"
-        ),
-        params![micros(now), limit as i64],
-    )?;
-    let mut report = ReapReport::default();
-    let mut changed = Vec::with_capacity(rows.len());
-    for mut row in rows {
-        let job = &row.job;
-        let plan = plan_reap(job.attempts, job.max_attempts, job.cancel_requested);
-        report.count(plan.status);
-        let event = apply_plan(&mut row.job, plan, None, now);
-        row.lease = None;
-        push_event(conn, &mut row, event, now)?;
-        save(conn, &row)?;
-        changed.push(row.job.id);
-    }
-    Ok((report, changed))
 }
 
 fn purge_before(conn: &Connection, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
@@ -233,16 +171,68 @@ impl JobStore for SqliteStore {
         &self.clock
     }
 
-    async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
+    async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+        self.writer
+            .write(move |conn| insert_all(conn, &records))
+            .await
+    }
+
+    async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
+        let ids = ids.to_vec();
+        let tenant = tenant.cloned();
+        self.read(move |conn| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = match &tenant {
+                    Some(tenant) => match load_owned(conn, tenant, id) {
+                        Err(crate::Error::NotFound { .. }) => None,
+                        found => Some(found?),
+                    },
+                    None => load(conn, id)?,
+                };
+                if let Some(row) = row {
+                    out.push(stored(conn, row, true)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
         let now = self.clock.now();
-        let out = self
-            .writer
-            .write(move |conn| insert_all(conn, jobs, now))
-            .await?;
-        if out.iter().any(|i| i.created) {
-            self.notifier.work_available();
-        }
-        Ok(out)
+        self.read(move |conn| {
+            let rows = load_many(
+                conn,
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobworks_jobs WHERE status = 'running' AND lease_expires_at <= ?1 \
+                      ORDER BY lease_expires_at LIMIT ?2"
+                ),
+                params![micros(now), limit as i64],
+            )?;
+            rows.into_iter()
+                .map(|row| stored(conn, row, true))
+                .collect()
+        })
+        .await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
+        self.writer
+            .write(move |conn| {
+                let mut out = Vec::with_capacity(writes.len());
+                for w in &writes {
+                    out.push(if save(conn, w)? {
+                        Committed::Applied
+                    } else {
+                        Committed::Conflict
+                    });
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
@@ -318,118 +308,9 @@ impl JobStore for SqliteStore {
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         let now = self.clock.now();
-        let claimed = self
-            .writer
-            .write(move |conn| claim_due(conn, &params, now))
-            .await?;
-        for c in &claimed.jobs {
-            self.notifier.job_changed(c.job.id);
-        }
-        Ok(claimed)
-    }
-
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too long"))?;
-        let lease = *lease;
         self.writer
-            .write(move |conn| {
-                let row = leased(conn, &lease, now)?;
-                let expires_at = now + ttl;
-                conn.prepare_cached("UPDATE jobworks_jobs SET lease_expires_at = ?1 WHERE id = ?2")
-                    .and_then(|mut s| {
-                        s.execute(params![micros(expires_at), id_bytes(lease.job_id)])
-                    })
-                    .map_err(db)?;
-                Ok(LeaseStatus {
-                    expires_at,
-                    cancel_requested: row.job.cancel_requested,
-                })
-            })
+            .write(move |conn| claim_due(conn, &params, now))
             .await
-    }
-
-    async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let now = self.clock.now();
-        let lease = *lease;
-        let event = self
-            .writer
-            .write(move |conn| {
-                let mut row = leased(conn, &lease, now)?;
-                if let Some(progress) = append.progress {
-                    row.job.progress = Some(progress);
-                }
-                if let Some(artifact) = &append.artifact {
-                    put_artifact(conn, lease.job_id, artifact)?;
-                }
-                let event = push_event(conn, &mut row, append.event, now)?;
-                save(conn, &row)?;
-                Ok(event)
-            })
-            .await?;
-        self.notifier.job_changed(lease.job_id);
-        Ok(event)
-    }
-
-    async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let now = self.clock.now();
-        let lease = *lease;
-        let job = self
-            .writer
-            .write(move |conn| {
-                let mut row = leased(conn, &lease, now)?;
-                let job = &row.job;
-                let plan = plan_finish(
-                    &outcome,
-                    job.attempts,
-                    job.max_attempts,
-                    job.cancel_requested,
-                );
-                let event = apply_plan(&mut row.job, plan, Some(&outcome), now);
-                row.lease = None;
-                push_event(conn, &mut row, event, now)?;
-                save(conn, &row)?;
-                complete(conn, row)
-            })
-            .await?;
-        self.notifier.job_changed(job.id);
-        if job.status == JobStatus::Queued {
-            self.notifier.work_available();
-        }
-        Ok(job)
-    }
-
-    async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let now = self.clock.now();
-        let tenant = tenant.clone();
-        let job = self
-            .writer
-            .write(move |conn| {
-                let mut row = load_owned(conn, &tenant, id)?;
-                if let Some(event) = cancel_plan(&mut row.job, now)? {
-                    push_event(conn, &mut row, event, now)?;
-                    save(conn, &row)?;
-                }
-                complete(conn, row)
-            })
-            .await?;
-        self.notifier.job_changed(id);
-        Ok(job)
-    }
-
-    async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        let now = self.clock.now();
-        let (report, changed) = self
-            .writer
-            .write(move |conn| reap_expired(conn, params.limit, now))
-            .await?;
-        for id in changed {
-            self.notifier.job_changed(id);
-        }
-        if report.requeued > 0 {
-            self.notifier.work_available();
-        }
-        Ok(report)
     }
 
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {

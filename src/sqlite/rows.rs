@@ -5,10 +5,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{BACKEND, db};
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, NewEvent, TenantId,
-    Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, TenantId, Visibility,
 };
 use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
+use crate::store::{Lease, LeaseChange, Stored, Write};
 use crate::{Error, Result};
 
 /// The columns of a job row, in the order [`decode_job`] reads them.
@@ -272,50 +272,64 @@ pub(super) fn load_many(
     Ok(out)
 }
 
-/// Writes back a job's changeable fields, with its lease.
-pub(super) fn save(conn: &Connection, row: &JobRow) -> Result<()> {
-    let job = &row.job;
+/// Applies a guarded write: the row's changeable fields, its lease, its new events and
+/// artifact records, when the row still has the revision and lease the write expects.
+/// `false` (and nothing written) otherwise.
+pub(super) fn save(conn: &Connection, w: &Write) -> Result<bool> {
+    let job = &w.job;
+    let (keep_lease, lease) = match w.lease {
+        LeaseChange::Keep => (true, None),
+        LeaseChange::Set(lease) => (false, Some(lease)),
+        LeaseChange::Clear => (false, None),
+    };
     let mut stmt = conn
         .prepare_cached(
             "UPDATE jobworks_jobs SET status = ?2, result = ?3, error = ?4, attempts = ?5, run_at = ?6, \
              started_at = ?7, completed_at = ?8, updated_at = ?9, progress = ?10, cancel_requested = ?11, \
-             revision = ?12, event_seq = ?13, lease_id = ?14, lease_expires_at = ?15 WHERE id = ?1",
+             revision = ?12, event_seq = ?13, \
+             lease_id = CASE WHEN ?14 THEN lease_id ELSE ?15 END, \
+             lease_expires_at = CASE WHEN ?14 THEN lease_expires_at ELSE ?16 END \
+             WHERE id = ?1 AND revision = ?17 AND lease_id IS ?18",
         )
         .map_err(db)?;
-    stmt.execute(params![
-        id_bytes(job.id),
-        job.status.as_str(),
-        job.result.as_ref().map(json_text),
-        job.error.as_deref(),
-        job.attempts,
-        micros(job.run_at),
-        job.started_at.map(micros),
-        job.completed_at.map(micros),
-        micros(job.updated_at),
-        job.progress
-            .as_ref()
-            .map(|p| serde_json::to_string(p).expect("serialises")),
-        job.cancel_requested,
-        job.revision as i64,
-        row.event_seq as i64,
-        row.lease.map(|(id, _)| id.to_be_bytes()),
-        row.lease.map(|(_, exp)| micros(exp)),
-    ])
-    .map_err(db)?;
-    Ok(())
+    let changed = stmt
+        .execute(params![
+            id_bytes(job.id),
+            job.status.as_str(),
+            job.result.as_ref().map(json_text),
+            job.error.as_deref(),
+            job.attempts,
+            micros(job.run_at),
+            job.started_at.map(micros),
+            job.completed_at.map(micros),
+            micros(job.updated_at),
+            job.progress
+                .as_ref()
+                .map(|p| serde_json::to_string(p).expect("serialises")),
+            job.cancel_requested,
+            job.revision as i64,
+            w.last_seq() as i64,
+            keep_lease,
+            lease.map(|l| l.lease_id.to_be_bytes()),
+            lease.map(|l| micros(l.expires_at)),
+            w.revision as i64,
+            w.lease_id.map(u128::to_be_bytes),
+        ])
+        .map_err(db)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    for event in &w.events {
+        insert_event(conn, job.id, event)?;
+    }
+    for artifact in &w.artifacts {
+        put_artifact(conn, job.id, artifact)?;
+    }
+    Ok(true)
 }
 
-/// Numbers and inserts an event, bumping the row's counters; save the row afterwards.
-pub(super) fn push_event(
-    conn: &Connection,
-    row: &mut JobRow,
-    event: NewEvent,
-    now: DateTime<Utc>,
-) -> Result<Event> {
-    row.event_seq += 1;
-    row.job.revision += 1;
-    row.job.updated_at = now;
-    let event = event.into_event(row.event_seq, now);
+/// Inserts a numbered event.
+pub(super) fn insert_event(conn: &Connection, id: JobId, event: &Event) -> Result<()> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, payload, artifacts, created_at) \
@@ -323,7 +337,7 @@ pub(super) fn push_event(
         )
         .map_err(db)?;
     stmt.execute(params![
-        id_bytes(row.job.id),
+        id_bytes(id),
         event.seq as i64,
         event.kind.as_str(),
         event.visibility.as_str(),
@@ -331,10 +345,27 @@ pub(super) fn push_event(
         event.payload.as_ref().map(json_text),
         (!event.artifacts.is_empty())
             .then(|| serde_json::to_string(&event.artifacts).expect("serialises")),
-        micros(now),
+        micros(event.created_at),
     ])
     .map_err(db)?;
-    Ok(event)
+    Ok(())
+}
+
+/// The record of a row. A row with only its first event has no artifacts and that event
+/// as its latest, so `full` may be left off for it.
+pub(super) fn stored(conn: &Connection, row: JobRow, full: bool) -> Result<Stored> {
+    let next_seq = row.event_seq + 1;
+    let lease = row.lease.map(|(lease_id, expires_at)| Lease {
+        job_id: row.job.id,
+        lease_id,
+        expires_at,
+    });
+    let job = if full { complete(conn, row)? } else { row.job };
+    Ok(Stored {
+        job,
+        lease,
+        next_seq,
+    })
 }
 
 /// The job with its artifacts and latest event filled in.

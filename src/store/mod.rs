@@ -1,25 +1,28 @@
 //! The [`JobStore`] trait: where jobs, timelines, leases and artifact records live.
 //!
-//! A store makes atomic compare-and-set transitions and knows nothing of policy: the engine
-//! decides what happens next. Every method is one statement or one transaction in a SQL
-//! backend. Every write about a running job carries its [`Lease`] and is refused with
-//! [`Error::LeaseLost`](crate::Error::LeaseLost) unless that lease is the job's current,
-//! unexpired one.
+//! A store stores; it does not decide. It implements storage primitives (insert, load,
+//! a guarded commit, a claim, reads, purge, counts) and the state machine runs above it,
+//! once for every backend: [`JobStoreExt`] loads a record, applies one of the [`rules`],
+//! commits the write guarded by the revision and lease it read, tries again on a
+//! conflict, and notifies. Every write about a running job carries its [`Lease`] and is
+//! refused with [`Error::LeaseLost`](crate::Error::LeaseLost) unless that lease is the
+//! job's current, unexpired one.
 
 mod documents;
 mod notify;
 mod params;
-mod rules;
+mod protocol;
+mod record;
+pub mod rules;
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::Result;
 use crate::clock::Clock;
-use crate::job::{Event, Job, JobId, TenantId};
+use crate::job::{Job, JobId, TenantId};
 
 pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
@@ -27,7 +30,9 @@ pub use params::{
     Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, Inserted, JobPage,
     Lease, LeaseStatus, ListParams, PurgeParams, QueueStats, ReapParams, ReapReport,
 };
-pub use rules::{FinishPlan, apply_plan, cancel_plan, plan_finish, plan_reap, start_attempt};
+pub(crate) use protocol::Held;
+pub use protocol::JobStoreExt;
+pub use record::{Committed, LeaseChange, NewRecord, Stored, Taken, Write};
 
 /// The storage of jobs. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL
 /// backends; the [`testing`](crate) suite checks an implementation.
@@ -42,12 +47,40 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// The clock the store reads the time from (lease expiries, due times, timestamps).
     fn clock(&self) -> &Clock;
 
-    /// Inserts queued jobs, all or none, each with a `queued` event (seq 1).
+    /// Inserts new jobs with their first event, all or none.
     ///
-    /// A job whose tenant already has a job with the same idempotency key is not inserted:
-    /// when type and input match, the existing job is returned with `created: false`;
-    /// otherwise the whole call fails with [`Error::AlreadyExists`](crate::Error::AlreadyExists).
-    async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>>;
+    /// When a job's idempotency key is already taken in its tenant (by a stored job),
+    /// nothing is inserted and the answer lists every such job with the job that holds
+    /// the key; the protocol decides whether that is a replay. An empty answer means all
+    /// were inserted. Keys are not repeated within one call.
+    async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>>;
+
+    /// The records of these jobs, with artifacts and latest public event, in any order;
+    /// missing ones are left out, and so are other tenants' when `tenant` is given (their
+    /// rows are not even read: the tenant is part of the lookup).
+    async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>>;
+
+    /// Up to `limit` running jobs whose lease expired (at the store's clock), oldest
+    /// expiry first.
+    async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>>;
+
+    /// Applies guarded writes, each whole or not at all, and answers one [`Committed`] per
+    /// write in order.
+    ///
+    /// A write is applied only while the job's revision is `write.revision` and its lease
+    /// id is `write.lease_id`; it then replaces the record with `write.job`, changes the
+    /// lease as `write.lease` says, appends `write.events` and upserts
+    /// `write.artifacts`. Otherwise (or when the job is gone) it is a conflict. Writes
+    /// may share one transaction.
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>>;
+
+    /// Claims up to `params.limit` due jobs, by priority (high first), then not-before
+    /// time, then id. No job is handed to two claimers.
+    ///
+    /// Its meaning is: load the due jobs, apply [`rules::claim`] to each under a fresh
+    /// lease of `params.lease_ttl`, commit; a backend may fuse that into one statement
+    /// (the differential test holds it to the same records).
+    async fn claim(&self, params: ClaimParams) -> Result<Claimed>;
 
     /// One job of a tenant, with its artifacts and latest event.
     ///
@@ -60,29 +93,6 @@ pub trait JobStore: Send + Sync + Debug + 'static {
 
     /// A tenant's job's events with `seq > params.after`, oldest first.
     async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage>;
-
-    /// Claims up to `params.limit` due jobs, by priority (high first), then not-before
-    /// time, then id. Each becomes `running` with a fresh lease, one more attempt and a
-    /// `started` event. No job is handed to two claimers.
-    async fn claim(&self, params: ClaimParams) -> Result<Claimed>;
-
-    /// Extends a lease by `ttl` from now and says whether cancellation was requested.
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus>;
-
-    /// Appends an event about a running job, updating its progress or artifacts with it.
-    async fn append(&self, lease: &Lease, append: Append) -> Result<Event>;
-
-    /// Records the outcome of an attempt and ends the lease.
-    async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job>;
-
-    /// Cancels a queued job at once, or asks a running one to stop.
-    ///
-    /// Terminal jobs are [`Error::InvalidTransition`](crate::Error::InvalidTransition).
-    async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job>;
-
-    /// Ends expired leases: the job is requeued when attempts are left, failed when not,
-    /// and cancelled when cancellation had been asked for.
-    async fn reap(&self, params: ReapParams) -> Result<ReapReport>;
 
     /// Deletes terminal jobs completed before `params.completed_before`, with their
     /// events and artifact records, and returns them so their bytes can be deleted.
@@ -105,8 +115,20 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     fn clock(&self) -> &Clock {
         (**self).clock()
     }
-    async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        (**self).insert(jobs).await
+    async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+        (**self).insert(records).await
+    }
+    async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
+        (**self).load(tenant, ids).await
+    }
+    async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
+        (**self).load_expired(limit).await
+    }
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
+        (**self).commit(writes).await
+    }
+    async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
+        (**self).claim(params).await
     }
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         (**self).get(tenant, id).await
@@ -116,24 +138,6 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn events(&self, tenant: &TenantId, id: JobId, p: EventParams) -> Result<EventPage> {
         (**self).events(tenant, id, p).await
-    }
-    async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        (**self).claim(params).await
-    }
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        (**self).heartbeat(lease, ttl).await
-    }
-    async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        (**self).append(lease, append).await
-    }
-    async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        (**self).finish(lease, outcome).await
-    }
-    async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        (**self).cancel(tenant, id).await
-    }
-    async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        (**self).reap(params).await
     }
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         (**self).purge(params).await

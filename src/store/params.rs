@@ -180,6 +180,19 @@ pub struct ClaimedJob {
     pub job: Job,
     /// The lease on it.
     pub lease: Lease,
+    /// The sequence number of the job's next event.
+    pub next_seq: u64,
+}
+
+impl ClaimedJob {
+    /// The claimed record, as a guarded write about it expects to find it.
+    pub fn stored(&self) -> super::Stored {
+        super::Stored {
+            job: self.job.clone(),
+            lease: Some(self.lease),
+            next_seq: self.next_seq,
+        }
+    }
 }
 
 /// A worker's right to write about a running job.

@@ -1,193 +1,250 @@
-//! The rules every backend applies, so they agree: what finishing, reaping, claiming and
-//! cancelling do to a job and which event records it. A backend loads the job, applies a
-//! rule, and writes the job and the event back in one atomic step.
+//! The rules of the state machine, once: what a claim, a heartbeat, an appended event, a
+//! finish, a reap and a cancel do to a stored job, as a guarded [`Write`]. Every status
+//! change goes through [`JobStatus::transition`].
+//!
+//! Each rule reads a [`Stored`] record and the time, and either refuses (with the error
+//! the caller sees) or returns the write. The protocol commits it; a backend that fuses
+//! the claim applies [`claim`] itself.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::Finish;
+use super::{Append, Finish, Lease, LeaseChange, LeaseStatus, Stored, Write};
 use crate::job::{EventKind, Job, JobStatus, NewEvent};
 use crate::{Error, Result};
 
-/// The store-side effect of finishing an attempt: the new status, error and event. Shared
-/// by every backend so they agree on the rules (retry with no attempts left fails, etc.).
+/// Moves `job` to `to` through the transition table.
 ///
-/// `attempts`/`max_attempts` are the job's counters before the change; `cancel_requested`
-/// turns any non-success outcome into a cancellation.
-pub fn plan_finish(
-    outcome: &Finish,
-    attempts: u32,
-    max_attempts: u32,
-    cancel_requested: bool,
-) -> FinishPlan {
-    let exhausted = attempts >= max_attempts;
-    match outcome {
-        Finish::Completed { .. } => FinishPlan {
-            status: JobStatus::Completed,
-            event: NewEvent::new(EventKind::Succeeded, "completed"),
-            error: None,
-            attempts,
-        },
-        Finish::Failed { .. } | Finish::Retry { .. } | Finish::Cancelled if cancel_requested => {
-            FinishPlan {
-                status: JobStatus::Cancelled,
-                event: NewEvent::new(EventKind::Cancelled, "cancelled while running"),
-                error: None,
-                attempts,
-            }
-        }
-        Finish::Cancelled => FinishPlan {
-            status: JobStatus::Cancelled,
-            event: NewEvent::new(EventKind::Cancelled, "cancelled"),
-            error: None,
-            attempts,
-        },
-        Finish::Failed { error } => FinishPlan {
-            status: JobStatus::Failed,
-            event: NewEvent::new(EventKind::Failed, error.clone()),
-            error: Some(error.clone()),
-            attempts,
-        },
-        Finish::Retry { error, .. } if exhausted => FinishPlan {
-            status: JobStatus::Failed,
-            event: NewEvent::new(EventKind::Failed, error.clone())
-                .with_payload(serde_json::json!({"attempts_exhausted": true})),
-            error: Some(error.clone()),
-            attempts,
-        },
-        Finish::Retry { error, run_at } => FinishPlan {
-            status: JobStatus::Queued,
-            event: NewEvent::new(EventKind::Retrying, error.clone()).with_payload(
-                serde_json::json!({"attempt": attempts, "run_at": run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
-            ),
-            error: Some(error.clone()),
-            attempts,
-        },
-        Finish::Released => FinishPlan {
-            status: JobStatus::Queued,
-            event: NewEvent::new(EventKind::Released, "handed back by a worker shutting down"),
-            error: None,
-            attempts: attempts.saturating_sub(1),
-        },
+/// # Errors
+/// [`Error::InvalidTransition`] when the table does not allow the move.
+pub fn set_status(job: &mut Job, to: JobStatus) -> Result<()> {
+    job.status = job
+        .status
+        .transition(to)
+        .map_err(|e| Error::InvalidTransition {
+            id: job.id,
+            from: e.from,
+            to: e.to,
+        })?;
+    Ok(())
+}
+
+/// A lease of `ttl` from `now`, or [`Error::Invalid`] when `ttl` does not fit a time.
+pub fn lease_until(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .ok_or_else(|| Error::invalid("lease_ttl", "too long"))
+}
+
+/// Claims a queued job under `lease`: running, one more attempt, started now, progress
+/// cleared, a `started` event "attempt N".
+///
+/// # Errors
+/// [`Error::InvalidTransition`] unless the job is queued.
+pub fn claim(stored: &Stored, lease: Lease, now: DateTime<Utc>) -> Result<Write> {
+    let mut w = stored.write();
+    let job = &mut w.job;
+    set_status(job, JobStatus::Running)?;
+    job.attempts += 1;
+    job.started_at = Some(now);
+    job.progress = None;
+    let message = format!("attempt {}", job.attempts);
+    w.lease = LeaseChange::Set(lease);
+    w.push(NewEvent::new(EventKind::Started, message), now);
+    Ok(w)
+}
+
+/// Checks that `lease` is the job's current, unexpired lease.
+fn held(stored: &Stored, lease: &Lease, now: DateTime<Utc>) -> Result<()> {
+    let current = stored.lease.map(|l| (l.lease_id, l.expires_at));
+    if lease.job_id == stored.job.id && lease.is_current(stored.job.status, current, now) {
+        Ok(())
+    } else {
+        Err(Error::LeaseLost { id: lease.job_id })
     }
 }
 
-/// What [`plan_finish`] decided.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FinishPlan {
-    /// The job's new status.
-    pub status: JobStatus,
-    /// The event that records it.
-    pub event: NewEvent,
-    /// The job's new `error` field.
-    pub error: Option<String>,
-    /// The job's new attempt count.
-    pub attempts: u32,
+/// Extends `lease` by `ttl` from now. The record does not change, so the write adds no
+/// revision; it tells the worker whether cancellation was asked for.
+///
+/// # Errors
+/// [`Error::LeaseLost`] unless `lease` holds the job.
+pub fn heartbeat(
+    stored: &Stored,
+    lease: &Lease,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<(Write, LeaseStatus)> {
+    held(stored, lease, now)?;
+    let expires_at = lease_until(now, ttl)?;
+    let mut w = stored.write();
+    w.lease = LeaseChange::Set(Lease {
+        expires_at,
+        ..*lease
+    });
+    let status = LeaseStatus {
+        expires_at,
+        cancel_requested: stored.job.cancel_requested,
+    };
+    Ok((w, status))
 }
 
-/// The reaper's decision for a job whose lease expired; shared by every backend.
-pub fn plan_reap(attempts: u32, max_attempts: u32, cancel_requested: bool) -> FinishPlan {
-    let (status, event, error) = if cancel_requested {
-        (
-            JobStatus::Cancelled,
-            NewEvent::new(EventKind::Cancelled, "cancelled after its worker was lost"),
-            None,
-        )
-    } else if attempts >= max_attempts {
+/// Appends an event about a running job, with the progress or artifact it reports.
+///
+/// # Errors
+/// [`Error::LeaseLost`] unless `lease` holds the job.
+pub fn append(stored: &Stored, lease: &Lease, append: Append, now: DateTime<Utc>) -> Result<Write> {
+    held(stored, lease, now)?;
+    let mut w = stored.write();
+    if let Some(progress) = append.progress {
+        w.job.progress = Some(progress);
+    }
+    if let Some(artifact) = append.artifact {
+        w.put_artifact(artifact);
+    }
+    w.push(append.event, now);
+    Ok(w)
+}
+
+/// Records an attempt's outcome and ends its lease. A job whose cancellation was asked
+/// for ends `cancelled` unless the attempt succeeded; a retry with no attempts left
+/// fails; a release gives the attempt back.
+///
+/// # Errors
+/// [`Error::LeaseLost`] unless `lease` holds the job.
+pub fn finish(
+    stored: &Stored,
+    lease: &Lease,
+    outcome: &Finish,
+    now: DateTime<Utc>,
+) -> Result<Write> {
+    held(stored, lease, now)?;
+    let mut w = stored.write();
+    let job = &mut w.job;
+    let exhausted = job.attempts >= job.max_attempts;
+    let (event, error) = match outcome {
+        Finish::Completed { result } => {
+            set_status(job, JobStatus::Completed)?;
+            job.result = Some(result.clone());
+            (NewEvent::new(EventKind::Succeeded, "completed"), None)
+        }
+        Finish::Failed { .. } | Finish::Retry { .. } | Finish::Cancelled
+            if job.cancel_requested =>
+        {
+            set_status(job, JobStatus::Cancelled)?;
+            let event = NewEvent::new(EventKind::Cancelled, "cancelled while running");
+            (event, None)
+        }
+        Finish::Cancelled => {
+            set_status(job, JobStatus::Cancelled)?;
+            (NewEvent::new(EventKind::Cancelled, "cancelled"), None)
+        }
+        Finish::Failed { error } => {
+            set_status(job, JobStatus::Failed)?;
+            (NewEvent::new(EventKind::Failed, error.clone()), Some(error))
+        }
+        Finish::Retry { error, .. } if exhausted => {
+            set_status(job, JobStatus::Failed)?;
+            let event = NewEvent::new(EventKind::Failed, error.clone())
+                .with_payload(serde_json::json!({"attempts_exhausted": true}));
+            (event, Some(error))
+        }
+        Finish::Retry { error, run_at } => {
+            set_status(job, JobStatus::Queued)?;
+            job.run_at = crate::job::truncate(*run_at).max(now);
+            let at = run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let event = NewEvent::new(EventKind::Retrying, error.clone())
+                .with_payload(serde_json::json!({"attempt": job.attempts, "run_at": at}));
+            (event, Some(error))
+        }
+        Finish::Released => {
+            set_status(job, JobStatus::Queued)?;
+            job.run_at = now;
+            job.attempts = job.attempts.saturating_sub(1);
+            let event = NewEvent::new(EventKind::Released, "handed back by a worker shutting down");
+            (event, None)
+        }
+    };
+    job.error = error.cloned();
+    end_attempt(&mut w, event, now);
+    Ok(w)
+}
+
+/// Ends a running job whose lease expired: cancelled when cancellation was asked for,
+/// failed when no attempts are left, queued again otherwise. `None` when the job is no
+/// longer running under an expired lease (another writer got there first).
+///
+/// # Errors
+/// [`Error::InvalidTransition`] only if the table and this rule disagree.
+pub fn reap(stored: &Stored, now: DateTime<Utc>) -> Result<Option<Write>> {
+    let expired = stored.lease.is_some_and(|l| l.expires_at <= now);
+    if stored.job.status != JobStatus::Running || !expired {
+        return Ok(None);
+    }
+    let mut w = stored.write();
+    let job = &mut w.job;
+    let (to, event, error) = if job.cancel_requested {
+        let event = NewEvent::new(EventKind::Cancelled, "cancelled after its worker was lost");
+        (JobStatus::Cancelled, event, None)
+    } else if job.attempts >= job.max_attempts {
         let msg = "lease expired and no attempts are left";
         (
             JobStatus::Failed,
             NewEvent::new(EventKind::Failed, msg),
-            Some(msg.to_owned()),
+            Some(msg),
         )
     } else {
         let msg = "lease expired; the job will run again";
         (
             JobStatus::Queued,
             NewEvent::new(EventKind::Retrying, msg),
-            Some(msg.to_owned()),
+            Some(msg),
         )
     };
-    FinishPlan {
-        status,
-        event,
-        error,
-        attempts,
+    set_status(job, to)?;
+    if to == JobStatus::Queued {
+        job.run_at = now;
     }
+    job.error = error.map(str::to_owned);
+    end_attempt(&mut w, event, now);
+    Ok(Some(w))
 }
 
-/// Applies a finish or reap plan to a running job's fields and returns the event to
-/// append. `outcome` carries the result and the retry time; the reaper passes `None`.
-pub fn apply_plan(
-    job: &mut Job,
-    plan: FinishPlan,
-    outcome: Option<&Finish>,
-    now: DateTime<Utc>,
-) -> NewEvent {
-    debug_assert!(JobStatus::can_transition(job.status, plan.status));
-    job.status = plan.status;
-    job.error = plan.error;
-    job.attempts = plan.attempts;
-    match outcome {
-        Some(Finish::Completed { result }) => job.result = Some(result.clone()),
-        Some(Finish::Retry { run_at, .. }) if plan.status == JobStatus::Queued => {
-            job.run_at = crate::job::truncate(*run_at).max(now);
-        }
-        _ if plan.status == JobStatus::Queued => job.run_at = now,
-        _ => {}
+/// The common end of an attempt: the lease goes, a terminal job is completed now, and
+/// `event` records it.
+fn end_attempt(w: &mut Write, event: NewEvent, now: DateTime<Utc>) {
+    if w.job.status.is_terminal() {
+        w.job.completed_at = Some(now);
     }
-    if plan.status.is_terminal() {
-        job.completed_at = Some(now);
-    }
-    job.updated_at = now;
-    plan.event
+    w.lease = LeaseChange::Clear;
+    w.push(event, now);
 }
 
-/// Marks a queued job claimed: running, one more attempt, started now. Returns the
-/// `started` event.
-pub fn start_attempt(job: &mut Job, now: DateTime<Utc>) -> NewEvent {
-    debug_assert!(JobStatus::can_transition(job.status, JobStatus::Running));
-    job.status = JobStatus::Running;
-    job.attempts += 1;
-    job.started_at = Some(now);
-    job.progress = None;
-    job.updated_at = now;
-    NewEvent::new(EventKind::Started, started_message(job.attempts))
-}
-
-/// The `started` event's message; the job record holds the same number.
-fn started_message(attempt: u32) -> std::borrow::Cow<'static, str> {
-    match attempt {
-        1 => "attempt 1".into(),
-        n => format!("attempt {n}").into(),
-    }
-}
-
-/// Cancels a job's fields: a queued job becomes cancelled, a running one is asked to stop.
-/// Returns the event to append, or `None` when a running job was already asked.
+/// Cancels a queued job at once, or asks a running one to stop. `None` when a running job
+/// was already asked (nothing to write).
 ///
 /// # Errors
 /// [`Error::InvalidTransition`] for a terminal job.
-pub fn cancel_plan(job: &mut Job, now: DateTime<Utc>) -> Result<Option<NewEvent>> {
+pub fn cancel(stored: &Stored, now: DateTime<Utc>) -> Result<Option<Write>> {
+    let mut w = stored.write();
+    let job = &mut w.job;
     match job.status {
-        JobStatus::Queued => {
-            job.status = JobStatus::Cancelled;
-            job.completed_at = Some(now);
-            job.updated_at = now;
-            Ok(Some(NewEvent::new(EventKind::Cancelled, "cancelled")))
-        }
-        JobStatus::Running if !job.cancel_requested => {
+        JobStatus::Running if job.cancel_requested => Ok(None),
+        JobStatus::Running => {
             job.cancel_requested = true;
-            job.updated_at = now;
-            Ok(Some(NewEvent::new(
-                EventKind::CancelRequested,
-                "cancellation requested",
-            )))
+            w.push(
+                NewEvent::new(EventKind::CancelRequested, "cancellation requested"),
+                now,
+            );
+            Ok(Some(w))
         }
-        JobStatus::Running => Ok(None),
-        from => Err(Error::InvalidTransition {
-            id: job.id,
-            from,
-            to: JobStatus::Cancelled,
-        }),
+        _ => {
+            set_status(job, JobStatus::Cancelled)?;
+            job.completed_at = Some(now);
+            w.push(NewEvent::new(EventKind::Cancelled, "cancelled"), now);
+            Ok(Some(w))
+        }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::job::{Artifact, ArtifactRole, EventKind, Job, JobId, JobType, NewEvent, Progress};
+use crate::store::JobStoreExt;
 use crate::store::{Append, ClaimParams, EventParams, Finish, JobStore, Lease, ReapParams};
 use crate::{Error, MemoryStore, Result, TenantId};
 
@@ -209,8 +210,8 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             new = new.idempotency_key(format!("key-{}", self.rng.random_range(0..3)));
         }
         let job = Job::new_queued_at(self.tenant.clone(), new, 3, now);
-        let r = self.reference.insert(vec![job.clone()]).await;
-        let t = self.tested.insert(vec![job.clone()]).await;
+        let r = self.reference.submit(vec![job.clone()]).await;
+        let t = self.tested.submit(vec![job.clone()]).await;
         let clean = |v: &Vec<crate::Inserted>| {
             v.iter()
                 .map(|i| format!("{} {}", i.created, clean_job(&i.job)))
@@ -232,8 +233,8 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             .limit(self.rng.random_range(1..4))
             .lease_ttl(TTL)
             .types(vec![self.job_type.clone()]);
-        let r = self.reference.claim(params.clone()).await;
-        let t = self.tested.claim(params).await;
+        let r = self.reference.take(params.clone()).await;
+        let t = self.tested.take(params).await;
         let clean = |c: &crate::Claimed| {
             let jobs: Vec<_> = c.jobs.iter().map(|j| clean_job(&j.job)).collect();
             format!("{jobs:?} next due: {}", c.next_run_at.is_some())

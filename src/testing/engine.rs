@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use super::tenant;
 use crate::store::{
-    Append, ClaimParams, Claimed, EventPage, EventParams, Finish, Inserted, JobPage, Lease,
-    LeaseStatus, ListParams, Notifier, PurgeParams, QueueStats, ReapParams, ReapReport,
+    ClaimParams, Claimed, Committed, EventPage, EventParams, JobPage, ListParams, NewRecord,
+    Notifier, PurgeParams, QueueStats, Stored, Taken, Write,
 };
 use crate::{
-    Engine, Error, Event, ExecutorOptions, Job, JobContext, JobError, JobId, JobStatus, JobStore,
-    JobType, NewJob, Result, RetryPolicy, TenantId, from_fn,
+    Engine, ExecutorOptions, Job, JobContext, JobError, JobId, JobStatus, JobStore, JobType,
+    NewJob, Result, RetryPolicy, TenantId, from_fn,
 };
 
 /// Wraps a store and stalls some completions past their lease, like a worker that froze,
@@ -47,8 +47,42 @@ impl JobStore for Stalling {
     fn clock(&self) -> &crate::Clock {
         self.inner.clock()
     }
-    async fn insert(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        self.inner.insert(jobs).await
+    async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+        self.inner.insert(records).await
+    }
+    async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
+        self.inner.load(tenant, ids).await
+    }
+    async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
+        self.inner.load_expired(limit).await
+    }
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
+        // A completion: the attempt that made it is in its result.
+        let completion = |w: &Write| match (&w.job.status, &w.job.result) {
+            (JobStatus::Completed, Some(result)) => result["attempt"].as_u64().map(|a| a as u32),
+            _ => None,
+        };
+        let attempts: Vec<Option<u32>> = writes.iter().map(completion).collect();
+        let ids: Vec<JobId> = writes.iter().map(Write::id).collect();
+        if attempts.iter().any(Option::is_some) && rand::random::<f64>() < 0.03 {
+            tokio::time::sleep(self.stall).await;
+        }
+        let result = self.inner.commit(writes).await;
+        let mut answers = self.answers.lock().expect("not poisoned");
+        for (i, (attempt, id)) in attempts.into_iter().zip(ids).enumerate() {
+            let Some(attempt) = attempt else { continue };
+            let answer = match &result {
+                Ok(committed) if committed[i] == Committed::Applied => Answer::Recorded,
+                Ok(_) => Answer::Refused,
+                Err(_) => Answer::Unknown,
+            };
+            answers.entry((id, attempt)).or_default().push(answer);
+        }
+        drop(answers);
+        result
+    }
+    async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
+        self.inner.claim(params).await
     }
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         self.inner.get(tenant, id).await
@@ -58,45 +92,6 @@ impl JobStore for Stalling {
     }
     async fn events(&self, tenant: &TenantId, id: JobId, p: EventParams) -> Result<EventPage> {
         self.inner.events(tenant, id, p).await
-    }
-    async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        self.inner.claim(params).await
-    }
-    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        self.inner.heartbeat(lease, ttl).await
-    }
-    async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        self.inner.append(lease, append).await
-    }
-    async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let attempt = match &outcome {
-            Finish::Completed { result } => result["attempt"].as_u64().map(|a| a as u32),
-            _ => None,
-        };
-        if attempt.is_some() && rand::random::<f64>() < 0.03 {
-            tokio::time::sleep(self.stall).await;
-        }
-        let result = self.inner.finish(lease, outcome).await;
-        if let Some(attempt) = attempt {
-            let answer = match &result {
-                Ok(_) => Answer::Recorded,
-                Err(Error::LeaseLost { .. }) => Answer::Refused,
-                Err(_) => Answer::Unknown,
-            };
-            self.answers
-                .lock()
-                .expect("not poisoned")
-                .entry((lease.job_id, attempt))
-                .or_default()
-                .push(answer);
-        }
-        result
-    }
-    async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        self.inner.cancel(tenant, id).await
-    }
-    async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
-        self.inner.reap(params).await
     }
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         self.inner.purge(params).await

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::{claim_one, insert_one, job, sample_input, tenant};
 use crate::artifact::{ArtifactKey, ArtifactStore, ObjectStoreArtifacts, UrlSigner};
 use crate::executor::{ArtifactSpec, JobContext};
-use crate::store::{JobStore, ReapParams};
+use crate::store::JobStoreExt;
+use crate::store::{Held, JobStore, ReapParams};
 use crate::{ClaimedJob, Error};
 
 fn context(
@@ -19,9 +20,10 @@ fn context(
     store: &Arc<dyn JobStore>,
     artifacts: &Arc<dyn ArtifactStore>,
 ) -> JobContext {
+    let held = Arc::new(Held::new(&claimed));
     JobContext::new(
         claimed.job,
-        claimed.lease,
+        held,
         store.clone(),
         artifacts.clone(),
         CancellationToken::new(),

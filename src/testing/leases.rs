@@ -10,6 +10,7 @@ use super::{
     LONG, SHORT, assert_lease_lost, claim_one, insert_one, job, kinds, sample_input, tenant,
     timeline,
 };
+use crate::store::JobStoreExt;
 use crate::{
     Append, ClaimParams, EventKind, EventParams, Finish, JobStatus, JobStore, NewEvent, ReapParams,
 };
@@ -107,7 +108,7 @@ pub async fn lease_expiry_requeues_then_fails(store: &impl JobStore) {
             assert_eq!(report.failed, 1, "{report:?}");
             assert_eq!(after.status, JobStatus::Failed);
             let again = store
-                .claim(ClaimParams::default().limit(10))
+                .take(ClaimParams::default().limit(10))
                 .await
                 .expect("claim");
             assert!(again.jobs.is_empty(), "a failed job was claimed");

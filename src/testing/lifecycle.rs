@@ -10,6 +10,7 @@ use super::{
     LONG, SHORT, assert_lease_lost, claim_one, insert_one, job, kinds, sample_input, tenant,
     timeline,
 };
+use crate::store::JobStoreExt;
 use crate::{
     Append, ClaimParams, Error, EventKind, EventParams, Finish, JobStatus, JobStore, Lease,
     NewEvent, PurgeParams, ReapParams,
@@ -201,7 +202,7 @@ pub async fn cancel_queued_and_running(store: &impl JobStore) {
         JobStatus::Cancelled
     );
     let none = store
-        .claim(ClaimParams::default().limit(10))
+        .take(ClaimParams::default().limit(10))
         .await
         .expect("claim");
     assert!(none.jobs.is_empty(), "a cancelled job was claimed");
@@ -289,7 +290,7 @@ pub async fn retry_waits_and_release_refunds(store: &impl JobStore) {
         .await
         .expect("retry");
     let early = store
-        .claim(ClaimParams::default().limit(5))
+        .take(ClaimParams::default().limit(5))
         .await
         .expect("claim");
     assert!(early.jobs.is_empty(), "claimed before its run_at");
@@ -386,7 +387,7 @@ pub async fn purge_removes_old_terminal_jobs(store: &impl JobStore) {
     store.get(&t, running.id).await.expect("running kept");
     let mut again = keyed;
     again.id = crate::JobId::new();
-    let reinserted = store.insert(vec![again]).await.expect("insert");
+    let reinserted = store.submit(vec![again]).await.expect("insert");
     assert!(
         reinserted[0].created,
         "a purged job's idempotency key is free again"

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::store::JobStoreExt;
 use crate::{ArtifactStore, ClaimParams, ClaimedJob, Job, JobStore, JobType, NewJob, TenantId};
 
 pub use artifacts::*;
@@ -150,7 +151,7 @@ pub fn typed_job(tenant_name: &str, ty: &str, input: Value) -> Job {
 /// Claims exactly one job with a lease of `ttl`, panicking when none is due.
 pub async fn claim_one(store: &dyn JobStore, ttl: Duration) -> ClaimedJob {
     let mut claimed = store
-        .claim(ClaimParams::default().limit(1).lease_ttl(ttl))
+        .take(ClaimParams::default().limit(1).lease_ttl(ttl))
         .await
         .expect("claim");
     assert_eq!(claimed.jobs.len(), 1, "expected one due job");
@@ -159,7 +160,7 @@ pub async fn claim_one(store: &dyn JobStore, ttl: Duration) -> ClaimedJob {
 
 /// Inserts one job and returns it as stored.
 pub async fn insert_one(store: &dyn JobStore, job: Job) -> Job {
-    let mut out = store.insert(vec![job]).await.expect("insert");
+    let mut out = store.submit(vec![job]).await.expect("insert");
     assert!(out[0].created);
     out.pop().expect("one").job
 }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{claim_one, insert_one, job, sample_input, tenant, typed_job};
+use crate::store::JobStoreExt;
 use crate::{
     ClaimParams, Error, EventKind, EventParams, Finish, JobId, JobStatus, JobStore, JobType,
     ListParams,
@@ -57,20 +58,20 @@ pub async fn idempotent_insert(store: &impl JobStore) {
     };
     let first = insert_one(store, keyed(json!({"a": 1}))).await;
     let replay = store
-        .insert(vec![keyed(json!({"a": 1}))])
+        .submit(vec![keyed(json!({"a": 1}))])
         .await
         .expect("replay");
     assert!(!replay[0].created);
     assert_eq!(replay[0].job.id, first.id);
 
-    match store.insert(vec![keyed(json!({"a": 2}))]).await {
+    match store.submit(vec![keyed(json!({"a": 2}))]).await {
         Err(Error::AlreadyExists { id }) => assert_eq!(id, first.id),
         other => panic!("different input under the same key: {other:?}"),
     }
     let mut other_type = typed_job("acme", "OTHER", json!({"a": 1}));
     other_type.idempotency_key = Some("once".into());
     assert!(matches!(
-        store.insert(vec![other_type]).await,
+        store.submit(vec![other_type]).await,
         Err(Error::AlreadyExists { .. })
     ));
     // A failed batch inserts nothing.
@@ -78,7 +79,7 @@ pub async fn idempotent_insert(store: &impl JobStore) {
     let innocent_id = innocent.id;
     assert!(
         store
-            .insert(vec![innocent, keyed(json!({"a": 3}))])
+            .submit(vec![innocent, keyed(json!({"a": 3}))])
             .await
             .is_err()
     );
@@ -89,7 +90,7 @@ pub async fn idempotent_insert(store: &impl JobStore) {
 
     let mut globex = job("globex", json!({"a": 2}));
     globex.idempotency_key = Some("once".into());
-    let g = store.insert(vec![globex]).await.expect("other tenant");
+    let g = store.submit(vec![globex]).await.expect("other tenant");
     assert!(g[0].created, "keys are scoped to the tenant");
     let page = store.list(&t, ListParams::default()).await.expect("list");
     assert_eq!(page.jobs.len(), 1, "no second job was created");
@@ -159,7 +160,7 @@ pub async fn claim_order(store: &impl JobStore) {
     future.priority = 1000;
     future.run_at = now + chrono::Duration::hours(1);
     jobs.push(future.clone());
-    store.insert(jobs).await.expect("insert");
+    store.submit(jobs).await.expect("insert");
     expected.sort();
     let mut order = Vec::new();
     for _ in 0..expected.len() {
@@ -168,7 +169,7 @@ pub async fn claim_order(store: &impl JobStore) {
     let want: Vec<JobId> = expected.iter().map(|k| k.2).collect();
     assert_eq!(order, want);
     let rest = store
-        .claim(ClaimParams::default().limit(10))
+        .take(ClaimParams::default().limit(10))
         .await
         .expect("claim");
     assert!(rest.jobs.is_empty(), "a job was claimed before its run_at");
@@ -183,11 +184,11 @@ pub async fn claim_filters_by_type(store: &impl JobStore) {
     let only_b = ClaimParams::default()
         .limit(10)
         .types(vec![JobType::new("B").expect("valid")]);
-    let claimed = store.claim(only_b).await.expect("claim");
+    let claimed = store.take(only_b).await.expect("claim");
     let ids: Vec<_> = claimed.jobs.iter().map(|c| c.job.id).collect();
     assert_eq!(ids, vec![b.id]);
     let rest = store
-        .claim(ClaimParams::default().limit(10))
+        .take(ClaimParams::default().limit(10))
         .await
         .expect("claim");
     assert_eq!(rest.jobs.len(), 1);
@@ -205,7 +206,7 @@ pub async fn claim_filters_by_type(store: &impl JobStore) {
     let only_b = ClaimParams::default()
         .limit(10)
         .types(vec![JobType::new("B").expect("valid")]);
-    let idle = store.claim(only_b).await.expect("claim");
+    let idle = store.take(only_b).await.expect("claim");
     assert!(idle.jobs.is_empty());
     assert_eq!(
         idle.next_run_at,
@@ -218,7 +219,7 @@ pub async fn claim_filters_by_type(store: &impl JobStore) {
 pub async fn no_double_claim(store: Arc<dyn JobStore>) {
     let batch: Vec<_> = (0..2000).map(|i| job("acme", json!({ "i": i }))).collect();
     for chunk in batch.chunks(500) {
-        store.insert(chunk.to_vec()).await.expect("insert");
+        store.submit(chunk.to_vec()).await.expect("insert");
     }
     let claimers: Vec<_> = (0..8)
         .map(|w| {
@@ -229,7 +230,7 @@ pub async fn no_double_claim(store: Arc<dyn JobStore>) {
                 while empty < 3 {
                     let limit = 1 + (w * 7 + mine.len()) % 16;
                     let claimed = store
-                        .claim(ClaimParams::default().limit(limit).lease_ttl(LONG))
+                        .take(ClaimParams::default().limit(limit).lease_ttl(LONG))
                         .await
                         .expect("claim");
                     if claimed.jobs.is_empty() {
@@ -266,7 +267,7 @@ pub async fn list_pages_are_stable(store: &impl JobStore) {
             job("acme", json!({ "i": i }))
         };
         ids.push(j.id);
-        store.insert(vec![j]).await.expect("insert");
+        store.submit(vec![j]).await.expect("insert");
     }
     insert_one(store, job("globex", json!({}))).await;
     ids.sort();

@@ -7,6 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{claim_one, insert_one, job, sample_input, tenant};
+use crate::store::JobStoreExt;
 use crate::store::{Append, EventParams, Finish, JobStore, ReapParams};
 use crate::{Artifact, ArtifactRole, EventKind, NewEvent, Progress, Visibility};
 

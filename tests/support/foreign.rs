@@ -1,6 +1,6 @@
 // Shared by the SQL backends' test files: another tenant's row is never read.
 
-use jobworks::{Error, EventParams, Job, JobId, JobStore, JobType, NewJob, TenantId};
+use jobworks::{Error, EventParams, Job, JobId, JobStore, JobStoreExt, JobType, NewJob, TenantId};
 
 /// Stores a job of one tenant, lets `corrupt` make its row undecodable (a status no
 /// version writes), and asks for it as another tenant: a store that put the tenant in
@@ -17,7 +17,7 @@ where
     let new = NewJob::new(JobType::new("ECHO").unwrap(), serde_json::json!({"big": "x"}));
     let job = Job::new_queued(owner.clone(), new, 3);
     let id = job.id;
-    store.insert(vec![job]).await.unwrap();
+    store.submit(vec![job]).await.unwrap();
     corrupt(id).await;
     let not_found = |r: Result<(), Error>, what: &str| match r {
         Err(Error::NotFound { id: got }) => assert_eq!(got, id, "{what}"),

@@ -1,0 +1,144 @@
+//! What the storage primitives move: records as loaded, and guarded writes.
+
+use chrono::{DateTime, Utc};
+
+use super::Lease;
+use crate::job::{Artifact, Event, Job, JobId, NewEvent, Visibility};
+
+/// A job as stored, with what a guarded write about it needs: the answer of
+/// [`JobStore::load`](super::JobStore::load).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The job, with its artifacts and latest public event.
+    pub job: Job,
+    /// The lease of its current attempt, while it runs.
+    pub lease: Option<Lease>,
+    /// The sequence number its next event takes (one more than its last event's).
+    pub next_seq: u64,
+}
+
+impl Stored {
+    /// Starts a write that expects this record exactly as it is: same revision, same
+    /// lease. It changes nothing until the caller changes it.
+    pub fn write(&self) -> Write {
+        Write {
+            revision: self.job.revision,
+            lease_id: self.lease.map(|l| l.lease_id),
+            job: self.job.clone(),
+            lease: LeaseChange::Keep,
+            events: Vec::new(),
+            artifacts: Vec::new(),
+            next_seq: self.next_seq,
+        }
+    }
+
+    /// The record as it is once `write` (made from it) was committed.
+    pub fn after(&self, write: Write) -> Stored {
+        let lease = match write.lease {
+            LeaseChange::Keep => self.lease,
+            LeaseChange::Set(lease) => Some(lease),
+            LeaseChange::Clear => None,
+        };
+        Stored {
+            next_seq: write.next_seq,
+            job: write.job,
+            lease,
+        }
+    }
+}
+
+/// What a write does to the job's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Leaves it as the store has it (an event or a progress report).
+    Keep,
+    /// Sets it (a claim, a heartbeat).
+    Set(Lease),
+    /// Ends it (a finish, a reap).
+    Clear,
+}
+
+/// A guarded write about one job: applied whole, or refused as a conflict when the job's
+/// revision or lease is no longer what the writer read.
+///
+/// Made by [`Stored::write`] and changed by the protocol's rules; a backend stores it as
+/// it is (see [`JobStore::commit`](super::JobStore::commit)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// The revision the job must still have.
+    pub revision: u64,
+    /// The lease the job must still hold (`None`: no lease).
+    pub lease_id: Option<u128>,
+    /// The new record. Its `artifacts` is the full list after the write (for a store that
+    /// keeps them in the record); `latest_event` is for the caller and need not be stored.
+    pub job: Job,
+    /// What happens to the lease.
+    pub lease: LeaseChange,
+    /// New timeline events, numbered on from the job's last one.
+    pub events: Vec<Event>,
+    /// Artifact records added or replaced (by name), for a store that keeps them apart.
+    pub artifacts: Vec<Artifact>,
+    next_seq: u64,
+}
+
+impl Write {
+    /// The job it is about.
+    pub fn id(&self) -> JobId {
+        self.job.id
+    }
+
+    /// The sequence number of the job's last event after this write.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Numbers `event`, records it on the job (one more revision, updated now) and
+    /// returns it.
+    pub fn push(&mut self, event: NewEvent, now: DateTime<Utc>) -> &Event {
+        let event = event.into_event(self.next_seq, now);
+        self.next_seq += 1;
+        self.job.revision += 1;
+        self.job.updated_at = now;
+        if event.visibility == Visibility::Public {
+            self.job.latest_event = Some(event.clone());
+        }
+        self.events.push(event);
+        self.events.last().expect("just pushed")
+    }
+
+    /// Records an artifact, replacing one of the same name.
+    pub fn put_artifact(&mut self, artifact: Artifact) {
+        self.job.artifacts.retain(|a| a.name != artifact.name);
+        self.job.artifacts.push(artifact.clone());
+        self.artifacts.retain(|a| a.name != artifact.name);
+        self.artifacts.push(artifact);
+    }
+}
+
+/// A new job and the first event of its timeline, for
+/// [`JobStore::insert`](super::JobStore::insert).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecord {
+    /// The job, as it is stored.
+    pub job: Job,
+    /// Its first event (seq 1).
+    pub event: Event,
+}
+
+/// An idempotency key that [`JobStore::insert`](super::JobStore::insert) found taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The position of the refused job in the call.
+    pub index: usize,
+    /// The job that holds the key.
+    pub by: JobId,
+}
+
+/// The answer to one write of [`JobStore::commit`](super::JobStore::commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The write was stored.
+    Applied,
+    /// The job changed (or went) since it was read; nothing was stored.
+    Conflict,
+}
