@@ -156,11 +156,39 @@ impl Inner {
         }
         let before = Keys::of(current);
         entry.events.append(&mut write.events);
-        entry.stored = current.after(write);
+        entry.stored = write.into_stored();
         let after = Keys::of(&entry.stored);
         self.index(before, false, now);
         self.index(after, true, now);
         Committed::Applied
+    }
+
+    /// Claims a due job in place: [`rules::claim`] applied to its record, which is taken
+    /// out of the map for it and put back changed (so it is not copied).
+    fn claim(&mut self, id: JobId, lease: Lease, now: DateTime<Utc>) -> Result<ClaimedJob> {
+        let Entry { stored, mut events } = self.jobs.remove(&id).expect("indexed jobs exist");
+        if !rules::claimable(&stored) {
+            let status = stored.job.status;
+            self.jobs.insert(id, Entry { stored, events });
+            return Err(Error::InvalidTransition {
+                id,
+                from: status,
+                to: JobStatus::Running,
+            });
+        }
+        let before = Keys::of(&stored);
+        let mut write = rules::claim(stored, lease, now)?;
+        let claimed = ClaimedJob {
+            job: write.job.clone(),
+            lease,
+            next_seq: write.last_seq() + 1,
+        };
+        events.append(&mut write.events);
+        let stored = write.into_stored();
+        self.index(before, false, now);
+        self.index(Keys::of(&stored), true, now);
+        self.jobs.insert(id, Entry { stored, events });
+        Ok(claimed)
     }
 }
 
@@ -338,20 +366,7 @@ impl JobStore for MemoryStore {
                 lease_id: ulid::Ulid::new().0,
                 expires_at,
             };
-            let write = rules::claim(&inner.jobs[&id].stored, lease, now)?;
-            let job = write.job.clone();
-            let next_seq = write.last_seq() + 1;
-            let applied = inner.commit(write, now);
-            debug_assert_eq!(
-                applied,
-                Committed::Applied,
-                "a claim under the lock applies"
-            );
-            jobs.push(ClaimedJob {
-                job,
-                lease,
-                next_seq,
-            });
+            jobs.push(inner.claim(id, lease, now)?);
         }
         let next_run_at = if jobs.len() < params.limit {
             inner

@@ -48,6 +48,11 @@ async fn a_finished_noop_job_keeps_at_most_2_kib() {
         + change.bytes_reallocated;
     let per_job = kept as f64 / JOBS as f64;
     eprintln!("heap kept per finished no-op job: {per_job:.0} bytes");
+    eprintln!(
+        "ALLOCS per job: {:.1}, bytes allocated per job {:.0}",
+        change.allocations as f64 / JOBS as f64,
+        change.bytes_allocated as f64 / JOBS as f64
+    );
     assert!(per_job <= 2048.0, "{per_job:.0} bytes per job");
     engine.shutdown().await;
 }

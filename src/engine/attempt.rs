@@ -2,7 +2,6 @@
 //! caught, and its outcome recorded.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,9 +31,9 @@ pub(super) async fn run_job(
     hand_back: &CancellationToken,
     claimed: ClaimedJob,
     cancel: CancellationToken,
-) -> Option<(Arc<Held>, Lease, Finish)> {
+) -> Option<(JobContext, Lease, Finish)> {
     let config = &engine.config;
-    let held = Arc::new(Held::new(&claimed));
+    let held = Held::new(&claimed);
     let ClaimedJob { job, mut lease, .. } = claimed;
     let Some(registration) = engine.executors.get(&job.job_type) else {
         // Claims are filtered by type, so only a store bug gets here.
@@ -44,12 +43,12 @@ pub(super) async fn run_job(
     let attempts = (job.attempts, job.max_attempts);
     let ctx = JobContext::new(
         job,
-        held.clone(),
+        held,
         engine.store.clone(),
         engine.artifacts.clone(),
         cancel.clone(),
     );
-    let execution = AssertUnwindSafe(registration.executor.execute(ctx)).catch_unwind();
+    let execution = AssertUnwindSafe(registration.executor.execute(ctx.clone())).catch_unwind();
     tokio::pin!(execution);
     let deadline = registration.timeout.map(|t| Instant::now() + t);
     let mut next_beat = Instant::now() + config.heartbeat_interval;
@@ -65,7 +64,7 @@ pub(super) async fn run_job(
                 break Ended::TimedOut(registration.timeout.unwrap_or_default());
             }
             _ = sleep_until(next_beat) => {
-                match held.heartbeat(&*engine.store, config.lease_ttl).await {
+                match ctx.held().heartbeat(ctx.store(), config.lease_ttl).await {
                     Ok(status) => {
                         lease.expires_at = status.expires_at;
                         if status.cancel_requested {
@@ -105,17 +104,17 @@ pub(super) async fn run_job(
             retry,
         ),
     };
-    Some((held, lease, outcome))
+    Some((ctx, lease, outcome))
 }
 
 /// Records an attempt's outcome, retrying while the store is unreachable and the lease
 /// may still hold. A retry after a commit whose answer was lost finds the lease gone,
 /// which is harmless: the outcome was recorded.
-pub(super) async fn record(engine: &EngineInner, held: &Held, lease: &Lease, outcome: Finish) {
+pub(super) async fn record(engine: &EngineInner, ctx: &JobContext, lease: &Lease, outcome: Finish) {
     let mut delay = Duration::from_millis(20);
     loop {
-        match held.finish(&*engine.store, &outcome).await {
-            Ok(status) => return debug!(%status, "attempt recorded"),
+        match ctx.held().finish(ctx.store(), &outcome).await {
+            Ok(()) => return debug!("attempt recorded"),
             Err(Error::LeaseLost { .. }) => {
                 return warn!("lease lost; the attempt's result is discarded");
             }

@@ -257,10 +257,10 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
         async move {
             let engine = &task_shared.engine;
             let ran = run_job(engine, &task_shared.hand_back, claimed, cancel).await;
-            if let Some((held, lease, outcome)) = ran {
+            if let Some((ctx, lease, outcome)) = ran {
                 let recording = task_shared.recording.clone().acquire_owned().await;
                 drop(permit);
-                record(&task_shared.engine, &held, &lease, outcome).await;
+                record(&task_shared.engine, &ctx, &lease, outcome).await;
                 drop(recording);
             }
             task_shared.engine.running().remove(&id);

@@ -72,7 +72,7 @@ pub struct JobContext {
 
 struct ContextInner {
     job: Job,
-    held: Arc<Held>,
+    held: Held,
     store: Arc<dyn JobStore>,
     artifacts: Arc<dyn ArtifactStore>,
     cancel: CancellationToken,
@@ -91,7 +91,7 @@ impl fmt::Debug for JobContext {
 impl JobContext {
     pub(crate) fn new(
         job: Job,
-        held: Arc<Held>,
+        held: Held,
         store: Arc<dyn JobStore>,
         artifacts: Arc<dyn ArtifactStore>,
         cancel: CancellationToken,
@@ -167,6 +167,16 @@ impl JobContext {
     /// Cancel safe.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.inner.cancel.cancelled()
+    }
+
+    /// The attempt's own copy of the job's record, for its writes.
+    pub(crate) fn held(&self) -> &Held {
+        &self.inner.held
+    }
+
+    /// The store the attempt writes to.
+    pub(crate) fn store(&self) -> &dyn JobStore {
+        &*self.inner.store
     }
 
     /// Appends an event to the timeline.

@@ -97,7 +97,7 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
             lease_id: ulid::Ulid::new().0,
             expires_at,
         };
-        let write = rules::claim(&stored, lease, now)?;
+        let write = rules::claim(stored, lease, now)?;
         if !save(conn, &write)? {
             return Err(crate::sql::corrupt(
                 BACKEND,

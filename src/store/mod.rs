@@ -32,7 +32,7 @@ pub use params::{
 };
 pub(crate) use protocol::Held;
 pub use protocol::JobStoreExt;
-pub use record::{Committed, LeaseChange, NewRecord, Stored, Taken, Write};
+pub use record::{Committed, LeaseChange, NewRecord, Step, Stored, Taken, Write};
 
 /// The storage of jobs. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL
 /// backends; the [`testing`](crate) suite checks an implementation.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Append, ClaimParams, Claimed, ClaimedJob, Committed, Finish, Inserted, JobStore, Lease,
-    LeaseStatus, NewRecord, ReapParams, ReapReport, Stored, Write, rules,
+    LeaseStatus, NewRecord, ReapParams, ReapReport, Step, Stored, Write, rules,
 };
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
 use crate::{Error, Result};
@@ -84,141 +84,200 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
     }
 
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<LeaseStatus> {
-        let (_, status) = change(
-            self,
-            lease.job_id,
-            None,
-            None,
-            lease_lost(lease),
-            |s, now| {
-                let (w, status) = rules::heartbeat(s, lease, ttl, now)?;
-                Ok((Some(w), status))
-            },
-        )
-        .await?;
+        let rule = beat(*lease, ttl);
+        let (_, status) = change(self, Target::Lease(lease), None, Keep::No, rule).await?;
         Ok(status)
     }
 
     async fn append(&self, lease: &Lease, append: Append) -> Result<Event> {
-        let (_, event) = change(
-            self,
-            lease.job_id,
-            None,
-            None,
-            lease_lost(lease),
-            |s, now| {
-                let w = rules::append(s, lease, append.clone(), now)?;
-                let event = w.events.last().cloned().expect("an append writes an event");
-                Ok((Some(w), event))
-            },
-        )
-        .await?;
+        let rule = appending(*lease, append);
+        let (_, event) = change(self, Target::Lease(lease), None, Keep::No, rule).await?;
         Ok(event)
     }
 
     async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
-        let (stored, ()) = change(
-            self,
-            lease.job_id,
-            None,
-            None,
-            lease_lost(lease),
-            |s, now| Ok((Some(rules::finish(s, lease, &outcome, now)?), ())),
-        )
-        .await?;
-        Ok(stored.job)
+        let rule = finishing(*lease, &outcome);
+        let (after, ()) = change(self, Target::Lease(lease), None, Keep::Yes, rule).await?;
+        Ok(after.expect("kept").job)
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let missing = move || Error::NotFound { id };
-        let (stored, ()) = change(self, id, None, Some(tenant), missing, |s, now| {
-            Ok((rules::cancel(s, now)?, ()))
-        })
-        .await?;
-        Ok(stored.job)
+        let rule = |s: Stored, now| Ok((rules::cancel(s, now)?, ()));
+        let target = Target::Owned(tenant, id);
+        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
+        Ok(after.expect("kept").job)
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
         let expired = self.load_expired(params.limit).await?;
         let now = self.clock().now();
-        let mut report = ReapReport::default();
         let mut writes = Vec::with_capacity(expired.len());
-        let mut before = Vec::with_capacity(expired.len());
         for stored in expired {
-            if let Some(w) = rules::reap(&stored, now)? {
+            if let Step::Write(w) = rules::reap(stored, now)? {
                 writes.push(w);
-                before.push(stored);
             }
         }
-        let answers = self.commit(writes.clone()).await?;
-        for ((stored, w), answer) in before.into_iter().zip(writes).zip(answers) {
-            let after = match answer {
-                Committed::Applied => {
-                    let after = stored.after(w);
-                    notify(self, &stored, &after);
-                    after
-                }
+        let outcomes: Vec<(JobId, u64, JobStatus)> = writes
+            .iter()
+            .map(|w| (w.id(), w.revision, w.job.status))
+            .collect();
+        let tells: Vec<Tell> = writes.iter().map(Tell::of).collect();
+        let answers = self.commit(writes).await?;
+        let mut report = ReapReport::default();
+        for (((id, revision, status), tell), answer) in outcomes.into_iter().zip(tells).zip(answers)
+        {
+            let status = if answer == Committed::Applied {
+                tell.send(self);
+                status
+            } else {
                 // Changed meanwhile: decide again on the fresh record.
-                Committed::Conflict => {
-                    let id = stored.job.id;
-                    let missing = || Error::NotFound { id };
-                    let reap = |s: &Stored, now| Ok((rules::reap(s, now)?, ()));
-                    let reaped = change(self, id, None, None, missing, reap).await;
-                    match reaped {
-                        Ok((after, ())) if after.job.revision != stored.job.revision => after,
-                        Ok(_) | Err(Error::NotFound { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
+                let rule = |s: Stored, now| Ok((rules::reap(s, now)?, ()));
+                match change(self, Target::Reaped(id), None, Keep::Yes, rule).await {
+                    Ok((Some(after), ())) if after.job.revision != revision => after.job.status,
+                    Ok(_) | Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
                 }
             };
-            if after.job.status != JobStatus::Running {
-                report.count(after.job.status);
-            }
+            report.count(status);
         }
         Ok(report)
     }
 }
 
-/// The protocol's loop for job `id`: apply `rule` to its record, commit what it writes,
+/// The job a change is about, and what the caller is told when it is not there.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// The job this lease is on: gone means the lease is lost.
+    Lease(&'a Lease),
+    /// A tenant's job: another tenant's is not even read, and answers as missing.
+    Owned(&'a TenantId, JobId),
+    /// A job the reaper found expired.
+    Reaped(JobId),
+}
+
+impl Target<'_> {
+    fn id(self) -> JobId {
+        match self {
+            Target::Lease(lease) => lease.job_id,
+            Target::Owned(_, id) | Target::Reaped(id) => id,
+        }
+    }
+
+    fn missing(self) -> Error {
+        match self {
+            Target::Lease(lease) => Error::LeaseLost { id: lease.job_id },
+            Target::Owned(_, id) | Target::Reaped(id) => Error::NotFound { id },
+        }
+    }
+}
+
+/// A rule as the protocol runs it: the record and the time in, what to write and the
+/// answer out.
+trait Rule<T>: FnMut(Stored, DateTime<Utc>) -> Result<(Step, T)> + Send {}
+impl<T, F: FnMut(Stored, DateTime<Utc>) -> Result<(Step, T)> + Send> Rule<T> for F {}
+
+fn beat(lease: Lease, ttl: Duration) -> impl Rule<LeaseStatus> {
+    move |s, now| {
+        let (w, status) = rules::heartbeat(s, &lease, ttl, now)?;
+        Ok((Step::Write(w), status))
+    }
+}
+
+fn appending(lease: Lease, append: Append) -> impl Rule<Event> {
+    move |s, now| {
+        let w = rules::append(s, &lease, append.clone(), now)?;
+        let event = w.events.last().cloned().expect("an append writes an event");
+        Ok((Step::Write(w), event))
+    }
+}
+
+fn finishing(lease: Lease, outcome: &Finish) -> impl Rule<()> + '_ {
+    move |s, now| Ok((Step::Write(rules::finish(s, &lease, outcome, now)?), ()))
+}
+
+/// Whether the caller wants the record as it is after the change (it costs a copy).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Yes,
+    No,
+}
+
+/// The protocol's loop for one job: apply `rule` to its record, commit what it writes,
 /// and on a conflict reload and apply it again. Starts from `held` when the caller has a
-/// copy (a worker's own, current unless someone else wrote), else from the store (of
-/// `tenant` when given). Returns the record as it is afterwards and what the rule said;
-/// `missing` is the error for a job that does not exist.
-async fn change<S, T, F>(
+/// copy (a worker's own, current unless someone else wrote), else from the store.
+/// Returns the record as it is afterwards (when asked to keep it) and what the rule said.
+///
+/// Records are boxed while it waits, so that its future stays small: the engine keeps one
+/// in the task of every running job.
+async fn change<S, T>(
     store: &S,
-    id: JobId,
-    held: Option<Stored>,
-    tenant: Option<&TenantId>,
-    missing: impl Fn() -> Error + Send,
-    mut rule: F,
-) -> Result<(Stored, T)>
+    target: Target<'_>,
+    held: Option<Box<Stored>>,
+    keep: Keep,
+    mut rule: impl Rule<T>,
+) -> Result<(Option<Box<Stored>>, T)>
 where
     S: JobStore + ?Sized,
-    F: FnMut(&Stored, DateTime<Utc>) -> Result<(Option<Write>, T)> + Send,
     T: Send,
 {
-    let mut stored = held;
+    let tenant = match target {
+        Target::Owned(tenant, _) => Some(tenant),
+        _ => None,
+    };
+    let mut held = held;
     for conflicts in 0..MAX_CONFLICTS {
-        let current = match stored.take() {
-            Some(s) => s,
-            None => load_one(store, id, tenant).await?.ok_or_else(&missing)?,
+        let current = match held.take() {
+            Some(s) => *s,
+            None => load_one(store, target.id(), tenant)
+                .await?
+                .ok_or_else(|| target.missing())?,
         };
-        let (write, answer) = rule(&current, store.clock().now())?;
-        let Some(write) = write else {
-            return Ok((current, answer));
+        let (write, answer) = match rule(current, store.clock().now())? {
+            (Step::Unchanged(stored), answer) => return Ok((Some(Box::new(stored)), answer)),
+            (Step::Write(write), answer) => (write, answer),
         };
-        let mut answers = store.commit(vec![write.clone()]).await?;
+        let tell = Tell::of(&write);
+        let after = (keep == Keep::Yes).then(|| Box::new(write.clone().into_stored()));
+        let mut answers = store.commit(vec![write]).await?;
         if answers.pop() == Some(Committed::Applied) {
-            let after = current.after(write);
-            notify(store, &current, &after);
+            tell.send(store);
             return Ok((after, answer));
         }
         back_off(conflicts).await;
     }
     Err(Error::Unavailable {
         backend: store.backend(),
-        source: format!("job {id} kept changing while it was written").into(),
+        source: format!("job {} kept changing while it was written", target.id()).into(),
     })
+}
+
+/// Who a committed write must wake: the job's watchers when its record changed, idle
+/// workers when it became claimable.
+struct Tell {
+    id: JobId,
+    changed: bool,
+    claimable: bool,
+}
+
+impl Tell {
+    fn of(write: &Write) -> Tell {
+        Tell {
+            id: write.id(),
+            changed: write.job.revision != write.revision,
+            claimable: write.job.status == JobStatus::Queued
+                && write.from_status() != JobStatus::Queued,
+        }
+    }
+
+    /// The one place notifications are sent from, after a commit.
+    fn send<S: JobStore + ?Sized>(&self, store: &S) {
+        if self.changed {
+            store.notifier().job_changed(self.id);
+        }
+        if self.claimable {
+            store.notifier().work_available();
+        }
+    }
 }
 
 /// One record by id, of `tenant` when given.
@@ -230,26 +289,33 @@ async fn load_one<S: JobStore + ?Sized>(
     Ok(store.load(tenant, &[id]).await?.pop())
 }
 
-fn lease_lost(lease: &Lease) -> impl Fn() -> Error + Send + use<> {
-    let id = lease.job_id;
-    move || Error::LeaseLost { id }
-}
-
-/// Tells watchers of a committed change: the job's watchers when its record changed,
-/// idle workers when it became claimable.
-fn notify<S: JobStore + ?Sized>(store: &S, before: &Stored, after: &Stored) {
-    if after.job.revision != before.job.revision {
-        store.notifier().job_changed(after.job.id);
-    }
-    if after.job.status == JobStatus::Queued && before.job.status != JobStatus::Queued {
-        store.notifier().work_available();
-    }
-}
-
 /// Submits with idempotency keys resolved here: a key taken by the same request is a
 /// replay, by another a conflict; a key used twice in one call goes to the first job.
 async fn submit<S: JobStore + ?Sized>(store: &S, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
     let now = store.clock().now();
+    if jobs.iter().all(|j| j.idempotency_key.is_none()) {
+        // Nothing can be taken: one insert, the records moved into it.
+        let records: Vec<NewRecord> = jobs.into_iter().map(|j| queued(j, now)).collect();
+        let answers = records
+            .iter()
+            .map(|r| Inserted {
+                job: r.job.clone(),
+                created: true,
+            })
+            .collect();
+        if !records.is_empty() {
+            let taken = store.insert(records).await?;
+            if let Some(t) = taken.first() {
+                return Err(Error::Backend {
+                    backend: store.backend(),
+                    source: format!("reported a key taken by {} for jobs without keys", t.by)
+                        .into(),
+                });
+            }
+            store.notifier().work_available();
+        }
+        return Ok(answers);
+    }
     // Each job's answer is the record at this index of `fresh` (an earlier one of the
     // call when it reuses a key).
     let mut answer_of = Vec::with_capacity(jobs.len());
@@ -337,63 +403,51 @@ fn queued(mut job: Job, now: DateTime<Utc>) -> NewRecord {
 /// writes need no read at all. Each write through it leaves the copy current again.
 pub(crate) struct Held {
     lease: Lease,
-    record: tokio::sync::Mutex<Option<Stored>>,
+    record: tokio::sync::Mutex<Option<Box<Stored>>>,
 }
 
 impl Held {
     pub(crate) fn new(claimed: &ClaimedJob) -> Held {
         Held {
             lease: claimed.lease,
-            record: tokio::sync::Mutex::new(Some(claimed.stored())),
+            record: tokio::sync::Mutex::new(Some(Box::new(claimed.stored()))),
         }
     }
 
-    async fn with<T, F>(&self, store: &dyn JobStore, rule: F) -> Result<T>
-    where
-        F: FnMut(&Stored, DateTime<Utc>) -> Result<(Option<Write>, T)> + Send,
-        T: Send,
-    {
+    async fn with<T: Send>(
+        &self,
+        store: &dyn JobStore,
+        keep: Keep,
+        rule: impl Rule<T>,
+    ) -> Result<T> {
         let mut record = self.record.lock().await;
-        let id = self.lease.job_id;
-        let held = record.take();
-        let (after, answer) = change(store, id, held, None, lease_lost(&self.lease), rule).await?;
-        *record = Some(after);
+        let target = Target::Lease(&self.lease);
+        let (after, answer) = change(store, target, record.take(), keep, rule).await?;
+        *record = after;
         Ok(answer)
     }
 
     /// [`JobStoreExt::heartbeat`] from the held copy.
+    ///
+    /// Boxed, like [`append`](Self::append): both wait inside a running attempt, whose
+    /// task would otherwise hold their state (about 1 KiB) for the whole attempt.
     pub(crate) async fn heartbeat(
         &self,
         store: &dyn JobStore,
         ttl: Duration,
     ) -> Result<LeaseStatus> {
-        let lease = self.lease;
-        self.with(store, |s, now| {
-            let (w, status) = rules::heartbeat(s, &lease, ttl, now)?;
-            Ok((Some(w), status))
-        })
-        .await
+        Box::pin(self.with(store, Keep::Yes, beat(self.lease, ttl))).await
     }
 
     /// [`JobStoreExt::append`] from the held copy.
     pub(crate) async fn append(&self, store: &dyn JobStore, append: Append) -> Result<Event> {
-        let lease = self.lease;
-        self.with(store, |s, now| {
-            let w = rules::append(s, &lease, append.clone(), now)?;
-            let event = w.events.last().cloned().expect("an append writes an event");
-            Ok((Some(w), event))
-        })
-        .await
+        Box::pin(self.with(store, Keep::Yes, appending(self.lease, append))).await
     }
 
-    /// [`JobStoreExt::finish`] from the held copy; the job's new status.
-    pub(crate) async fn finish(&self, store: &dyn JobStore, outcome: &Finish) -> Result<JobStatus> {
-        let lease = self.lease;
-        self.with(store, |s, now| {
-            let w = rules::finish(s, &lease, outcome, now)?;
-            let status = w.job.status;
-            Ok((Some(w), status))
-        })
-        .await
+    /// [`JobStoreExt::finish`] from the held copy: the attempt's last write, so the copy
+    /// is not kept.
+    pub(crate) async fn finish(&self, store: &dyn JobStore, outcome: &Finish) -> Result<()> {
+        self.with(store, Keep::No, finishing(self.lease, outcome))
+            .await
     }
 }

@@ -18,33 +18,31 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// Starts a write that expects this record exactly as it is: same revision, same
-    /// lease. It changes nothing until the caller changes it.
-    pub fn write(&self) -> Write {
+    /// Starts a write that expects this record exactly as it is (same revision, same
+    /// lease), taking the record over. It changes nothing until the caller changes it.
+    pub fn write(self) -> Write {
         Write {
             revision: self.job.revision,
             lease_id: self.lease.map(|l| l.lease_id),
-            job: self.job.clone(),
+            from: self.job.status,
+            held: self.lease,
+            job: self.job,
             lease: LeaseChange::Keep,
             events: Vec::new(),
             artifacts: Vec::new(),
             next_seq: self.next_seq,
         }
     }
+}
 
-    /// The record as it is once `write` (made from it) was committed.
-    pub fn after(&self, write: Write) -> Stored {
-        let lease = match write.lease {
-            LeaseChange::Keep => self.lease,
-            LeaseChange::Set(lease) => Some(lease),
-            LeaseChange::Clear => None,
-        };
-        Stored {
-            next_seq: write.next_seq,
-            job: write.job,
-            lease,
-        }
-    }
+/// What a rule made of a record: a write to commit, or the record as it was (nothing to
+/// write).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Commit this.
+    Write(Write),
+    /// Nothing changes.
+    Unchanged(Stored),
 }
 
 /// What a write does to the job's lease.
@@ -78,6 +76,10 @@ pub struct Write {
     pub events: Vec<Event>,
     /// Artifact records added or replaced (by name), for a store that keeps them apart.
     pub artifacts: Vec<Artifact>,
+    /// The status the job had when it was read.
+    from: crate::job::JobStatus,
+    /// The lease the job had when it was read.
+    held: Option<Lease>,
     next_seq: u64,
 }
 
@@ -90,6 +92,26 @@ impl Write {
     /// The sequence number of the job's last event after this write.
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
+    }
+
+    /// The status the job had when it was read.
+    pub fn from_status(&self) -> crate::job::JobStatus {
+        self.from
+    }
+
+    /// The record as it is once this write was committed; its events go with the write
+    /// (take them first if they are needed).
+    pub fn into_stored(self) -> Stored {
+        let lease = match self.lease {
+            LeaseChange::Keep => self.held,
+            LeaseChange::Set(lease) => Some(lease),
+            LeaseChange::Clear => None,
+        };
+        Stored {
+            job: self.job,
+            lease,
+            next_seq: self.next_seq,
+        }
     }
 
     /// Numbers `event`, records it on the job (one more revision, updated now) and

@@ -2,15 +2,16 @@
 //! finish, a reap and a cancel do to a stored job, as a guarded [`Write`]. Every status
 //! change goes through [`JobStatus::transition`].
 //!
-//! Each rule reads a [`Stored`] record and the time, and either refuses (with the error
-//! the caller sees) or returns the write. The protocol commits it; a backend that fuses
-//! the claim applies [`claim`] itself.
+//! Each rule takes a [`Stored`] record over, with the time, and either refuses (with the
+//! error the caller sees) or returns the write. The protocol commits it; a backend that
+//! fuses the claim applies [`claim`] itself.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Append, Finish, Lease, LeaseChange, LeaseStatus, Stored, Write};
+use super::{Append, Finish, Lease, LeaseChange, LeaseStatus, Step, Stored, Write};
 use crate::job::{EventKind, Job, JobStatus, NewEvent};
 use crate::{Error, Result};
 
@@ -42,18 +43,60 @@ pub fn lease_until(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
 /// cleared, a `started` event "attempt N".
 ///
 /// # Errors
-/// [`Error::InvalidTransition`] unless the job is queued.
-pub fn claim(stored: &Stored, lease: Lease, now: DateTime<Utc>) -> Result<Write> {
+/// [`Error::InvalidTransition`] unless the job is queued (check [`claimable`] first when
+/// the record must not be lost).
+pub fn claim(stored: Stored, lease: Lease, now: DateTime<Utc>) -> Result<Write> {
     let mut w = stored.write();
     let job = &mut w.job;
     set_status(job, JobStatus::Running)?;
     job.attempts += 1;
     job.started_at = Some(now);
     job.progress = None;
-    let message = format!("attempt {}", job.attempts);
+    let message = started_message(job.attempts);
     w.lease = LeaseChange::Set(lease);
     w.push(NewEvent::new(EventKind::Started, message), now);
     Ok(w)
+}
+
+/// The `started` event's message, "attempt N": a constant for the attempts a job may
+/// have, so claiming allocates no text.
+fn started_message(attempt: u32) -> Cow<'static, str> {
+    const NAMES: [&str; crate::job::MAX_ATTEMPTS_LIMIT as usize] = [
+        "attempt 1",
+        "attempt 2",
+        "attempt 3",
+        "attempt 4",
+        "attempt 5",
+        "attempt 6",
+        "attempt 7",
+        "attempt 8",
+        "attempt 9",
+        "attempt 10",
+        "attempt 11",
+        "attempt 12",
+        "attempt 13",
+        "attempt 14",
+        "attempt 15",
+        "attempt 16",
+        "attempt 17",
+        "attempt 18",
+        "attempt 19",
+        "attempt 20",
+        "attempt 21",
+        "attempt 22",
+        "attempt 23",
+        "attempt 24",
+        "attempt 25",
+    ];
+    match attempt.checked_sub(1).and_then(|i| NAMES.get(i as usize)) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format!("attempt {attempt}")),
+    }
+}
+
+/// Whether [`claim`] accepts the record.
+pub fn claimable(stored: &Stored) -> bool {
+    JobStatus::can_transition(stored.job.status, JobStatus::Running)
 }
 
 /// Checks that `lease` is the job's current, unexpired lease.
@@ -72,13 +115,14 @@ fn held(stored: &Stored, lease: &Lease, now: DateTime<Utc>) -> Result<()> {
 /// # Errors
 /// [`Error::LeaseLost`] unless `lease` holds the job.
 pub fn heartbeat(
-    stored: &Stored,
+    stored: Stored,
     lease: &Lease,
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<(Write, LeaseStatus)> {
-    held(stored, lease, now)?;
+    held(&stored, lease, now)?;
     let expires_at = lease_until(now, ttl)?;
+    let cancel_requested = stored.job.cancel_requested;
     let mut w = stored.write();
     w.lease = LeaseChange::Set(Lease {
         expires_at,
@@ -86,7 +130,7 @@ pub fn heartbeat(
     });
     let status = LeaseStatus {
         expires_at,
-        cancel_requested: stored.job.cancel_requested,
+        cancel_requested,
     };
     Ok((w, status))
 }
@@ -95,8 +139,8 @@ pub fn heartbeat(
 ///
 /// # Errors
 /// [`Error::LeaseLost`] unless `lease` holds the job.
-pub fn append(stored: &Stored, lease: &Lease, append: Append, now: DateTime<Utc>) -> Result<Write> {
-    held(stored, lease, now)?;
+pub fn append(stored: Stored, lease: &Lease, append: Append, now: DateTime<Utc>) -> Result<Write> {
+    held(&stored, lease, now)?;
     let mut w = stored.write();
     if let Some(progress) = append.progress {
         w.job.progress = Some(progress);
@@ -115,12 +159,12 @@ pub fn append(stored: &Stored, lease: &Lease, append: Append, now: DateTime<Utc>
 /// # Errors
 /// [`Error::LeaseLost`] unless `lease` holds the job.
 pub fn finish(
-    stored: &Stored,
+    stored: Stored,
     lease: &Lease,
     outcome: &Finish,
     now: DateTime<Utc>,
 ) -> Result<Write> {
-    held(stored, lease, now)?;
+    held(&stored, lease, now)?;
     let mut w = stored.write();
     let job = &mut w.job;
     let exhausted = job.attempts >= job.max_attempts;
@@ -173,15 +217,15 @@ pub fn finish(
 }
 
 /// Ends a running job whose lease expired: cancelled when cancellation was asked for,
-/// failed when no attempts are left, queued again otherwise. `None` when the job is no
-/// longer running under an expired lease (another writer got there first).
+/// failed when no attempts are left, queued again otherwise. Unchanged when the job is
+/// no longer running under an expired lease (another writer got there first).
 ///
 /// # Errors
 /// [`Error::InvalidTransition`] only if the table and this rule disagree.
-pub fn reap(stored: &Stored, now: DateTime<Utc>) -> Result<Option<Write>> {
+pub fn reap(stored: Stored, now: DateTime<Utc>) -> Result<Step> {
     let expired = stored.lease.is_some_and(|l| l.expires_at <= now);
     if stored.job.status != JobStatus::Running || !expired {
-        return Ok(None);
+        return Ok(Step::Unchanged(stored));
     }
     let mut w = stored.write();
     let job = &mut w.job;
@@ -209,7 +253,7 @@ pub fn reap(stored: &Stored, now: DateTime<Utc>) -> Result<Option<Write>> {
     }
     job.error = error.map(str::to_owned);
     end_attempt(&mut w, event, now);
-    Ok(Some(w))
+    Ok(Step::Write(w))
 }
 
 /// The common end of an attempt: the lease goes, a terminal job is completed now, and
@@ -222,29 +266,25 @@ fn end_attempt(w: &mut Write, event: NewEvent, now: DateTime<Utc>) {
     w.push(event, now);
 }
 
-/// Cancels a queued job at once, or asks a running one to stop. `None` when a running job
-/// was already asked (nothing to write).
+/// Cancels a queued job at once, or asks a running one to stop. Unchanged when a running
+/// job was already asked.
 ///
 /// # Errors
 /// [`Error::InvalidTransition`] for a terminal job.
-pub fn cancel(stored: &Stored, now: DateTime<Utc>) -> Result<Option<Write>> {
+pub fn cancel(stored: Stored, now: DateTime<Utc>) -> Result<Step> {
+    if stored.job.status == JobStatus::Running && stored.job.cancel_requested {
+        return Ok(Step::Unchanged(stored));
+    }
     let mut w = stored.write();
     let job = &mut w.job;
-    match job.status {
-        JobStatus::Running if job.cancel_requested => Ok(None),
-        JobStatus::Running => {
-            job.cancel_requested = true;
-            w.push(
-                NewEvent::new(EventKind::CancelRequested, "cancellation requested"),
-                now,
-            );
-            Ok(Some(w))
-        }
-        _ => {
-            set_status(job, JobStatus::Cancelled)?;
-            job.completed_at = Some(now);
-            w.push(NewEvent::new(EventKind::Cancelled, "cancelled"), now);
-            Ok(Some(w))
-        }
-    }
+    let event = if job.status == JobStatus::Running {
+        job.cancel_requested = true;
+        NewEvent::new(EventKind::CancelRequested, "cancellation requested")
+    } else {
+        set_status(job, JobStatus::Cancelled)?;
+        job.completed_at = Some(now);
+        NewEvent::new(EventKind::Cancelled, "cancelled")
+    };
+    w.push(event, now);
+    Ok(Step::Write(w))
 }

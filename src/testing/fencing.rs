@@ -20,7 +20,7 @@ fn context(
     store: &Arc<dyn JobStore>,
     artifacts: &Arc<dyn ArtifactStore>,
 ) -> JobContext {
-    let held = Arc::new(Held::new(&claimed));
+    let held = Held::new(&claimed);
     JobContext::new(
         claimed.job,
         held,
