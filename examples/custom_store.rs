@@ -87,7 +87,7 @@ impl JobStore for MapStore {
         let holder = |job: &Job| {
             let key = job.idempotency_key.as_ref()?;
             jobs.values()
-                .map(|(s, _)| &s.job)
+                .map(|(s, _)| &*s.job)
                 .find(|j| j.tenant == job.tenant && j.idempotency_key.as_ref() == Some(key))
                 .map(|j| j.id)
         };
@@ -100,7 +100,7 @@ impl JobStore for MapStore {
             for NewRecord { job, event } in records {
                 let next_seq = event.seq + 1;
                 let stored = Stored {
-                    job,
+                    job: Box::new(job),
                     lease: None,
                     next_seq,
                 };
@@ -141,7 +141,7 @@ impl JobStore for MapStore {
         let mut jobs = self.jobs();
         let mut due: Vec<&Job> = jobs
             .values()
-            .map(|(s, _)| &s.job)
+            .map(|(s, _)| &*s.job)
             .filter(|j| claimable(j, &params, now))
             .collect();
         due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
@@ -155,7 +155,7 @@ impl JobStore for MapStore {
             };
             // The claim's meaning: the shared rule, committed like any other write.
             let write = rules::claim(jobs[&id].0.clone(), lease, now)?;
-            let job = write.job.clone();
+            let job = Job::clone(&write.job);
             let next_seq = write.last_seq() + 1;
             apply(&mut jobs, write);
             claimed.push(ClaimedJob {
@@ -164,7 +164,7 @@ impl JobStore for MapStore {
                 next_seq,
             });
         }
-        let later = jobs.values().map(|(s, _)| &s.job).filter(|j| {
+        let later = jobs.values().map(|(s, _)| &*s.job).filter(|j| {
             j.status == JobStatus::Queued
                 && j.run_at > now
                 && params
@@ -186,7 +186,7 @@ impl JobStore for MapStore {
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let jobs = self.jobs();
         match jobs.get(&id) {
-            Some((s, _)) if s.job.tenant == *tenant => Ok(s.job.clone()),
+            Some((s, _)) if s.job.tenant == *tenant => Ok(Job::clone(&s.job)),
             _ => Err(Error::NotFound { id }),
         }
     }
@@ -194,7 +194,7 @@ impl JobStore for MapStore {
     async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
         let jobs = self.jobs();
         let limit = params.limit.clamp(1, 1000);
-        let matching = jobs.values().rev().map(|(s, _)| &s.job).filter(|j| {
+        let matching = jobs.values().rev().map(|(s, _)| &*s.job).filter(|j| {
             j.tenant == *tenant
                 && params.before.is_none_or(|b| j.id < b)
                 && params.status.is_none_or(|st| j.status == st)
@@ -234,7 +234,7 @@ impl JobStore for MapStore {
         };
         let doomed: Vec<(TenantId, JobId)> = jobs
             .values()
-            .map(|(s, _)| &s.job)
+            .map(|(s, _)| &*s.job)
             .filter(|j| old(j))
             .take(params.limit)
             .map(|j| (j.tenant.clone(), j.id))

@@ -179,7 +179,7 @@ impl Inner {
         let before = Keys::of(&stored);
         let mut write = rules::claim(stored, lease, now)?;
         let claimed = ClaimedJob {
-            job: write.job.clone(),
+            job: Job::clone(&write.job),
             lease,
             next_seq: write.last_seq() + 1,
         };
@@ -254,7 +254,7 @@ impl JobStore for MemoryStore {
             }
             inner.by_tenant.insert((job.tenant.clone(), id));
             let stored = Stored {
-                job,
+                job: Box::new(job),
                 lease: None,
                 next_seq: event.seq + 1,
             };
@@ -296,7 +296,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        Ok(self.lock().owned(tenant, id)?.stored.job.clone())
+        Ok(Job::clone(&self.lock().owned(tenant, id)?.stored.job))
     }
 
     async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
@@ -320,7 +320,7 @@ impl JobStore for MemoryStore {
                 next = jobs.last().map(|j: &Job| j.id);
                 break;
             }
-            jobs.push(job.clone());
+            jobs.push(Job::clone(job));
         }
         Ok(JobPage { jobs, next })
     }

@@ -68,7 +68,8 @@ impl PostgresStore {
     }
 
     /// Inserts records in one statement, skipping those whose idempotency key is taken,
-    /// and returns the ids inserted. Sends the wake-up when any was.
+    /// and returns the ids inserted. Sends the wake-up when any was. Every first event is
+    /// inserted: when a key was taken, the caller rolls the whole statement back.
     async fn insert_rows(
         &self,
         conn: &mut PgConnection,
@@ -95,7 +96,6 @@ impl PostgresStore {
                 FROM unnest($1::uuid[], $13::bigint[], $14::text[], $15::text[], $16::text[],
                             $17::timestamptz[])
                     AS e(id, seq, kind, visibility, message, created_at)
-                WHERE e.id IN (SELECT id FROM inserted)
             ), told AS (
                 SELECT pg_notify($18, 'w') FROM inserted HAVING count(*) > 0
             )

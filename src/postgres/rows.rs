@@ -401,7 +401,7 @@ pub(super) async fn stored(conn: &mut PgConnection, rows: Vec<JobRow>) -> Result
         .into_iter()
         .zip(kept)
         .map(|(job, (next_seq, lease))| Stored {
-            job,
+            job: Box::new(job),
             lease,
             next_seq,
         })

@@ -106,7 +106,7 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         }
         jobs.push(ClaimedJob {
             next_seq: write.last_seq() + 1,
-            job: write.job,
+            job: *write.job,
             lease,
         });
     }

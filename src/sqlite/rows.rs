@@ -362,7 +362,7 @@ pub(super) fn stored(conn: &Connection, row: JobRow, full: bool) -> Result<Store
     });
     let job = if full { complete(conn, row)? } else { row.job };
     Ok(Stored {
-        job,
+        job: Box::new(job),
         lease,
         next_seq,
     })

@@ -188,7 +188,7 @@ impl ClaimedJob {
     /// The claimed record, as a guarded write about it expects to find it.
     pub fn stored(&self) -> super::Stored {
         super::Stored {
-            job: self.job.clone(),
+            job: Box::new(self.job.clone()),
             lease: Some(self.lease),
             next_seq: self.next_seq,
         }

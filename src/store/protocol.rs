@@ -98,14 +98,14 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
     async fn finish(&self, lease: &Lease, outcome: Finish) -> Result<Job> {
         let rule = finishing(*lease, &outcome);
         let (after, ()) = change(self, Target::Lease(lease), None, Keep::Yes, rule).await?;
-        Ok(after.expect("kept").job)
+        Ok(*after.expect("kept").job)
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let rule = |s: Stored, now| Ok((rules::cancel(s, now)?, ()));
         let target = Target::Owned(tenant, id);
         let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
-        Ok(after.expect("kept").job)
+        Ok(*after.expect("kept").job)
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
@@ -206,16 +206,13 @@ enum Keep {
 /// and on a conflict reload and apply it again. Starts from `held` when the caller has a
 /// copy (a worker's own, current unless someone else wrote), else from the store.
 /// Returns the record as it is afterwards (when asked to keep it) and what the rule said.
-///
-/// Records are boxed while it waits, so that its future stays small: the engine keeps one
-/// in the task of every running job.
 async fn change<S, T>(
     store: &S,
     target: Target<'_>,
-    held: Option<Box<Stored>>,
+    held: Option<Stored>,
     keep: Keep,
     mut rule: impl Rule<T>,
-) -> Result<(Option<Box<Stored>>, T)>
+) -> Result<(Option<Stored>, T)>
 where
     S: JobStore + ?Sized,
     T: Send,
@@ -227,17 +224,17 @@ where
     let mut held = held;
     for conflicts in 0..MAX_CONFLICTS {
         let current = match held.take() {
-            Some(s) => *s,
+            Some(s) => s,
             None => load_one(store, target.id(), tenant)
                 .await?
                 .ok_or_else(|| target.missing())?,
         };
         let (write, answer) = match rule(current, store.clock().now())? {
-            (Step::Unchanged(stored), answer) => return Ok((Some(Box::new(stored)), answer)),
+            (Step::Unchanged(stored), answer) => return Ok((Some(stored), answer)),
             (Step::Write(write), answer) => (write, answer),
         };
         let tell = Tell::of(&write);
-        let after = (keep == Keep::Yes).then(|| Box::new(write.clone().into_stored()));
+        let after = (keep == Keep::Yes).then(|| write.clone().into_stored());
         let mut answers = store.commit(vec![write]).await?;
         if answers.pop() == Some(Committed::Applied) {
             tell.send(store);
@@ -377,7 +374,7 @@ async fn submit<S: JobStore + ?Sized>(store: &S, jobs: Vec<Job>) -> Result<Vec<I
             if !holder.job.same_request(&fresh[index].job) {
                 return Err(Error::AlreadyExists { id: holder.job.id });
             }
-            holders[index] = Some(holder.job);
+            holders[index] = Some(*holder.job);
         }
     }
     Err(Error::Unavailable {
@@ -403,14 +400,14 @@ fn queued(mut job: Job, now: DateTime<Utc>) -> NewRecord {
 /// writes need no read at all. Each write through it leaves the copy current again.
 pub(crate) struct Held {
     lease: Lease,
-    record: tokio::sync::Mutex<Option<Box<Stored>>>,
+    record: tokio::sync::Mutex<Option<Stored>>,
 }
 
 impl Held {
     pub(crate) fn new(claimed: &ClaimedJob) -> Held {
         Held {
             lease: claimed.lease,
-            record: tokio::sync::Mutex::new(Some(Box::new(claimed.stored()))),
+            record: tokio::sync::Mutex::new(Some(claimed.stored())),
         }
     }
 
@@ -428,20 +425,18 @@ impl Held {
     }
 
     /// [`JobStoreExt::heartbeat`] from the held copy.
-    ///
-    /// Boxed, like [`append`](Self::append): both wait inside a running attempt, whose
-    /// task would otherwise hold their state (about 1 KiB) for the whole attempt.
     pub(crate) async fn heartbeat(
         &self,
         store: &dyn JobStore,
         ttl: Duration,
     ) -> Result<LeaseStatus> {
-        Box::pin(self.with(store, Keep::Yes, beat(self.lease, ttl))).await
+        self.with(store, Keep::Yes, beat(self.lease, ttl)).await
     }
 
     /// [`JobStoreExt::append`] from the held copy.
     pub(crate) async fn append(&self, store: &dyn JobStore, append: Append) -> Result<Event> {
-        Box::pin(self.with(store, Keep::Yes, appending(self.lease, append))).await
+        self.with(store, Keep::Yes, appending(self.lease, append))
+            .await
     }
 
     /// [`JobStoreExt::finish`] from the held copy: the attempt's last write, so the copy

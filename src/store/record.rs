@@ -9,8 +9,9 @@ use crate::job::{Artifact, Event, Job, JobId, NewEvent, Visibility};
 /// [`JobStore::load`](super::JobStore::load).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
-    /// The job, with its artifacts and latest public event.
-    pub job: Job,
+    /// The job, with its artifacts and latest public event. Boxed, so that records move
+    /// cheaply through the protocol's steps.
+    pub job: Box<Job>,
     /// The lease of its current attempt, while it runs.
     pub lease: Option<Lease>,
     /// The sequence number its next event takes (one more than its last event's).
@@ -69,7 +70,7 @@ pub struct Write {
     pub lease_id: Option<u128>,
     /// The new record. Its `artifacts` is the full list after the write (for a store that
     /// keeps them in the record); `latest_event` is for the caller and need not be stored.
-    pub job: Job,
+    pub job: Box<Job>,
     /// What happens to the lease.
     pub lease: LeaseChange,
     /// New timeline events, numbered on from the job's last one.

@@ -47,7 +47,7 @@ pub fn lease_until(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
 /// the record must not be lost).
 pub fn claim(stored: Stored, lease: Lease, now: DateTime<Utc>) -> Result<Write> {
     let mut w = stored.write();
-    let job = &mut w.job;
+    let job = &mut *w.job;
     set_status(job, JobStatus::Running)?;
     job.attempts += 1;
     job.started_at = Some(now);
@@ -166,7 +166,7 @@ pub fn finish(
 ) -> Result<Write> {
     held(&stored, lease, now)?;
     let mut w = stored.write();
-    let job = &mut w.job;
+    let job = &mut *w.job;
     let exhausted = job.attempts >= job.max_attempts;
     let (event, error) = match outcome {
         Finish::Completed { result } => {
@@ -228,7 +228,7 @@ pub fn reap(stored: Stored, now: DateTime<Utc>) -> Result<Step> {
         return Ok(Step::Unchanged(stored));
     }
     let mut w = stored.write();
-    let job = &mut w.job;
+    let job = &mut *w.job;
     let (to, event, error) = if job.cancel_requested {
         let event = NewEvent::new(EventKind::Cancelled, "cancelled after its worker was lost");
         (JobStatus::Cancelled, event, None)
@@ -276,7 +276,7 @@ pub fn cancel(stored: Stored, now: DateTime<Utc>) -> Result<Step> {
         return Ok(Step::Unchanged(stored));
     }
     let mut w = stored.write();
-    let job = &mut w.job;
+    let job = &mut *w.job;
     let event = if job.status == JobStatus::Running {
         job.cancel_requested = true;
         NewEvent::new(EventKind::CancelRequested, "cancellation requested")
