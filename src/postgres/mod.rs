@@ -6,7 +6,9 @@
 //! process wakes its idle workers and long-polling readers.
 
 mod batch;
+mod claim;
 mod documents;
+mod insert;
 mod jobs;
 mod rows;
 

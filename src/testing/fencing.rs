@@ -13,7 +13,7 @@ use crate::artifact::{ArtifactKey, ArtifactStore, ObjectStoreArtifacts, UrlSigne
 use crate::executor::{ArtifactSpec, JobContext};
 use crate::store::JobStoreExt;
 use crate::store::{Held, JobStore, ReapParams};
-use crate::{ClaimedJob, Error};
+use crate::{Artifact, ClaimedJob, Error};
 
 fn context(
     claimed: ClaimedJob,
@@ -71,19 +71,11 @@ pub async fn zombie_bytes_never_replace_the_live_attempts(store: Arc<dyn JobStor
     let read = store.get(&t, queued.id).await.expect("get");
     assert_eq!(read.artifacts, vec![recorded.clone()]);
     let key = ArtifactKey::of_record(t.clone(), queued.id, &recorded).expect("a safe name");
-    let body = artifacts.get(&key, None).await.expect("the recorded bytes");
-    let mut served = Vec::new();
-    let mut stream = body.stream;
-    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-        served.extend_from_slice(&chunk.expect("bytes"));
-    }
+    let served = assert_bytes_match(&*artifacts, &key, &recorded).await;
     assert_eq!(
         served, live_bytes,
         "the served bytes are the live attempt's"
     );
-    assert_eq!(recorded.size_bytes, served.len() as u64);
-    let checksum = format!("sha256:{:x}", Sha256::digest(&served));
-    assert_eq!(recorded.checksum, checksum);
     let stale = key.clone().of_attempt(zombie.attempt());
     assert!(
         matches!(
@@ -92,4 +84,23 @@ pub async fn zombie_bytes_never_replace_the_live_attempts(store: Arc<dyn JobStor
         ),
         "the zombie's unrecorded bytes were deleted"
     );
+}
+
+/// Reads the bytes stored under `key` and checks them against their record: the same
+/// size and the same checksum. Returns them.
+pub(super) async fn assert_bytes_match(
+    artifacts: &dyn ArtifactStore,
+    key: &ArtifactKey,
+    recorded: &Artifact,
+) -> Vec<u8> {
+    let body = artifacts.get(key, None).await.expect("the recorded bytes");
+    let mut served = Vec::new();
+    let mut stream = body.stream;
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        served.extend_from_slice(&chunk.expect("bytes"));
+    }
+    assert_eq!(recorded.size_bytes, served.len() as u64, "{key:?}: size");
+    let checksum = format!("sha256:{:x}", Sha256::digest(&served));
+    assert_eq!(recorded.checksum, checksum, "{key:?}: checksum");
+    served
 }

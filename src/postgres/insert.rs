@@ -1,0 +1,144 @@
+//! Inserting new jobs: one statement, all or none when idempotency keys are taken.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::PgConnection;
+use sqlx::types::Uuid;
+
+use super::rows::uuid;
+use super::{BACKEND, PostgresStore, db};
+use crate::job::{Job, JobId};
+use crate::sql::json_text;
+use crate::store::{NewRecord, Taken};
+use crate::{Error, Result};
+
+impl PostgresStore {
+    /// [`JobStore::insert`](crate::JobStore::insert).
+    pub(super) async fn insert_records(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+        // Without idempotency keys nothing can conflict: one statement, committed alone.
+        if records.iter().all(|r| r.job.idempotency_key.is_none()) {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            self.insert_rows(&mut conn, &records).await?;
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let inserted = self.insert_rows(&mut tx, &records).await?;
+        if inserted.len() == records.len() {
+            tx.commit().await.map_err(db)?;
+            return Ok(Vec::new());
+        }
+        // All or none: a taken key rolls the others back (and their wake-up with them).
+        let taken = Self::holders(&mut tx, &records, &inserted).await?;
+        tx.rollback().await.map_err(db)?;
+        if taken.is_empty() {
+            // The holder went between the insert and the lookup (purged): try again.
+            return Err(Error::Unavailable {
+                backend: BACKEND,
+                source: "an idempotency key was freed while inserting; try again".into(),
+            });
+        }
+        Ok(taken)
+    }
+
+    /// Inserts records in one statement, skipping those whose idempotency key is taken,
+    /// and returns the ids inserted. Sends the wake-up when any was. Every first event is
+    /// inserted: when a key was taken, the caller rolls the whole statement back.
+    async fn insert_rows(
+        &self,
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+    ) -> Result<HashSet<Uuid>> {
+        let jobs = || records.iter().map(|r| &r.job);
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "WITH inserted AS (
+                INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
+                    priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
+                    revision, event_seq)
+                SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
+                    u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
+                            $11::timestamptz[], $12::bigint[], $13::bigint[])
+                    AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
+                         status, updated_at, revision, seq)
+                ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING id
+            ), first AS (
+                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
+                SELECT e.id, e.seq, e.kind, e.visibility, e.message, e.created_at
+                FROM unnest($1::uuid[], $13::bigint[], $14::text[], $15::text[], $16::text[],
+                            $17::timestamptz[])
+                    AS e(id, seq, kind, visibility, message, created_at)
+            ), told AS (
+                SELECT pg_notify($18, 'w') FROM inserted HAVING count(*) > 0
+            )
+            SELECT id FROM inserted, (SELECT count(*) FROM told) AS t",
+        )
+        .bind(jobs().map(|j| uuid(j.id)).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| json_text(&j.input)).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.max_attempts as i32).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.run_at).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.created_at).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.status.as_str()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.updated_at).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.revision as i64).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.seq as i64).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.kind.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.visibility.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.message.to_string()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.event.created_at).collect::<Vec<_>>())
+        .bind(self.channel())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(inserted.into_iter().collect())
+    }
+
+    /// The jobs holding the idempotency keys of `records` that were not inserted.
+    async fn holders(
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+        inserted: &HashSet<Uuid>,
+    ) -> Result<Vec<Taken>> {
+        let left: Vec<(usize, &Job)> = records
+            .iter()
+            .map(|r| &r.job)
+            .enumerate()
+            .filter(|(_, j)| !inserted.contains(&uuid(j.id)))
+            .collect();
+        let found: Vec<(String, String, Uuid)> = sqlx::query_as(
+            "SELECT j.tenant, j.idempotency_key, j.id FROM jobworks_jobs j
+             JOIN unnest($1::text[], $2::text[]) AS k(tenant, key)
+               ON j.tenant = k.tenant AND j.idempotency_key = k.key",
+        )
+        .bind(
+            left.iter()
+                .map(|(_, j)| j.tenant.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            left.iter()
+                .map(|(_, j)| j.idempotency_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        let by: HashMap<(&str, &str), Uuid> = found
+            .iter()
+            .map(|(t, k, id)| ((t.as_str(), k.as_str()), *id))
+            .collect();
+        Ok(left
+            .into_iter()
+            .filter_map(|(index, j)| {
+                let key = (j.tenant.as_str(), j.idempotency_key.as_deref()?);
+                let by = JobId::from_u128(by.get(&key)?.as_u128());
+                Some(Taken { index, by })
+            })
+            .collect())
+    }
+}
