@@ -43,8 +43,11 @@
 //! - [`Executor`] runs one job type with a [`JobContext`]: typed input, stages, progress,
 //!   custom events, artifacts, and a cancellation signal. [`from_fn`] makes one from an
 //!   async function.
-//! - [`JobStore`] keeps jobs, timelines and leases. Every transition and its timeline event
-//!   are one atomic step, and every write about a running job is fenced by its [`Lease`].
+//! - [`JobStore`] keeps jobs, timelines and leases: storage primitives only (insert, load,
+//!   a guarded commit, a claim, reads). The state machine runs once above every store in
+//!   [`JobStoreExt`], through the [`rules`]: every transition and its timeline event are one
+//!   guarded commit, and every write about a running job is fenced by its [`Lease`].
+//!   `docs/writing-a-store.md` and `examples/custom_store.rs` show a store of your own.
 //! - [`ArtifactStore`] keeps artifact bytes; [`ObjectStoreArtifacts`] works over any
 //!   `object_store` backend and signs download URLs (presigned, or HMAC tokens verified by
 //!   [`UrlSigner`]).

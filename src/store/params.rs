@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress};
 
-/// The answer to one job of [`JobStore::insert`](super::JobStore::insert).
+/// The answer to one job of [`JobStoreExt::submit`](super::JobStoreExt::submit).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inserted {
     /// The job as stored (the existing one for a replayed idempotency key).
@@ -230,7 +230,7 @@ impl Lease {
     }
 }
 
-/// What [`JobStore::heartbeat`](super::JobStore::heartbeat) tells the worker.
+/// What [`JobStoreExt::heartbeat`](super::JobStoreExt::heartbeat) tells the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseStatus {
     /// The new expiry.
@@ -272,7 +272,7 @@ impl Append {
     }
 }
 
-/// The outcome of an attempt, for [`JobStore::finish`](super::JobStore::finish).
+/// The outcome of an attempt, for [`JobStoreExt::finish`](super::JobStoreExt::finish).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Finish {
@@ -313,7 +313,7 @@ impl Finish {
     }
 }
 
-/// Options of [`JobStore::reap`](super::JobStore::reap).
+/// Options of [`JobStoreExt::reap`](super::JobStoreExt::reap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReapParams {
@@ -327,7 +327,7 @@ impl Default for ReapParams {
     }
 }
 
-/// What [`JobStore::reap`](super::JobStore::reap) did.
+/// What [`JobStoreExt::reap`](super::JobStoreExt::reap) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReapReport {
     /// Put back in the queue.
