@@ -92,8 +92,8 @@ impl PostgresStore {
                 lease_id,
                 expires_at,
             };
-            let event = NewEvent::new(EventKind::Started, format!("attempt {}", row.job.attempts))
-                .into_event(row.event_seq, now);
+            let message = rules::started_message(row.job.attempts);
+            let event = NewEvent::new(EventKind::Started, message).into_event(row.event_seq, now);
             row.job.latest_event = Some(event);
             row.job.artifacts = artifacts.remove(&row.job.id).unwrap_or_default();
             jobs.push(ClaimedJob {

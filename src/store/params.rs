@@ -301,18 +301,6 @@ pub enum Finish {
     Released,
 }
 
-impl Finish {
-    /// The status this outcome asks for.
-    pub fn target(&self) -> JobStatus {
-        match self {
-            Finish::Completed { .. } => JobStatus::Completed,
-            Finish::Failed { .. } => JobStatus::Failed,
-            Finish::Cancelled => JobStatus::Cancelled,
-            Finish::Retry { .. } | Finish::Released => JobStatus::Queued,
-        }
-    }
-}
-
 /// Options of [`JobStoreExt::reap`](super::JobStoreExt::reap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -117,22 +117,21 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
                 writes.push(w);
             }
         }
-        let outcomes: Vec<(JobId, u64, JobStatus)> = writes
+        // What each write will have done, for when it is applied.
+        let planned: Vec<(Tell, u64, JobStatus)> = writes
             .iter()
-            .map(|w| (w.id(), w.revision, w.job.status))
+            .map(|w| (Tell::of(w), w.revision, w.job.status))
             .collect();
-        let tells: Vec<Tell> = writes.iter().map(Tell::of).collect();
         let answers = self.commit(writes).await?;
         let mut report = ReapReport::default();
-        for (((id, revision, status), tell), answer) in outcomes.into_iter().zip(tells).zip(answers)
-        {
+        for ((tell, revision, status), answer) in planned.into_iter().zip(answers) {
             let status = if answer == Committed::Applied {
                 tell.send(self);
                 status
             } else {
                 // Changed meanwhile: decide again on the fresh record.
                 let rule = |s: Stored, now| Ok((rules::reap(s, now)?, ()));
-                match change(self, Target::Reaped(id), None, Keep::Yes, rule).await {
+                match change(self, Target::Reaped(tell.id), None, Keep::Yes, rule).await {
                     Ok((Some(after), ())) if after.job.revision != revision => after.job.status,
                     Ok(_) | Err(Error::NotFound { .. }) => continue,
                     Err(e) => return Err(e),

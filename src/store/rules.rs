@@ -59,8 +59,9 @@ pub fn claim(stored: Stored, lease: Lease, now: DateTime<Utc>) -> Result<Write> 
 }
 
 /// The `started` event's message, "attempt N": a constant for the attempts a job may
-/// have, so claiming allocates no text.
-fn started_message(attempt: u32) -> Cow<'static, str> {
+/// have, so claiming allocates no text. A backend that fuses the claim into SQL writes the
+/// same text.
+pub(crate) fn started_message(attempt: u32) -> Cow<'static, str> {
     const NAMES: [&str; crate::job::MAX_ATTEMPTS_LIMIT as usize] = [
         "attempt 1",
         "attempt 2",
