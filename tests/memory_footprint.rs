@@ -49,7 +49,7 @@ async fn a_finished_noop_job_keeps_at_most_2_kib() {
     let per_job = kept as f64 / JOBS as f64;
     eprintln!("heap kept per finished no-op job: {per_job:.0} bytes");
     eprintln!(
-        "ALLOCS per job: {:.1}, bytes allocated per job {:.0}",
+        "allocations per job: {:.1} ({:.0} bytes in all)",
         change.allocations as f64 / JOBS as f64,
         change.bytes_allocated as f64 / JOBS as f64
     );
