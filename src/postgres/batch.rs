@@ -5,6 +5,7 @@
 //! one statement that only touches rows still exactly as their writers read them (same
 //! revision, same lease); each write is applied whole or answered as a conflict.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::PgPool;
@@ -50,13 +51,18 @@ pub(super) async fn run(pool: PgPool, shared: Arc<Shared>, mut rx: mpsc::Receive
 /// Commits `writes` in as few statements as their jobs allow: one statement takes at most
 /// one write per job (two about one job would match the same row), so a job written
 /// twice in a batch gets a second statement, where its later write meets the first's
-/// revision and is a conflict unless it expected it.
+/// revision and is a conflict unless it expected it. A write with the same guard (job,
+/// revision, lease) as an earlier one in the batch is a conflict without a statement:
+/// whether the earlier one applied or not, that guard no longer holds.
 async fn commit(pool: &PgPool, channel: &str, writes: &[&Write]) -> Result<Vec<Committed>> {
     let mut conn = pool.acquire().await.map_err(db)?;
     let mut answers = vec![Committed::Conflict; writes.len()];
-    let mut left: Vec<usize> = (0..writes.len()).collect();
+    let mut guards = HashSet::with_capacity(writes.len());
+    let mut left: Vec<usize> = (0..writes.len())
+        .filter(|&i| guards.insert((writes[i].id(), writes[i].revision, writes[i].lease_id)))
+        .collect();
     while !left.is_empty() {
-        let mut seen = std::collections::HashSet::with_capacity(left.len());
+        let mut seen = HashSet::with_capacity(left.len());
         let (now, later): (Vec<usize>, Vec<usize>) =
             left.into_iter().partition(|&i| seen.insert(writes[i].id()));
         let round: Vec<&Write> = now.iter().map(|&i| writes[i]).collect();

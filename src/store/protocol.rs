@@ -6,6 +6,7 @@
 //! else (a backend shared between processes forwards the others' changes).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,15 +25,36 @@ use crate::{Error, Result};
 /// once, where the pause after each conflict lets them take turns.
 const MAX_CONFLICTS: u32 = 64;
 
-/// A pause of up to `conflicts` milliseconds (at most 20), chosen at random so that
-/// writers that keep meeting each other spread out.
+/// The longest pause between two tries of one write.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// A pause after the `conflicts`-th conflict in a row: none after the first (the other
+/// writer has usually finished), then a random time up to a bound that doubles with each
+/// conflict from 250 µs to [`MAX_PAUSE`] ("full jitter"), so writers that keep meeting
+/// each other spread out quickly instead of colliding in step.
 async fn back_off(conflicts: u32) {
-    if conflicts < 2 {
+    if conflicts == 0 {
         return tokio::task::yield_now().await;
     }
-    let most = u64::from(conflicts.min(20)) * 1000;
-    let pause = rand::random_range(0..=most);
-    tokio::time::sleep(Duration::from_micros(pause)).await;
+    let bound = Duration::from_micros(250)
+        .saturating_mul(1 << (conflicts - 1).min(16))
+        .min(MAX_PAUSE);
+    let pause = rand::random_range(Duration::ZERO..=bound);
+    tokio::time::sleep(pause).await;
+}
+
+/// How many turns [`turn`] keeps.
+const TURNS: usize = 64;
+
+/// The turn writers in this process take to read and change a job (shared by the jobs
+/// whose ids fall on the same one of [`TURNS`]; held over one change only, never two at
+/// once). Turns only spare writers collisions: the guard of each write is what keeps
+/// the record right, across processes too.
+fn turn(id: JobId) -> &'static tokio::sync::Mutex<()> {
+    static ALL: LazyLock<Vec<tokio::sync::Mutex<()>>> =
+        LazyLock::new(|| (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect());
+    // The low bits of an id are random.
+    &ALL[(id.to_u128() % TURNS as u128) as usize]
 }
 
 /// The state machine's operations on any [`JobStore`]. Implemented for every store.
@@ -219,6 +241,13 @@ where
     let tenant = match target {
         Target::Owned(tenant, _) => Some(tenant),
         _ => None,
+    };
+    // Writers in this process that read the job from the store take turns, so that many
+    // tasks writing about one job wait for each other rather than collide; an attempt
+    // writing from its own copy is in turn with itself already.
+    let _turn = match held {
+        Some(_) => None,
+        None => Some(turn(target.id()).lock().await),
     };
     let mut held = held;
     for conflicts in 0..MAX_CONFLICTS {
