@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use jobworks::JobStoreExt as _;
 use jobworks::{
-    Engine, JobContext, JobError, JobStore, JobType, MemoryStore, NewJob, TenantId, from_fn,
+    Append, ClaimParams, Engine, EventKind, JobContext, JobError, JobStore, JobType, MemoryStore,
+    NewEvent, NewJob, TenantId, from_fn,
 };
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
@@ -246,5 +248,100 @@ fn latency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, submit, drain, latency);
+/// One operator or executor write at a time: cancelling a queued job, and appending an
+/// event to a running job's timeline (each a read and a guarded write).
+fn operations(c: &mut Criterion) {
+    let rt = runtime();
+    let tenant = TenantId::new("bench").expect("valid");
+    let mut group = c.benchmark_group("operation");
+    for backend in backends() {
+        group.bench_function(BenchmarkId::new(backend.name, "cancel_queued"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let tenant = tenant.clone();
+                let fresh = &backend.fresh;
+                async move {
+                    let engine = noop_engine(fresh().await, 16);
+                    let mut ids = Vec::new();
+                    for chunk in jobs(iters as usize).chunks(1000) {
+                        let submitted = engine
+                            .submit_many(&tenant, chunk.to_vec())
+                            .await
+                            .expect("submit");
+                        ids.extend(submitted.into_iter().map(|s| s.job.id));
+                    }
+                    let start = Instant::now();
+                    for id in ids {
+                        engine.cancel(&tenant, id).await.expect("cancel");
+                    }
+                    start.elapsed()
+                }
+            });
+        });
+        group.bench_function(BenchmarkId::new(backend.name, "append_running"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let tenant = tenant.clone();
+                let fresh = &backend.fresh;
+                async move {
+                    let store = fresh().await;
+                    let engine = noop_engine(store.clone(), 16);
+                    engine.submit_many(&tenant, jobs(1)).await.expect("submit");
+                    let params = ClaimParams::default()
+                        .limit(1)
+                        .lease_ttl(Duration::from_secs(3600));
+                    let claimed = store.claim(params).await.expect("claim");
+                    let lease = claimed.jobs[0].lease;
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let event = NewEvent::new(EventKind::Custom, format!("step {i}"));
+                        store
+                            .append(&lease, Append::event(event))
+                            .await
+                            .expect("append");
+                    }
+                    start.elapsed()
+                }
+            });
+        });
+        group.bench_function(
+            BenchmarkId::new(backend.name, "append_from_executor"),
+            |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let tenant = tenant.clone();
+                    let fresh = &backend.fresh;
+                    async move {
+                        // One job whose executor appends `iters` stages and says how long
+                        // that took: the path of an executor reporting as it works.
+                        let (tx, mut rx) = mpsc::unbounded_channel::<Duration>();
+                        let engine = Engine::builder()
+                            .store(fresh().await)
+                            .executor(
+                                "NOOP",
+                                from_fn(move |ctx: JobContext, _: Value| {
+                                    let tx = tx.clone();
+                                    async move {
+                                        let start = Instant::now();
+                                        for _ in 0..iters {
+                                            ctx.stage("step").await.map_err(JobError::from)?;
+                                        }
+                                        let _ = tx.send(start.elapsed());
+                                        Ok::<_, JobError>(())
+                                    }
+                                }),
+                            )
+                            .build()
+                            .expect("engine");
+                        engine.submit_many(&tenant, jobs(1)).await.expect("submit");
+                        engine.start().expect("start");
+                        let took = rx.recv().await.expect("the executor ran");
+                        engine.shutdown().await;
+                        took
+                    }
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, submit, drain, latency, operations);
 criterion_main!(benches);

@@ -17,13 +17,15 @@ use jobworks::rules;
 use jobworks::{
     ClaimParams, Claimed, ClaimedJob, Clock, Committed, Error, Event, EventPage, EventParams, Job,
     JobId, JobPage, JobStatus, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams,
-    QueueStats, Result, Stored, Taken, TenantId, Visibility, Write,
+    Queue, QueueName, QueuePatch, QueueSettings, QueueStats, Result, Stored, Taken, TenantId,
+    Visibility, Write,
 };
 
 /// Jobs in a map, each with its timeline.
 #[derive(Debug, Default)]
 pub(crate) struct MapStore {
     jobs: Mutex<BTreeMap<JobId, (Stored, Vec<Event>)>>,
+    queues: Mutex<BTreeMap<QueueName, QueueSettings>>,
     notifier: Notifier,
     clock: Clock,
 }
@@ -39,6 +41,10 @@ impl MapStore {
 
     fn jobs(&self) -> MutexGuard<'_, BTreeMap<JobId, (Stored, Vec<Event>)>> {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queues(&self) -> MutexGuard<'_, BTreeMap<QueueName, QueueSettings>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -58,10 +64,10 @@ fn apply(jobs: &mut BTreeMap<JobId, (Stored, Vec<Event>)>, mut write: Write) -> 
     Committed::Applied
 }
 
-/// Whether a queued job is due and wanted by a claim.
-fn claimable(job: &Job, params: &ClaimParams, now: chrono::DateTime<chrono::Utc>) -> bool {
+/// Whether a claim looks for a job: queued in its queue, of one of its types.
+fn wanted(job: &Job, params: &ClaimParams) -> bool {
     job.status == JobStatus::Queued
-        && job.run_at <= now
+        && job.queue == params.queue
         && params
             .types
             .as_ref()
@@ -138,11 +144,14 @@ impl JobStore for MapStore {
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
+        if self.queues().get(&params.queue).is_some_and(|q| q.paused) {
+            return Ok(Claimed::default());
+        }
         let mut jobs = self.jobs();
         let mut due: Vec<&Job> = jobs
             .values()
             .map(|(s, _)| &*s.job)
-            .filter(|j| claimable(j, &params, now))
+            .filter(|j| wanted(j, &params) && j.run_at <= now)
             .collect();
         due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
         let picked: Vec<JobId> = due.iter().take(params.limit).map(|j| j.id).collect();
@@ -164,14 +173,8 @@ impl JobStore for MapStore {
                 next_seq,
             });
         }
-        let later = jobs.values().map(|(s, _)| &*s.job).filter(|j| {
-            j.status == JobStatus::Queued
-                && j.run_at > now
-                && params
-                    .types
-                    .as_ref()
-                    .is_none_or(|t| t.contains(&j.job_type))
-        });
+        let later = jobs.values().map(|(s, _)| &*s.job);
+        let later = later.filter(|j| wanted(j, &params) && j.run_at > now);
         let next_run_at = if claimed.len() < params.limit {
             later.map(|j| j.run_at).min()
         } else {
@@ -199,6 +202,7 @@ impl JobStore for MapStore {
                 && params.before.is_none_or(|b| j.id < b)
                 && params.status.is_none_or(|st| j.status == st)
                 && params.job_type.as_ref().is_none_or(|t| j.job_type == *t)
+                && params.queue.as_ref().is_none_or(|q| j.queue == *q)
         });
         let mut page: Vec<Job> = matching.take(limit + 1).cloned().collect();
         let more = page.len() > limit;
@@ -245,12 +249,27 @@ impl JobStore for MapStore {
         Ok(doomed)
     }
 
-    async fn stats(&self) -> Result<QueueStats> {
-        let mut stats = QueueStats::default();
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let mut all = BTreeMap::<_, QueueStats>::new();
         for (stored, _) in self.jobs().values() {
-            stats.add(stored.job.status, 1);
+            let queue = all.entry(stored.job.queue.clone()).or_default();
+            queue.add(stored.job.status, 1);
         }
-        Ok(stats)
+        Ok(all)
+    }
+
+    async fn queues(&self) -> Result<Vec<Queue>> {
+        let queues = self.queues().clone().into_iter();
+        Ok(queues
+            .map(|(name, settings)| Queue { name, settings })
+            .collect())
+    }
+
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
+        let mut queues = self.queues();
+        let settings = queues.entry(name.clone()).or_default();
+        patch.apply(settings);
+        Ok(settings.clone())
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the complete in-process backend and the reference semantics.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::job::{Event, Job, JobId, JobStatus, TenantId};
+use crate::job::{Event, Job, JobId, JobStatus, QueueName, TenantId};
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, DocumentId, DocumentPage, DocumentStore,
     EventPage, EventParams, JobPage, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams,
-    QueueStats, Stored, StoredDocument, Taken, Write, rules,
+    Queue, QueuePatch, QueueSettings, QueueStats, Stored, StoredDocument, Taken, Write, rules,
 };
 use crate::{Error, Result};
 
@@ -66,15 +66,25 @@ type ReadyKey = (Reverse<i32>, DateTime<Utc>, JobId);
 #[derive(Debug, Default)]
 struct Inner {
     jobs: HashMap<JobId, Entry>,
-    /// Queued jobs that are due, in claim order.
-    ready: BTreeSet<ReadyKey>,
-    /// Queued jobs that are not due yet, by not-before time.
-    scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// The jobs of each queue that has or had any.
+    lanes: HashMap<QueueName, Lane>,
     /// Running jobs by lease expiry.
     leases: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Every job by tenant, for listing.
     by_tenant: BTreeSet<(TenantId, JobId)>,
     idempotency: HashMap<(TenantId, String), JobId>,
+    /// Stored queue settings.
+    queues: BTreeMap<QueueName, QueueSettings>,
+}
+
+/// One queue's indexes.
+#[derive(Debug, Default)]
+struct Lane {
+    /// Queued jobs that are due, in claim order.
+    ready: BTreeSet<ReadyKey>,
+    /// Queued jobs that are not due yet, by not-before time.
+    scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Jobs by status.
     counts: [u64; 5],
 }
 
@@ -92,20 +102,23 @@ fn status_index(status: JobStatus) -> usize {
         .expect("ALL lists every status")
 }
 
-impl Inner {
-    fn promote_due(&mut self, now: DateTime<Utc>) {
+impl Lane {
+    /// Moves the jobs that became due to `ready`.
+    fn promote_due(&mut self, jobs: &HashMap<JobId, Entry>, now: DateTime<Utc>) {
         while let Some(&(run_at, id)) = self.scheduled.first() {
             if run_at > now {
                 break;
             }
             self.scheduled.pop_first();
-            if let Some(entry) = self.jobs.get(&id) {
+            if let Some(entry) = jobs.get(&id) {
                 let priority = entry.stored.job.priority;
                 self.ready.insert((Reverse(priority), run_at, id));
             }
         }
     }
+}
 
+impl Inner {
     fn owned(&self, tenant: &TenantId, id: JobId) -> Result<&Entry> {
         match self.jobs.get(&id) {
             Some(entry) if entry.stored.job.tenant == *tenant => Ok(entry),
@@ -113,8 +126,8 @@ impl Inner {
         }
     }
 
-    /// Adds or removes the index entries of a record.
-    fn index(&mut self, keys: Keys, add: bool, now: DateTime<Utc>) {
+    /// Adds or removes the index entries of a record of `queue`.
+    fn index(&mut self, queue: &QueueName, keys: Keys, add: bool, now: DateTime<Utc>) {
         let Keys {
             id,
             status,
@@ -122,16 +135,22 @@ impl Inner {
             run_at,
             lease_expiry,
         } = keys;
+        let lane = match self.lanes.get_mut(queue) {
+            Some(lane) => lane,
+            None => self.lanes.entry(queue.clone()).or_default(),
+        };
         if status == JobStatus::Queued {
             let ready = (Reverse(priority), run_at, id);
             if add && run_at <= now {
-                self.ready.insert(ready);
+                lane.ready.insert(ready);
             } else if add {
-                self.scheduled.insert((run_at, id));
-            } else if !self.ready.remove(&ready) {
-                self.scheduled.remove(&(run_at, id));
+                lane.scheduled.insert((run_at, id));
+            } else if !lane.ready.remove(&ready) {
+                lane.scheduled.remove(&(run_at, id));
             }
         }
+        let count = &mut lane.counts[status_index(status)];
+        *count = if add { *count + 1 } else { *count - 1 };
         if let Some(at) = lease_expiry {
             if add {
                 self.leases.insert((at, id));
@@ -139,8 +158,6 @@ impl Inner {
                 self.leases.remove(&(at, id));
             }
         }
-        let count = &mut self.counts[status_index(status)];
-        *count = if add { *count + 1 } else { *count - 1 };
     }
 
     /// Applies one guarded write.
@@ -158,8 +175,9 @@ impl Inner {
         entry.events.append(&mut write.events);
         entry.stored = write.into_stored();
         let after = Keys::of(&entry.stored);
-        self.index(before, false, now);
-        self.index(after, true, now);
+        let queue = entry.stored.job.queue.clone();
+        self.index(&queue, before, false, now);
+        self.index(&queue, after, true, now);
         Committed::Applied
     }
 
@@ -185,8 +203,8 @@ impl Inner {
         };
         events.append(&mut write.events);
         let stored = write.into_stored();
-        self.index(before, false, now);
-        self.index(Keys::of(&stored), true, now);
+        self.index(&stored.job.queue, before, false, now);
+        self.index(&stored.job.queue, Keys::of(&stored), true, now);
         self.jobs.insert(id, Entry { stored, events });
         Ok(claimed)
     }
@@ -258,7 +276,7 @@ impl JobStore for MemoryStore {
                 lease: None,
                 next_seq: event.seq + 1,
             };
-            inner.index(Keys::of(&stored), true, now);
+            inner.index(&stored.job.queue, Keys::of(&stored), true, now);
             // Room for the usual queued, started and terminal events.
             let mut events = Vec::with_capacity(3);
             events.push(event);
@@ -313,6 +331,7 @@ impl JobStore for MemoryStore {
             let job = &inner.jobs[id].stored.job;
             if params.status.is_some_and(|s| s != job.status)
                 || params.job_type.as_ref().is_some_and(|t| *t != job.job_type)
+                || params.queue.as_ref().is_some_and(|q| *q != job.queue)
             {
                 continue;
             }
@@ -347,18 +366,31 @@ impl JobStore for MemoryStore {
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let mut inner = self.lock();
-        inner.promote_due(now);
-        let wanted = |inner: &Inner, id: &JobId| match &params.types {
-            None => true,
-            Some(types) => types.contains(&inner.jobs[id].stored.job.job_type),
+        let paused = inner.queues.get(&params.queue).is_some_and(|q| q.paused);
+        let Inner { jobs, lanes, .. } = &mut *inner;
+        let Some(lane) = lanes.get_mut(&params.queue).filter(|_| !paused) else {
+            return Ok(Claimed::default());
         };
-        let picked: Vec<JobId> = inner
+        lane.promote_due(jobs, now);
+        let wanted = |id: &JobId| match &params.types {
+            None => true,
+            Some(types) => types.contains(&jobs[id].stored.job.job_type),
+        };
+        let picked: Vec<JobId> = lane
             .ready
             .iter()
             .map(|key| key.2)
-            .filter(|id| wanted(&inner, id))
+            .filter(wanted)
             .take(params.limit)
             .collect();
+        let next_run_at = if picked.len() < params.limit {
+            lane.scheduled
+                .iter()
+                .find(|(_, id)| wanted(id))
+                .map(|&(at, _)| at)
+        } else {
+            None
+        };
         let mut jobs = Vec::with_capacity(picked.len());
         for id in picked {
             let lease = Lease {
@@ -368,15 +400,6 @@ impl JobStore for MemoryStore {
             };
             jobs.push(inner.claim(id, lease, now)?);
         }
-        let next_run_at = if jobs.len() < params.limit {
-            inner
-                .scheduled
-                .iter()
-                .find(|(_, id)| wanted(&inner, id))
-                .map(|&(at, _)| at)
-        } else {
-            None
-        };
         Ok(Claimed { jobs, next_run_at })
     }
 
@@ -399,7 +422,7 @@ impl JobStore for MemoryStore {
         let mut purged = Vec::with_capacity(doomed.len());
         for id in doomed {
             let stored = inner.jobs.remove(&id).expect("just found").stored;
-            inner.index(Keys::of(&stored), false, now);
+            inner.index(&stored.job.queue, Keys::of(&stored), false, now);
             let job = stored.job;
             inner.by_tenant.remove(&(job.tenant.clone(), id));
             if let Some(key) = job.idempotency_key {
@@ -410,15 +433,38 @@ impl JobStore for MemoryStore {
         Ok(purged)
     }
 
-    async fn stats(&self) -> Result<QueueStats> {
-        let [queued, running, completed, failed, cancelled] = self.lock().counts;
-        Ok(QueueStats {
-            queued,
-            running,
-            completed,
-            failed,
-            cancelled,
-        })
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let inner = self.lock();
+        let mut all = BTreeMap::new();
+        for (name, lane) in &inner.lanes {
+            let mut stats = QueueStats::default();
+            for (status, &n) in JobStatus::ALL.iter().zip(&lane.counts) {
+                stats.add(*status, n);
+            }
+            if stats != QueueStats::default() {
+                all.insert(name.clone(), stats);
+            }
+        }
+        Ok(all)
+    }
+
+    async fn queues(&self) -> Result<Vec<Queue>> {
+        let inner = self.lock();
+        Ok(inner
+            .queues
+            .iter()
+            .map(|(name, settings)| Queue {
+                name: name.clone(),
+                settings: settings.clone(),
+            })
+            .collect())
+    }
+
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
+        let mut inner = self.lock();
+        let settings = inner.queues.entry(name.clone()).or_default();
+        patch.apply(settings);
+        Ok(settings.clone())
     }
 }
 

@@ -661,8 +661,21 @@ impl jobworks::JobStore for CountingStore {
     ) -> jobworks::Result<Vec<(TenantId, jobworks::JobId)>> {
         self.inner.purge(p).await
     }
-    async fn stats(&self) -> jobworks::Result<jobworks::QueueStats> {
-        self.inner.stats().await
+    async fn queue_stats(
+        &self,
+    ) -> jobworks::Result<std::collections::BTreeMap<jobworks::QueueName, jobworks::QueueStats>>
+    {
+        self.inner.queue_stats().await
+    }
+    async fn queues(&self) -> jobworks::Result<Vec<jobworks::Queue>> {
+        self.inner.queues().await
+    }
+    async fn update_queue(
+        &self,
+        name: &jobworks::QueueName,
+        patch: &jobworks::QueuePatch,
+    ) -> jobworks::Result<jobworks::QueueSettings> {
+        self.inner.update_queue(name, patch).await
     }
 }
 

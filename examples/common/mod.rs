@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobworks::http::{Principal, StaticCredentials};
+use jobworks::http::{Principal, Scope, StaticCredentials};
 use jobworks::{
     ArtifactSpec, DocumentStore, Engine, EngineBuilder, JobContext, JobError, JobStore,
     MemoryStore, ObjectStoreArtifacts, RetryPolicy, TenantId, UrlSigner, from_fn,
@@ -226,10 +226,24 @@ pub fn demo_credentials() -> StaticCredentials {
     let globex = TenantId::new("globex").unwrap();
     StaticCredentials::new()
         .bearer("demo-acme", Principal::new(acme.clone(), "demo-acme"))
-        .bearer("demo-globex", Principal::new(globex, "demo-globex"))
+        .bearer("demo-globex", Principal::new(globex.clone(), "demo-globex"))
         .bearer(
             "demo-acme-readonly",
             Principal::new(acme.clone(), "demo-acme-readonly").read_only(),
+        )
+        .bearer(
+            "demo-acme-admin",
+            Principal::new(acme.clone(), "demo-acme-admin").with_scope(Scope::Admin),
+        )
+        .bearer(
+            "demo-globex-admin",
+            Principal::new(globex, "demo-globex-admin").with_scope(Scope::Admin),
+        )
+        .bearer(
+            "demo-operator",
+            Principal::new(acme.clone(), "demo-operator")
+                .with_scope(Scope::Admin)
+                .with_scope(Scope::Operator),
         )
         .basic("acme-key", "acme-secret", Principal::new(acme, "acme-key"))
 }
@@ -240,6 +254,9 @@ pub fn print_credentials() {
     println!("  Authorization: Bearer demo-acme            tenant acme, read and write");
     println!("  Authorization: Bearer demo-globex          tenant globex, read and write");
     println!("  Authorization: Bearer demo-acme-readonly   tenant acme, read only");
+    println!("  Authorization: Bearer demo-acme-admin      tenant acme, read, write and admin");
+    println!("  Authorization: Bearer demo-globex-admin    tenant globex, read, write and admin");
+    println!("  Authorization: Bearer demo-operator        tenant acme, every scope (queues too)");
     println!("  Basic acme-key:acme-secret (curl -u)       tenant acme, read and write");
 }
 

@@ -142,13 +142,31 @@ fn failure(
         return Finish::Cancelled;
     }
     let delay = match e.kind() {
+        // A snooze gives its attempt back, so it is open to a job on its last attempt.
+        JobErrorKind::Snooze(delay) => {
+            let run_at = later(now, delay);
+            return Finish::Snoozed {
+                reason: error,
+                run_at,
+            };
+        }
         _ if attempt >= max => return Finish::Failed { error },
         JobErrorKind::Retry => retry.backoff(attempt),
         JobErrorKind::RetryAfter(delay) => delay,
         _ => return Finish::Failed { error },
     };
-    let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    let run_at = later(now, delay);
     Finish::Retry { error, run_at }
+}
+
+/// The longest an executor may put its job off (a retry or a snooze); longer delays are
+/// cut to it, so no delay overflows a time.
+const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `delay` (at most [`MAX_DELAY`]) after `now`.
+fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    let delay = chrono::Duration::from_std(delay.min(MAX_DELAY)).unwrap_or_default();
+    now.checked_add_signed(delay).unwrap_or(now)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

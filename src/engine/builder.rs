@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::artifact::{ArtifactStore, ObjectStoreArtifacts};
 use crate::engine::{Engine, EngineInner, Registration, WorkerConfig};
 use crate::executor::Executor;
-use crate::job::JobType;
+use crate::job::{JobType, QueueName};
 use crate::retry::RetryPolicy;
 use crate::store::JobStore;
 use crate::{Error, MemoryStore, Result};
@@ -44,6 +44,10 @@ pub struct EngineBuilder {
     retry: RetryPolicy,
     config: WorkerConfig,
     heartbeat: Option<Duration>,
+    /// Slots of the `default` queue; `None` when it is not served.
+    default_slots: Option<usize>,
+    /// Other queues and their slots, by name as given.
+    queues: Vec<(String, usize)>,
 }
 
 impl std::fmt::Debug for dyn Executor {
@@ -61,6 +65,8 @@ impl EngineBuilder {
             retry: RetryPolicy::default(),
             config: WorkerConfig::default(),
             heartbeat: None,
+            default_slots: Some(16),
+            queues: Vec::new(),
         }
     }
 
@@ -99,9 +105,34 @@ impl EngineBuilder {
         self
     }
 
-    /// How many jobs this engine's workers run at once (16 by default).
+    /// How many jobs of the `default` queue this engine runs at once (16 by default).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.config.concurrency = n.max(1);
+        self.default_slots = Some(n.max(1));
+        self
+    }
+
+    /// Also serves `queue`, running at most `concurrency` of its jobs at once in this
+    /// engine. Each queue is claimed from on its own, so a busy queue never holds up
+    /// another; the queue's stored settings (a pause) apply on top, on every engine.
+    /// `queue("default", n)` is [`concurrency(n)`](Self::concurrency).
+    ///
+    /// ```
+    /// use jobworks::Engine;
+    /// let engine = Engine::builder().concurrency(8).queue("emails", 2).build()?;
+    /// # Ok::<(), jobworks::Error>(())
+    /// ```
+    pub fn queue(mut self, queue: &str, concurrency: usize) -> Self {
+        if queue == QueueName::DEFAULT {
+            return self.concurrency(concurrency);
+        }
+        self.queues.retain(|(name, _)| name != queue);
+        self.queues.push((queue.to_owned(), concurrency.max(1)));
+        self
+    }
+
+    /// Does not serve the `default` queue: for an engine dedicated to other queues.
+    pub fn without_default_queue(mut self) -> Self {
+        self.default_slots = None;
         self
     }
 
@@ -162,8 +193,19 @@ impl EngineBuilder {
     /// Builds the engine. Call [`Engine::start`] to run workers.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when a job type name is invalid or registered twice.
+    /// [`Error::Invalid`] when a job type name is invalid or registered twice, when a
+    /// queue name is invalid, or when no queue is served.
     pub fn build(self) -> Result<Engine> {
+        let mut config = self.config;
+        if let Some(n) = self.default_slots {
+            config.queues.push((QueueName::default(), n));
+        }
+        for (name, n) in &self.queues {
+            config.queues.push((QueueName::new(name)?, *n));
+        }
+        if config.queues.is_empty() {
+            return Err(Error::invalid("queue", "the engine serves no queue"));
+        }
         let mut executors = HashMap::new();
         for (name, executor, options) in self.executors {
             let job_type = JobType::new(&name)?;
@@ -179,7 +221,6 @@ impl EngineBuilder {
                 ));
             }
         }
-        let mut config = self.config;
         config.heartbeat_interval = self
             .heartbeat
             .unwrap_or(config.lease_ttl / 3)

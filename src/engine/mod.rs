@@ -3,6 +3,7 @@
 mod attempt;
 mod builder;
 mod maintenance;
+mod queues;
 mod wait;
 mod worker;
 
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::artifact::{ArtifactKey, ArtifactStore, DEFAULT_URL_TTL, SignedUrl};
 use crate::executor::Executor;
-use crate::job::{Job, JobId, JobType, NewJob, TenantId};
+use crate::job::{Job, JobId, JobType, NewJob, QueueName, TenantId};
 use crate::retry::RetryPolicy;
 use crate::store::JobStoreExt;
 use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueStats};
@@ -65,7 +66,8 @@ struct Registration {
 
 #[derive(Debug, Clone)]
 struct WorkerConfig {
-    concurrency: usize,
+    /// The queues this engine serves, each with how many of its jobs run at once here.
+    queues: Vec<(QueueName, usize)>,
     claimers: usize,
     claim_batch: usize,
     lease_ttl: Duration,
@@ -79,7 +81,7 @@ struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: 16,
+            queues: Vec::new(),
             claimers: 1,
             claim_batch: 64,
             lease_ttl: Duration::from_secs(30),
@@ -367,7 +369,7 @@ impl Engine {
     /// As [`shutdown`](Self::shutdown).
     pub async fn shutdown_within(&self, grace: Duration) {
         if let Some(workers) = self.inner.take_workers() {
-            workers.shutdown(&self.inner, grace).await;
+            workers.shutdown(grace).await;
         }
     }
 

@@ -1,9 +1,9 @@
-//! The worker runtime: the dispatcher that claims jobs into free executor slots, the task
-//! of each job, and graceful shutdown. An attempt itself runs in `attempt`; the reaper
-//! and retention in `maintenance`.
+//! The worker runtime: a dispatcher per served queue that claims jobs into that queue's
+//! free executor slots, the task of each job, and graceful shutdown. An attempt itself
+//! runs in `attempt`; the reaper and retention in `maintenance`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -15,6 +15,7 @@ use tracing::{Instrument, info_span, warn};
 use super::EngineInner;
 use super::attempt::{record, run_job};
 use super::maintenance::maintain;
+use crate::job::QueueName;
 use crate::store::JobStoreExt;
 use crate::store::{ClaimParams, ClaimedJob};
 use crate::{Error, Result};
@@ -33,29 +34,62 @@ pub(super) struct Workers {
     stop: CancellationToken,
     /// Ends the grace period: running jobs are handed back.
     hand_back: CancellationToken,
-    slots: Arc<Semaphore>,
+    lanes: Vec<Arc<Lane>>,
     recording: Arc<Semaphore>,
     dispatchers: Vec<JoinHandle<()>>,
     maintenance: JoinHandle<()>,
+}
+
+/// One served queue: its executor slots and what runs in them.
+#[derive(Debug)]
+struct Lane {
+    queue: QueueName,
+    /// How many of its jobs may run here at once.
+    concurrency: usize,
+    slots: Arc<Semaphore>,
+    /// Jobs running plus slots reserved by claims in flight; fired (`drained`) when it
+    /// drops to zero, so that its dispatcher can tell the queue is idle.
+    active: AtomicUsize,
+    drained: Notify,
 }
 
 /// Outcomes that may wait to be recorded, per executor slot. Waiting outcomes are committed
 /// together (PostgreSQL's finish batches), so more of them mean fewer commits per job.
 const RECORDING_PER_SLOT: usize = 4;
 
-/// Shared between the dispatcher and the job tasks.
+/// Shared between the dispatchers and the job tasks.
 #[derive(Debug)]
 struct Shared {
     engine: Arc<EngineInner>,
     hand_back: CancellationToken,
-    active: AtomicUsize,
-    /// Jobs running plus slots reserved by claims in flight; fired (`drained`) when it
-    /// drops to zero, so that a dispatcher can tell the engine is idle.
-    drained: Notify,
     /// Outcomes being recorded, at most `RECORDING_PER_SLOT × concurrency` at once: a job
     /// gives its executor slot back as soon as its executor returns, so the next claim
     /// overlaps the commit.
     recording: Arc<Semaphore>,
+    /// Per dispatcher, the work notification after which its last claim found nothing
+    /// with its queue idle (`None` while it has work): the engine is idle when all are.
+    idle: Mutex<Vec<Option<u64>>>,
+}
+
+impl Shared {
+    /// Records dispatcher `index`'s idle mark and publishes the engine's: the oldest
+    /// mark, once every dispatcher has one.
+    fn mark_idle(&self, index: usize, mark: Option<u64>) {
+        let mut marks = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if marks[index] == mark {
+            return;
+        }
+        marks[index] = mark;
+        let all: Option<u64> = marks
+            .iter()
+            .copied()
+            .try_fold(u64::MAX, |low, m| m.map(|m| low.min(m)));
+        self.engine.idle.send_if_modified(|idle| {
+            let changed = *idle != all;
+            *idle = all;
+            changed
+        });
+    }
 }
 
 pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
@@ -65,26 +99,43 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
     }
     let stop = CancellationToken::new();
     let hand_back = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(engine.config.concurrency));
-    let recording = Arc::new(Semaphore::new(
-        RECORDING_PER_SLOT * engine.config.concurrency,
-    ));
+    let lanes: Vec<Arc<Lane>> = engine
+        .config
+        .queues
+        .iter()
+        .map(|(queue, concurrency)| {
+            Arc::new(Lane {
+                queue: queue.clone(),
+                concurrency: *concurrency,
+                slots: Arc::new(Semaphore::new(*concurrency)),
+                active: AtomicUsize::new(0),
+                drained: Notify::new(),
+            })
+        })
+        .collect();
+    let all_slots: usize = lanes.iter().map(|l| l.concurrency).sum();
+    let recording = Arc::new(Semaphore::new(RECORDING_PER_SLOT * all_slots));
+    let claimers = engine.config.claimers;
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         hand_back: hand_back.clone(),
-        active: AtomicUsize::new(0),
-        drained: Notify::new(),
         recording: recording.clone(),
+        idle: Mutex::new(vec![None; lanes.len() * claimers]),
     });
     engine.idle.send_replace(None);
-    let dispatchers = (0..engine.config.claimers)
-        .map(|_| tokio::spawn(dispatch(shared.clone(), slots.clone(), stop.clone())))
-        .collect();
+    let mut dispatchers = Vec::with_capacity(lanes.len() * claimers);
+    for lane in &lanes {
+        for _ in 0..claimers {
+            let index = dispatchers.len();
+            let run = dispatch(shared.clone(), lane.clone(), index, stop.clone());
+            dispatchers.push(tokio::spawn(run));
+        }
+    }
     let maintenance = tokio::spawn(maintain(engine.clone(), stop.clone()));
     *workers = Some(Workers {
         stop,
         hand_back,
-        slots,
+        lanes,
         recording,
         dispatchers,
         maintenance,
@@ -93,20 +144,22 @@ pub(super) fn start(engine: &Arc<EngineInner>) -> Result<()> {
 }
 
 impl Workers {
-    pub(super) async fn shutdown(self, engine: &EngineInner, grace: Duration) {
+    pub(super) async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
         for dispatcher in self.dispatchers {
             let _ = dispatcher.await;
         }
         self.maintenance.abort();
-        let all = engine.config.concurrency as u32;
+        let all: usize = self.lanes.iter().map(|l| l.concurrency).sum();
         // Every executor has returned once all slots are free; every outcome is recorded
         // once all recording permits are free too.
         let settled = || async {
-            let _slots = self.slots.acquire_many(all).await;
+            for lane in &self.lanes {
+                let _slots = lane.slots.acquire_many(lane.concurrency as u32).await;
+            }
             let _recorded = self
                 .recording
-                .acquire_many(all * RECORDING_PER_SLOT as u32)
+                .acquire_many((all * RECORDING_PER_SLOT) as u32)
                 .await;
         };
         if tokio::time::timeout(grace, settled()).await.is_err() {
@@ -129,8 +182,11 @@ impl Workers {
     }
 }
 
-async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: CancellationToken) {
+/// Claims jobs of `lane`'s queue into its free slots until `stop`; dispatcher `index`
+/// of the engine.
+async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: CancellationToken) {
     let engine = &shared.engine;
+    let slots = &lane.slots;
     let config = &engine.config;
     let mut work = engine.store.notifier().subscribe_work();
     let mut failures = 0u32;
@@ -153,10 +209,11 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         // Mark the notifications seen before claiming, so a submit racing with an empty
         // claim still wakes us.
         let seen = *work.borrow_and_update();
-        // Reserve the slots before claiming, so that no dispatcher sees the engine idle
-        // while this claim is in flight.
-        shared.active.fetch_add(permits.len(), Ordering::AcqRel);
+        // Reserve the slots before claiming, so that no dispatcher of this queue sees it
+        // idle while this claim is in flight.
+        lane.active.fetch_add(permits.len(), Ordering::AcqRel);
         let params = ClaimParams::default()
+            .queue(lane.queue.clone())
             .limit(permits.len())
             .lease_ttl(config.lease_ttl)
             .types(engine.types.clone());
@@ -166,10 +223,10 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
                 claimed
             }
             Err(e) => {
-                release(&shared, permits.len());
+                release(&lane, permits.len());
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(7)));
-                warn!(error = %e, ?backoff, "claim failed");
+                warn!(error = %e, ?backoff, queue = %lane.queue, "claim failed");
                 drop(permits);
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -181,14 +238,14 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
         let got = claimed.jobs.len();
         for job in claimed.jobs {
             let permit = permits.pop().expect("no more jobs than permits");
-            spawn_job(&shared, job, permit);
+            spawn_job(&shared, &lane, job, permit);
         }
         drop(permits);
-        let idle_now = release(&shared, wanted - got);
+        let idle_now = release(&lane, wanted - got);
         if got > 0 {
-            engine.idle.send_if_modified(|idle| idle.take().is_some());
+            shared.mark_idle(index, None);
         } else if idle_now {
-            engine.idle.send_replace(Some(seen));
+            shared.mark_idle(index, Some(seen));
         }
         if got == wanted {
             continue;
@@ -207,7 +264,7 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
             if idle_now {
                 std::future::pending::<()>().await;
             }
-            shared.drained.notified().await;
+            lane.drained.notified().await;
         };
         tokio::select! {
             biased;
@@ -219,20 +276,25 @@ async fn dispatch(shared: Arc<Shared>, slots: Arc<Semaphore>, stop: Cancellation
     }
 }
 
-/// Gives back `n` reserved slots; says whether nothing is active any more.
-fn release(shared: &Shared, n: usize) -> bool {
+/// Gives back `n` reserved slots of `lane`; says whether nothing is active in it any more.
+fn release(lane: &Lane, n: usize) -> bool {
     if n == 0 {
-        return shared.active.load(Ordering::Acquire) == 0;
+        return lane.active.load(Ordering::Acquire) == 0;
     }
-    let idle = shared.active.fetch_sub(n, Ordering::AcqRel) == n;
+    let idle = lane.active.fetch_sub(n, Ordering::AcqRel) == n;
     if idle {
-        shared.drained.notify_one();
+        lane.drained.notify_one();
     }
     idle
 }
 
-/// Runs a claimed job in its own task; its slot was reserved by the claim.
-fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePermit) {
+/// Runs a claimed job in its own task; its slot of `lane` was reserved by the claim.
+fn spawn_job(
+    shared: &Arc<Shared>,
+    lane: &Arc<Lane>,
+    claimed: ClaimedJob,
+    permit: OwnedSemaphorePermit,
+) {
     let id = claimed.job.id;
     let cancel = CancellationToken::new();
     if claimed.job.cancel_requested {
@@ -253,6 +315,7 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
         attempt = claimed.job.attempts,
     );
     let task_shared = shared.clone();
+    let lane = lane.clone();
     let handle = tokio::spawn(
         async move {
             let engine = &task_shared.engine;
@@ -264,7 +327,7 @@ fn spawn_job(shared: &Arc<Shared>, claimed: ClaimedJob, permit: OwnedSemaphorePe
                 drop(recording);
             }
             task_shared.engine.running().remove(&id);
-            release(&task_shared, 1);
+            release(&lane, 1);
         }
         .instrument(span),
     );

@@ -22,6 +22,8 @@ pub enum JobErrorKind {
     Fail,
     /// The executor stopped because cancellation was requested.
     Cancelled,
+    /// Not now: queue the job again after this delay without charging the attempt.
+    Snooze(Duration),
 }
 
 impl JobError {
@@ -38,6 +40,26 @@ impl JobError {
     /// A permanent failure: do not retry.
     pub fn fail(message: impl fmt::Display) -> Self {
         Self::new(JobErrorKind::Fail, message)
+    }
+
+    /// Not now: the job goes back to its queue and runs again no sooner than `delay`
+    /// from now, and the attempt is not charged (a provider that throttles, a resource
+    /// not ready yet). The timeline's `snoozed` event gives the delay.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobworks::{JobError, JobErrorKind};
+    /// let e = JobError::snooze(Duration::from_secs(30));
+    /// assert_eq!(e.kind(), JobErrorKind::Snooze(Duration::from_secs(30)));
+    /// assert!(!e.is_retryable());
+    /// ```
+    pub fn snooze(delay: Duration) -> Self {
+        Self::new(JobErrorKind::Snooze(delay), "snoozed")
+    }
+
+    /// [`snooze`](Self::snooze), saying why on the timeline.
+    pub fn snooze_because(reason: impl fmt::Display, delay: Duration) -> Self {
+        Self::new(JobErrorKind::Snooze(delay), reason)
     }
 
     /// The executor honoured a cancellation request.

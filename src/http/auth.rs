@@ -29,6 +29,23 @@ pub enum Scope {
     Read,
     /// Submit and cancel jobs, build reports, change templates.
     Write,
+    /// Operator actions on the principal's own tenant's jobs.
+    Admin,
+    /// Settings every tenant shares: queues (pause, resume, limits), with counts summed
+    /// over all tenants.
+    Operator,
+}
+
+impl Scope {
+    /// Its name, as error messages give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+            Scope::Operator => "operator",
+        }
+    }
 }
 
 /// The caller of a request: the tenant it acts for, who it is, and what it may do.
@@ -43,7 +60,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// A principal of `tenant` with every scope.
+    /// A principal of `tenant` that may read and write (`read`, `write`).
     pub fn new(tenant: TenantId, subject: impl Into<String>) -> Self {
         Principal {
             tenant,
@@ -55,6 +72,21 @@ impl Principal {
     /// The same principal, allowed only to read.
     pub fn read_only(mut self) -> Self {
         self.scopes = vec![Scope::Read];
+        self
+    }
+
+    /// The same principal with `scope` as well.
+    ///
+    /// ```
+    /// use jobworks::{TenantId, http::{Principal, Scope}};
+    /// let admin = Principal::new(TenantId::new("acme")?, "ops").with_scope(Scope::Admin);
+    /// assert!(admin.allows(Scope::Admin) && admin.allows(Scope::Write));
+    /// # Ok::<(), jobworks::Error>(())
+    /// ```
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        if !self.scopes.contains(&scope) {
+            self.scopes.push(scope);
+        }
         self
     }
 
@@ -72,11 +104,8 @@ impl Principal {
             Ok(())
         } else {
             Err(ApiError::permission_denied(format!(
-                "this credential may not {}",
-                match scope {
-                    Scope::Read => "read",
-                    Scope::Write => "write",
-                }
+                "this credential lacks the {} scope",
+                scope.as_str()
             )))
         }
     }

@@ -19,7 +19,8 @@ use super::view::{EventView, EventsView, JobListView, JobView, StatusName};
 use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
 use crate::{
     EventParams, Job, JobId, JobStatus, JobType, ListParams, MAX_ATTEMPTS_LIMIT,
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob,
+    MAX_CONCURRENCY_KEY_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob,
+    QueueName,
 };
 
 /// Longest `?wait=` of a long poll, in seconds.
@@ -46,6 +47,12 @@ pub(crate) struct SubmitRequest {
     /// Makes the submit idempotent; same as the `Idempotency-Key` header.
     #[schema(max_length = 255)]
     idempotency_key: Option<String>,
+    /// The queue it waits in: 1–64 characters of `a-z 0-9 _ . -`; `default` when absent.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9_.-]+$")]
+    queue: Option<String>,
+    /// Jobs sharing a key count together against their queue's `max_running_per_key`.
+    #[schema(min_length = 1, max_length = 128)]
+    concurrency_key: Option<String>,
 }
 
 /// A job id from the path: a ULID or a UUID, else `400 invalid_id`.
@@ -94,6 +101,24 @@ fn new_job(body: &Value, header_key: Option<&str>, known: &[JobType]) -> Result<
                 None
             }
         });
+    let queue = f
+        .string("queue", 64)
+        .and_then(|q| match QueueName::new(&q) {
+            Ok(q) => Some(q),
+            Err(_) => {
+                let msg = "must be 1 to 64 characters of a-z 0-9 _ . -";
+                f.error("queue", "invalid", msg);
+                None
+            }
+        });
+    let concurrency_key = f.string("concurrency_key", MAX_CONCURRENCY_KEY_LEN);
+    if concurrency_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.chars().any(char::is_control))
+    {
+        let msg = "must not be empty or have control characters";
+        f.error("concurrency_key", "invalid", msg);
+    }
     let body_key = f.string("idempotency_key", MAX_IDEMPOTENCY_KEY_LEN);
     if let (Some(b), Some(h)) = (&body_key, header_key)
         && b != h
@@ -126,6 +151,12 @@ fn new_job(body: &Value, header_key: Option<&str>, known: &[JobType]) -> Result<
     }
     if let Some(key) = body_key.or(header_key.map(str::to_owned)) {
         job = job.idempotency_key(key);
+    }
+    if let Some(queue) = queue {
+        job = job.queue(queue);
+    }
+    if let Some(key) = concurrency_key {
+        job = job.concurrency_key(key);
     }
     Ok(job)
 }
@@ -320,6 +351,7 @@ pub(super) fn cursor_param(q: &QueryFields, tag: &str) -> Result<Option<JobId>, 
     params(
         ("status" = Option<StatusName>, Query, description = "Only jobs in this status"),
         ("type" = Option<String>, Query, description = "Only jobs of this type"),
+        ("queue" = Option<String>, Query, description = "Only jobs in this queue"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -346,6 +378,12 @@ pub(crate) async fn list(
         match JobType::new(t) {
             Ok(t) => params = params.job_type(t),
             Err(_) => q.error("type", "invalid", "not a job type name"),
+        }
+    }
+    if let Some(name) = q.string("queue") {
+        match QueueName::new(name) {
+            Ok(name) => params = params.queue(name),
+            Err(_) => q.error("queue", "invalid", "not a queue name"),
         }
     }
     let before = cursor_param(&q, JOBS);

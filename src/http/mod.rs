@@ -33,6 +33,7 @@ mod error;
 mod etag;
 mod jobs;
 mod limits;
+mod queues;
 #[cfg(feature = "reports")]
 mod reports;
 mod serve;
@@ -63,6 +64,7 @@ pub use auth::{
 };
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use jobs::MAX_WAIT_SECS;
+pub use queues::{QueueCountsView, QueueListView, QueueView, RateView};
 pub use serve::{
     ClientAddr, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_READ_TIMEOUT,
     Server,
@@ -168,6 +170,10 @@ impl JobsApi {
             .routes(routes!(jobs::get_job))
             .routes(routes!(jobs::events))
             .routes(routes!(jobs::cancel))
+            .routes(routes!(queues::list))
+            .routes(routes!(queues::get))
+            .routes(routes!(queues::pause))
+            .routes(routes!(queues::resume))
             .routes(routes!(download::download));
         #[cfg(feature = "reports")]
         if self.reports.is_some() {

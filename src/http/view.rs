@@ -23,6 +23,10 @@ pub struct JobView {
     /// `queued`, `running`, `completed`, `failed` or `cancelled`.
     #[schema(value_type = StatusName)]
     pub status: String,
+    /// The queue it waits in.
+    pub queue: String,
+    /// The key it shares its queue's per-key concurrency limit with, if any.
+    pub concurrency_key: Option<String>,
     /// What was submitted.
     pub input: Value,
     /// The executor's result; only when `completed`.
@@ -143,6 +147,8 @@ impl JobView {
             id: job.id.to_string(),
             job_type: job.job_type.to_string(),
             status: job.status.to_string(),
+            queue: job.queue.to_string(),
+            concurrency_key: job.concurrency_key.clone(),
             input: job.input.clone(),
             result: job.result.clone(),
             error: job.error.clone(),

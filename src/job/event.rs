@@ -29,6 +29,8 @@ pub enum EventKind {
     CancelRequested,
     /// A worker shutting down handed the job back without charging an attempt.
     Released,
+    /// The executor asked to run the job again later, without charging the attempt.
+    Snoozed,
     /// The job completed. Terminal.
     Succeeded,
     /// The job failed. Terminal.
@@ -39,7 +41,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Queued,
         EventKind::Started,
         EventKind::Stage,
@@ -49,6 +51,7 @@ impl EventKind {
         EventKind::Retrying,
         EventKind::CancelRequested,
         EventKind::Released,
+        EventKind::Snoozed,
         EventKind::Succeeded,
         EventKind::Failed,
         EventKind::Cancelled,
@@ -79,6 +82,7 @@ impl EventKind {
             EventKind::Retrying => "retrying",
             EventKind::CancelRequested => "cancel_requested",
             EventKind::Released => "released",
+            EventKind::Snoozed => "snoozed",
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",

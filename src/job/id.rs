@@ -258,9 +258,49 @@ name_type!(
     }
 );
 
+name_type!(
+    /// The queue a job waits in (`default` unless it names one). Engines subscribe to
+    /// queues; each queue has stored settings (pause, concurrency limits, a rate limit)
+    /// that every engine on the store obeys.
+    ///
+    /// 1 to 64 characters from `a-z 0-9 _ . -`.
+    QueueName,
+    "queue",
+    64,
+    |s| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+    }
+);
+
+impl QueueName {
+    /// The name of the queue jobs go to unless they name another.
+    pub const DEFAULT: &'static str = "default";
+}
+
+impl Default for QueueName {
+    /// The `default` queue.
+    fn default() -> Self {
+        static DEFAULT: std::sync::LazyLock<QueueName> =
+            std::sync::LazyLock::new(|| QueueName(QueueName::DEFAULT.into()));
+        DEFAULT.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_names_are_lowercase_words() {
+        assert_eq!(QueueName::default().as_str(), "default");
+        for good in ["default", "emails", "ai.v2", "a-b_c", "0"] {
+            assert!(QueueName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Emails", "a b", "a/b", &"q".repeat(65)] {
+            assert!(QueueName::new(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn job_id_round_trips_as_ulid_and_uuid() {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use event::{Event, EventKind, NewEvent, Visibility};
-pub use id::{JobId, JobType, ParseJobIdError, TenantId};
+pub use id::{JobId, JobType, ParseJobIdError, QueueName, TenantId};
 pub use status::{InvalidTransition, JobStatus, ParseStatusError};
 
 /// The current time at the microsecond precision every store keeps, so that a job reads
@@ -27,6 +27,8 @@ pub(crate) fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
 pub const MIN_PRIORITY: i32 = -1000;
 /// Highest priority a job may have; higher runs first.
 pub const MAX_PRIORITY: i32 = 1000;
+/// Longest `concurrency_key` a job may have, in bytes.
+pub const MAX_CONCURRENCY_KEY_LEN: usize = 128;
 /// Largest `max_attempts` a job may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 25;
 /// Longest idempotency key, in bytes.
@@ -45,6 +47,12 @@ pub struct Job {
     /// Its type, which picks the executor.
     #[serde(rename = "type")]
     pub job_type: JobType,
+    /// The queue it waits in.
+    #[serde(default)]
+    pub queue: QueueName,
+    /// Jobs sharing a key count together against their queue's `max_running_per_key`.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
     /// The input the executor receives.
     pub input: Value,
     /// Where it is in its life.
@@ -101,6 +109,8 @@ impl Job {
             id: JobId::new(),
             tenant,
             job_type: new.job_type,
+            queue: new.queue,
+            concurrency_key: new.concurrency_key,
             input: new.input,
             status: JobStatus::Queued,
             result: None,
@@ -155,6 +165,10 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     /// Makes the submit idempotent per tenant.
     pub idempotency_key: Option<String>,
+    /// The queue it waits in (`default` by default).
+    pub queue: QueueName,
+    /// Jobs sharing a key count together against their queue's `max_running_per_key`.
+    pub concurrency_key: Option<String>,
 }
 
 impl NewJob {
@@ -167,6 +181,8 @@ impl NewJob {
             run_at: None,
             max_attempts: None,
             idempotency_key: None,
+            queue: QueueName::default(),
+            concurrency_key: None,
         }
     }
 
@@ -194,6 +210,18 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in `queue`.
+    pub fn queue(mut self, queue: QueueName) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets the concurrency key (at most 128 bytes, no control characters).
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
     /// Checks the ranges the wire contract promises.
     ///
     /// # Errors
@@ -216,6 +244,16 @@ impl NewJob {
             return Err(Error::invalid(
                 "idempotency_key",
                 "must be 1 to 255 bytes without control characters",
+            ));
+        }
+        if let Some(key) = &self.concurrency_key
+            && (key.is_empty()
+                || key.len() > MAX_CONCURRENCY_KEY_LEN
+                || key.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(
+                "concurrency_key",
+                "must be 1 to 128 bytes without control characters",
             ));
         }
         Ok(())

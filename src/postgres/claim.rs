@@ -26,7 +26,9 @@ impl PostgresStore {
         let found = sqlx::query(concat!(
             "WITH picked AS (
                 SELECT id FROM jobworks_jobs
-                WHERE status = 'queued' AND run_at <= $1 AND ($2::text[] IS NULL OR job_type = ANY($2))
+                WHERE queue = $6 AND status = 'queued' AND run_at <= $1
+                    AND ($2::text[] IS NULL OR job_type = ANY($2))
+                    AND NOT EXISTS (SELECT 1 FROM jobworks_queues q WHERE q.name = $6 AND q.paused)
                 ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
             ), claimed AS (
                 UPDATE jobworks_jobs j SET status = 'running', attempts = j.attempts + 1,
@@ -52,6 +54,7 @@ impl PostgresStore {
         .bind(params.limit as i64)
         .bind(expires_at)
         .bind(self.channel())
+        .bind(params.queue.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -104,11 +107,13 @@ impl PostgresStore {
         }
         let next_run_at = if jobs.len() < params.limit {
             sqlx::query_scalar(
-                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > $1 \
-                 AND ($2::text[] IS NULL OR job_type = ANY($2))",
+                "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = $3 AND status = 'queued' \
+                 AND run_at > $1 AND ($2::text[] IS NULL OR job_type = ANY($2)) \
+                 AND NOT EXISTS (SELECT 1 FROM jobworks_queues q WHERE q.name = $3 AND q.paused)",
             )
             .bind(now)
             .bind(&types)
+            .bind(params.queue.as_str())
             .fetch_one(&self.pool)
             .await
             .map_err(db)?

@@ -53,14 +53,15 @@ impl PostgresStore {
             "WITH inserted AS (
                 INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
                     priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
-                    revision, event_seq)
+                    revision, event_seq, queue, concurrency_key)
                 SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
-                    u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq
+                    u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq,
+                    u.queue, u.concurrency_key
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                             $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
-                            $11::timestamptz[], $12::bigint[], $13::bigint[])
+                            $11::timestamptz[], $12::bigint[], $13::bigint[], $19::text[], $20::text[])
                     AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
-                         status, updated_at, revision, seq)
+                         status, updated_at, revision, seq, queue, concurrency_key)
                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING id
             ), first AS (
@@ -92,6 +93,8 @@ impl PostgresStore {
         .bind(records.iter().map(|r| r.event.message.to_string()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.event.created_at).collect::<Vec<_>>())
         .bind(self.channel())
+        .bind(jobs().map(|j| j.queue.to_string()).collect::<Vec<_>>())
+        .bind(jobs().map(|j| j.concurrency_key.clone()).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;

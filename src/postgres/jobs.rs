@@ -1,5 +1,7 @@
 //! The [`JobStore`] implementation of [`PostgresStore`].
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use sqlx::types::Uuid;
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -8,11 +10,12 @@ use super::rows::{
     JobRow, complete, decode_event, decode_job, event_columns, job_columns, stored, uuid,
 };
 use super::{BACKEND, PostgresStore, db};
-use crate::job::{Job, JobId, TenantId};
+use crate::job::{Job, JobId, QueueName, TenantId};
 use crate::sql::status;
 use crate::store::{
     ClaimParams, Claimed, Committed, EventPage, EventParams, JobPage, JobStore, LeaseChange,
-    ListParams, NewRecord, Notifier, PurgeParams, QueueStats, Stored, Taken, Write,
+    ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
+    Stored, Taken, Write,
 };
 use crate::{Error, Result};
 
@@ -154,13 +157,14 @@ impl JobStore for PostgresStore {
             job_columns!(),
             " FROM jobworks_jobs WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
               AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR job_type = $4) \
-              ORDER BY id DESC LIMIT $5"
+              AND ($6::text IS NULL OR queue = $6) ORDER BY id DESC LIMIT $5"
         ))
         .bind(tenant.as_str())
         .bind(params.before.map(uuid))
         .bind(params.status.map(|s| s.as_str()))
         .bind(params.job_type.as_ref().map(|t| t.as_str()))
         .bind(limit as i64 + 1)
+        .bind(params.queue.as_ref().map(|q| q.as_str()))
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
@@ -248,16 +252,15 @@ impl JobStore for PostgresStore {
             .collect()
     }
 
-    async fn stats(&self) -> Result<QueueStats> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM jobworks_jobs GROUP BY status")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        let mut stats = QueueStats::default();
-        for (st, n) in rows {
-            stats.add(status(BACKEND, &st)?, n as u64);
-        }
-        Ok(stats)
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.counts_by_queue().await
+    }
+
+    async fn queues(&self) -> Result<Vec<Queue>> {
+        self.all_queues().await
+    }
+
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
+        self.patch_queue(name, patch).await
     }
 }

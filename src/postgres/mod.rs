@@ -10,6 +10,7 @@ mod claim;
 mod documents;
 mod insert;
 mod jobs;
+mod queues;
 mod rows;
 
 use std::sync::Arc;
@@ -47,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "documents",
         include_str!("../../migrations/postgres/0004_documents.sql"),
+    ),
+    (
+        5,
+        "queues",
+        include_str!("../../migrations/postgres/0005_queues.sql"),
     ),
 ];
 

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 use super::{BACKEND, db};
 use crate::Result;
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, TenantId, Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, QueueName, TenantId, Visibility,
 };
 use crate::sql::{corrupt, json_text, parse_json, status};
 use crate::store::{Lease, LeaseChange, Stored, Write};
@@ -20,7 +20,8 @@ macro_rules! job_columns {
     () => {
         "id, tenant, job_type, input::text, status, result::text, error, attempts, max_attempts, \
          priority, run_at, created_at, started_at, completed_at, updated_at, idempotency_key, \
-         progress::text, cancel_requested, revision, event_seq, lease_id, lease_expires_at"
+         progress::text, cancel_requested, revision, event_seq, lease_id, lease_expires_at, \
+         queue, concurrency_key"
     };
 }
 pub(super) use job_columns;
@@ -55,6 +56,8 @@ pub(super) fn decode_job(row: &PgRow) -> Result<JobRow> {
         id: JobId::from_u128(get::<Uuid>(row, 0)?.as_u128()),
         tenant: TenantId::new(get::<String>(row, 1)?)?,
         job_type: JobType::new(get::<String>(row, 2)?)?,
+        queue: QueueName::new(get::<String>(row, 22)?)?,
+        concurrency_key: get(row, 23)?,
         input: parse_json(BACKEND, &get::<String>(row, 3)?)?,
         status: status(BACKEND, &get::<String>(row, 4)?)?,
         result: opt_json(get(row, 5)?)?,

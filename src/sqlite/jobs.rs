@@ -1,5 +1,7 @@
 //! The [`JobStore`] implementation of [`SqliteStore`].
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
@@ -10,13 +12,14 @@ use super::rows::{
     EVENT_COLUMNS, complete, decode_event, id_bytes, insert_event, job_columns, load, load_many,
     load_owned, owned_status, save, stored, time, u128_from,
 };
-use super::{BACKEND, SqliteStore, db};
+use super::{BACKEND, SqliteStore, db, queues};
 use crate::Result;
-use crate::job::{Job, JobId, TenantId};
+use crate::job::{Job, JobId, QueueName, TenantId};
 use crate::sql::{json_text, micros};
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, EventPage, EventParams, JobPage, JobStore, Lease,
-    ListParams, NewRecord, Notifier, PurgeParams, QueueStats, Stored, Taken, Write, rules,
+    ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
+    Stored, Taken, Write, rules,
 };
 
 fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
@@ -43,8 +46,9 @@ fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, \
-             priority, run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13)",
+             priority, run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq, \
+             queue, concurrency_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15)",
         )
         .map_err(db)?;
     for NewRecord { job, event } in records {
@@ -62,6 +66,8 @@ fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
             job.idempotency_key.as_deref(),
             job.revision as i64,
             event.seq as i64,
+            job.queue.as_str(),
+            job.concurrency_key.as_deref(),
         ])
         .map_err(db)?;
         insert_event(conn, job.id, event)?;
@@ -71,6 +77,9 @@ fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
 
 fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Result<Claimed> {
     let expires_at = rules::lease_until(now, params.lease_ttl)?;
+    if queues::paused(conn, &params.queue)? {
+        return Ok(Claimed::default());
+    }
     let types = params
         .types
         .as_ref()
@@ -80,11 +89,16 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobworks_jobs WHERE status = 'queued' AND run_at <= ?1 \
+            " FROM jobworks_jobs WHERE queue = ?4 AND status = 'queued' AND run_at <= ?1 \
               AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
               ORDER BY priority DESC, run_at, id LIMIT ?3"
         ),
-        params![micros(now), &types, params.limit as i64],
+        params![
+            micros(now),
+            &types,
+            params.limit as i64,
+            params.queue.as_str()
+        ],
     )?;
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
@@ -113,10 +127,14 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     let next_run_at = if jobs.len() < params.limit {
         let next: Option<i64> = conn
             .prepare_cached(
-                "SELECT MIN(run_at) FROM jobworks_jobs WHERE status = 'queued' AND run_at > ?1 \
-                 AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))",
+                "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = ?3 AND status = 'queued' \
+                 AND run_at > ?1 AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))",
             )
-            .and_then(|mut s| s.query_row(params![micros(now), types], |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_row(params![micros(now), types, params.queue.as_str()], |r| {
+                    r.get(0)
+                })
+            })
             .map_err(db)?;
         next.map(time).transpose()?
     } else {
@@ -253,7 +271,7 @@ impl JobStore for SqliteStore {
                     job_columns!(),
                     " FROM jobworks_jobs WHERE tenant = ?1 AND (id < ?2 OR ?3) \
                       AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR job_type = ?5) \
-                      ORDER BY id DESC LIMIT ?6"
+                      AND (?7 IS NULL OR queue = ?7) ORDER BY id DESC LIMIT ?6"
                 ),
                 params![
                     tenant.as_str(),
@@ -261,7 +279,8 @@ impl JobStore for SqliteStore {
                     params.before.is_none(),
                     params.status.map(|s| s.as_str()),
                     params.job_type.as_ref().map(|t| t.as_str()),
-                    limit as i64 + 1
+                    limit as i64 + 1,
+                    params.queue.as_ref().map(|q| q.as_str()),
                 ],
             )?;
             let more = rows.len() > limit;
@@ -319,21 +338,18 @@ impl JobStore for SqliteStore {
             .await
     }
 
-    async fn stats(&self) -> Result<QueueStats> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT status, COUNT(*) FROM jobworks_jobs GROUP BY status")
-                .map_err(db)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(db)?;
-            let mut stats = QueueStats::default();
-            for row in rows {
-                let (status, n) = row.map_err(db)?;
-                stats.add(crate::sql::status(BACKEND, &status)?, n as u64);
-            }
-            Ok(stats)
-        })
-        .await
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.read(queues::stats).await
+    }
+
+    async fn queues(&self) -> Result<Vec<Queue>> {
+        self.read(queues::all).await
+    }
+
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
+        let (name, patch, now) = (name.clone(), patch.clone(), self.clock.now());
+        self.writer
+            .write(move |conn| queues::update(conn, &name, &patch, now))
+            .await
     }
 }

@@ -8,6 +8,7 @@
 
 mod documents;
 mod jobs;
+mod queues;
 mod rows;
 mod writer;
 
@@ -44,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "documents",
         include_str!("../../migrations/sqlite/0004_documents.sql"),
+    ),
+    (
+        5,
+        "queues",
+        include_str!("../../migrations/sqlite/0005_queues.sql"),
     ),
 ];
 

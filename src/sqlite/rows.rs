@@ -5,7 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{BACKEND, db};
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, TenantId, Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName, TenantId,
+    Visibility,
 };
 use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
 use crate::store::{Lease, LeaseChange, Stored, Write};
@@ -16,7 +17,7 @@ macro_rules! job_columns {
     () => {
         "id, tenant, job_type, input, status, result, error, attempts, max_attempts, priority, \
          run_at, created_at, started_at, completed_at, updated_at, idempotency_key, progress, \
-         cancel_requested, revision, event_seq, lease_id, lease_expires_at"
+         cancel_requested, revision, event_seq, lease_id, lease_expires_at, queue, concurrency_key"
     };
 }
 pub(super) use job_columns;
@@ -126,10 +127,13 @@ pub(super) fn decode_job(row: &Row<'_>) -> Result<JobRow> {
         (Some(lid), Some(exp)) => Some((u128_from(&lid)?, time(exp)?)),
         _ => None,
     };
+    let queue: String = row.get(22).map_err(db)?;
     let job = Job {
         id: JobId::from_u128(u128_from(&id)?),
         tenant: TenantId::new(tenant)?,
         job_type: JobType::new(job_type)?,
+        queue: QueueName::new(queue)?,
+        concurrency_key: row.get(23).map_err(db)?,
         input: parse_json(BACKEND, &input)?,
         status: status(BACKEND, &st)?,
         result: opt_json(result)?,

@@ -12,6 +12,7 @@ mod documents;
 mod notify;
 mod params;
 mod protocol;
+mod queues;
 mod record;
 pub mod rules;
 
@@ -22,7 +23,9 @@ use async_trait::async_trait;
 
 use crate::Result;
 use crate::clock::Clock;
-use crate::job::{Job, JobId, TenantId};
+use std::collections::BTreeMap;
+
+use crate::job::{Job, JobId, QueueName, TenantId};
 
 pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
@@ -32,6 +35,7 @@ pub use params::{
 };
 pub(crate) use protocol::Held;
 pub use protocol::JobStoreExt;
+pub use queues::{Queue, QueueInfo, QueuePatch, QueueSettings};
 pub use record::{Committed, LeaseChange, NewRecord, Step, Stored, Taken, Write};
 
 /// The storage of jobs. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL
@@ -98,8 +102,15 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// events and artifact records, and returns them so their bytes can be deleted.
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>>;
 
-    /// Counts jobs by status, across tenants.
-    async fn stats(&self) -> Result<QueueStats>;
+    /// Counts jobs by queue and status, across tenants (queues without jobs left out).
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>>;
+
+    /// Every queue with stored settings, by name.
+    async fn queues(&self) -> Result<Vec<Queue>>;
+
+    /// Changes the settings of queue `name` by `patch` in one step (starting from the
+    /// defaults when it has none) and returns them.
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings>;
 }
 
 /// Forwards to the store behind the `Arc`, so `Arc<S>` and `Arc<dyn JobStore>` are stores.
@@ -142,7 +153,13 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         (**self).purge(params).await
     }
-    async fn stats(&self) -> Result<QueueStats> {
-        (**self).stats().await
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        (**self).queue_stats().await
+    }
+    async fn queues(&self) -> Result<Vec<Queue>> {
+        (**self).queues().await
+    }
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
+        (**self).update_queue(name, patch).await
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress};
+use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, QueueName};
 
 /// The answer to one job of [`JobStoreExt::submit`](super::JobStoreExt::submit).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,8 @@ pub struct ListParams {
     pub status: Option<JobStatus>,
     /// Only jobs of this type.
     pub job_type: Option<JobType>,
+    /// Only jobs in this queue.
+    pub queue: Option<QueueName>,
     /// At most this many (1…1000).
     pub limit: usize,
     /// Only jobs older than this one: the cursor from the previous page.
@@ -36,6 +38,7 @@ impl Default for ListParams {
         ListParams {
             status: None,
             job_type: None,
+            queue: None,
             limit: 50,
             before: None,
         }
@@ -51,6 +54,11 @@ impl ListParams {
     /// Keeps only jobs of `job_type`.
     pub fn job_type(mut self, job_type: JobType) -> Self {
         self.job_type = Some(job_type);
+        self
+    }
+    /// Keeps only jobs in `queue`.
+    pub fn queue(mut self, queue: QueueName) -> Self {
+        self.queue = Some(queue);
         self
     }
     /// Sets the page size, clamped to 1…1000.
@@ -127,6 +135,8 @@ pub struct EventPage {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ClaimParams {
+    /// The queue to claim from (`default` unless set). A paused queue gives nothing.
+    pub queue: QueueName,
     /// Only these types; all when `None`.
     pub types: Option<Vec<JobType>>,
     /// At most this many jobs.
@@ -138,6 +148,7 @@ pub struct ClaimParams {
 impl Default for ClaimParams {
     fn default() -> Self {
         ClaimParams {
+            queue: QueueName::default(),
             types: None,
             limit: 1,
             lease_ttl: Duration::from_secs(30),
@@ -156,6 +167,11 @@ impl ClaimParams {
         self.lease_ttl = ttl;
         self
     }
+    /// Claims from `queue`.
+    pub fn queue(mut self, queue: QueueName) -> Self {
+        self.queue = queue;
+        self
+    }
     /// Claims only jobs of these types.
     pub fn types(mut self, types: Vec<JobType>) -> Self {
         self.types = Some(types);
@@ -164,7 +180,7 @@ impl ClaimParams {
 }
 
 /// What [`JobStore::claim`](super::JobStore::claim) found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Claimed {
     /// The claimed jobs, in claim order.
     pub jobs: Vec<ClaimedJob>,
@@ -299,6 +315,14 @@ pub enum Finish {
     /// Back to `queued` at once without charging the attempt (graceful shutdown);
     /// `released` event.
     Released,
+    /// Back to `queued` until `run_at` without charging the attempt (the executor said
+    /// "not now"); `snoozed` event.
+    Snoozed {
+        /// Why, as the executor said it.
+        reason: String,
+        /// Not before this time.
+        run_at: DateTime<Utc>,
+    },
 }
 
 /// Options of [`JobStoreExt::reap`](super::JobStoreExt::reap).
@@ -388,6 +412,15 @@ impl QueueStats {
             JobStatus::Cancelled => &mut self.cancelled,
         };
         *slot += n;
+    }
+
+    /// Adds the counts of `other`.
+    pub fn merge(&mut self, other: &QueueStats) {
+        self.queued += other.queued;
+        self.running += other.running;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
     }
 
     /// Jobs in terminal states.

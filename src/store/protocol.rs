@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Append, ClaimParams, Claimed, ClaimedJob, Committed, Finish, Inserted, JobStore, Lease,
-    LeaseStatus, NewRecord, ReapParams, ReapReport, Step, Stored, Write, rules,
+    LeaseStatus, NewRecord, QueuePatch, QueueSettings, QueueStats, ReapParams, ReapReport, Step,
+    Stored, Write, rules,
 };
-use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, TenantId};
+use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, QueueName, TenantId};
 use crate::{Error, Result};
 
 /// How many times a write is tried before the caller is told the store is busy. A
@@ -89,6 +90,16 @@ pub trait JobStoreExt: JobStore {
     /// Ends expired leases: the job is requeued when attempts are left, failed when not,
     /// and cancelled when cancellation had been asked for.
     async fn reap(&self, params: ReapParams) -> Result<ReapReport>;
+
+    /// Job counts by status, across queues and tenants.
+    async fn stats(&self) -> Result<QueueStats>;
+
+    /// The settings of queue `name` (the defaults when it has none stored).
+    async fn queue(&self, name: &QueueName) -> Result<QueueSettings>;
+
+    /// Changes a queue's settings and wakes idle engines when that may let jobs run
+    /// (a resume), on every process sharing the store.
+    async fn configure_queue(&self, name: &QueueName, patch: QueuePatch) -> Result<QueueSettings>;
 }
 
 #[async_trait]
@@ -162,6 +173,31 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
             report.count(status);
         }
         Ok(report)
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let mut all = QueueStats::default();
+        for counts in self.queue_stats().await?.values() {
+            all.merge(counts);
+        }
+        Ok(all)
+    }
+
+    async fn queue(&self, name: &QueueName) -> Result<QueueSettings> {
+        let queues = self.queues().await?;
+        Ok(queues
+            .into_iter()
+            .find(|q| &q.name == name)
+            .map(|q| q.settings)
+            .unwrap_or_default())
+    }
+
+    async fn configure_queue(&self, name: &QueueName, patch: QueuePatch) -> Result<QueueSettings> {
+        let settings = self.update_queue(name, &patch).await?;
+        if patch.may_free_work() {
+            self.notifier().work_available();
+        }
+        Ok(settings)
     }
 }
 

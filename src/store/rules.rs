@@ -155,7 +155,7 @@ pub fn append(stored: Stored, lease: &Lease, append: Append, now: DateTime<Utc>)
 
 /// Records an attempt's outcome and ends its lease. A job whose cancellation was asked
 /// for ends `cancelled` unless the attempt succeeded; a retry with no attempts left
-/// fails; a release gives the attempt back.
+/// fails; a release and a snooze give the attempt back.
 ///
 /// # Errors
 /// [`Error::LeaseLost`] unless `lease` holds the job.
@@ -175,7 +175,10 @@ pub fn finish(
             job.result = Some(result.clone());
             (NewEvent::new(EventKind::Succeeded, "completed"), None)
         }
-        Finish::Failed { .. } | Finish::Retry { .. } | Finish::Cancelled
+        Finish::Failed { .. }
+        | Finish::Retry { .. }
+        | Finish::Snoozed { .. }
+        | Finish::Cancelled
             if job.cancel_requested =>
         {
             set_status(job, JobStatus::Cancelled)?;
@@ -209,6 +212,17 @@ pub fn finish(
             job.run_at = now;
             job.attempts = job.attempts.saturating_sub(1);
             let event = NewEvent::new(EventKind::Released, "handed back by a worker shutting down");
+            (event, None)
+        }
+        Finish::Snoozed { reason, run_at } => {
+            set_status(job, JobStatus::Queued)?;
+            job.run_at = crate::job::truncate(*run_at).max(now);
+            job.attempts = job.attempts.saturating_sub(1);
+            let at = job
+                .run_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let event = NewEvent::new(EventKind::Snoozed, reason.clone())
+                .with_payload(serde_json::json!({"run_at": at}));
             (event, None)
         }
     };

@@ -11,17 +11,21 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::clock::Clock;
+use crate::job::QueueName;
 use crate::job::{Artifact, ArtifactRole, EventKind, Job, JobId, JobType, NewEvent, Progress};
 use crate::store::JobStoreExt;
-use crate::store::{Append, ClaimParams, EventParams, Finish, JobStore, Lease, ReapParams};
+use crate::store::{
+    Append, ClaimParams, EventParams, Finish, JobStore, Lease, QueuePatch, ReapParams,
+};
 use crate::{Error, MemoryStore, Result, TenantId};
 
 /// How long the sequences' leases last; clock jumps are around it.
 const TTL: Duration = Duration::from_secs(30);
 
-/// Runs `sequences` random sequences of `steps` operations each (submit, claim, heartbeat,
-/// append with progress or an artifact record, finish in every way, cancel, reap, and
-/// clock jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
+/// Runs `sequences` random sequences of `steps` operations each (submit into two queues,
+/// claim from either, heartbeat, append with progress or an artifact record, finish in
+/// every way including a snooze, cancel, reap, pause and resume of a queue, and clock
+/// jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
 /// per sequence, both on clocks moved together. After every step the answers must agree
 /// and so must the records and timelines of the jobs it touched, and at the end of a
 /// sequence those of all its jobs. Timestamps, revisions and lease ids are left out of
@@ -67,6 +71,8 @@ struct Sequence<'a, S> {
     rng: StdRng,
     tenant: TenantId,
     job_type: JobType,
+    /// The sequence's own queue, beside `default`: only it is paused and resumed.
+    queue: QueueName,
     jobs: Vec<JobId>,
     held: Vec<Held>,
     touched: Vec<JobId>,
@@ -131,6 +137,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             rng: StdRng::seed_from_u64(seed),
             tenant: TenantId::new(format!("diff-{seed}")).expect("a valid tenant"),
             job_type: JobType::new(format!("DIFF{n}")).expect("a valid type"),
+            queue: QueueName::new(format!("diff-{n}")).expect("a valid queue"),
             jobs: Vec::new(),
             held: Vec::new(),
             touched: Vec::new(),
@@ -183,8 +190,9 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             38..46 => self.heartbeat().await?,
             46..62 => self.append().await?,
             62..80 => self.finish().await?,
-            80..87 => self.cancel().await?,
-            87..93 => self.reap().await?,
+            80..86 => self.cancel().await?,
+            86..91 => self.reap().await?,
+            91..93 => self.pause_or_resume().await?,
             _ => {
                 let jump = Duration::from_secs(self.rng.random_range(5..45));
                 self.reference_clock.advance(jump);
@@ -209,6 +217,12 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         if self.rng.random_bool(0.2) {
             new = new.idempotency_key(format!("key-{}", self.rng.random_range(0..3)));
         }
+        if self.rng.random_bool(0.4) {
+            new = new.queue(self.queue.clone());
+        }
+        if self.rng.random_bool(0.3) {
+            new = new.concurrency_key(format!("key-{}", self.rng.random_range(0..2)));
+        }
         let job = Job::new_queued_at(self.tenant.clone(), new, 3, now);
         let r = self.reference.submit(vec![job.clone()]).await;
         let t = self.tested.submit(vec![job.clone()]).await;
@@ -229,7 +243,13 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     }
 
     async fn claim(&mut self) -> std::result::Result<(), Diff> {
+        let queue = if self.rng.random_bool(0.5) {
+            self.queue.clone()
+        } else {
+            QueueName::default()
+        };
         let params = ClaimParams::default()
+            .queue(queue)
             .limit(self.rng.random_range(1..4))
             .lease_ttl(TTL)
             .types(vec![self.job_type.clone()]);
@@ -308,7 +328,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             return Ok(());
         };
         let later = self.now() + chrono::Duration::seconds(self.rng.random_range(1..30));
-        let outcome_of = match self.rng.random_range(0..5) {
+        let outcome_of = match self.rng.random_range(0..6) {
             0 => Finish::Completed {
                 result: json!({"ok": true}),
             },
@@ -320,6 +340,10 @@ impl<'a, S: JobStore> Sequence<'a, S> {
                 run_at: crate::job::truncate(later),
             },
             3 => Finish::Cancelled,
+            4 => Finish::Snoozed {
+                reason: "not now".into(),
+                run_at: crate::job::truncate(later),
+            },
             _ => Finish::Released,
         };
         let r = self
@@ -347,6 +371,16 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         Self::agree("cancel", &r, &t, clean_job)?;
         self.touched.push(id);
         Ok(())
+    }
+
+    async fn pause_or_resume(&mut self) -> std::result::Result<(), Diff> {
+        let patch = QueuePatch::default().paused(self.rng.random_bool(0.5));
+        let r = self
+            .reference
+            .configure_queue(&self.queue, patch.clone())
+            .await;
+        let t = self.tested.configure_queue(&self.queue, patch).await;
+        Self::agree("queue settings", &r, &t, |s| format!("{s:?}"))
     }
 
     async fn reap(&mut self) -> std::result::Result<(), Diff> {

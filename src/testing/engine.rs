@@ -1,6 +1,6 @@
 //! Engine-level tests run against any store: crashes and lost wake-ups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,11 @@ use crate::artifact::{ArtifactKey, ObjectStoreArtifacts, UrlSigner};
 use crate::executor::ArtifactSpec;
 use crate::store::{
     ClaimParams, Claimed, Committed, EventPage, EventParams, JobPage, ListParams, NewRecord,
-    Notifier, PurgeParams, QueueStats, Stored, Taken, Write,
+    Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats, Stored, Taken, Write,
 };
 use crate::{
-    Engine, ExecutorOptions, Job, JobContext, JobError, JobId, JobStatus, JobStore, JobType,
-    NewJob, Result, RetryPolicy, TenantId, from_fn,
+    Engine, ExecutorOptions, Job, JobContext, JobError, JobId, JobStatus, JobStore, JobStoreExt,
+    JobType, NewJob, QueueName, Result, RetryPolicy, TenantId, from_fn,
 };
 
 /// Wraps a store and stalls some completions and artifact records past their lease, like
@@ -105,8 +105,14 @@ impl JobStore for Stalling {
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         self.inner.purge(params).await
     }
-    async fn stats(&self) -> Result<QueueStats> {
-        self.inner.stats().await
+    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.inner.queue_stats().await
+    }
+    async fn queues(&self) -> Result<Vec<Queue>> {
+        self.inner.queues().await
+    }
+    async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
+        self.inner.update_queue(name, patch).await
     }
 }
 

@@ -22,6 +22,7 @@ mod fencing;
 mod leases;
 mod lifecycle;
 mod queries;
+mod queues;
 mod records;
 
 use std::future::Future;
@@ -41,6 +42,7 @@ pub use fencing::*;
 pub use leases::*;
 pub use lifecycle::*;
 pub use queries::*;
+pub use queues::*;
 pub use records::*;
 
 /// Runs every job-store case, each on a fresh store from `new_store`.
@@ -78,6 +80,9 @@ where
         progress_and_artifacts_are_recorded,
         internal_events_stay_out_of_public_reads,
         every_change_notifies,
+        claims_stay_in_their_queue,
+        a_paused_queue_is_not_claimed,
+        snooze_charges_no_attempt,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;

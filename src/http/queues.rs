@@ -1,0 +1,170 @@
+//! `/queues`: queue settings and counts, which every tenant shares (scope `operator`).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::body::RouteParam;
+use super::{ApiError, ApiState, Principal, Scope};
+use crate::job::QueueName;
+use crate::store::{QueueInfo, QueuePatch};
+
+/// A queue: its stored settings and its jobs, counted over every tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QueueView {
+    /// Its name.
+    pub name: String,
+    /// Whether engines are kept from claiming its jobs.
+    pub paused: bool,
+    /// At most this many of its jobs run at once across all engines (`null`: no limit).
+    pub max_running: Option<u32>,
+    /// At most this many of its jobs with one concurrency key run at once (`null`: no
+    /// limit).
+    pub max_running_per_key: Option<u32>,
+    /// Its rate limit (`null`: none).
+    pub rate: Option<RateView>,
+    /// Its jobs by status.
+    pub counts: QueueCountsView,
+}
+
+/// A token bucket: `limit` starts per `period_ms`, up to `burst` at once.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RateView {
+    /// Starts per period.
+    pub limit: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// Most starts at once.
+    pub burst: u32,
+}
+
+/// How many of a queue's jobs are in each unfinished (and the failed) status.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QueueCountsView {
+    /// Waiting for parents (workflows).
+    pub waiting: u64,
+    /// Queued, due or not.
+    pub queued: u64,
+    /// Running.
+    pub running: u64,
+    /// Failed (the dead letters).
+    pub failed: u64,
+}
+
+/// `{ "queues": [...] }`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QueueListView {
+    /// Every queue with a job or stored settings, by name.
+    pub queues: Vec<QueueView>,
+}
+
+impl From<&QueueInfo> for QueueView {
+    fn from(q: &QueueInfo) -> Self {
+        QueueView {
+            name: q.name.to_string(),
+            paused: q.settings.paused,
+            max_running: None,
+            max_running_per_key: None,
+            rate: None,
+            counts: QueueCountsView {
+                waiting: 0,
+                queued: q.counts.queued,
+                running: q.counts.running,
+                failed: q.counts.failed,
+            },
+        }
+    }
+}
+
+/// The queue named in the path: `422` with `loc` `["path", "name"]` when it cannot be one.
+fn queue_name(raw: &str) -> Result<QueueName, ApiError> {
+    QueueName::new(raw).map_err(|_| {
+        ApiError::field(
+            "path.name",
+            "invalid",
+            "must be 1 to 64 characters of a-z 0-9 _ . -",
+        )
+    })
+}
+
+fn queue_response(info: &QueueInfo) -> Response {
+    axum::Json(QueueView::from(info)).into_response()
+}
+
+/// Every queue with a job or stored settings.
+#[utoipa::path(get, path = "/queues", tag = "queues",
+    responses(
+        (status = 200, description = "The queues, by name", body = QueueListView),
+        (status = 403, description = "The credential lacks the `operator` scope", body = super::ErrorBody),
+    ))]
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Operator)?;
+    let queues = state.engine.queues().await?;
+    let view = QueueListView {
+        queues: queues.iter().map(QueueView::from).collect(),
+    };
+    Ok(axum::Json(view).into_response())
+}
+
+/// One queue; a name never used reads as an empty queue.
+#[utoipa::path(get, path = "/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue", body = QueueView),
+        (status = 422, description = "Not a queue name", body = super::ErrorBody),
+    ))]
+pub(crate) async fn get(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(name): RouteParam,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Operator)?;
+    let info = state.engine.queue_info(&queue_name(&name)?).await?;
+    Ok(queue_response(&info))
+}
+
+/// Pause a queue: no engine claims from it until it is resumed.
+#[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, paused", body = QueueView),
+        (status = 422, description = "Not a queue name", body = super::ErrorBody),
+    ))]
+pub(crate) async fn pause(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(name): RouteParam,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Operator)?;
+    let patch = QueuePatch::default().paused(true);
+    let info = state
+        .engine
+        .configure_queue(&queue_name(&name)?, patch)
+        .await?;
+    Ok(queue_response(&info))
+}
+
+/// Resume a queue; idle engines are woken at once.
+#[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, resumed", body = QueueView),
+        (status = 422, description = "Not a queue name", body = super::ErrorBody),
+    ))]
+pub(crate) async fn resume(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(name): RouteParam,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Operator)?;
+    let patch = QueuePatch::default().paused(false);
+    let info = state
+        .engine
+        .configure_queue(&queue_name(&name)?, patch)
+        .await?;
+    Ok(queue_response(&info))
+}

@@ -1,0 +1,215 @@
+//! Conformance cases for queues: claims stay in their queue, a paused queue gives
+//! nothing, settings are stored, counts are kept per queue, and a snooze gives its attempt
+//! back.
+
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+
+use super::{LONG, insert_one, job, sample_input, tenant};
+use crate::store::JobStoreExt;
+use crate::{
+    ClaimParams, EventKind, EventParams, Finish, Job, JobStatus, JobStore, ListParams, QueueName,
+    QueuePatch,
+};
+
+fn queue(name: &str) -> QueueName {
+    QueueName::new(name).expect("valid test queue")
+}
+
+/// A job of tenant `acme` in `queue`, with a concurrency key.
+fn queued_in(name: &str, key: Option<&str>) -> Job {
+    let mut j = job("acme", sample_input());
+    j.queue = queue(name);
+    j.concurrency_key = key.map(str::to_owned);
+    j
+}
+
+/// A claim takes jobs of its own queue only; the queue and concurrency key are stored
+/// and read back, listed by queue, and counted per queue.
+pub async fn claims_stay_in_their_queue(store: &impl JobStore) {
+    let t = tenant("acme");
+    let mail = insert_one(store, queued_in("emails", Some("customer-7"))).await;
+    let plain = insert_one(store, job("acme", sample_input())).await;
+    let read = store.get(&t, mail.id).await.expect("get");
+    assert_eq!(read.queue, queue("emails"));
+    assert_eq!(read.concurrency_key.as_deref(), Some("customer-7"));
+    assert_eq!(
+        store.get(&t, plain.id).await.expect("get").queue,
+        QueueName::default()
+    );
+
+    let params = |q: &str| {
+        ClaimParams::default()
+            .limit(10)
+            .lease_ttl(LONG)
+            .queue(queue(q))
+    };
+    let from_default = store
+        .take(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = from_default.jobs.iter().map(|c| c.job.id).collect();
+    assert_eq!(
+        ids,
+        [plain.id],
+        "the default queue's claim took another queue's job"
+    );
+    assert!(
+        store
+            .take(params("other"))
+            .await
+            .expect("claim")
+            .jobs
+            .is_empty()
+    );
+    let from_mail = store.take(params("emails")).await.expect("claim");
+    let ids: Vec<_> = from_mail.jobs.iter().map(|c| c.job.id).collect();
+    assert_eq!(ids, [mail.id]);
+
+    // A retry due later is announced to its own queue's claims only.
+    let later = store.clock().now() + chrono::Duration::seconds(60);
+    let retry = Finish::Retry {
+        error: "later".into(),
+        run_at: later,
+    };
+    store
+        .finish(&from_mail.jobs[0].lease, retry)
+        .await
+        .expect("retry");
+    let early = store.take(params("emails")).await.expect("claim");
+    assert!(early.jobs.is_empty());
+    assert!(early.next_run_at.is_some(), "the queue's next due time");
+    let other = store
+        .take(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
+    assert_eq!(
+        other.next_run_at, None,
+        "another queue's retry is not this one's"
+    );
+
+    let listed = store
+        .list(&t, ListParams::default().queue(queue("emails")))
+        .await
+        .expect("list");
+    let ids: Vec<_> = listed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [mail.id]);
+    let counts = store.queue_stats().await.expect("stats");
+    assert_eq!(counts[&queue("emails")].queued, 1);
+    assert_eq!(counts[&QueueName::default()].running, 1);
+    let all = store.stats().await.expect("stats");
+    assert_eq!((all.queued, all.running), (1, 1));
+}
+
+/// A paused queue gives no job to any claim, and says nothing of its next due time,
+/// until it is resumed; the pause is stored; a resume wakes idle engines.
+pub async fn a_paused_queue_is_not_claimed(store: &impl JobStore) {
+    let mail = insert_one(store, queued_in("emails", None)).await;
+    insert_one(store, job("acme", sample_input())).await;
+    assert_eq!(
+        store.queue(&queue("emails")).await.expect("read"),
+        Default::default()
+    );
+    let paused = store
+        .configure_queue(&queue("emails"), QueuePatch::default().paused(true))
+        .await
+        .expect("pause");
+    assert!(paused.paused);
+    assert!(store.queue(&queue("emails")).await.expect("read").paused);
+    let names: Vec<_> = store
+        .queues()
+        .await
+        .expect("queues")
+        .into_iter()
+        .map(|q| (q.name, q.settings.paused))
+        .collect();
+    assert_eq!(names, [(queue("emails"), true)]);
+
+    let params = ClaimParams::default().limit(10).queue(queue("emails"));
+    let claimed = store.take(params.clone()).await.expect("claim");
+    assert!(claimed.jobs.is_empty(), "a paused queue was claimed from");
+    assert_eq!(claimed.next_run_at, None);
+    let other = store
+        .take(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
+    assert_eq!(other.jobs.len(), 1, "pausing one queue held up another");
+
+    // Patching something else keeps the pause.
+    let kept = store
+        .configure_queue(&queue("emails"), QueuePatch::default())
+        .await
+        .expect("patch");
+    assert!(kept.paused);
+
+    let mut work = store.notifier().subscribe_work();
+    let seen = *work.borrow_and_update();
+    let resumed = store
+        .configure_queue(&queue("emails"), QueuePatch::default().paused(false))
+        .await
+        .expect("resume");
+    assert!(!resumed.paused);
+    assert!(*work.borrow() > seen, "a resume wakes idle engines");
+    let claimed = store.take(params).await.expect("claim");
+    let ids: Vec<_> = claimed.jobs.iter().map(|c| c.job.id).collect();
+    assert_eq!(ids, [mail.id]);
+}
+
+/// A snooze puts the job back until its time without charging the attempt, even on the
+/// last one, and says so on the timeline.
+pub async fn snooze_charges_no_attempt(store: &impl JobStore) {
+    let t = tenant("acme");
+    let mut only_one = job("acme", sample_input());
+    only_one.max_attempts = 1;
+    let j = insert_one(store, only_one).await;
+    let mut due_times = Vec::new();
+    for round in 0..3 {
+        let claimed = store
+            .take(ClaimParams::default().limit(1).lease_ttl(LONG))
+            .await
+            .expect("claim");
+        assert_eq!(
+            claimed.jobs.len(),
+            1,
+            "round {round}: the snoozed job is due again"
+        );
+        let c = &claimed.jobs[0];
+        assert_eq!(c.job.attempts, 1, "round {round}");
+        let run_at = store.clock().now() + chrono::Duration::seconds(30);
+        let snooze = Finish::Snoozed {
+            reason: "provider busy".into(),
+            run_at,
+        };
+        let after = store.finish(&c.lease, snooze).await.expect("snooze");
+        assert_eq!(after.status, JobStatus::Queued);
+        assert_eq!(after.attempts, 0, "a snooze charged an attempt");
+        assert_eq!(after.run_at, crate::job::truncate(run_at));
+        assert_eq!(after.error, None);
+        due_times.push(after.run_at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        let early = store
+            .take(ClaimParams::default().limit(1))
+            .await
+            .expect("claim");
+        assert!(early.jobs.is_empty(), "claimed before the snooze ended");
+        assert_eq!(early.next_run_at, Some(after.run_at));
+        store.clock().advance(Duration::from_secs(31));
+    }
+    let events = store
+        .events(&t, j.id, EventParams::default().limit(100))
+        .await
+        .expect("events")
+        .events;
+    let snoozes: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Snoozed)
+        .collect();
+    assert_eq!(snoozes.len(), 3);
+    assert_eq!(snoozes[0].message, "provider busy");
+    let said: Vec<_> = snoozes
+        .iter()
+        .map(|e| e.payload.as_ref().and_then(|p| p["run_at"].as_str()))
+        .map(|at| at.unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(said, due_times, "each event says when the job runs again");
+}
