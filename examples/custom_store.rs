@@ -144,17 +144,28 @@ impl JobStore for MapStore {
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
-        if self.queues().get(&params.queue).is_some_and(|q| q.paused) {
+        let settings = self
+            .queues()
+            .get(&params.queue)
+            .cloned()
+            .unwrap_or_default();
+        if settings.paused {
             return Ok(Claimed::default());
         }
         let mut jobs = self.jobs();
+        // The queue's limits, as the shared rule says: unexpired leases count.
+        let running = jobs
+            .values()
+            .map(|(s, _)| s)
+            .filter(|s| s.job.queue == params.queue && s.lease.is_some_and(|l| l.expires_at > now));
+        let room = rules::claim_room(&settings, running.count() as u64, params.limit);
         let mut due: Vec<&Job> = jobs
             .values()
             .map(|(s, _)| &*s.job)
             .filter(|j| wanted(j, &params) && j.run_at <= now)
             .collect();
         due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
-        let picked: Vec<JobId> = due.iter().take(params.limit).map(|j| j.id).collect();
+        let picked: Vec<JobId> = due.iter().take(room).map(|j| j.id).collect();
         let mut claimed = Vec::with_capacity(picked.len());
         for id in picked {
             let lease = Lease::new(id, params.lease_ttl);
@@ -183,6 +194,7 @@ impl JobStore for MapStore {
         Ok(Claimed {
             jobs: claimed,
             next_run_at,
+            full: room < params.limit,
         })
     }
 

@@ -40,6 +40,10 @@
 //! - [`Engine`] submits, reads, lists, cancels and waits for jobs, and runs workers:
 //!   batch claims, leases with heartbeats, per-type timeouts, retries with backoff
 //!   ([`RetryPolicy`]), panics turned into failed attempts, graceful shutdown and a reaper.
+//!   Every job waits in a queue ([`QueueName`], `default` unless it names one); an engine
+//!   serves the queues its builder names, each with its own slots
+//!   ([`EngineBuilder::queue`]), and obeys each queue's stored settings
+//!   ([`Engine::pause_queue`]).
 //! - [`Executor`] runs one job type with a [`JobContext`]: typed input, stages, progress,
 //!   custom events, artifacts, and a cancellation signal. [`from_fn`] makes one from an
 //!   async function.

@@ -84,6 +84,8 @@ struct Lane {
     ready: BTreeSet<ReadyKey>,
     /// Queued jobs that are not due yet, by not-before time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Running jobs by lease expiry.
+    leases: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Jobs by status.
     counts: [u64; 5],
 }
@@ -103,6 +105,15 @@ fn status_index(status: JobStatus) -> usize {
 }
 
 impl Lane {
+    /// How many of its running jobs hold a lease that is unexpired at `now`.
+    fn running(&self, now: DateTime<Utc>) -> u64 {
+        let expired = self
+            .leases
+            .range(..=(now, JobId::from_u128(u128::MAX)))
+            .count();
+        (self.leases.len() - expired) as u64
+    }
+
     /// Moves the jobs that became due to `ready`.
     fn promote_due(&mut self, jobs: &HashMap<JobId, Entry>, now: DateTime<Utc>) {
         while let Some(&(run_at, id)) = self.scheduled.first() {
@@ -154,8 +165,10 @@ impl Inner {
         if let Some(at) = lease_expiry {
             if add {
                 self.leases.insert((at, id));
+                lane.leases.insert((at, id));
             } else {
                 self.leases.remove(&(at, id));
+                lane.leases.remove(&(at, id));
             }
         }
     }
@@ -366,10 +379,20 @@ impl JobStore for MemoryStore {
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let mut inner = self.lock();
-        let paused = inner.queues.get(&params.queue).is_some_and(|q| q.paused);
+        let settings = inner.queues.get(&params.queue).cloned().unwrap_or_default();
         let Inner { jobs, lanes, .. } = &mut *inner;
-        let Some(lane) = lanes.get_mut(&params.queue).filter(|_| !paused) else {
+        if settings.paused {
             return Ok(Claimed::default());
+        }
+        let lane = lanes.get_mut(&params.queue);
+        let running = lane.as_ref().map_or(0, |lane| lane.running(now));
+        let room = rules::claim_room(&settings, running, params.limit);
+        let full = room < params.limit;
+        let Some(lane) = lane else {
+            return Ok(Claimed {
+                full,
+                ..Claimed::default()
+            });
         };
         lane.promote_due(jobs, now);
         let wanted = |id: &JobId| match &params.types {
@@ -381,7 +404,7 @@ impl JobStore for MemoryStore {
             .iter()
             .map(|key| key.2)
             .filter(wanted)
-            .take(params.limit)
+            .take(room)
             .collect();
         let next_run_at = if picked.len() < params.limit {
             lane.scheduled
@@ -400,7 +423,11 @@ impl JobStore for MemoryStore {
             };
             jobs.push(inner.claim(id, lease, now)?);
         }
-        Ok(Claimed { jobs, next_run_at })
+        Ok(Claimed {
+            jobs,
+            next_run_at,
+            full,
+        })
     }
 
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {

@@ -60,3 +60,10 @@ async fn memory_store_agrees_with_the_reference() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_max_running_holds_across_engines() {
+    let store: std::sync::Arc<dyn jobworks::JobStore> =
+        std::sync::Arc::new(jobworks::MemoryStore::new());
+    jobworks::testing::max_running_holds_across_engines(store.clone(), store).await;
+}

@@ -84,3 +84,10 @@ async fn sqlite_store_agrees_with_the_reference() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_max_running_holds_across_engines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn jobworks::JobStore> = Arc::new(fresh(&dir).await);
+    jobworks::testing::max_running_holds_across_engines(store.clone(), store).await;
+}

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::http::request::Parts;
-use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, StaticCredentials};
+use jobworks::http::{
+    ApiError, Authenticator, JobsApi, PathParams, Principal, Scope, StaticCredentials,
+};
 use jobworks::{
     ArtifactKey, ArtifactName, ArtifactSpec, Engine, JobContext, JobError, ObjectStoreArtifacts,
     TenantId, from_fn,
@@ -27,6 +29,10 @@ fn credentials() -> StaticCredentials {
             Principal::new(TenantId::new("globex").unwrap(), "g"),
         )
         .bearer("reader", Principal::new(acme.clone(), "r").read_only())
+        .bearer(
+            "operator",
+            Principal::new(acme.clone(), "o").with_scope(Scope::Operator),
+        )
         .basic("key", "secret", Principal::new(acme, "k"))
 }
 
@@ -722,4 +728,148 @@ async fn mounts_under_a_prefix_whose_parameters_the_authenticator_reads() {
             ["$ref"],
         "#/components/schemas/JobView"
     );
+}
+
+#[tokio::test]
+async fn queues_are_named_at_submit_and_paused_by_operators() {
+    let s = serve().await;
+    let job = s
+        .submit(json!({"type": "ECHO", "queue": "mail.v2", "concurrency_key": "customer-1"}))
+        .await;
+    assert_eq!(job["queue"], "mail.v2");
+    assert_eq!(job["concurrency_key"], "customer-1");
+    let plain = s
+        .submit(json!({"type": "ECHO", "concurrency_key": null}))
+        .await;
+    assert_eq!(plain["queue"], "default");
+    assert_eq!(plain["concurrency_key"], Value::Null);
+
+    // The engine serves only `default`: the other job waits, and lists by its queue.
+    s.wait_done(plain["id"].as_str().unwrap()).await;
+    let (status, _, page) = s
+        .send(s.req(Method::GET, "/jobs?queue=mail.v2", "acme"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["id"], job["id"]);
+    let (status, _, body) = s.send(s.req(Method::GET, "/jobs?queue=Bad", "acme")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["loc"], json!(["query", "queue"]));
+
+    for (bad, field) in [
+        (json!({"type": "ECHO", "queue": "Upper"}), "queue"),
+        (json!({"type": "ECHO", "queue": ""}), "queue"),
+        (json!({"type": "ECHO", "queue": "q".repeat(65)}), "queue"),
+        (json!({"type": "ECHO", "queue": 7}), "queue"),
+        (
+            json!({"type": "ECHO", "concurrency_key": "k".repeat(129)}),
+            "concurrency_key",
+        ),
+        (
+            json!({"type": "ECHO", "concurrency_key": ""}),
+            "concurrency_key",
+        ),
+    ] {
+        let (status, _, body) = s
+            .send(s.req(Method::POST, "/jobs", "acme").json(&bad))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_envelope(&body, 422, "validation_error");
+        assert_eq!(body["errors"][0]["loc"], json!(["body", field]), "{bad}");
+    }
+
+    // Queue routes need the operator scope.
+    for who in ["acme", "reader"] {
+        let (status, _, body) = s.send(s.req(Method::GET, "/queues", who)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}");
+        assert_envelope(&body, 403, "permission_denied");
+    }
+    let (status, _, body) = s.send(s.req(Method::GET, "/queues", "operator")).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "mail.v2"]);
+    let (status, _, q) = s
+        .send(s.req(Method::GET, "/queues/mail.v2", "operator"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        q,
+        json!({"name": "mail.v2", "paused": false, "max_running": null,
+               "max_running_per_key": null, "rate": null,
+               "counts": {"waiting": 0, "queued": 1, "running": 0, "failed": 0}})
+    );
+    let (status, _, q) = s
+        .send(s.req(Method::GET, "/queues/never-used", "operator"))
+        .await;
+    assert_eq!(
+        (status, &q["counts"]["queued"]),
+        (StatusCode::OK, &json!(0))
+    );
+    let (status, _, body) = s
+        .send(s.req(Method::GET, "/queues/Bad%20Name", "operator"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["loc"], json!(["path", "name"]));
+
+    // Pause the default queue: a new job waits; resume: it runs at once.
+    let (status, _, q) = s
+        .send(s.req(Method::POST, "/queues/default/pause", "operator"))
+        .await;
+    assert_eq!((status, &q["paused"]), (StatusCode::OK, &json!(true)));
+    let held = s.submit(json!({"type": "ECHO"})).await;
+    let id = held["id"].as_str().unwrap();
+    let (_, _, polled) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}?wait=1"), "acme"))
+        .await;
+    assert_eq!(polled["status"], "queued", "a paused queue's job ran");
+    let (status, _, q) = s
+        .send(s.req(Method::POST, "/queues/default/resume", "operator"))
+        .await;
+    assert_eq!((status, &q["paused"]), (StatusCode::OK, &json!(false)));
+    assert_eq!(s.wait_done(id).await["status"], "completed");
+
+    // PATCH changes what it names and keeps the rest; a bad or unknown field is a 422.
+    let patch = |body: Value| {
+        s.req(Method::PATCH, "/queues/mail.v2", "operator")
+            .json(&body)
+    };
+    let (status, _, q) = s
+        .send(patch(json!({"max_running": 2, "paused": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!((&q["max_running"], &q["paused"]), (&json!(2), &json!(true)));
+    let (_, _, q) = s.send(patch(json!({"paused": false}))).await;
+    assert_eq!(
+        (&q["max_running"], &q["paused"]),
+        (&json!(2), &json!(false))
+    );
+    let (_, _, q) = s.send(patch(json!({"max_running": null}))).await;
+    assert_eq!(q["max_running"], Value::Null);
+    for (bad, field) in [
+        (json!({"max_running": 0}), "max_running"),
+        (json!({"max_running": 100_001}), "max_running"),
+        (json!({"max_running": "2"}), "max_running"),
+        (json!({"paused": "yes"}), "paused"),
+        (
+            json!({"rate": {"limit": 5, "period_ms": 1000, "burst": 5}}),
+            "rate",
+        ),
+    ] {
+        let (status, _, body) = s.send(patch(bad.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_envelope(&body, 422, "validation_error");
+        assert_eq!(body["errors"][0]["loc"], json!(["body", field]), "{bad}");
+    }
+    let (status, _, _) = s
+        .send(
+            s.req(Method::PATCH, "/queues/mail.v2", "acme")
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

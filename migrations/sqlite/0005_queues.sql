@@ -8,6 +8,7 @@ CREATE INDEX jobworks_jobs_ready ON jobworks_jobs (queue, priority DESC, run_at,
 
 CREATE TABLE jobworks_queues (
     name       TEXT    NOT NULL PRIMARY KEY,
-    paused     INTEGER NOT NULL DEFAULT 0,
-    updated_at INTEGER NOT NULL
+    paused      INTEGER NOT NULL DEFAULT 0,
+    max_running INTEGER,
+    updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;

@@ -176,3 +176,46 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_cut_to_a_year_and_never_overflow() {
+        let now = crate::job::now();
+        let day = chrono::Duration::days(1);
+        assert_eq!(
+            later(now, Duration::from_secs(60)),
+            now + chrono::Duration::seconds(60)
+        );
+        assert_eq!(later(now, Duration::MAX), now + day * 366);
+        let policy = crate::RetryPolicy::default();
+        for e in [
+            JobError::retry_after("x", Duration::MAX),
+            JobError::snooze(Duration::MAX),
+        ] {
+            match failure(&e, false, (1, 3), (&policy, now)) {
+                Finish::Retry { run_at, .. } | Finish::Snoozed { run_at, .. } => {
+                    assert_eq!(run_at, now + day * 366);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A snooze on the last attempt is still a snooze: it gives the attempt back.
+        let last = failure(
+            &JobError::snooze(Duration::ZERO),
+            false,
+            (3, 3),
+            (&policy, now),
+        );
+        assert!(matches!(last, Finish::Snoozed { .. }), "{last:?}");
+        let cancelled = failure(
+            &JobError::snooze(Duration::ZERO),
+            true,
+            (1, 3),
+            (&policy, now),
+        );
+        assert_eq!(cancelled, Finish::Cancelled);
+    }
+}

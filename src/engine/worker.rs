@@ -189,6 +189,7 @@ async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: Canc
     let slots = &lane.slots;
     let config = &engine.config;
     let mut work = engine.store.notifier().subscribe_work();
+    let mut freed = engine.store.notifier().subscribe_freed();
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -209,6 +210,7 @@ async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: Canc
         // Mark the notifications seen before claiming, so a submit racing with an empty
         // claim still wakes us.
         let seen = *work.borrow_and_update();
+        freed.borrow_and_update();
         // Reserve the slots before claiming, so that no dispatcher of this queue sees it
         // idle while this claim is in flight.
         lane.active.fetch_add(permits.len(), Ordering::AcqRel);
@@ -236,6 +238,7 @@ async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: Canc
         };
         let wanted = permits.len();
         let got = claimed.jobs.len();
+        let full = claimed.full;
         for job in claimed.jobs {
             let permit = permits.pop().expect("no more jobs than permits");
             spawn_job(&shared, &lane, job, permit);
@@ -266,10 +269,18 @@ async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: Canc
             }
             lane.drained.notified().await;
         };
+        // The queue's limit held the claim back: a running job ending anywhere frees room.
+        let room_freed = async {
+            if !full {
+                std::future::pending::<()>().await;
+            }
+            let _ = freed.changed().await;
+        };
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             _ = work.changed() => {}
+            _ = room_freed => {}
             _ = others_done => {}
             _ = sleep(nap) => {}
         }

@@ -201,6 +201,45 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional boolean.
+    pub(crate) fn boolean(&mut self, name: &str) -> Option<bool> {
+        let v = self.value(name)?;
+        let b = v.as_bool();
+        if b.is_none() {
+            self.error(name, "type_error", "must be true or false");
+        }
+        b
+    }
+
+    /// An integer within `range` or `null`, when present: `Some(None)` for `null`.
+    pub(crate) fn nullable_int(
+        &mut self,
+        name: &str,
+        range: RangeInclusive<i64>,
+    ) -> Option<Option<i64>> {
+        if !self.map.contains_key(name) {
+            return None;
+        }
+        match self.value(name) {
+            None => Some(None),
+            Some(_) => self.int(name, range).map(Some),
+        }
+    }
+
+    /// Records an error for every field not in `known`: a change nobody would apply must
+    /// not pass for one that was.
+    pub(crate) fn refuse_others(&mut self, known: &[&str]) {
+        let unknown: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for name in unknown {
+            self.error(&name, "unknown_field", "is not a field of this object");
+        }
+    }
+
     /// `Ok` when every field read so far was good.
     pub(crate) fn finish(self) -> Result<(), ApiError> {
         self.into_errors()

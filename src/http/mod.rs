@@ -171,7 +171,7 @@ impl JobsApi {
             .routes(routes!(jobs::events))
             .routes(routes!(jobs::cancel))
             .routes(routes!(queues::list))
-            .routes(routes!(queues::get))
+            .routes(routes!(queues::get, queues::patch))
             .routes(routes!(queues::pause))
             .routes(routes!(queues::resume))
             .routes(routes!(download::download));

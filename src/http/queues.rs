@@ -5,10 +5,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::body::RouteParam;
+use super::body::{Fields, JsonBody, RouteParam};
 use super::{ApiError, ApiState, Principal, Scope};
 use crate::job::QueueName;
-use crate::store::{QueueInfo, QueuePatch};
+use crate::store::{MAX_QUEUE_LIMIT, QueueInfo, QueuePatch};
 
 /// A queue: its stored settings and its jobs, counted over every tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -64,7 +64,7 @@ impl From<&QueueInfo> for QueueView {
         QueueView {
             name: q.name.to_string(),
             paused: q.settings.paused,
-            max_running: None,
+            max_running: q.settings.max_running,
             max_running_per_key: None,
             rate: None,
             counts: QueueCountsView {
@@ -115,6 +115,7 @@ pub(crate) async fn list(
     params(("name" = String, Path, description = "The queue's name")),
     responses(
         (status = 200, description = "The queue", body = QueueView),
+        (status = 403, description = "The credential lacks the `operator` scope", body = super::ErrorBody),
         (status = 422, description = "Not a queue name", body = super::ErrorBody),
     ))]
 pub(crate) async fn get(
@@ -127,11 +128,56 @@ pub(crate) async fn get(
     Ok(queue_response(&info))
 }
 
+/// The fields `PATCH /queues/{name}` takes; any other is refused.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[allow(dead_code)] // read field by field, for errors that name every bad one
+pub(crate) struct QueuePatchRequest {
+    /// Pause (`true`) or resume (`false`).
+    paused: Option<bool>,
+    /// At most this many of the queue's jobs run at once across all engines (1–100,000),
+    /// or `null` for no limit.
+    #[schema(minimum = 1, maximum = 100000)]
+    max_running: Option<u32>,
+}
+
+/// Change a queue's settings; fields left out keep their value.
+#[utoipa::path(patch, path = "/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    request_body = QueuePatchRequest,
+    responses(
+        (status = 200, description = "The queue with its new settings", body = QueueView),
+        (status = 403, description = "The credential lacks the `operator` scope", body = super::ErrorBody),
+        (status = 422, description = "Not a queue name, or a bad or unknown field", body = super::ErrorBody),
+    ))]
+pub(crate) async fn patch(
+    State(state): State<ApiState>,
+    principal: Principal,
+    RouteParam(name): RouteParam,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Operator)?;
+    let name = queue_name(&name)?;
+    let mut f = Fields::of(&body, "body")?;
+    let mut patch = QueuePatch::default();
+    if let Some(paused) = f.boolean("paused") {
+        patch = patch.paused(paused);
+    }
+    let limit = 1..=i64::from(MAX_QUEUE_LIMIT);
+    if let Some(max) = f.nullable_int("max_running", limit) {
+        patch = patch.max_running(max.map(|n| n as u32));
+    }
+    f.refuse_others(&["paused", "max_running"]);
+    f.finish()?;
+    let info = state.engine.configure_queue(&name, patch).await?;
+    Ok(queue_response(&info))
+}
+
 /// Pause a queue: no engine claims from it until it is resumed.
 #[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
     responses(
         (status = 200, description = "The queue, paused", body = QueueView),
+        (status = 403, description = "The credential lacks the `operator` scope", body = super::ErrorBody),
         (status = 422, description = "Not a queue name", body = super::ErrorBody),
     ))]
 pub(crate) async fn pause(
@@ -153,6 +199,7 @@ pub(crate) async fn pause(
     params(("name" = String, Path, description = "The queue's name")),
     responses(
         (status = 200, description = "The queue, resumed", body = QueueView),
+        (status = 403, description = "The credential lacks the `operator` scope", body = super::ErrorBody),
         (status = 422, description = "Not a queue name", body = super::ErrorBody),
     ))]
 pub(crate) async fn resume(

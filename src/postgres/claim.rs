@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 
+use sqlx::Row;
+use sqlx::types::Uuid;
+
 use super::rows::{JobRow, complete, decode_job, job_columns};
 use super::{BACKEND, PostgresStore, db};
 use crate::Result;
@@ -23,41 +26,41 @@ impl PostgresStore {
         // Its commit does not wait for the disk: a claim lost in a server crash leaves the
         // job queued without a lease, so it runs again and the lost lease can write
         // nothing; a later synchronous commit (a finish) flushes it anyway.
+        // One round trip to `jobworks_claim` (schema v5), which applies the claim rule in
+        // SQL (running, one more attempt, started now, progress cleared, a `started` event
+        // "attempt N") within the room the queue's settings leave (`rules::claim_room`:
+        // none while paused, at most `max_running` running). The conformance suite and
+        // the differential test hold it to the other backends. Its commit does not wait
+        // for the disk: a claim lost in a server crash leaves the job queued without a
+        // lease, so it runs again and the lost lease can write nothing; a later
+        // synchronous commit (a finish) flushes it anyway.
         let found = sqlx::query(concat!(
-            "WITH picked AS (
-                SELECT id FROM jobworks_jobs
-                WHERE queue = $6 AND status = 'queued' AND run_at <= $1
-                    AND ($2::text[] IS NULL OR job_type = ANY($2))
-                    AND NOT EXISTS (SELECT 1 FROM jobworks_queues q WHERE q.name = $6 AND q.paused)
-                ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE jobworks_jobs j SET status = 'running', attempts = j.attempts + 1,
-                    started_at = $1, progress = NULL, updated_at = $1, revision = j.revision + 1,
-                    event_seq = j.event_seq + 1, lease_id = gen_random_uuid(), lease_expires_at = $4
-                FROM picked WHERE j.id = picked.id
-                RETURNING j.*
-            ), started AS (
-                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
-                SELECT id, event_seq, 'started', 'public', 'attempt ' || attempts, $1 FROM claimed
-            ), told AS (
-                SELECT pg_notify($5, string_agg(id::text, ',')) FROM claimed HAVING count(*) > 0
-            ), relaxed AS (
-                SELECT set_config('synchronous_commit', 'off', true)
-            )
-            SELECT ",
+            "SELECT ",
             job_columns!(),
-            " FROM claimed, (SELECT count(*) FROM told) AS t, relaxed
+            ", room FROM (SELECT (r.job).*, r.room
+                FROM jobworks_claim($6, $1, $2, $3, $4, $5) AS r) AS x
             ORDER BY priority DESC, run_at, id"
         ))
         .bind(now)
         .bind(&types)
-        .bind(params.limit as i64)
+        .bind(i32::try_from(params.limit).unwrap_or(i32::MAX))
         .bind(expires_at)
         .bind(self.channel())
         .bind(params.queue.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        // Every answer has a row; only a claim that took nothing has one without a job.
+        let room: i32 = match found.first() {
+            Some(row) => row.try_get("room").map_err(db)?,
+            None => 0,
+        };
+        let paused = room < 0;
+        let full = !paused && usize::try_from(room).unwrap_or(0) < params.limit;
+        let found: Vec<_> = found
+            .into_iter()
+            .filter(|row| matches!(row.try_get::<Option<Uuid>, _>(0), Ok(Some(_))))
+            .collect();
         let mut rows = Vec::with_capacity(found.len());
         let mut retried = Vec::new();
         for row in &found {
@@ -105,11 +108,10 @@ impl PostgresStore {
                 next_seq: row.event_seq + 1,
             });
         }
-        let next_run_at = if jobs.len() < params.limit {
+        let next_run_at = if jobs.len() < params.limit && !paused {
             sqlx::query_scalar(
                 "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = $3 AND status = 'queued' \
-                 AND run_at > $1 AND ($2::text[] IS NULL OR job_type = ANY($2)) \
-                 AND NOT EXISTS (SELECT 1 FROM jobworks_queues q WHERE q.name = $3 AND q.paused)",
+                 AND run_at > $1 AND ($2::text[] IS NULL OR job_type = ANY($2))",
             )
             .bind(now)
             .bind(&types)
@@ -120,6 +122,10 @@ impl PostgresStore {
         } else {
             None
         };
-        Ok(Claimed { jobs, next_run_at })
+        Ok(Claimed {
+            jobs,
+            next_run_at,
+            full,
+        })
     }
 }

@@ -348,11 +348,14 @@ async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
     }
 }
 
-/// Payloads: `w` (work available), then `,`-separated job ids that changed.
+/// Payloads: `w` (work available) and `s` (a slot of a limited queue freed), then
+/// `,`-separated job ids that changed.
 fn dispatch(notifier: &Notifier, payload: &str) {
     for part in payload.split(',') {
         if part == "w" {
             notifier.work_available();
+        } else if part == "s" {
+            notifier.slot_freed();
         } else if let Ok(id) = part.parse::<JobId>() {
             notifier.job_changed(id);
         }

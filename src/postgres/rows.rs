@@ -10,7 +10,8 @@ use sqlx::{PgConnection, Row};
 use super::{BACKEND, db};
 use crate::Result;
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, QueueName, TenantId, Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName, TenantId,
+    Visibility,
 };
 use crate::sql::{corrupt, json_text, parse_json, status};
 use crate::store::{Lease, LeaseChange, Stored, Write};
@@ -171,6 +172,8 @@ pub(super) async fn save(
         c.expected_revision.push(w.revision as i64);
         c.expected_lease.push(w.lease_id.map(Uuid::from_u128));
         c.tells.push(!w.events.is_empty());
+        c.freed
+            .push(w.from_status() == JobStatus::Running && job.status != JobStatus::Running);
         for event in &w.events {
             e.job_id.push(uuid(job.id));
             e.seq.push(event.seq as i64);
@@ -209,13 +212,13 @@ pub(super) async fn save(
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
                         $12::bigint[], $13::bigint[], $14::bool[], $15::uuid[], $16::timestamptz[],
-                        $17::bigint[], $18::uuid[], $19::bool[])
+                        $17::bigint[], $18::uuid[], $19::bool[], $39::bool[])
                 AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
                      progress, cancel_requested, revision, event_seq, keep_lease, lease_id,
-                     lease_expires_at, expected_revision, expected_lease, tells)
+                     lease_expires_at, expected_revision, expected_lease, tells, freed)
             WHERE j.id = u.id AND j.revision = u.expected_revision
                 AND j.lease_id IS NOT DISTINCT FROM u.expected_lease
-            RETURNING j.id, j.status, u.tells
+            RETURNING j.id, j.status, j.queue, u.tells, u.freed
         ), appended AS (
             INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, payload, artifacts, created_at)
             SELECT v.job_id, v.seq, v.kind, v.visibility, v.message, v.payload::jsonb, v.artifacts::jsonb, v.created_at
@@ -243,6 +246,9 @@ pub(super) async fn save(
                (SELECT count(*) FROM appended),
                (SELECT count(*) FROM recorded),
                (SELECT pg_notify($38, CASE WHEN bool_or(status = 'queued') THEN 'w,' ELSE '' END
+                    || CASE WHEN bool_or(freed AND queue IN
+                        (SELECT name FROM jobworks_queues WHERE max_running IS NOT NULL))
+                       THEN 's,' ELSE '' END
                     || string_agg(id::text, ','))::text
                 FROM saved WHERE tells HAVING count(*) > 0)",
     )
@@ -284,6 +290,7 @@ pub(super) async fn save(
     .bind(a.created_at)
     .bind(a.attempt)
     .bind(channel)
+    .bind(c.freed)
     .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
@@ -311,6 +318,7 @@ struct Columns {
     expected_revision: Vec<i64>,
     expected_lease: Vec<Option<Uuid>>,
     tells: Vec<bool>,
+    freed: Vec<bool>,
 }
 
 #[derive(Default)]

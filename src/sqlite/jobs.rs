@@ -77,9 +77,17 @@ fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
 
 fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Result<Claimed> {
     let expires_at = rules::lease_until(now, params.lease_ttl)?;
-    if queues::paused(conn, &params.queue)? {
+    let settings = queues::settings(conn, &params.queue)?;
+    if settings.paused {
         return Ok(Claimed::default());
     }
+    let room = match settings.max_running {
+        None => params.limit,
+        Some(_) => {
+            let running = queues::running(conn, &params.queue, now)?;
+            rules::claim_room(&settings, running, params.limit)
+        }
+    };
     let types = params
         .types
         .as_ref()
@@ -93,13 +101,9 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
               AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
               ORDER BY priority DESC, run_at, id LIMIT ?3"
         ),
-        params![
-            micros(now),
-            &types,
-            params.limit as i64,
-            params.queue.as_str()
-        ],
+        params![micros(now), &types, room as i64, params.queue.as_str()],
     )?;
+    let full = room < params.limit;
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         // Only the `queued` event comes before a first claim: a job with more ran before
@@ -140,7 +144,11 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     } else {
         None
     };
-    Ok(Claimed { jobs, next_run_at })
+    Ok(Claimed {
+        jobs,
+        next_run_at,
+        full,
+    })
 }
 
 fn purge_before(conn: &Connection, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {

@@ -10,9 +10,10 @@ use crate::JobId;
 
 /// Wakes idle workers when work becomes available and readers when a job changes.
 ///
-/// Every store owns one. A store calls [`Notifier::work_available`] after it commits a
-/// job that can be claimed (a submit, a retry, a requeue) and [`Notifier::job_changed`]
-/// after any change to a job. A store shared between processes forwards the other
+/// Every store owns one. The store protocol calls [`Notifier::work_available`] after it
+/// commits a job that can be claimed (a submit, a retry, a requeue, a resume),
+/// [`Notifier::slot_freed`] after a running job ended, and [`Notifier::job_changed`] after
+/// any change to a job. A store shared between processes forwards the other
 /// processes' changes too (PostgreSQL does so from `LISTEN`).
 ///
 /// Waiting never misses a wake-up: take the receiver or watch *before* reading the state
@@ -20,6 +21,7 @@ use crate::JobId;
 #[derive(Debug)]
 pub struct Notifier {
     available: watch::Sender<u64>,
+    freed: watch::Sender<u64>,
     watched: Mutex<HashMap<JobId, (Arc<Notify>, usize)>>,
     watching: AtomicUsize,
 }
@@ -28,6 +30,7 @@ impl Default for Notifier {
     fn default() -> Self {
         Notifier {
             available: watch::Sender::new(0),
+            freed: watch::Sender::new(0),
             watched: Mutex::new(HashMap::new()),
             watching: AtomicUsize::new(0),
         }
@@ -44,6 +47,18 @@ impl Notifier {
     /// taken or last marked seen (`borrow_and_update`).
     pub fn subscribe_work(&self) -> watch::Receiver<u64> {
         self.available.subscribe()
+    }
+
+    /// Says that a running job ended (finished, or went back to its queue), which frees a
+    /// slot of its queue's `max_running`.
+    pub fn slot_freed(&self) {
+        self.freed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`slot_freed`](Self::slot_freed) made after it was taken
+    /// or last marked seen: what a claimer whose queue was full waits on.
+    pub fn subscribe_freed(&self) -> watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 
     /// Says that job `id` changed. Costs one atomic load when nobody watches any job.

@@ -193,6 +193,7 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
     }
 
     async fn configure_queue(&self, name: &QueueName, patch: QueuePatch) -> Result<QueueSettings> {
+        patch.validate()?;
         let settings = self.update_queue(name, &patch).await?;
         if patch.may_free_work() {
             self.notifier().work_available();
@@ -318,6 +319,7 @@ struct Tell {
     id: JobId,
     changed: bool,
     claimable: bool,
+    freed: bool,
 }
 
 impl Tell {
@@ -327,6 +329,8 @@ impl Tell {
             changed: write.job.revision != write.revision,
             claimable: write.job.status == JobStatus::Queued
                 && write.from_status() != JobStatus::Queued,
+            freed: write.from_status() == JobStatus::Running
+                && write.job.status != JobStatus::Running,
         }
     }
 
@@ -337,6 +341,9 @@ impl Tell {
         }
         if self.claimable {
             store.notifier().work_available();
+        }
+        if self.freed {
+            store.notifier().slot_freed();
         }
     }
 }

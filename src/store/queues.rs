@@ -4,13 +4,20 @@
 use crate::job::QueueName;
 
 /// A queue's stored settings. A queue without stored settings has the defaults: not
-/// paused.
+/// paused, no limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueSettings {
     /// Not claimed from while set: submits are accepted and running jobs finish.
     pub paused: bool,
+    /// At most this many of the queue's jobs run at once, across every engine on the
+    /// store (1…[`MAX_QUEUE_LIMIT`]). A job counts while its lease is unexpired, so a
+    /// crashed engine's jobs hold their slots until their leases expire.
+    pub max_running: Option<u32>,
 }
+
+/// The largest `max_running` a queue may have.
+pub const MAX_QUEUE_LIMIT: u32 = 100_000;
 
 /// A change to a queue's settings: what is left `None` keeps its value.
 ///
@@ -25,6 +32,8 @@ pub struct QueueSettings {
 pub struct QueuePatch {
     /// Pauses (`true`) or resumes (`false`) the queue.
     pub paused: Option<bool>,
+    /// Sets (`Some(Some(n))`) or removes (`Some(None)`) the limit on running jobs.
+    pub max_running: Option<Option<u32>>,
 }
 
 impl QueuePatch {
@@ -34,16 +43,42 @@ impl QueuePatch {
         self
     }
 
+    /// Limits (or, with `None`, stops limiting) how many of the queue's jobs run at once.
+    pub fn max_running(mut self, max: Option<u32>) -> Self {
+        self.max_running = Some(max);
+        self
+    }
+
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](crate::Error::Invalid) naming the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        if let Some(Some(n)) = self.max_running
+            && !(1..=MAX_QUEUE_LIMIT).contains(&n)
+        {
+            return Err(crate::Error::invalid(
+                "max_running",
+                "must be between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
+
     /// Applies the change to `settings`.
     pub fn apply(&self, settings: &mut QueueSettings) {
         if let Some(paused) = self.paused {
             settings.paused = paused;
         }
+        if let Some(max) = self.max_running {
+            settings.max_running = max;
+        }
     }
 
-    /// Whether the change may let more jobs be claimed (idle engines are then woken).
+    /// Whether the change may let more jobs be claimed (idle engines are then woken): a
+    /// resume, or a limit raised or removed.
     pub fn may_free_work(&self) -> bool {
-        self.paused == Some(false)
+        self.paused == Some(false) || self.max_running.is_some()
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Append, Finish, Lease, LeaseChange, LeaseStatus, Step, Stored, Write};
+use super::{Append, Finish, Lease, LeaseChange, LeaseStatus, QueueSettings, Step, Stored, Write};
 use crate::job::{EventKind, Job, JobStatus, NewEvent};
 use crate::{Error, Result};
 
@@ -92,6 +92,24 @@ pub(crate) fn started_message(attempt: u32) -> Cow<'static, str> {
     match attempt.checked_sub(1).and_then(|i| NAMES.get(i as usize)) {
         Some(name) => Cow::Borrowed(name),
         None => Cow::Owned(format!("attempt {attempt}")),
+    }
+}
+
+/// How many of `wanted` jobs a claim may take from a queue with `settings` while
+/// `running` of its jobs hold unexpired leases: none while it is paused, and never so
+/// many that more than `max_running` would run. A backend's claim counts `running` and
+/// takes the room in one step (one lock, one transaction), so that claims on many
+/// engines together keep to the limit.
+pub fn claim_room(settings: &QueueSettings, running: u64, wanted: usize) -> usize {
+    if settings.paused {
+        return 0;
+    }
+    match settings.max_running {
+        None => wanted,
+        Some(max) => {
+            let free = u64::from(max).saturating_sub(running);
+            wanted.min(usize::try_from(free).unwrap_or(usize::MAX))
+        }
     }
 }
 

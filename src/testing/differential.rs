@@ -24,8 +24,8 @@ const TTL: Duration = Duration::from_secs(30);
 
 /// Runs `sequences` random sequences of `steps` operations each (submit into two queues,
 /// claim from either, heartbeat, append with progress or an artifact record, finish in
-/// every way including a snooze, cancel, reap, pause and resume of a queue, and clock
-/// jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
+/// every way including a snooze, cancel, reap, pause, resume and `max_running` of a
+/// queue, and clock jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
 /// per sequence, both on clocks moved together. After every step the answers must agree
 /// and so must the records and timelines of the jobs it touched, and at the end of a
 /// sequence those of all its jobs. Timestamps, revisions and lease ids are left out of
@@ -191,8 +191,8 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             46..62 => self.append().await?,
             62..80 => self.finish().await?,
             80..86 => self.cancel().await?,
-            86..91 => self.reap().await?,
-            91..93 => self.pause_or_resume().await?,
+            86..90 => self.reap().await?,
+            90..94 => self.pause_or_resume().await?,
             _ => {
                 let jump = Duration::from_secs(self.rng.random_range(5..45));
                 self.reference_clock.advance(jump);
@@ -257,7 +257,11 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         let t = self.tested.take(params).await;
         let clean = |c: &crate::Claimed| {
             let jobs: Vec<_> = c.jobs.iter().map(|j| clean_job(&j.job)).collect();
-            format!("{jobs:?} next due: {}", c.next_run_at.is_some())
+            format!(
+                "{jobs:?} next due: {}, full: {}",
+                c.next_run_at.is_some(),
+                c.full
+            )
         };
         Self::agree("claim", &r, &t, clean)?;
         if let (Ok(r), Ok(t)) = (r, t) {
@@ -374,7 +378,12 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     }
 
     async fn pause_or_resume(&mut self) -> std::result::Result<(), Diff> {
-        let patch = QueuePatch::default().paused(self.rng.random_bool(0.5));
+        let patch = match self.rng.random_range(0..4) {
+            0 => QueuePatch::default().paused(true),
+            1 => QueuePatch::default().paused(false),
+            2 => QueuePatch::default().max_running(None),
+            _ => QueuePatch::default().max_running(Some(self.rng.random_range(1..3))),
+        };
         let r = self
             .reference
             .configure_queue(&self.queue, patch.clone())

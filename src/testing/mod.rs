@@ -19,6 +19,7 @@ mod differential;
 mod documents;
 mod engine;
 mod fencing;
+mod flow;
 mod leases;
 mod lifecycle;
 mod queries;
@@ -39,6 +40,7 @@ pub use differential::differential_test;
 pub use documents::*;
 pub use engine::*;
 pub use fencing::*;
+pub use flow::*;
 pub use leases::*;
 pub use lifecycle::*;
 pub use queries::*;
@@ -83,6 +85,7 @@ where
         claims_stay_in_their_queue,
         a_paused_queue_is_not_claimed,
         snooze_charges_no_attempt,
+        max_running_caps_claims,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;

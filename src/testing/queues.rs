@@ -213,3 +213,74 @@ pub async fn snooze_charges_no_attempt(store: &impl JobStore) {
         .collect();
     assert_eq!(said, due_times, "each event says when the job runs again");
 }
+
+/// `max_running` caps what claims take, counting jobs under unexpired leases: a full
+/// queue gives nothing (and says it is full) until a running job ends or its lease
+/// expires; a freed slot is announced; removing the limit frees the rest.
+pub async fn max_running_caps_claims(store: &impl JobStore) {
+    let limited = queue("limited");
+    let bad = store
+        .configure_queue(&limited, QueuePatch::default().max_running(Some(0)))
+        .await;
+    assert!(matches!(bad, Err(crate::Error::Invalid { .. })), "{bad:?}");
+    let over = QueuePatch::default().max_running(Some(crate::MAX_QUEUE_LIMIT + 1));
+    assert!(store.configure_queue(&limited, over).await.is_err());
+    let set = store
+        .configure_queue(&limited, QueuePatch::default().max_running(Some(2)))
+        .await
+        .expect("limit");
+    assert_eq!(set.max_running, Some(2));
+    for _ in 0..5 {
+        insert_one(store, queued_in("limited", None)).await;
+    }
+    let short = Duration::from_secs(5);
+    let params = |ttl| {
+        ClaimParams::default()
+            .limit(10)
+            .lease_ttl(ttl)
+            .queue(queue("limited"))
+    };
+    let first = store.take(params(short)).await.expect("claim");
+    assert_eq!(first.jobs.len(), 2, "a claim took more than max_running");
+    assert!(first.full);
+    let second = store.take(params(LONG)).await.expect("claim");
+    assert!(second.jobs.is_empty() && second.full, "{second:?}");
+
+    // A finish frees a slot and says so.
+    let mut freed = store.notifier().subscribe_freed();
+    let seen = *freed.borrow_and_update();
+    let done = Finish::Completed {
+        result: serde_json::json!(null),
+    };
+    store
+        .finish(&first.jobs[0].lease, done)
+        .await
+        .expect("finish");
+    assert!(
+        *freed.borrow() > seen,
+        "a finished job did not announce its slot"
+    );
+    let third = store.take(params(LONG)).await.expect("claim");
+    assert_eq!(third.jobs.len(), 1);
+
+    // An expired lease stops counting, before any reaper ran.
+    store.clock().advance(short + Duration::from_secs(1));
+    let fourth = store.take(params(LONG)).await.expect("claim");
+    assert_eq!(fourth.jobs.len(), 1, "an expired lease still held its slot");
+    assert!(fourth.full);
+
+    // Without the limit, the rest go at once; a limit never set asks nothing.
+    let unset = store
+        .configure_queue(&limited, QueuePatch::default().max_running(None))
+        .await
+        .expect("unset");
+    assert_eq!(unset.max_running, None);
+    let rest = store.take(params(LONG)).await.expect("claim");
+    assert_eq!(rest.jobs.len(), 1);
+    assert!(!rest.full);
+    let plain = store
+        .take(ClaimParams::default().limit(10))
+        .await
+        .expect("claim");
+    assert!(!plain.full);
+}
