@@ -261,6 +261,16 @@ impl JobStore for MapStore {
         Ok(doomed)
     }
 
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+        let mut jobs = self.jobs();
+        let current = jobs.get(&id).map(|(s, _)| (&s.job.tenant, s.job.revision));
+        let matches = current == Some((tenant, revision));
+        if matches {
+            jobs.remove(&id);
+        }
+        Ok(matches)
+    }
+
     async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
         let mut all = BTreeMap::<_, QueueStats>::new();
         for (stored, _) in self.jobs().values() {

@@ -39,6 +39,14 @@ pub enum Error {
         /// The status that was requested.
         to: JobStatus,
     },
+    /// The job cannot be changed that way now (discarding a job that has not finished).
+    #[error("job {id}: {reason}")]
+    Conflict {
+        /// The job.
+        id: JobId,
+        /// Why, for the caller.
+        reason: Cow<'static, str>,
+    },
     /// A worker wrote about a job whose lease it no longer holds.
     #[error("lease on job {id} was lost")]
     LeaseLost {

@@ -134,7 +134,9 @@ mod store;
 
 pub use artifact::*;
 pub use clock::Clock;
-pub use engine::{Engine, EngineBuilder, ExecutorOptions, Submitted};
+pub use engine::{
+    BulkAction, BulkReport, Engine, EngineBuilder, ExecutorOptions, JobFilter, MAX_BULK, Submitted,
+};
 pub use error::{BoxError, Error, Result};
 pub use executor::{
     ArtifactSpec, Executor, FnExecutor, JobContext, JobError, JobErrorKind, from_fn,

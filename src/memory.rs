@@ -137,6 +137,16 @@ impl Inner {
         }
     }
 
+    /// Drops a record taken out of `jobs` from every index.
+    fn forget(&mut self, stored: Stored, now: DateTime<Utc>) {
+        self.index(&stored.job.queue, Keys::of(&stored), false, now);
+        let job = stored.job;
+        self.by_tenant.remove(&(job.tenant.clone(), job.id));
+        if let Some(key) = job.idempotency_key {
+            self.idempotency.remove(&(job.tenant, key));
+        }
+    }
+
     /// Adds or removes the index entries of a record of `queue`.
     fn index(&mut self, queue: &QueueName, keys: Keys, add: bool, now: DateTime<Utc>) {
         let Keys {
@@ -449,15 +459,22 @@ impl JobStore for MemoryStore {
         let mut purged = Vec::with_capacity(doomed.len());
         for id in doomed {
             let stored = inner.jobs.remove(&id).expect("just found").stored;
-            inner.index(&stored.job.queue, Keys::of(&stored), false, now);
-            let job = stored.job;
-            inner.by_tenant.remove(&(job.tenant.clone(), id));
-            if let Some(key) = job.idempotency_key {
-                inner.idempotency.remove(&(job.tenant.clone(), key));
-            }
-            purged.push((job.tenant, id));
+            purged.push((stored.job.tenant.clone(), id));
+            inner.forget(stored, now);
         }
         Ok(purged)
+    }
+
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let current = inner.owned(tenant, id).ok().map(|e| e.stored.job.revision);
+        if current != Some(revision) {
+            return Ok(false);
+        }
+        let stored = inner.jobs.remove(&id).expect("just found").stored;
+        inner.forget(stored, now);
+        Ok(true)
     }
 
     async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {

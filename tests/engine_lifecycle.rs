@@ -661,6 +661,14 @@ impl jobworks::JobStore for CountingStore {
     ) -> jobworks::Result<Vec<(TenantId, jobworks::JobId)>> {
         self.inner.purge(p).await
     }
+    async fn remove(
+        &self,
+        tenant: &jobworks::TenantId,
+        id: jobworks::JobId,
+        revision: u64,
+    ) -> jobworks::Result<bool> {
+        self.inner.remove(tenant, id, revision).await
+    }
     async fn queue_stats(
         &self,
     ) -> jobworks::Result<std::collections::BTreeMap<jobworks::QueueName, jobworks::QueueStats>>

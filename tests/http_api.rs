@@ -33,6 +33,10 @@ fn credentials() -> StaticCredentials {
             "operator",
             Principal::new(acme.clone(), "o").with_scope(Scope::Operator),
         )
+        .bearer(
+            "admin",
+            Principal::new(acme.clone(), "admin-7").with_scope(Scope::Admin),
+        )
         .basic("key", "secret", Principal::new(acme, "k"))
 }
 
@@ -869,6 +873,152 @@ async fn queues_are_named_at_submit_and_paused_by_operators() {
         .send(
             s.req(Method::PATCH, "/queues/mail.v2", "acme")
                 .json(&json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn operators_retry_requeue_discard_and_act_in_bulk() {
+    let s = serve().await;
+    // A job that fails for good: SLEEP with an input that does not fit it.
+    let bad = s
+        .submit(json!({"type": "SLEEP", "input": "soon", "max_attempts": 1}))
+        .await;
+    let id = bad["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.wait_done(&id).await["status"], "failed");
+
+    let post = |path: &str, who: &str| s.req(Method::POST, path, who);
+    let (status, _, body) = s.send(post(&format!("/jobs/{id}/retry"), "acme")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_envelope(&body, 403, "permission_denied");
+    let (status, _, body) = s.send(post(&format!("/jobs/{id}/retry"), "globex")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let (status, _, job) = s
+        .send(post(&format!("/jobs/{id}/retry"), "admin").json(&json!({"reason": "fixed"})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(
+        (&job["status"], &job["attempts"]),
+        (&json!("queued"), &json!(0))
+    );
+    assert_eq!(s.wait_done(&id).await["status"], "failed");
+    let (_, _, page) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}/events"), "acme"))
+        .await;
+    let op: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "operator")
+        .collect();
+    assert_eq!(op.len(), 1);
+    assert_eq!(
+        op[0]["payload"],
+        json!({"action": "retry", "actor": "admin-7", "reason": "fixed"})
+    );
+    // Retry without a body; a body with an unknown field is refused.
+    let (status, _, _) = s.send(post(&format!("/jobs/{id}/retry"), "admin")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    s.wait_done(&id).await;
+    let (status, _, body) = s
+        .send(post(&format!("/jobs/{id}/retry"), "admin").json(&json!({"why": 1})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "why"]));
+
+    // Requeue: only a queued job; 409 otherwise.
+    let (status, _, body) = s.send(post(&format!("/jobs/{id}/requeue"), "admin")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_envelope(&body, 409, "conflict");
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let waiting = s.submit(json!({"type": "ECHO", "run_at": later})).await;
+    let wid = waiting["id"].as_str().unwrap().to_owned();
+    let (status, _, due) = s.send(post(&format!("/jobs/{wid}/requeue"), "admin")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{due}");
+    assert_eq!(s.wait_done(&wid).await["status"], "completed");
+
+    // Discard: 409 while not finished, 204 after, then 404 everywhere.
+    let slow = s.submit(json!({"type": "SLEEP", "input": 60000})).await;
+    let sid = slow["id"].as_str().unwrap().to_owned();
+    let (status, _, body) = s
+        .send(s.req(Method::DELETE, &format!("/jobs/{sid}"), "admin"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _, _) = s
+        .send(s.req(Method::DELETE, &format!("/jobs/{id}"), "globex"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = s
+        .send(s.req(Method::DELETE, &format!("/jobs/{id}"), "admin"))
+        .await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    let (status, _, body) = s
+        .send(s.req(Method::GET, &format!("/jobs/{id}"), "acme"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&body, 404, "job_not_found");
+    let (status, _, _) = s
+        .send(s.req(Method::DELETE, &format!("/jobs/{id}"), "admin"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Bulk: a dry run counts, the cap holds, the action applies where it can.
+    let bulk = |body: Value| s.req(Method::POST, "/jobs/bulk", "admin").json(&body);
+    let (status, _, r) = s
+        .send(bulk(
+            json!({"action": "cancel", "filter": {"status": ["running", "queued"]},
+                          "dry_run": true}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r, json!({"matched": 1, "applied": 0}));
+    let (_, _, r) = s
+        .send(bulk(
+            json!({"action": "cancel", "filter": {"type": ["SLEEP"]}, "reason": "drain"}),
+        ))
+        .await;
+    assert_eq!(r, json!({"matched": 1, "applied": 1}));
+    assert_eq!(s.wait_done(&sid).await["status"], "cancelled");
+    let (_, _, r) = s.send(bulk(json!({"action": "discard", "limit": 1}))).await;
+    assert_eq!(r["matched"], 1);
+    for (bad, loc) in [
+        (json!({"action": "explode"}), json!(["body", "action"])),
+        (json!({}), json!(["body", "action"])),
+        (
+            json!({"action": "retry", "limit": 0}),
+            json!(["body", "limit"]),
+        ),
+        (
+            json!({"action": "retry", "limit": 10_001}),
+            json!(["body", "limit"]),
+        ),
+        (
+            json!({"action": "retry", "filter": {"status": ["sleeping"]}}),
+            json!(["body", "filter", "status"]),
+        ),
+        (
+            json!({"action": "retry", "filter": {"since": "yesterday"}}),
+            json!(["body", "filter", "since"]),
+        ),
+        (
+            json!({"action": "retry", "filter": {"colour": "red"}}),
+            json!(["body", "filter", "colour"]),
+        ),
+        (
+            json!({"action": "retry", "filter": 7}),
+            json!(["body", "filter"]),
+        ),
+    ] {
+        let (status, _, body) = s.send(bulk(bad.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["errors"][0]["loc"], loc, "{bad}");
+    }
+    let (status, _, _) = s
+        .send(
+            s.req(Method::POST, "/jobs/bulk", "acme")
+                .json(&json!({"action": "retry"})),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -3,6 +3,7 @@
 mod attempt;
 mod builder;
 mod maintenance;
+mod operator;
 mod queues;
 mod wait;
 mod worker;
@@ -22,6 +23,7 @@ use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueS
 use crate::{Error, Result};
 
 pub use builder::{EngineBuilder, ExecutorOptions};
+pub use operator::{BulkAction, BulkReport, JobFilter, MAX_BULK};
 
 /// The job engine: a cheap, cloneable handle.
 ///
@@ -275,12 +277,17 @@ impl Engine {
     /// If dropped, the request may or may not have been recorded; cancelling twice is fine.
     pub async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let job = self.inner.store.cancel(tenant, id).await?;
+        self.signal_cancel(&job);
+        Ok(job)
+    }
+
+    /// Tells this engine's attempt of `job` to stop when its cancellation was asked for.
+    fn signal_cancel(&self, job: &Job) {
         if job.cancel_requested
-            && let Some(running) = self.inner.running().get(&id)
+            && let Some(running) = self.inner.running().get(&job.id)
         {
             running.cancel.cancel();
         }
-        Ok(job)
     }
 
     /// A fresh signed URL for an artifact of a job, valid for `ttl` (one hour when `None`).

@@ -112,7 +112,8 @@ impl From<crate::Error> for JobError {
             | E::AlreadyExists { .. }
             | E::NotFound { .. }
             | E::ArtifactNotFound { .. }
-            | E::InvalidTransition { .. } => JobError::fail(e),
+            | E::InvalidTransition { .. }
+            | E::Conflict { .. } => JobError::fail(e),
             _ => JobError::retry(e),
         }
     }

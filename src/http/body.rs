@@ -22,29 +22,59 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| {
-                let v = v.trim().to_ascii_lowercase();
-                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-            });
-        if json != Some(true) {
+        if !declares_json(&req) {
             return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if stalled(&rejection) {
-                ApiError::from_status(StatusCode::REQUEST_TIMEOUT)
-            } else {
-                ApiError::from_status(rejection.into_response().status())
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))
+        parse(&read(req, state).await?).map(JsonBody)
     }
+}
+
+/// An optional JSON body: `None` when the request has none; otherwise as [`JsonBody`].
+#[derive(Debug, Clone)]
+pub(crate) struct OptionalJsonBody(pub(crate) Option<Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = declares_json(&req);
+        let bytes = read(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !json {
+            return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        parse(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `…+json`).
+fn declares_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        })
+}
+
+/// The body's bytes, within the body limit and the read timeout.
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if stalled(&rejection) {
+            ApiError::from_status(StatusCode::REQUEST_TIMEOUT)
+        } else {
+            ApiError::from_status(rejection.into_response().status())
+        }
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))
 }
 
 /// Whether reading a body failed because it stalled past the server's body read timeout.
@@ -130,7 +160,6 @@ impl<'a> Fields<'a> {
     }
 
     /// Records errors found by a nested reader.
-    #[cfg(feature = "reports")]
     pub(crate) fn absorb(&mut self, errors: Vec<FieldError>) {
         self.errors.extend(errors);
     }

@@ -261,6 +261,9 @@ impl From<Error> for ApiError {
                 "conflict",
                 format!("the job is already {from}"),
             ),
+            Error::Conflict { reason, .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", reason.to_string())
+            }
             Error::UnknownJobType { job_type, known } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_job_type",

@@ -61,7 +61,7 @@ pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
 }
 
 /// A job response: ETag, and `Retry-After` as a polling hint while not terminal.
-async fn job_response(
+pub(super) async fn job_response(
     state: &ApiState,
     status: StatusCode,
     job: &Job,

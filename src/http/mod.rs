@@ -33,6 +33,7 @@ mod error;
 mod etag;
 mod jobs;
 mod limits;
+mod operator;
 mod queues;
 #[cfg(feature = "reports")]
 mod reports;
@@ -64,6 +65,7 @@ pub use auth::{
 };
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use jobs::MAX_WAIT_SECS;
+pub use operator::BulkView;
 pub use queues::{QueueCountsView, QueueListView, QueueView, RateView};
 pub use serve::{
     ClientAddr, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_READ_TIMEOUT,
@@ -167,7 +169,10 @@ impl JobsApi {
     fn routes(&self) -> OpenApiRouter<ApiState> {
         let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(jobs::submit, jobs::list))
-            .routes(routes!(jobs::get_job))
+            .routes(routes!(jobs::get_job, operator::discard))
+            .routes(routes!(operator::retry))
+            .routes(routes!(operator::requeue))
+            .routes(routes!(operator::bulk))
             .routes(routes!(jobs::events))
             .routes(routes!(jobs::cancel))
             .routes(routes!(queues::list))

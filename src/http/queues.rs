@@ -129,7 +129,7 @@ pub(crate) async fn get(
 }
 
 /// The fields `PATCH /queues/{name}` takes; any other is refused.
-#[derive(Debug, serde::Deserialize, ToSchema)]
+#[derive(Debug, ToSchema)]
 #[allow(dead_code)] // read field by field, for errors that name every bad one
 pub(crate) struct QueuePatchRequest {
     /// Pause (`true`) or resume (`false`).

@@ -31,6 +31,9 @@ pub enum EventKind {
     Released,
     /// The executor asked to run the job again later, without charging the attempt.
     Snoozed,
+    /// An operator acted on the job (retry, requeue, cancel); the payload names the
+    /// action, the actor and the reason.
+    Operator,
     /// The job completed. Terminal.
     Succeeded,
     /// The job failed. Terminal.
@@ -41,7 +44,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Queued,
         EventKind::Started,
         EventKind::Stage,
@@ -52,6 +55,7 @@ impl EventKind {
         EventKind::CancelRequested,
         EventKind::Released,
         EventKind::Snoozed,
+        EventKind::Operator,
         EventKind::Succeeded,
         EventKind::Failed,
         EventKind::Cancelled,
@@ -83,6 +87,7 @@ impl EventKind {
             EventKind::CancelRequested => "cancel_requested",
             EventKind::Released => "released",
             EventKind::Snoozed => "snoozed",
+            EventKind::Operator => "operator",
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",

@@ -73,6 +73,8 @@ impl JobStatus {
                 | (Running, Completed)
                 | (Running, Failed)
                 | (Running, Cancelled)
+                | (Failed, Queued)
+                | (Cancelled, Queued)
         )
     }
 
@@ -134,6 +136,8 @@ mod tests {
             (Running, Completed),
             (Running, Failed),
             (Running, Cancelled),
+            (Failed, Queued),
+            (Cancelled, Queued),
         ];
         for from in JobStatus::ALL {
             for to in JobStatus::ALL {

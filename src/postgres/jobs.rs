@@ -252,6 +252,30 @@ impl JobStore for PostgresStore {
             .collect()
     }
 
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+        // One statement: the guarded delete of the row, and its events and artifact
+        // records only if the row went.
+        let (removed,): (bool,) = sqlx::query_as(
+            "WITH gone AS (
+                DELETE FROM jobworks_jobs WHERE id = $1 AND tenant = $2 AND revision = $3
+                RETURNING id
+            ), events AS (
+                DELETE FROM jobworks_events WHERE job_id IN (SELECT id FROM gone) RETURNING 1
+            ), records AS (
+                DELETE FROM jobworks_artifacts WHERE job_id IN (SELECT id FROM gone) RETURNING 1
+            )
+            SELECT EXISTS (SELECT 1 FROM gone)
+                FROM (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM records) AS r",
+        )
+        .bind(uuid(id))
+        .bind(tenant.as_str())
+        .bind(revision as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(removed)
+    }
+
     async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
         self.counts_by_queue().await
     }

@@ -169,18 +169,45 @@ fn purge_before(conn: &Connection, params: PurgeParams) -> Result<Vec<(TenantId,
     };
     let mut purged = Vec::with_capacity(doomed.len());
     for (id, tenant) in doomed {
-        for sql in [
-            "DELETE FROM jobworks_events WHERE job_id = ?1",
-            "DELETE FROM jobworks_artifacts WHERE job_id = ?1",
-            "DELETE FROM jobworks_jobs WHERE id = ?1",
-        ] {
-            conn.prepare_cached(sql)
-                .and_then(|mut s| s.execute(params![id]))
-                .map_err(db)?;
-        }
+        delete_job(conn, &id)?;
         purged.push((TenantId::new(tenant)?, JobId::from_u128(u128_from(&id)?)));
     }
     Ok(purged)
+}
+
+/// Deletes a job row with its events and artifact records.
+fn delete_job(conn: &Connection, id: &[u8]) -> Result<()> {
+    for sql in [
+        "DELETE FROM jobworks_events WHERE job_id = ?1",
+        "DELETE FROM jobworks_artifacts WHERE job_id = ?1",
+        "DELETE FROM jobworks_jobs WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![id]))
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Deletes a tenant's job while it still has `revision`.
+fn remove_job(conn: &Connection, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+    let found = conn
+        .prepare_cached(
+            "SELECT 1 FROM jobworks_jobs WHERE id = ?1 AND tenant = ?2 AND revision = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![id_bytes(id), tenant.as_str(), revision as i64],
+                |_| Ok(()),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    if found.is_none() {
+        return Ok(false);
+    }
+    delete_job(conn, &id_bytes(id))?;
+    Ok(true)
 }
 
 #[async_trait]
@@ -343,6 +370,13 @@ impl JobStore for SqliteStore {
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         self.writer
             .write(move |conn| purge_before(conn, params))
+            .await
+    }
+
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn| remove_job(conn, &tenant, id, revision))
             .await
     }
 

@@ -31,7 +31,7 @@ pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
 pub use params::{
     Append, ClaimParams, Claimed, ClaimedJob, EventPage, EventParams, Finish, Inserted, JobPage,
-    Lease, LeaseStatus, ListParams, PurgeParams, QueueStats, ReapParams, ReapReport,
+    Lease, LeaseStatus, ListParams, Operator, PurgeParams, QueueStats, ReapParams, ReapReport,
 };
 pub(crate) use protocol::Held;
 pub use protocol::JobStoreExt;
@@ -102,6 +102,10 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// events and artifact records, and returns them so their bytes can be deleted.
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>>;
 
+    /// Deletes a tenant's job with its events and artifact records, only while it still
+    /// has `revision` (a guarded delete); `false` when it changed or is gone.
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool>;
+
     /// Counts jobs by queue and status, across tenants (queues without jobs left out).
     async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>>;
 
@@ -152,6 +156,9 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         (**self).purge(params).await
+    }
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+        (**self).remove(tenant, id, revision).await
     }
     async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
         (**self).queue_stats().await

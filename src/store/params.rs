@@ -329,6 +329,39 @@ pub enum Finish {
     },
 }
 
+/// Who took an operator action, and why: recorded in the job's `operator` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Operator {
+    /// Who acted (the principal's subject over HTTP).
+    pub actor: String,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+impl Operator {
+    /// `actor`, giving no reason.
+    pub fn new(actor: impl Into<String>) -> Self {
+        Operator {
+            actor: actor.into(),
+            reason: None,
+        }
+    }
+
+    /// Gives the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The `operator` event of `action`, with the actor and reason as its payload.
+    pub(crate) fn event(&self, action: &str, message: String) -> NewEvent {
+        NewEvent::new(crate::job::EventKind::Operator, message).with_payload(
+            serde_json::json!({"action": action, "actor": self.actor, "reason": self.reason}),
+        )
+    }
+}
+
 /// Options of [`JobStoreExt::reap`](super::JobStoreExt::reap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

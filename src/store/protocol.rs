@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Append, ClaimParams, Claimed, ClaimedJob, Committed, Finish, Inserted, JobStore, Lease,
-    LeaseStatus, NewRecord, QueuePatch, QueueSettings, QueueStats, ReapParams, ReapReport, Step,
-    Stored, Write, rules,
+    LeaseStatus, NewRecord, Operator, QueuePatch, QueueSettings, QueueStats, ReapParams,
+    ReapReport, Step, Stored, Write, rules,
 };
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, QueueName, TenantId};
 use crate::{Error, Result};
@@ -91,6 +91,22 @@ pub trait JobStoreExt: JobStore {
     /// and cancelled when cancellation had been asked for.
     async fn reap(&self, params: ReapParams) -> Result<ReapReport>;
 
+    /// [`cancel`](Self::cancel) by an operator, with an `operator` event.
+    async fn cancel_as(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job>;
+
+    /// Queues a failed or cancelled job again with a fresh attempt budget
+    /// ([`rules::retry`]). Other statuses are [`Error::InvalidTransition`].
+    async fn retry(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job>;
+
+    /// Makes a queued job that waits for its not-before time due now ([`rules::requeue`]).
+    /// Other statuses are [`Error::InvalidTransition`].
+    async fn requeue(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job>;
+
+    /// Deletes a finished job with its timeline and artifact records and returns it as it
+    /// was (its artifact bytes are the caller's to delete). A job not finished is
+    /// [`Error::Conflict`].
+    async fn discard(&self, tenant: &TenantId, id: JobId) -> Result<Job>;
+
     /// Job counts by status, across queues and tenants.
     async fn stats(&self) -> Result<QueueStats>;
 
@@ -135,10 +151,50 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let rule = |s: Stored, now| Ok((rules::cancel(s, now)?, ()));
+        let rule = |s: Stored, now| Ok((rules::cancel(s, None, now)?, ()));
         let target = Target::Owned(tenant, id);
         let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
         Ok(*after.expect("kept").job)
+    }
+
+    async fn cancel_as(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job> {
+        let rule = |s: Stored, now| Ok((rules::cancel(s, Some(by), now)?, ()));
+        let target = Target::Owned(tenant, id);
+        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
+        Ok(*after.expect("kept").job)
+    }
+
+    async fn retry(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job> {
+        let rule = |s: Stored, now| Ok((Step::Write(rules::retry(s, by, now)?), ()));
+        let target = Target::Owned(tenant, id);
+        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
+        Ok(*after.expect("kept").job)
+    }
+
+    async fn requeue(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job> {
+        let rule = |s: Stored, now| Ok((rules::requeue(s, by, now)?, ()));
+        let target = Target::Owned(tenant, id);
+        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
+        Ok(*after.expect("kept").job)
+    }
+
+    async fn discard(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
+        let _turn = turn(id).lock().await;
+        for conflicts in 0..MAX_CONFLICTS {
+            let stored = load_one(self, id, Some(tenant))
+                .await?
+                .ok_or(Error::NotFound { id })?;
+            rules::discardable(&stored)?;
+            if self.remove(tenant, id, stored.job.revision).await? {
+                self.notifier().job_changed(id);
+                return Ok(*stored.job);
+            }
+            back_off(conflicts).await;
+        }
+        Err(Error::Unavailable {
+            backend: self.backend(),
+            source: format!("job {id} kept changing while it was discarded").into(),
+        })
     }
 
     async fn reap(&self, params: ReapParams) -> Result<ReapReport> {
@@ -324,11 +380,13 @@ struct Tell {
 
 impl Tell {
     fn of(write: &Write) -> Tell {
+        let changed = write.job.revision != write.revision;
         Tell {
             id: write.id(),
-            changed: write.job.revision != write.revision,
+            changed,
+            // A job that became queued, or a queued one that changed (made due now).
             claimable: write.job.status == JobStatus::Queued
-                && write.from_status() != JobStatus::Queued,
+                && (write.from_status() != JobStatus::Queued || changed),
             freed: write.from_status() == JobStatus::Running
                 && write.job.status != JobStatus::Running,
         }

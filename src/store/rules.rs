@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Append, Finish, Lease, LeaseChange, LeaseStatus, QueueSettings, Step, Stored, Write};
+use super::{
+    Append, Finish, Lease, LeaseChange, LeaseStatus, Operator, QueueSettings, Step, Stored, Write,
+};
 use crate::job::{EventKind, Job, JobStatus, NewEvent};
 use crate::{Error, Result};
 
@@ -299,16 +301,100 @@ fn end_attempt(w: &mut Write, event: NewEvent, now: DateTime<Utc>) {
     w.push(event, now);
 }
 
+/// An operator's retry of a failed or cancelled job: queued again now with a fresh attempt
+/// budget (attempts back to 0), its result, error and progress cleared; the earlier
+/// attempts stay on the timeline, and an `operator` event records who retried it.
+///
+/// # Errors
+/// [`Error::InvalidTransition`] unless the job failed or was cancelled.
+pub fn retry(stored: Stored, by: &Operator, now: DateTime<Utc>) -> Result<Write> {
+    let from = stored.job.status;
+    if !matches!(from, JobStatus::Failed | JobStatus::Cancelled) {
+        return Err(Error::InvalidTransition {
+            id: stored.job.id,
+            from,
+            to: JobStatus::Queued,
+        });
+    }
+    let mut w = stored.write();
+    let job = &mut *w.job;
+    set_status(job, JobStatus::Queued)?;
+    job.attempts = 0;
+    job.run_at = now;
+    job.result = None;
+    job.error = None;
+    job.progress = None;
+    job.completed_at = None;
+    job.cancel_requested = false;
+    let message = format!("retried by {} (was {from})", by.actor);
+    w.push(by.event("retry", message), now);
+    Ok(w)
+}
+
+/// An operator's requeue of a queued job waiting for its not-before time: due now, with
+/// an `operator` event. Unchanged when it is already due.
+///
+/// # Errors
+/// [`Error::InvalidTransition`] unless the job is queued.
+pub fn requeue(stored: Stored, by: &Operator, now: DateTime<Utc>) -> Result<Step> {
+    let from = stored.job.status;
+    if from != JobStatus::Queued {
+        return Err(Error::InvalidTransition {
+            id: stored.job.id,
+            from,
+            to: JobStatus::Queued,
+        });
+    }
+    if stored.job.run_at <= now {
+        return Ok(Step::Unchanged(stored));
+    }
+    let mut w = stored.write();
+    w.job.run_at = now;
+    w.push(
+        by.event("requeue", format!("made due now by {}", by.actor)),
+        now,
+    );
+    Ok(Step::Write(w))
+}
+
+/// Whether an operator may discard the job: only a finished one.
+///
+/// # Errors
+/// [`Error::Conflict`] for a job that has not finished.
+pub fn discardable(stored: &Stored) -> Result<()> {
+    if stored.job.status.is_terminal() {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            id: stored.job.id,
+            reason: format!(
+                "the job is {}; only finished jobs can be discarded",
+                stored.job.status
+            )
+            .into(),
+        })
+    }
+}
+
 /// Cancels a queued job at once, or asks a running one to stop. Unchanged when a running
-/// job was already asked.
+/// job was already asked. An operator's cancel (`by`) is recorded as an `operator` event
+/// before the one that cancels.
 ///
 /// # Errors
 /// [`Error::InvalidTransition`] for a terminal job.
-pub fn cancel(stored: Stored, now: DateTime<Utc>) -> Result<Step> {
+pub fn cancel(stored: Stored, by: Option<&Operator>, now: DateTime<Utc>) -> Result<Step> {
     if stored.job.status == JobStatus::Running && stored.job.cancel_requested {
         return Ok(Step::Unchanged(stored));
     }
     let mut w = stored.write();
+    if let Some(by) = by
+        && !w.job.status.is_terminal()
+    {
+        w.push(
+            by.event("cancel", format!("cancelled by {}", by.actor)),
+            now,
+        );
+    }
     let job = &mut *w.job;
     let event = if job.status == JobStatus::Running {
         job.cancel_requested = true;

@@ -24,8 +24,8 @@ const TTL: Duration = Duration::from_secs(30);
 
 /// Runs `sequences` random sequences of `steps` operations each (submit into two queues,
 /// claim from either, heartbeat, append with progress or an artifact record, finish in
-/// every way including a snooze, cancel, reap, pause, resume and `max_running` of a
-/// queue, and clock jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
+/// every way including a snooze, cancel, operator actions (retry, requeue, cancel,
+/// discard), reap, pause, resume and `max_running` of a queue, and clock jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
 /// per sequence, both on clocks moved together. After every step the answers must agree
 /// and so must the records and timelines of the jobs it touched, and at the end of a
 /// sequence those of all its jobs. Timestamps, revisions and lease ids are left out of
@@ -190,8 +190,9 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             38..46 => self.heartbeat().await?,
             46..62 => self.append().await?,
             62..80 => self.finish().await?,
-            80..86 => self.cancel().await?,
-            86..90 => self.reap().await?,
+            80..84 => self.cancel().await?,
+            84..87 => self.operator().await?,
+            87..90 => self.reap().await?,
             90..94 => self.pause_or_resume().await?,
             _ => {
                 let jump = Duration::from_secs(self.rng.random_range(5..45));
@@ -373,6 +374,40 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         let r = self.reference.cancel(&tenant, id).await;
         let t = self.tested.cancel(&tenant, id).await;
         Self::agree("cancel", &r, &t, clean_job)?;
+        self.touched.push(id);
+        Ok(())
+    }
+
+    async fn operator(&mut self) -> std::result::Result<(), Diff> {
+        let Some(id) = self.any_job() else {
+            return Ok(());
+        };
+        let by = crate::Operator::new("diff").reason("test");
+        let t = self.tenant.clone();
+        let (r, tested) = match self.rng.random_range(0..4) {
+            0 => (
+                self.reference.retry(&t, id, &by).await,
+                self.tested.retry(&t, id, &by).await,
+            ),
+            1 => (
+                self.reference.requeue(&t, id, &by).await,
+                self.tested.requeue(&t, id, &by).await,
+            ),
+            2 => (
+                self.reference.cancel_as(&t, id, &by).await,
+                self.tested.cancel_as(&t, id, &by).await,
+            ),
+            _ => (
+                self.reference.discard(&t, id).await,
+                self.tested.discard(&t, id).await,
+            ),
+        };
+        Self::agree("operator action", &r, &tested, clean_job)?;
+        if matches!(&r, Ok(job) if self.reference.get(&t, job.id).await.is_err()) {
+            // Discarded: no longer one of the sequence's jobs.
+            self.jobs.retain(|j| *j != id);
+            self.held.retain(|h| h.reference.job_id != id);
+        }
         self.touched.push(id);
         Ok(())
     }

@@ -105,6 +105,9 @@ impl JobStore for Stalling {
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         self.inner.purge(params).await
     }
+    async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
+        self.inner.remove(tenant, id, revision).await
+    }
     async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
         self.inner.queue_stats().await
     }

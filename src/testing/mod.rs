@@ -86,6 +86,7 @@ where
         a_paused_queue_is_not_claimed,
         snooze_charges_no_attempt,
         max_running_caps_claims,
+        operator_actions_follow_the_rules,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;

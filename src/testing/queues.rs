@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::SecondsFormat;
+use serde_json::Value;
 
 use super::{LONG, insert_one, job, sample_input, tenant};
 use crate::store::JobStoreExt;
@@ -283,4 +284,153 @@ pub async fn max_running_caps_claims(store: &impl JobStore) {
         .await
         .expect("claim");
     assert!(!plain.full);
+}
+
+/// Operator actions as rules: retry (failed or cancelled only, a fresh attempt budget),
+/// requeue (a waiting queued job made due), an operator's cancel, and discard (finished
+/// jobs only, record and timeline gone, its idempotency key free again); each leaves an
+/// `operator` event numbered like any other, naming the actor and reason.
+pub async fn operator_actions_follow_the_rules(store: &impl JobStore) {
+    let t = tenant("acme");
+    let by = crate::Operator::new("ops").reason("redrive");
+    let mut keyed = job("acme", sample_input());
+    keyed.idempotency_key = Some("once".into());
+    keyed.max_attempts = 1;
+    let j = insert_one(store, keyed).await;
+    let claimed = store
+        .take(ClaimParams::default().limit(1).lease_ttl(LONG))
+        .await
+        .expect("claim");
+    let failed = Finish::Failed {
+        error: "boom".into(),
+    };
+    store
+        .finish(&claimed.jobs[0].lease, failed)
+        .await
+        .expect("fail");
+
+    let mut work = store.notifier().subscribe_work();
+    let seen = *work.borrow_and_update();
+    let retried = store.retry(&t, j.id, &by).await.expect("retry");
+    assert_eq!(retried.status, JobStatus::Queued);
+    assert_eq!((retried.attempts, retried.error.as_deref()), (0, None));
+    assert!(*work.borrow() > seen, "a retry wakes idle engines");
+    let events = store
+        .events(&t, j.id, EventParams::default().limit(100))
+        .await
+        .expect("events")
+        .events;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let op = events.last().expect("events");
+    assert_eq!(op.kind, EventKind::Operator);
+    let payload = op.payload.clone().expect("payload");
+    assert_eq!(
+        payload,
+        serde_json::json!({"action": "retry", "actor": "ops", "reason": "redrive"})
+    );
+    // Queued, running and completed jobs are not retried.
+    let refused = store.retry(&t, j.id, &by).await;
+    assert!(
+        matches!(refused, Err(crate::Error::InvalidTransition { .. })),
+        "{refused:?}"
+    );
+    let again = store
+        .take(ClaimParams::default().limit(1).lease_ttl(LONG))
+        .await
+        .expect("claim");
+    assert_eq!(
+        again.jobs[0].job.attempts, 1,
+        "a retry gives a fresh budget"
+    );
+    let refused = store.retry(&t, j.id, &by).await;
+    assert!(matches!(
+        refused,
+        Err(crate::Error::InvalidTransition { .. })
+    ));
+    let refused = store.discard(&t, j.id).await;
+    assert!(
+        matches!(refused, Err(crate::Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    let done = Finish::Completed {
+        result: serde_json::json!(1),
+    };
+    store
+        .finish(&again.jobs[0].lease, done)
+        .await
+        .expect("complete");
+    assert!(store.retry(&t, j.id, &by).await.is_err());
+
+    // Discard: gone for its tenant, not reachable by another, its key free again.
+    let other = store.discard(&tenant("globex"), j.id).await;
+    assert!(
+        matches!(other, Err(crate::Error::NotFound { .. })),
+        "{other:?}"
+    );
+    let gone = store.discard(&t, j.id).await.expect("discard");
+    assert_eq!(gone.id, j.id);
+    assert!(matches!(
+        store.get(&t, j.id).await,
+        Err(crate::Error::NotFound { .. })
+    ));
+    let events = store.events(&t, j.id, EventParams::default()).await;
+    assert!(matches!(events, Err(crate::Error::NotFound { .. })));
+    let mut reused = job("acme", sample_input());
+    reused.idempotency_key = Some("once".into());
+    let fresh = store.submit(vec![reused]).await.expect("submit");
+    assert!(
+        fresh[0].created,
+        "a discarded job's idempotency key is free"
+    );
+
+    // Requeue: a waiting job is made due now; a due one is left alone; others refused.
+    let mut later = job("acme", sample_input());
+    later.run_at = store.clock().now() + chrono::Duration::hours(1);
+    let waiting = insert_one(store, later).await;
+    let seen = *work.borrow_and_update();
+    let due = store.requeue(&t, waiting.id, &by).await.expect("requeue");
+    assert!(due.run_at <= store.clock().now());
+    assert!(*work.borrow() > seen, "a requeue wakes idle engines");
+    let unchanged = store.requeue(&t, waiting.id, &by).await.expect("requeue");
+    assert_eq!(unchanged.revision, due.revision, "a due job was changed");
+    let kinds: Vec<EventKind> = store
+        .events(&t, waiting.id, EventParams::default())
+        .await
+        .expect("events")
+        .events
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::Queued, EventKind::Operator]);
+
+    // An operator's cancel says who, then cancels.
+    let cancelled = store.cancel_as(&t, waiting.id, &by).await.expect("cancel");
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let events = store
+        .events(&t, waiting.id, EventParams::default())
+        .await
+        .expect("events")
+        .events;
+    let tail: Vec<(EventKind, Option<Value>)> = events[2..]
+        .iter()
+        .map(|e| (e.kind, e.payload.as_ref().map(|p| p["action"].clone())))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (EventKind::Operator, Some(serde_json::json!("cancel"))),
+            (EventKind::Cancelled, None)
+        ]
+    );
+    let refused = store.requeue(&t, waiting.id, &by).await;
+    assert!(matches!(
+        refused,
+        Err(crate::Error::InvalidTransition { .. })
+    ));
+    let back = store
+        .retry(&t, waiting.id, &by)
+        .await
+        .expect("retry a cancelled job");
+    assert_eq!(back.status, JobStatus::Queued);
 }

@@ -1,0 +1,193 @@
+//! Operator actions through the engine: a retried job runs again, a discarded job's
+//! bytes are gone, and bulk actions select by filter, respect their cap and can dry-run.
+
+use std::time::Duration;
+
+use jobworks::{
+    ArtifactSpec, BulkAction, Engine, Error, EventKind, EventParams, JobContext, JobError,
+    JobFilter, JobStatus, JobType, NewJob, Operator, TenantId, from_fn,
+};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tenant() -> TenantId {
+    TenantId::new("acme").unwrap()
+}
+
+/// An engine whose `FLAKY` jobs fail for good unless their input says `ok`, after
+/// storing an artifact.
+fn engine() -> Engine {
+    let flaky = from_fn(|ctx: JobContext, input: Value| async move {
+        ctx.put_artifact(ArtifactSpec::new("out.txt", "text/plain"), "bytes")
+            .await?;
+        if input["ok"] == json!(true) {
+            Ok(json!("fine"))
+        } else {
+            Err(JobError::fail("broken input"))
+        }
+    });
+    let engine = Engine::builder().executor("FLAKY", flaky).build().unwrap();
+    engine.start().unwrap();
+    engine
+}
+
+async fn run(engine: &Engine, input: Value) -> jobworks::Job {
+    let job = NewJob::new(JobType::new("FLAKY").unwrap(), input);
+    let id = engine.submit(&tenant(), job).await.unwrap().job.id;
+    engine
+        .wait_until_terminal(&tenant(), id, WAIT)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_job_runs_again_and_a_discarded_one_leaves_nothing() {
+    let engine = engine();
+    let by = Operator::new("ops");
+    let failed = run(&engine, json!({})).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    engine.retry(&tenant(), failed.id, &by).await.unwrap();
+    let again = engine
+        .wait_until_terminal(&tenant(), failed.id, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.attempts), (JobStatus::Failed, 1));
+    let kinds: Vec<EventKind> = engine
+        .events(&tenant(), failed.id, EventParams::default().limit(100))
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    let started = kinds.iter().filter(|k| **k == EventKind::Started).count();
+    assert_eq!(started, 2, "both attempts stay on the timeline: {kinds:?}");
+
+    let key = jobworks::ArtifactKey::of_record(tenant(), again.id, &again.artifacts[0]).unwrap();
+    assert!(engine.artifacts().get(&key, None).await.is_ok());
+    engine.discard(&tenant(), again.id, &by).await.unwrap();
+    assert!(matches!(
+        engine.get(&tenant(), again.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        engine.artifacts().get(&key, None).await.is_err(),
+        "a discarded job's bytes are still served"
+    );
+    assert!(
+        engine
+            .artifacts()
+            .list(&tenant(), again.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_actions_select_by_filter_with_a_cap_and_a_dry_run() {
+    let engine = engine();
+    let by = Operator::new("ops").reason("provider was down");
+    let mut failed = Vec::new();
+    for _ in 0..5 {
+        failed.push(run(&engine, json!({})).await.id);
+    }
+    let fine = run(&engine, json!({"ok": true})).await;
+    assert_eq!(fine.status, JobStatus::Completed);
+    let filter = JobFilter::default()
+        .status(JobStatus::Failed)
+        .error_contains("broken");
+    let t = tenant();
+    let dry = engine
+        .bulk(&t, BulkAction::Retry, &filter, 1000, true, &by)
+        .await
+        .unwrap();
+    assert_eq!((dry.matched, dry.applied), (5, 0));
+    let none = filter.clone().error_contains("no such text");
+    let dry = engine
+        .bulk(&t, BulkAction::Retry, &none, 1000, true, &by)
+        .await
+        .unwrap();
+    assert_eq!(dry.matched, 0);
+    let capped = engine
+        .bulk(&t, BulkAction::Retry, &filter, 2, false, &by)
+        .await
+        .unwrap();
+    assert_eq!((capped.matched, capped.applied), (2, 2));
+    // Newest first: the two latest failures were retried.
+    for id in &failed[3..] {
+        let events = engine
+            .events(&t, *id, EventParams::default())
+            .await
+            .unwrap();
+        let op = events.events.iter().find(|e| e.kind == EventKind::Operator);
+        let payload = op
+            .and_then(|e| e.payload.clone())
+            .expect("an operator event");
+        assert_eq!(payload["reason"], "provider was down");
+    }
+    for id in &failed[3..] {
+        engine.wait_until_terminal(&t, *id, WAIT).await.unwrap();
+    }
+    // Retrying everything: only failed jobs are applied, the completed one is matched.
+    let all = engine
+        .bulk(
+            &t,
+            BulkAction::Retry,
+            &JobFilter::default(),
+            1000,
+            true,
+            &by,
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.matched, 6);
+    // Submit-time bounds.
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now();
+    for (since, until, matched) in [
+        (Some(now - hour), Some(now + hour), 6),
+        (Some(now + hour), None, 0),
+        (None, Some(now - hour), 0),
+        (Some(fine.created_at), None, 1),
+        (None, Some(fine.created_at), 6),
+    ] {
+        let window = JobFilter::default().submitted(since, until);
+        let r = engine
+            .bulk(&t, BulkAction::Retry, &window, 1000, true, &by)
+            .await
+            .unwrap();
+        assert_eq!(r.matched, matched, "{since:?}..{until:?}");
+    }
+    let discard = engine
+        .bulk(
+            &t,
+            BulkAction::Discard,
+            &JobFilter::default(),
+            1000,
+            false,
+            &by,
+        )
+        .await
+        .unwrap();
+    assert_eq!((discard.matched, discard.applied), (6, 6));
+    assert!(
+        engine
+            .list(&t, Default::default())
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let bad = engine
+        .bulk(&t, BulkAction::Cancel, &filter, 0, true, &by)
+        .await;
+    assert!(matches!(bad, Err(Error::Invalid { .. })));
+    let bad = engine
+        .bulk(&t, BulkAction::Cancel, &filter, 10_001, true, &by)
+        .await;
+    assert!(matches!(bad, Err(Error::Invalid { .. })));
+    engine.shutdown().await;
+}
