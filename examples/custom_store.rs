@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use jobworks::rules;
 use jobworks::{
     ClaimParams, Claimed, ClaimedJob, Clock, Committed, Error, Event, EventPage, EventParams, Job,
@@ -25,7 +26,8 @@ use jobworks::{
 #[derive(Debug, Default)]
 pub(crate) struct MapStore {
     jobs: Mutex<BTreeMap<JobId, (Stored, Vec<Event>)>>,
-    queues: Mutex<BTreeMap<QueueName, QueueSettings>>,
+    /// Each queue's settings and the state of its rate bucket.
+    queues: Mutex<BTreeMap<QueueName, (QueueSettings, Option<DateTime<Utc>>)>>,
     notifier: Notifier,
     clock: Clock,
 }
@@ -43,7 +45,9 @@ impl MapStore {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn queues(&self) -> MutexGuard<'_, BTreeMap<QueueName, QueueSettings>> {
+    fn queues(
+        &self,
+    ) -> MutexGuard<'_, BTreeMap<QueueName, (QueueSettings, Option<DateTime<Utc>>)>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -144,28 +148,25 @@ impl JobStore for MapStore {
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
-        let settings = self
-            .queues()
-            .get(&params.queue)
-            .cloned()
-            .unwrap_or_default();
+        let (mut queues, mut unset) = (self.queues(), Default::default());
+        let (settings, tat) = queues.get_mut(&params.queue).unwrap_or(&mut unset);
         if settings.paused {
             return Ok(Claimed::default());
         }
         let mut jobs = self.jobs();
-        // The queue's limits, as the shared rule says: unexpired leases count.
+        // The queue's limits and rate, as the shared rule says: unexpired leases count.
         let running = jobs
             .values()
             .map(|(s, _)| s)
             .filter(|s| s.job.queue == params.queue && s.lease.is_some_and(|l| l.expires_at > now));
-        let room = rules::claim_room(&settings, running.count() as u64, params.limit);
+        let plan = rules::ClaimPlan::new(settings, running.count() as u64, *tat, now, params.limit);
         let mut due: Vec<&Job> = jobs
             .values()
             .map(|(s, _)| &*s.job)
             .filter(|j| wanted(j, &params) && j.run_at <= now)
             .collect();
         due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
-        let picked: Vec<JobId> = due.iter().take(room).map(|j| j.id).collect();
+        let picked: Vec<JobId> = due.iter().take(plan.take).map(|j| j.id).collect();
         let mut claimed = Vec::with_capacity(picked.len());
         for id in picked {
             let lease = Lease::new(id, params.lease_ttl);
@@ -186,15 +187,13 @@ impl JobStore for MapStore {
         }
         let later = jobs.values().map(|(s, _)| &*s.job);
         let later = later.filter(|j| wanted(j, &params) && j.run_at > now);
-        let next_run_at = if claimed.len() < params.limit {
-            later.map(|j| j.run_at).min()
-        } else {
-            None
-        };
+        let scheduled = later.map(|j| j.run_at).min();
+        let scheduled = scheduled.filter(|_| claimed.len() < params.limit);
+        *tat = plan.tat_after(claimed.len()).or(*tat);
         Ok(Claimed {
+            next_run_at: rules::earliest(scheduled, plan.next_token(claimed.len())),
+            full: plan.full(),
             jobs: claimed,
-            next_run_at,
-            full: room < params.limit,
         })
     }
 
@@ -283,14 +282,17 @@ impl JobStore for MapStore {
     async fn queues(&self) -> Result<Vec<Queue>> {
         let queues = self.queues().clone().into_iter();
         Ok(queues
-            .map(|(name, settings)| Queue { name, settings })
+            .map(|(name, (settings, _))| Queue { name, settings })
             .collect())
     }
 
     async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
         let mut queues = self.queues();
-        let settings = queues.entry(name.clone()).or_default();
+        let (settings, tat) = queues.entry(name.clone()).or_default();
         patch.apply(settings);
+        if patch.rate.is_some() {
+            *tat = None; // a new rate limit starts with a full bucket
+        }
         Ok(settings.clone())
     }
 }

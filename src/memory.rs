@@ -75,6 +75,8 @@ struct Inner {
     idempotency: HashMap<(TenantId, String), JobId>,
     /// Stored queue settings.
     queues: BTreeMap<QueueName, QueueSettings>,
+    /// The state of each rate-limited queue's bucket ([`rules::RateWindow`]).
+    rate_tats: HashMap<QueueName, DateTime<Utc>>,
 }
 
 /// One queue's indexes.
@@ -390,14 +392,20 @@ impl JobStore for MemoryStore {
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let mut inner = self.lock();
         let settings = inner.queues.get(&params.queue).cloned().unwrap_or_default();
-        let Inner { jobs, lanes, .. } = &mut *inner;
+        let Inner {
+            jobs,
+            lanes,
+            rate_tats,
+            ..
+        } = &mut *inner;
         if settings.paused {
             return Ok(Claimed::default());
         }
         let lane = lanes.get_mut(&params.queue);
         let running = lane.as_ref().map_or(0, |lane| lane.running(now));
-        let room = rules::claim_room(&settings, running, params.limit);
-        let full = room < params.limit;
+        let tat = rate_tats.get(&params.queue).copied();
+        let plan = rules::ClaimPlan::new(&settings, running, tat, now, params.limit);
+        let full = plan.full();
         let Some(lane) = lane else {
             return Ok(Claimed {
                 full,
@@ -414,9 +422,9 @@ impl JobStore for MemoryStore {
             .iter()
             .map(|key| key.2)
             .filter(wanted)
-            .take(room)
+            .take(plan.take)
             .collect();
-        let next_run_at = if picked.len() < params.limit {
+        let scheduled = if picked.len() < params.limit {
             lane.scheduled
                 .iter()
                 .find(|(_, id)| wanted(id))
@@ -424,6 +432,10 @@ impl JobStore for MemoryStore {
         } else {
             None
         };
+        if let Some(tat) = plan.tat_after(picked.len()) {
+            rate_tats.insert(params.queue.clone(), tat);
+        }
+        let next_run_at = rules::earliest(scheduled, plan.next_token(picked.len()));
         let mut jobs = Vec::with_capacity(picked.len());
         for id in picked {
             let lease = Lease {
@@ -506,6 +518,9 @@ impl JobStore for MemoryStore {
 
     async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
         let mut inner = self.lock();
+        if patch.rate.is_some() {
+            inner.rate_tats.remove(name);
+        }
         let settings = inner.queues.entry(name.clone()).or_default();
         patch.apply(settings);
         Ok(settings.clone())

@@ -854,20 +854,59 @@ async fn queues_are_named_at_submit_and_paused_by_operators() {
     );
     let (_, _, q) = s.send(patch(json!({"max_running": null}))).await;
     assert_eq!(q["max_running"], Value::Null);
+    let (status, _, q) = s
+        .send(patch(json!({"rate": {"limit": 5, "period_ms": 1000}})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(
+        q["rate"],
+        json!({"limit": 5, "period_ms": 1000, "burst": 5})
+    );
+    let (_, _, q) = s
+        .send(patch(
+            json!({"rate": {"limit": 5, "period_ms": 1000, "burst": 1}}),
+        ))
+        .await;
+    assert_eq!(q["rate"]["burst"], 1);
+    let (_, _, q) = s.send(patch(json!({"rate": null}))).await;
+    assert_eq!(q["rate"], Value::Null);
     for (bad, field) in [
         (json!({"max_running": 0}), "max_running"),
         (json!({"max_running": 100_001}), "max_running"),
         (json!({"max_running": "2"}), "max_running"),
         (json!({"paused": "yes"}), "paused"),
-        (
-            json!({"rate": {"limit": 5, "period_ms": 1000, "burst": 5}}),
-            "rate",
-        ),
+        (json!({"max_running_per_key": 1}), "max_running_per_key"),
+        (json!({"rate": 5}), "rate"),
     ] {
         let (status, _, body) = s.send(patch(bad.clone())).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         assert_envelope(&body, 422, "validation_error");
         assert_eq!(body["errors"][0]["loc"], json!(["body", field]), "{bad}");
+    }
+    for (bad, field) in [
+        (json!({"rate": {"period_ms": 1000}}), "limit"),
+        (json!({"rate": {"limit": 0, "period_ms": 1000}}), "limit"),
+        (json!({"rate": {"limit": 1, "period_ms": 0}}), "period_ms"),
+        (
+            json!({"rate": {"limit": 1, "period_ms": 86_400_001}}),
+            "period_ms",
+        ),
+        (
+            json!({"rate": {"limit": 1, "period_ms": 10, "burst": 0}}),
+            "burst",
+        ),
+        (
+            json!({"rate": {"limit": 1, "period_ms": 10, "every": 3}}),
+            "every",
+        ),
+    ] {
+        let (status, _, body) = s.send(patch(bad.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(
+            body["errors"][0]["loc"],
+            json!(["body", "rate", field]),
+            "{bad}"
+        );
     }
     let (status, _, _) = s
         .send(

@@ -10,41 +10,75 @@ CREATE TABLE jobworks_queues (
     name       text        NOT NULL PRIMARY KEY,
     paused      boolean     NOT NULL DEFAULT false,
     max_running integer,
+    -- A rate limit: rate_limit starts per rate_period_ms, rate_burst at once; rate_tat is
+    -- the state of its bucket (NULL: full).
+    rate_limit     integer,
+    rate_period_ms bigint,
+    rate_burst     integer,
+    rate_tat       timestamptz,
     updated_at  timestamptz NOT NULL
 );
 
 -- The claim, in one round trip: the queue's settings decide how many jobs it may take.
--- A queue with `max_running` is claimed from by one claimer at a time (the lock on its
--- settings row), and each statement after the lock sees the claims committed before it,
--- so claims on many engines together never run more than the limit; jobs count while
--- their lease is unexpired. Each row is a claimed job with the room the claim had (-1: the
--- queue is paused); a claim that took nothing answers one row without a job, so the room
--- is always known.
+-- A queue with `max_running` or a rate limit is claimed from by one claimer at a time
+-- (the lock on its settings row), and each statement after the lock sees the claims
+-- committed before it, so claims on many engines together keep to the limits; jobs count
+-- while their lease is unexpired. The rate limit is the generic cell rate algorithm in
+-- whole microseconds (`rules::RateWindow` in the crate). The answer is the claimed jobs,
+-- then one row without a job that gives the room the claim had (-1: the queue is paused)
+-- and, when the rate limit is what stopped it, when the next job may start.
 CREATE FUNCTION jobworks_claim(p_queue text, p_now timestamptz, p_types text[], p_limit integer,
                                p_expires timestamptz, p_channel text)
-RETURNS TABLE (job jobworks_jobs, room integer) LANGUAGE plpgsql AS $$
+RETURNS TABLE (job jobworks_jobs, room integer, next_token timestamptz) LANGUAGE plpgsql AS $$
 DECLARE
     q jobworks_queues%ROWTYPE;
+    stored boolean;
+    take integer;
+    taken integer := 0;
+    allowed integer;
+    interval_us bigint;
+    tolerance bigint;
+    start_at timestamptz;
+    ahead bigint;
 BEGIN
     room := p_limit;
+    next_token := NULL;
     SELECT * INTO q FROM jobworks_queues WHERE name = p_queue;
-    IF FOUND AND q.max_running IS NOT NULL THEN
+    stored := FOUND;
+    IF stored AND (q.max_running IS NOT NULL OR q.rate_limit IS NOT NULL) THEN
         SELECT * INTO q FROM jobworks_queues WHERE name = p_queue FOR UPDATE;
     END IF;
-    IF FOUND AND q.paused THEN
+    IF stored AND q.paused THEN
         room := -1;
-    ELSIF FOUND AND q.max_running IS NOT NULL THEN
+        job := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF stored AND q.max_running IS NOT NULL THEN
         room := least(p_limit, greatest(0, q.max_running - (
             SELECT count(*) FROM jobworks_jobs j
             WHERE j.status = 'running' AND j.queue = p_queue AND j.lease_expires_at > p_now)));
     END IF;
-    IF room > 0 THEN
+    take := room;
+    IF stored AND q.rate_limit IS NOT NULL THEN
+        interval_us := greatest(1, (q.rate_period_ms * 1000) / q.rate_limit);
+        tolerance := interval_us * (q.rate_burst - 1);
+        start_at := greatest(coalesce(q.rate_tat, p_now), p_now);
+        ahead := (extract(epoch FROM start_at - p_now) * 1000000)::bigint;
+        IF ahead > tolerance THEN
+            allowed := 0;
+        ELSE
+            allowed := least((tolerance - ahead) / interval_us + 1, q.rate_burst);
+        END IF;
+        take := least(room, allowed);
+    END IF;
+    IF take > 0 THEN
         RETURN QUERY
         WITH picked AS (
             SELECT j.id FROM jobworks_jobs j
             WHERE j.queue = p_queue AND j.status = 'queued' AND j.run_at <= p_now
                 AND (p_types IS NULL OR j.job_type = ANY(p_types))
-            ORDER BY j.priority DESC, j.run_at, j.id LIMIT room FOR UPDATE SKIP LOCKED
+            ORDER BY j.priority DESC, j.run_at, j.id LIMIT take FOR UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE jobworks_jobs j SET status = 'running', attempts = j.attempts + 1,
                 started_at = p_now, progress = NULL, updated_at = p_now, revision = j.revision + 1,
@@ -61,9 +95,18 @@ BEGIN
         ), relaxed AS (
             SELECT set_config('synchronous_commit', 'off', true)
         )
-        SELECT c.claimed_row, room FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed;
-        IF FOUND THEN
-            RETURN;
+        SELECT c.claimed_row, room, NULL::timestamptz
+        FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed;
+        GET DIAGNOSTICS taken = ROW_COUNT;
+    END IF;
+    IF stored AND q.rate_limit IS NOT NULL THEN
+        IF taken > 0 THEN
+            UPDATE jobworks_queues
+            SET rate_tat = start_at + (taken * interval_us) * interval '1 microsecond'
+            WHERE name = p_queue;
+        END IF;
+        IF allowed < room AND taken = allowed THEN
+            next_token := start_at + (taken * interval_us - tolerance) * interval '1 microsecond';
         END IF;
     END IF;
     job := NULL;

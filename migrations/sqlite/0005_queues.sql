@@ -10,5 +10,11 @@ CREATE TABLE jobworks_queues (
     name       TEXT    NOT NULL PRIMARY KEY,
     paused      INTEGER NOT NULL DEFAULT 0,
     max_running INTEGER,
+    -- A rate limit: rate_limit starts per rate_period_ms, rate_burst at once; rate_tat is
+    -- the state of its bucket (microseconds; NULL: full).
+    rate_limit     INTEGER,
+    rate_period_ms INTEGER,
+    rate_burst     INTEGER,
+    rate_tat       INTEGER,
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;

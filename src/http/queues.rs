@@ -1,5 +1,7 @@
 //! `/queues`: queue settings and counts, which every tenant shares (scope `operator`).
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -8,7 +10,7 @@ use utoipa::ToSchema;
 use super::body::{Fields, JsonBody, RouteParam};
 use super::{ApiError, ApiState, Principal, Scope};
 use crate::job::QueueName;
-use crate::store::{MAX_QUEUE_LIMIT, QueueInfo, QueuePatch};
+use crate::store::{MAX_QUEUE_LIMIT, QueueInfo, QueuePatch, RateLimit};
 
 /// A queue: its stored settings and its jobs, counted over every tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -66,7 +68,11 @@ impl From<&QueueInfo> for QueueView {
             paused: q.settings.paused,
             max_running: q.settings.max_running,
             max_running_per_key: None,
-            rate: None,
+            rate: q.settings.rate.map(|r| RateView {
+                limit: r.limit,
+                period_ms: u64::try_from(r.period.as_millis()).unwrap_or(u64::MAX),
+                burst: r.burst,
+            }),
             counts: QueueCountsView {
                 waiting: 0,
                 queued: q.counts.queued,
@@ -138,6 +144,53 @@ pub(crate) struct QueuePatchRequest {
     /// or `null` for no limit.
     #[schema(minimum = 1, maximum = 100000)]
     max_running: Option<u32>,
+    /// At most `limit` starts per `period_ms` across all engines, `burst` at once (a new
+    /// limit starts with a full bucket), or `null` for none.
+    rate: Option<RateRequest>,
+}
+
+/// A rate limit as `PATCH` takes it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // read field by field
+pub(crate) struct RateRequest {
+    /// Starts per period (1–1,000,000).
+    #[schema(minimum = 1, maximum = 1000000)]
+    limit: u32,
+    /// The period in milliseconds (1–86,400,000).
+    #[schema(minimum = 1, maximum = 86400000)]
+    period_ms: u64,
+    /// Starts at once (1–1,000,000); `limit` when absent.
+    #[schema(minimum = 1, maximum = 1000000)]
+    burst: Option<u32>,
+}
+
+/// The `rate` of a patch body, every bad field recorded in `f`: `Some(None)` for `null`.
+fn rate_of(f: &mut Fields<'_>, body: &serde_json::Value) -> Option<Option<RateLimit>> {
+    let value = body.get("rate")?;
+    if value.is_null() {
+        return Some(None);
+    }
+    let Ok(mut r) = Fields::of(value, "body.rate") else {
+        f.error("rate", "type_error", "must be an object or null");
+        return None;
+    };
+    let limit = r.required("limit").and(r.int("limit", 1..=1_000_000));
+    let period = r
+        .required("period_ms")
+        .and(r.int("period_ms", 1..=86_400_000));
+    let burst = r.int("burst", 1..=1_000_000);
+    r.refuse_others(&["limit", "period_ms", "burst"]);
+    let errors = r.into_errors();
+    let has_errors = errors.is_some();
+    if let Some(errors) = errors {
+        f.absorb(errors);
+    }
+    let (limit, period) = (limit?, period?);
+    if has_errors {
+        return None;
+    }
+    let rate = RateLimit::new(limit as u32, Duration::from_millis(period as u64));
+    Some(Some(rate.burst(burst.map_or(rate.limit, |b| b as u32))))
 }
 
 /// Change a queue's settings; fields left out keep their value.
@@ -166,7 +219,10 @@ pub(crate) async fn patch(
     if let Some(max) = f.nullable_int("max_running", limit) {
         patch = patch.max_running(max.map(|n| n as u32));
     }
-    f.refuse_others(&["paused", "max_running"]);
+    if let Some(rate) = rate_of(&mut f, &body) {
+        patch = patch.rate(rate);
+    }
+    f.refuse_others(&["paused", "max_running", "rate"]);
     f.finish()?;
     let info = state.engine.configure_queue(&name, patch).await?;
     Ok(queue_response(&info))

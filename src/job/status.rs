@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 ///  queued ──claim──▶ running ──ok──────────▶ completed
 ///    ▲                 │ ├──permanent error / attempts exhausted──▶ failed
 ///    │                 │ └──cancel honoured──▶ cancelled
-///    └──retry/lease expired (attempts left)┘
+///    └──retry / snooze / lease expired (attempts left)┘
 ///  queued ──cancel──▶ cancelled
+///  failed, cancelled ──operator retry──▶ queued   (a fresh attempt budget)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,9 +28,11 @@ pub enum JobStatus {
     Running,
     /// The executor succeeded and its result is recorded. Terminal.
     Completed,
-    /// The executor failed permanently or the attempts ran out. Terminal.
+    /// The executor failed permanently or the attempts ran out. Terminal: only an
+    /// operator's retry queues it again.
     Failed,
-    /// Cancelled while queued, or while running once the executor honoured it. Terminal.
+    /// Cancelled while queued, or while running once the executor honoured it. Terminal:
+    /// only an operator's retry queues it again.
     Cancelled,
 }
 
@@ -153,13 +156,14 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_have_no_way_out() {
+    fn terminal_states_leave_only_by_an_operators_retry() {
         for from in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
-            assert!(
-                JobStatus::ALL
-                    .iter()
-                    .all(|&to| !JobStatus::can_transition(from, to))
-            );
+            let ways: Vec<JobStatus> = JobStatus::ALL
+                .into_iter()
+                .filter(|&to| JobStatus::can_transition(from, to))
+                .collect();
+            let expected: &[JobStatus] = if from == Completed { &[] } else { &[Queued] };
+            assert_eq!(ways, expected, "{from}");
         }
     }
 

@@ -37,7 +37,7 @@ impl PostgresStore {
         let found = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
-            ", room FROM (SELECT (r.job).*, r.room
+            ", room, next_token FROM (SELECT (r.job).*, r.room, r.next_token
                 FROM jobworks_claim($6, $1, $2, $3, $4, $5) AS r) AS x
             ORDER BY priority DESC, run_at, id"
         ))
@@ -50,11 +50,15 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        // Every answer has a row; only a claim that took nothing has one without a job.
-        let room: i32 = match found.first() {
-            Some(row) => row.try_get("room").map_err(db)?,
-            None => 0,
-        };
+        // The row without a job says what room the claim had and when the rate limit
+        // lets the next job start.
+        let marker = found
+            .iter()
+            .find(|row| matches!(row.try_get::<Option<Uuid>, _>(0), Ok(None)))
+            .ok_or_else(|| crate::sql::corrupt(BACKEND, "the claim gave no room"))?;
+        let room: i32 = marker.try_get("room").map_err(db)?;
+        let next_token: Option<chrono::DateTime<chrono::Utc>> =
+            marker.try_get("next_token").map_err(db)?;
         let paused = room < 0;
         let full = !paused && usize::try_from(room).unwrap_or(0) < params.limit;
         let found: Vec<_> = found
@@ -108,7 +112,7 @@ impl PostgresStore {
                 next_seq: row.event_seq + 1,
             });
         }
-        let next_run_at = if jobs.len() < params.limit && !paused {
+        let scheduled = if jobs.len() < params.limit && !paused {
             sqlx::query_scalar(
                 "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = $3 AND status = 'queued' \
                  AND run_at > $1 AND ($2::text[] IS NULL OR job_type = ANY($2))",
@@ -124,7 +128,7 @@ impl PostgresStore {
         };
         Ok(Claimed {
             jobs,
-            next_run_at,
+            next_run_at: rules::earliest(scheduled, next_token),
             full,
         })
     }

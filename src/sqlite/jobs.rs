@@ -81,13 +81,15 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     if settings.paused {
         return Ok(Claimed::default());
     }
-    let room = match settings.max_running {
-        None => params.limit,
-        Some(_) => {
-            let running = queues::running(conn, &params.queue, now)?;
-            rules::claim_room(&settings, running, params.limit)
-        }
+    let running = match settings.max_running {
+        None => 0,
+        Some(_) => queues::running(conn, &params.queue, now)?,
     };
+    let tat = match settings.rate {
+        None => None,
+        Some(_) => queues::rate_tat(conn, &params.queue)?,
+    };
+    let plan = rules::ClaimPlan::new(&settings, running, tat, now, params.limit);
     let types = params
         .types
         .as_ref()
@@ -101,9 +103,8 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
               AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
               ORDER BY priority DESC, run_at, id LIMIT ?3"
         ),
-        params![micros(now), &types, room as i64, params.queue.as_str()],
+        params![micros(now), &types, plan.take as i64, params.queue.as_str()],
     )?;
-    let full = room < params.limit;
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         // Only the `queued` event comes before a first claim: a job with more ran before
@@ -128,7 +129,10 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
             lease,
         });
     }
-    let next_run_at = if jobs.len() < params.limit {
+    if let Some(tat) = plan.tat_after(jobs.len()) {
+        queues::set_rate_tat(conn, &params.queue, tat)?;
+    }
+    let scheduled = if jobs.len() < params.limit {
         let next: Option<i64> = conn
             .prepare_cached(
                 "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = ?3 AND status = 'queued' \
@@ -144,10 +148,11 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     } else {
         None
     };
+    let next_token = plan.next_token(jobs.len());
     Ok(Claimed {
         jobs,
-        next_run_at,
-        full,
+        next_run_at: rules::earliest(scheduled, next_token),
+        full: plan.full(),
     })
 }
 

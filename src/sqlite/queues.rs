@@ -1,6 +1,7 @@
 //! Queue settings and counts in SQLite.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -8,16 +9,43 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{BACKEND, db};
 use crate::Result;
 use crate::job::QueueName;
-use crate::sql::{micros, status};
-use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats};
+use crate::sql::{from_micros, micros, status};
+use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats, RateLimit};
 
-const SETTINGS: &str = "paused, max_running";
+const SETTINGS: &str = "paused, max_running, rate_limit, rate_period_ms, rate_burst";
 
 fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueSettings> {
+    let limit: Option<u32> = row.get(first + 2)?;
+    let period: Option<i64> = row.get(first + 3)?;
+    let burst: Option<u32> = row.get(first + 4)?;
     Ok(QueueSettings {
         paused: row.get(first)?,
         max_running: row.get(first + 1)?,
+        rate: match (limit, period, burst) {
+            (Some(limit), Some(ms), Some(burst)) => {
+                let period = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                Some(RateLimit::new(limit, period).burst(burst))
+            }
+            _ => None,
+        },
     })
+}
+
+/// The state of queue `name`'s rate bucket.
+pub(super) fn rate_tat(conn: &Connection, name: &QueueName) -> Result<Option<DateTime<Utc>>> {
+    let tat: Option<Option<i64>> = conn
+        .prepare_cached("SELECT rate_tat FROM jobworks_queues WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
+        .map_err(db)?;
+    tat.flatten().map(|us| from_micros(BACKEND, us)).transpose()
+}
+
+/// Stores the state of queue `name`'s rate bucket.
+pub(super) fn set_rate_tat(conn: &Connection, name: &QueueName, tat: DateTime<Utc>) -> Result<()> {
+    conn.prepare_cached("UPDATE jobworks_queues SET rate_tat = ?2 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![name.as_str(), micros(tat)]))
+        .map_err(db)?;
+    Ok(())
 }
 
 /// The settings of queue `name` (the defaults when it has none).
@@ -72,17 +100,24 @@ pub(super) fn update(
 ) -> Result<QueueSettings> {
     let mut settings = settings(conn, name)?;
     patch.apply(&mut settings);
+    let rate = settings.rate;
     conn.prepare_cached(
-        "INSERT INTO jobworks_queues (name, paused, max_running, updated_at) \
-         VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (name) DO UPDATE SET paused = ?2, max_running = ?3, updated_at = ?4",
+        "INSERT INTO jobworks_queues (name, paused, max_running, rate_limit, rate_period_ms, \
+             rate_burst, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (name) DO UPDATE SET paused = ?2, max_running = ?3, rate_limit = ?4, \
+             rate_period_ms = ?5, rate_burst = ?6, updated_at = ?7, \
+             rate_tat = CASE WHEN ?8 THEN NULL ELSE rate_tat END",
     )
     .and_then(|mut s| {
         s.execute(params![
             name.as_str(),
             settings.paused,
             settings.max_running,
-            micros(now)
+            rate.map(|r| r.limit),
+            rate.map(|r| r.period.as_millis() as i64),
+            rate.map(|r| r.burst),
+            micros(now),
+            patch.rate.is_some(),
         ])
     })
     .map_err(db)?;

@@ -35,7 +35,7 @@ pub use params::{
 };
 pub(crate) use protocol::Held;
 pub use protocol::JobStoreExt;
-pub use queues::{MAX_QUEUE_LIMIT, Queue, QueueInfo, QueuePatch, QueueSettings};
+pub use queues::{MAX_QUEUE_LIMIT, Queue, QueueInfo, QueuePatch, QueueSettings, RateLimit};
 pub use record::{Committed, LeaseChange, NewRecord, Step, Stored, Taken, Write};
 
 /// The storage of jobs. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL

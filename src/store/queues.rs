@@ -1,6 +1,8 @@
 //! Queue settings: stored per queue, shared by every tenant and obeyed by every engine on
 //! the store.
 
+use std::time::Duration;
+
 use crate::job::QueueName;
 
 /// A queue's stored settings. A queue without stored settings has the defaults: not
@@ -14,10 +16,75 @@ pub struct QueueSettings {
     /// store (1…[`MAX_QUEUE_LIMIT`]). A job counts while its lease is unexpired, so a
     /// crashed engine's jobs hold their slots until their leases expire.
     pub max_running: Option<u32>,
+    /// At most `limit` of the queue's jobs start per `period`, across every engine.
+    pub rate: Option<RateLimit>,
 }
 
 /// The largest `max_running` a queue may have.
 pub const MAX_QUEUE_LIMIT: u32 = 100_000;
+
+/// A queue's rate limit: at most `limit` starts per `period`, and at most `burst` at once
+/// after a quiet spell (a token bucket of `burst` tokens refilled at `limit` per `period`).
+/// The bucket is kept in the store, so the limit is global, not per engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Starts per period (1…1,000,000).
+    pub limit: u32,
+    /// The period (1 ms…24 h).
+    pub period: Duration,
+    /// Starts at once (1…1,000,000).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `limit` starts per `period`, with a burst of `limit`.
+    pub fn new(limit: u32, period: Duration) -> Self {
+        RateLimit {
+            limit,
+            period,
+            burst: limit,
+        }
+    }
+
+    /// Sets the burst.
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// The time between two starts at the steady rate, in microseconds (at least 1).
+    pub fn interval_micros(&self) -> i64 {
+        let period = i64::try_from(self.period.as_micros()).unwrap_or(i64::MAX);
+        (period / i64::from(self.limit.max(1))).max(1)
+    }
+
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](crate::Error::Invalid) naming the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        if !(1..=1_000_000).contains(&self.limit) {
+            return Err(Error::invalid(
+                "rate.limit",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(86_400)).contains(&self.period) {
+            return Err(Error::invalid(
+                "rate.period_ms",
+                "must be between 1 and 86400000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.burst) {
+            return Err(Error::invalid(
+                "rate.burst",
+                "must be between 1 and 1000000",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A change to a queue's settings: what is left `None` keeps its value.
 ///
@@ -34,6 +101,8 @@ pub struct QueuePatch {
     pub paused: Option<bool>,
     /// Sets (`Some(Some(n))`) or removes (`Some(None)`) the limit on running jobs.
     pub max_running: Option<Option<u32>>,
+    /// Sets or removes the rate limit (its bucket starts full).
+    pub rate: Option<Option<RateLimit>>,
 }
 
 impl QueuePatch {
@@ -49,11 +118,21 @@ impl QueuePatch {
         self
     }
 
+    /// Limits (or, with `None`, stops limiting) how many of the queue's jobs start per
+    /// period.
+    pub fn rate(mut self, rate: Option<RateLimit>) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
     /// Checks the ranges.
     ///
     /// # Errors
     /// [`Error::Invalid`](crate::Error::Invalid) naming the field.
     pub fn validate(&self) -> crate::Result<()> {
+        if let Some(Some(rate)) = &self.rate {
+            rate.validate()?;
+        }
         if let Some(Some(n)) = self.max_running
             && !(1..=MAX_QUEUE_LIMIT).contains(&n)
         {
@@ -73,12 +152,15 @@ impl QueuePatch {
         if let Some(max) = self.max_running {
             settings.max_running = max;
         }
+        if let Some(rate) = self.rate {
+            settings.rate = rate;
+        }
     }
 
     /// Whether the change may let more jobs be claimed (idle engines are then woken): a
-    /// resume, or a limit raised or removed.
+    /// resume, or a limit changed or removed.
     pub fn may_free_work(&self) -> bool {
-        self.paused == Some(false) || self.max_running.is_some()
+        self.paused == Some(false) || self.max_running.is_some() || self.rate.is_some()
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Append, Finish, Lease, LeaseChange, LeaseStatus, Operator, QueueSettings, Step, Stored, Write,
+    Append, Finish, Lease, LeaseChange, LeaseStatus, Operator, QueueSettings, RateLimit, Step,
+    Stored, Write,
 };
 use crate::job::{EventKind, Job, JobStatus, NewEvent};
 use crate::{Error, Result};
@@ -112,6 +113,126 @@ pub fn claim_room(settings: &QueueSettings, running: u64, wanted: usize) -> usiz
             let free = u64::from(max).saturating_sub(running);
             wanted.min(usize::try_from(free).unwrap_or(usize::MAX))
         }
+    }
+}
+
+/// Where a queue's rate limit stands at a claim: how many jobs may start now, and how the
+/// bucket's state moves with the jobs taken. The state is one time, the "theoretical
+/// arrival time" of the generic cell rate algorithm (a token bucket without a counter):
+/// starts are spaced [`RateLimit::interval_micros`] apart, and up to `burst` may come
+/// at once after a quiet spell. All in whole microseconds, so every backend computes the
+/// same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// How many may start now.
+    pub allowed: usize,
+    start: DateTime<Utc>,
+    interval: i64,
+    tolerance: i64,
+}
+
+impl RateWindow {
+    /// The window of `rate` at `now`, from the stored state `tat` (none: a full bucket).
+    pub fn at(rate: &RateLimit, tat: Option<DateTime<Utc>>, now: DateTime<Utc>) -> RateWindow {
+        let interval = rate.interval_micros();
+        let tolerance = interval.saturating_mul(i64::from(rate.burst.max(1) - 1));
+        let start = tat.map_or(now, |t| t.max(now));
+        let ahead = (start - now).num_microseconds().unwrap_or(i64::MAX);
+        let allowed = if ahead > tolerance {
+            0
+        } else {
+            let spare = (tolerance - ahead) / interval + 1;
+            usize::try_from(spare.min(i64::from(rate.burst))).unwrap_or(0)
+        };
+        RateWindow {
+            allowed,
+            start,
+            interval,
+            tolerance,
+        }
+    }
+
+    /// The state to store once `taken` jobs started (unchanged when none did).
+    pub fn tat_after(&self, taken: usize) -> DateTime<Utc> {
+        let spent = self.interval.saturating_mul(taken as i64);
+        self.start + chrono::Duration::microseconds(spent)
+    }
+
+    /// When the next job may start once `taken` did.
+    pub fn next_start(&self, taken: usize) -> DateTime<Utc> {
+        self.tat_after(taken) - chrono::Duration::microseconds(self.tolerance)
+    }
+}
+
+/// What a queue's settings let one claim do: the flow control of the claim, for a backend
+/// to apply under its lock or in its write transaction.
+///
+/// ```
+/// use jobworks::{QueueSettings, RateLimit, rules::ClaimPlan};
+/// use std::time::Duration;
+/// let mut settings = QueueSettings::default();
+/// settings.max_running = Some(4);
+/// settings.rate = Some(RateLimit::new(2, Duration::from_secs(1)));
+/// let now = chrono::Utc::now();
+/// // 3 running of at most 4, a full bucket of 2: a claim of 10 takes at most 1.
+/// let plan = ClaimPlan::new(&settings, 3, None, now, 10);
+/// assert_eq!(plan.take, 1);
+/// assert!(plan.full());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimPlan {
+    /// How many jobs the claim may take.
+    pub take: usize,
+    /// The room `max_running` leaves ([`claim_room`]).
+    room: usize,
+    limit: usize,
+    window: Option<RateWindow>,
+}
+
+impl ClaimPlan {
+    /// The plan of a claim of up to `limit` jobs from a queue with `settings`, while
+    /// `running` of its jobs hold unexpired leases and its rate bucket is at `tat`.
+    pub fn new(
+        settings: &QueueSettings,
+        running: u64,
+        tat: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> ClaimPlan {
+        let room = claim_room(settings, running, limit);
+        let window = settings.rate.map(|rate| RateWindow::at(&rate, tat, now));
+        ClaimPlan {
+            take: window.map_or(room, |w| room.min(w.allowed)),
+            room,
+            limit,
+            window,
+        }
+    }
+
+    /// Whether `max_running` left less room than the claim asked for.
+    pub fn full(&self) -> bool {
+        self.room < self.limit
+    }
+
+    /// The rate bucket's new state once `taken` jobs were claimed (`None`: unchanged).
+    pub fn tat_after(&self, taken: usize) -> Option<DateTime<Utc>> {
+        let window = self.window.filter(|_| taken > 0)?;
+        Some(window.tat_after(taken))
+    }
+
+    /// When to look again once `taken` jobs were claimed, if the rate limit (not the
+    /// supply of due jobs, nor the room) is what stopped the claim: its next token.
+    pub fn next_token(&self, taken: usize) -> Option<DateTime<Utc>> {
+        let w = self.window?;
+        (w.allowed < self.room && taken == w.allowed).then(|| w.next_start(taken))
+    }
+}
+
+/// The earlier of two times, either of which may be missing.
+pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

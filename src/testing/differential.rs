@@ -25,7 +25,8 @@ const TTL: Duration = Duration::from_secs(30);
 /// Runs `sequences` random sequences of `steps` operations each (submit into two queues,
 /// claim from either, heartbeat, append with progress or an artifact record, finish in
 /// every way including a snooze, cancel, operator actions (retry, requeue, cancel,
-/// discard), reap, pause, resume and `max_running` of a queue, and clock jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
+/// discard), reap, pause, resume, `max_running` and the rate limit of a queue, and clock
+/// jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
 /// per sequence, both on clocks moved together. After every step the answers must agree
 /// and so must the records and timelines of the jobs it touched, and at the end of a
 /// sequence those of all its jobs. Timestamps, revisions and lease ids are left out of
@@ -413,11 +414,21 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     }
 
     async fn pause_or_resume(&mut self) -> std::result::Result<(), Diff> {
-        let patch = match self.rng.random_range(0..4) {
+        let patch = match self.rng.random_range(0..6) {
             0 => QueuePatch::default().paused(true),
             1 => QueuePatch::default().paused(false),
             2 => QueuePatch::default().max_running(None),
-            _ => QueuePatch::default().max_running(Some(self.rng.random_range(1..3))),
+            3 => QueuePatch::default().max_running(Some(self.rng.random_range(1..3))),
+            4 => QueuePatch::default().rate(None),
+            _ => {
+                // Starts a whole number of seconds apart, like the clock jumps, so that
+                // the two stores (reading the time microseconds apart) agree on when a
+                // token is due.
+                let (limit, every) = (self.rng.random_range(1..3), self.rng.random_range(5..30));
+                let period = Duration::from_secs(u64::from(limit) * every);
+                let rate = crate::RateLimit::new(limit, period).burst(self.rng.random_range(1..3));
+                QueuePatch::default().rate(Some(rate))
+            }
         };
         let r = self
             .reference

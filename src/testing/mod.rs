@@ -87,6 +87,7 @@ where
         snooze_charges_no_attempt,
         max_running_caps_claims,
         operator_actions_follow_the_rules,
+        rate_limits_space_starts,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;

@@ -434,3 +434,84 @@ pub async fn operator_actions_follow_the_rules(store: &impl JobStore) {
         .expect("retry a cancelled job");
     assert_eq!(back.status, JobStatus::Queued);
 }
+
+/// A rate limit spaces starts out: a full bucket gives its burst, then one start per
+/// interval, and a claim the rate stopped says when the next token is due; a new limit
+/// starts with a full bucket; bad limits are refused.
+pub async fn rate_limits_space_starts(store: &impl JobStore) {
+    let rated = queue("rated");
+    for bad in [
+        crate::RateLimit::new(0, Duration::from_secs(1)),
+        crate::RateLimit::new(1, Duration::ZERO),
+        crate::RateLimit::new(1, Duration::from_secs(86_401)),
+        crate::RateLimit::new(1, Duration::from_secs(1)).burst(0),
+    ] {
+        let refused = store
+            .configure_queue(&rated, QueuePatch::default().rate(Some(bad)))
+            .await;
+        assert!(
+            matches!(refused, Err(crate::Error::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
+    // Two per minute: a start every 30 s, two at once from a full bucket.
+    let rate = crate::RateLimit::new(2, Duration::from_secs(60));
+    let set = store
+        .configure_queue(&rated, QueuePatch::default().rate(Some(rate)))
+        .await
+        .expect("rate");
+    assert_eq!(set.rate, Some(rate));
+    for _ in 0..7 {
+        insert_one(store, queued_in("rated", None)).await;
+    }
+    let claim = || {
+        store.take(
+            ClaimParams::default()
+                .limit(10)
+                .lease_ttl(LONG)
+                .queue(queue("rated")),
+        )
+    };
+    let first = claim().await.expect("claim");
+    assert_eq!(first.jobs.len(), 2, "a full bucket gives its burst");
+    let now = store.clock().now();
+    let next = first.next_run_at.expect("the next token's time");
+    assert!(
+        next > now && next <= now + chrono::Duration::seconds(30),
+        "{next} vs {now}"
+    );
+    assert!(!first.full, "a rate limit is not max_running");
+    let early = claim().await.expect("claim");
+    assert!(early.jobs.is_empty(), "a start before the next token");
+    assert_eq!(early.next_run_at, Some(next));
+
+    store.clock().advance(Duration::from_secs(30));
+    assert_eq!(
+        claim().await.expect("claim").jobs.len(),
+        1,
+        "one token per interval"
+    );
+    store.clock().advance(Duration::from_secs(600));
+    assert_eq!(
+        claim().await.expect("claim").jobs.len(),
+        2,
+        "a quiet spell refills only the burst"
+    );
+
+    // A new limit starts full; without one the rest go at once.
+    let burst = crate::RateLimit::new(1, Duration::from_secs(60)).burst(1);
+    store
+        .configure_queue(&rated, QueuePatch::default().rate(Some(burst)))
+        .await
+        .expect("rate");
+    assert_eq!(claim().await.expect("claim").jobs.len(), 1);
+    assert!(claim().await.expect("claim").jobs.is_empty());
+    let unset = store
+        .configure_queue(&rated, QueuePatch::default().rate(None))
+        .await
+        .expect("unset");
+    assert_eq!(unset.rate, None);
+    let rest = claim().await.expect("claim");
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.next_run_at, None);
+}
