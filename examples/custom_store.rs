@@ -22,12 +22,14 @@ use jobworks::{
     Visibility, Write,
 };
 
+/// Each queue's settings and the state of its rate bucket.
+type Queues = BTreeMap<QueueName, (QueueSettings, Option<DateTime<Utc>>)>;
+
 /// Jobs in a map, each with its timeline.
 #[derive(Debug, Default)]
 pub(crate) struct MapStore {
     jobs: Mutex<BTreeMap<JobId, (Stored, Vec<Event>)>>,
-    /// Each queue's settings and the state of its rate bucket.
-    queues: Mutex<BTreeMap<QueueName, (QueueSettings, Option<DateTime<Utc>>)>>,
+    queues: Mutex<Queues>,
     notifier: Notifier,
     clock: Clock,
 }
@@ -45,9 +47,7 @@ impl MapStore {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn queues(
-        &self,
-    ) -> MutexGuard<'_, BTreeMap<QueueName, (QueueSettings, Option<DateTime<Utc>>)>> {
+    fn queues(&self) -> MutexGuard<'_, Queues> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -18,6 +18,16 @@ macro_rules! settings_columns {
 
 type SettingsRow = (bool, Option<i32>, Option<i32>, Option<i64>, Option<i32>);
 
+/// A queue's name and its [`SettingsRow`].
+type NamedSettingsRow = (
+    String,
+    bool,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    Option<i32>,
+);
+
 fn settings((paused, max_running, limit, period, burst): SettingsRow) -> QueueSettings {
     let positive = |n: i32| u32::try_from(n).ok();
     QueueSettings {
@@ -41,14 +51,7 @@ impl PostgresStore {
             settings_columns!(),
             " FROM jobworks_queues ORDER BY name"
         );
-        let rows: Vec<(
-            String,
-            bool,
-            Option<i32>,
-            Option<i32>,
-            Option<i64>,
-            Option<i32>,
-        )> = sqlx::query_as(sql)
+        let rows: Vec<NamedSettingsRow> = sqlx::query_as(sql)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
