@@ -221,11 +221,7 @@ impl Inner {
         }
         let before = Keys::of(&stored);
         let mut write = rules::claim(stored, lease, now)?;
-        let claimed = ClaimedJob {
-            job: Job::clone(&write.job),
-            lease,
-            next_seq: write.last_seq() + 1,
-        };
+        let claimed = ClaimedJob::of(&write, lease);
         events.append(&mut write.events);
         let stored = write.into_stored();
         self.index(&stored.job.queue, before, false, now);

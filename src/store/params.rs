@@ -46,6 +46,14 @@ impl Default for ListParams {
 }
 
 impl ListParams {
+    /// Whether `job` passes the status, type and queue filters (the tenant and the cursor
+    /// are the store's to apply).
+    pub fn matches(&self, job: &Job) -> bool {
+        self.status.is_none_or(|s| s == job.status)
+            && self.job_type.as_ref().is_none_or(|t| *t == job.job_type)
+            && self.queue.as_ref().is_none_or(|q| *q == job.queue)
+    }
+
     /// Keeps only jobs in `status`.
     pub fn status(mut self, status: JobStatus) -> Self {
         self.status = Some(status);
@@ -80,6 +88,21 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// The cursor for the next page; `None` on the last one.
     pub next: Option<JobId>,
+}
+
+impl JobPage {
+    /// The page of up to `limit` jobs from `jobs`, read in list order with one more than
+    /// the page holds when there is one: that extra job only says that a next page exists.
+    pub fn of(mut jobs: Vec<Job>, limit: usize) -> JobPage {
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next = if more {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        JobPage { jobs, next }
+    }
 }
 
 /// What [`JobStore::events`](super::JobStore::events) returns.
@@ -157,6 +180,17 @@ impl Default for ClaimParams {
 }
 
 impl ClaimParams {
+    /// Whether the claim looks for `job`: queued, in its queue, of one of its types (due
+    /// or not).
+    pub fn wants(&self, job: &Job) -> bool {
+        job.status == JobStatus::Queued
+            && job.queue == self.queue
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.contains(&job.job_type))
+    }
+
     /// Claims up to `limit` jobs.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
@@ -205,6 +239,16 @@ pub struct ClaimedJob {
 }
 
 impl ClaimedJob {
+    /// The job a claim's `write` (of [`rules::claim`](super::rules::claim)) hands out
+    /// under `lease`.
+    pub fn of(write: &super::Write, lease: Lease) -> ClaimedJob {
+        ClaimedJob {
+            job: Job::clone(&write.job),
+            lease,
+            next_seq: write.last_seq() + 1,
+        }
+    }
+
     /// The claimed record, as a guarded write about it expects to find it.
     pub fn stored(&self) -> super::Stored {
         super::Stored {
@@ -242,10 +286,15 @@ impl Lease {
 
     /// A fresh lease on `job_id` for `ttl` from now.
     pub fn new(job_id: JobId, ttl: Duration) -> Lease {
+        Self::until(job_id, crate::job::now() + ttl)
+    }
+
+    /// A fresh lease on `job_id` that expires at `expires_at`.
+    pub fn until(job_id: JobId, expires_at: DateTime<Utc>) -> Lease {
         Lease {
             job_id,
             lease_id: ulid::Ulid::new().0,
-            expires_at: crate::job::now() + ttl,
+            expires_at,
         }
     }
 }

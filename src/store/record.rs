@@ -148,6 +148,20 @@ pub struct NewRecord {
     pub event: Event,
 }
 
+impl NewRecord {
+    /// The record a store keeps for the new job (no lease; its next event is 2), and its
+    /// first event.
+    pub fn into_parts(self) -> (Stored, Event) {
+        let next_seq = self.event.seq + 1;
+        let stored = Stored {
+            job: Box::new(self.job),
+            lease: None,
+            next_seq,
+        };
+        (stored, self.event)
+    }
+}
+
 /// An idempotency key that [`JobStore::insert`](super::JobStore::insert) found taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taken {

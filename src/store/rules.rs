@@ -236,6 +236,12 @@ pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<Da
     }
 }
 
+/// The order claims take due jobs in: priority (high first), then not-before time, then
+/// id. Sort candidates by it.
+pub fn claim_order(job: &Job) -> (std::cmp::Reverse<i32>, DateTime<Utc>, crate::JobId) {
+    (std::cmp::Reverse(job.priority), job.run_at, job.id)
+}
+
 /// Whether [`claim`] accepts the record.
 pub fn claimable(stored: &Stored) -> bool {
     JobStatus::can_transition(stored.job.status, JobStatus::Running)
