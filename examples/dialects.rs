@@ -2,7 +2,9 @@
 //! canonical one (under `/v1`), each in a few dozen lines built from the adapter's public
 //! pieces: the `Principal` extractor, the `ApiError` envelope and the engine.
 //!
-//! - `GET /api/jobs/{id}`: UUID ids, `PENDING | PROCESSING | COMPLETED | FAILED`, camelCase.
+//! - `GET /api/jobs/{id}`: UUID ids, `PENDING | PROCESSING | COMPLETED | FAILED`, camelCase
+//!   (a snoozed or retried job is `PENDING` again; a cancelled one `FAILED` with the error
+//!   `cancelled`).
 //! - `GET /api/jobs/{type}/{id}`: `{"data": {"job_id", "type", "status", "result", "error"}}`
 //!   with `created | running | done | failed`.
 //!
@@ -65,6 +67,8 @@ async fn camel_case(
     Ok(Json(json!({
         "id": job.id.to_uuid_string(),
         "status": status,
+        "queue": job.queue.as_str(),
+        "concurrencyKey": job.concurrency_key,
         "attempts": job.attempts,
         "result": job.result,
         "error": error,
@@ -190,6 +194,10 @@ mod tests {
         );
         assert_eq!(body["result"], json!({"hi": 1}));
         assert!(body["createdAt"].is_string() && body["completedAt"].is_string());
+        assert_eq!(
+            (&body["queue"], &body["concurrencyKey"]),
+            (&json!("default"), &Value::Null)
+        );
         let (status, body) = call(&app, &format!("/api/jobs/{id}"), "demo-acme").await;
         assert_eq!(
             (status, &body["type"]),
