@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use jobworks::JobStoreExt as _;
 use jobworks::{
     Append, ClaimParams, Engine, EventKind, JobContext, JobError, JobStore, JobType, MemoryStore,
-    NewEvent, NewJob, TenantId, from_fn,
+    NewEvent, NewJob, QueueName, QueuePatch, TenantId, from_fn,
 };
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
@@ -162,6 +162,62 @@ fn drain(c: &mut Criterion) {
                         for chunk in jobs(DRAIN_JOBS).chunks(1000) {
                             engine
                                 .submit_many(&tenant, chunk.to_vec())
+                                .await
+                                .expect("submit");
+                        }
+                        let start = Instant::now();
+                        engine.start().expect("start");
+                        engine.wait_idle().await;
+                        total += start.elapsed();
+                        let stats = engine.stats().await.expect("stats");
+                        assert_eq!(stats.completed, DRAIN_JOBS as u64);
+                        engine.shutdown().await;
+                    }
+                    total
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+/// The drain of `drain`, in a queue whose `max_running` is the engine's concurrency (so it
+/// never holds a job back): what the limited claim path costs (on PostgreSQL, the queue's
+/// lock), against the unlimited one.
+fn drain_limited(c: &mut Criterion) {
+    let rt = runtime();
+    let tenant = TenantId::new("bench").expect("valid");
+    let queue = QueueName::new("limited").expect("valid");
+    let mut group = c.benchmark_group("drain_10k_noop_max_running_16");
+    group.throughput(Throughput::Elements(DRAIN_JOBS as u64));
+    group.sample_size(10);
+    for backend in backends() {
+        group.bench_function(backend.name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (tenant, queue) = (tenant.clone(), queue.clone());
+                let fresh = &backend.fresh;
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let store = fresh().await;
+                        let limit = QueuePatch::default().max_running(Some(16));
+                        store.configure_queue(&queue, limit).await.expect("limit");
+                        let engine = Engine::builder()
+                            .store(store)
+                            .executor(
+                                "NOOP",
+                                from_fn(|_ctx: JobContext, _: Value| async {
+                                    Ok::<_, JobError>(())
+                                }),
+                            )
+                            .without_default_queue()
+                            .queue("limited", 16)
+                            .build()
+                            .expect("engine");
+                        for chunk in jobs(DRAIN_JOBS).chunks(1000) {
+                            let chunk = chunk.iter().map(|j| j.clone().queue(queue.clone()));
+                            engine
+                                .submit_many(&tenant, chunk.collect())
                                 .await
                                 .expect("submit");
                         }
@@ -343,5 +399,5 @@ fn operations(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, submit, drain, latency, operations);
+criterion_group!(benches, submit, drain, drain_limited, latency, operations);
 criterion_main!(benches);
