@@ -57,6 +57,7 @@ impl Clock {
 
     /// Corrects the clock to a source that read `source` while this process's clock,
     /// before corrections, read `local` (the midpoint of the round trip that asked).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // only PostgreSQL corrects
     pub(crate) fn correct_to(&self, source: DateTime<Utc>, local: DateTime<Utc>) {
         let micros = (source - local).num_microseconds().unwrap_or(0);
         self.correction_micros.store(micros, Ordering::Relaxed);
