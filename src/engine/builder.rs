@@ -119,6 +119,7 @@ impl EngineBuilder {
     /// ```
     /// use jobworks::Engine;
     /// let engine = Engine::builder().concurrency(8).queue("emails", 2).build()?;
+    /// # drop(engine);
     /// # Ok::<(), jobworks::Error>(())
     /// ```
     pub fn queue(mut self, queue: &str, concurrency: usize) -> Self {
