@@ -181,9 +181,10 @@ fn drain(c: &mut Criterion) {
     group.finish();
 }
 
-/// The drain of `drain`, in a queue whose `max_running` is the engine's concurrency (so it
-/// never holds a job back): what the limited claim path costs (on PostgreSQL, the queue's
-/// lock), against the unlimited one.
+/// The drain of `drain`, in a queue whose `max_running` is the engine's concurrency: the
+/// limited claim path (on PostgreSQL, the queue's lock and a count of its running jobs),
+/// where the limit binds whenever outcomes are still being recorded, since a job holds its
+/// slot until its outcome is committed.
 fn drain_limited(c: &mut Criterion) {
     let rt = runtime();
     let tenant = TenantId::new("bench").expect("valid");

@@ -142,6 +142,7 @@ impl JobStore for MapStore {
         let mut due: Vec<&Job> = all.filter(|j| params.wants(j) && j.run_at <= now).collect();
         due.sort_by_key(|j| rules::claim_order(j));
         let picked: Vec<JobId> = due.iter().take(plan.take).map(|j| j.id).collect();
+        let full = plan.full(due.len());
         let mut claimed = Vec::with_capacity(picked.len());
         for id in picked {
             let lease = Lease::until(id, expires_at);
@@ -158,7 +159,7 @@ impl JobStore for MapStore {
         *tat = plan.tat_after(claimed.len()).or(*tat);
         Ok(Claimed {
             next_run_at: rules::earliest(scheduled, plan.next_token(claimed.len())),
-            full: plan.full(),
+            full,
             jobs: claimed,
         })
     }

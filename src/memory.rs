@@ -401,25 +401,23 @@ impl JobStore for MemoryStore {
         let running = lane.as_ref().map_or(0, |lane| lane.running(now));
         let tat = rate_tats.get(&params.queue).copied();
         let plan = rules::ClaimPlan::new(&settings, running, tat, now, params.limit);
-        let full = plan.full();
         let Some(lane) = lane else {
-            return Ok(Claimed {
-                full,
-                ..Claimed::default()
-            });
+            return Ok(Claimed::default());
         };
         lane.promote_due(jobs, now);
         let wanted = |id: &JobId| match &params.types {
             None => true,
             Some(types) => types.contains(&jobs[id].stored.job.job_type),
         };
-        let picked: Vec<JobId> = lane
+        let mut picked: Vec<JobId> = lane
             .ready
             .iter()
             .map(|key| key.2)
             .filter(wanted)
-            .take(plan.take)
+            .take(plan.scan())
             .collect();
+        let full = plan.full(picked.len());
+        picked.truncate(plan.take);
         let scheduled = if picked.len() < params.limit {
             lane.scheduled
                 .iter()

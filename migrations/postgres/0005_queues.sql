@@ -25,11 +25,13 @@ CREATE TABLE jobworks_queues (
 -- committed before it, so claims on many engines together keep to the limits; jobs count
 -- while their lease is unexpired. The rate limit is the generic cell rate algorithm in
 -- whole microseconds (`rules::RateWindow` in the crate). The answer is the claimed jobs,
--- then one row without a job that gives the room the claim had (-1: the queue is paused)
--- and, when the rate limit is what stopped it, when the next job may start.
+-- then one row without a job that gives the room the claim had (-1: the queue is paused),
+-- whether `max_running` held back a due job, and, when the rate limit is what stopped the
+-- claim, when the next job may start.
 CREATE FUNCTION jobworks_claim(p_queue text, p_now timestamptz, p_types text[], p_limit integer,
                                p_expires timestamptz, p_channel text)
-RETURNS TABLE (job jobworks_jobs, room integer, next_token timestamptz) LANGUAGE plpgsql AS $$
+RETURNS TABLE (job jobworks_jobs, room integer, next_token timestamptz, held_back boolean)
+LANGUAGE plpgsql AS $$
 DECLARE
     q jobworks_queues%ROWTYPE;
     stored boolean;
@@ -43,6 +45,7 @@ DECLARE
 BEGIN
     room := p_limit;
     next_token := NULL;
+    held_back := false;
     SELECT * INTO q FROM jobworks_queues WHERE name = p_queue;
     stored := FOUND;
     IF stored AND (q.max_running IS NOT NULL OR q.rate_limit IS NOT NULL) THEN
@@ -58,6 +61,14 @@ BEGIN
         room := least(p_limit, greatest(0, q.max_running - (
             SELECT count(*) FROM jobworks_jobs j
             WHERE j.status = 'running' AND j.queue = p_queue AND j.lease_expires_at > p_now)));
+        IF room < p_limit THEN
+            -- Whether the limit holds back a due job: then the claimer waits for a slot.
+            held_back := room < (SELECT count(*) FROM (
+                SELECT 1 FROM jobworks_jobs j
+                WHERE j.queue = p_queue AND j.status = 'queued' AND j.run_at <= p_now
+                    AND (p_types IS NULL OR j.job_type = ANY(p_types))
+                LIMIT room + 1) AS due);
+        END IF;
     END IF;
     take := room;
     IF stored AND q.rate_limit IS NOT NULL THEN
@@ -95,7 +106,7 @@ BEGIN
         ), relaxed AS (
             SELECT set_config('synchronous_commit', 'off', true)
         )
-        SELECT c.claimed_row, room, NULL::timestamptz
+        SELECT c.claimed_row, room, NULL::timestamptz, held_back
         FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed;
         GET DIAGNOSTICS taken = ROW_COUNT;
     END IF;

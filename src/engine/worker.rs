@@ -247,7 +247,8 @@ async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: Canc
         let idle_now = release(&lane, wanted - got);
         if got > 0 {
             shared.mark_idle(index, None);
-        } else if idle_now {
+        } else if idle_now && !full {
+            // Due jobs held back by the queue's limit are work still to do: not idle.
             shared.mark_idle(index, Some(seen));
         }
         if got == wanted {

@@ -37,7 +37,7 @@ impl PostgresStore {
         let found = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
-            ", room, next_token FROM (SELECT (r.job).*, r.room, r.next_token
+            ", room, next_token, held_back FROM (SELECT (r.job).*, r.room, r.next_token, r.held_back
                 FROM jobworks_claim($6, $1, $2, $3, $4, $5) AS r) AS x
             ORDER BY priority DESC, run_at, id"
         ))
@@ -60,7 +60,7 @@ impl PostgresStore {
         let next_token: Option<chrono::DateTime<chrono::Utc>> =
             marker.try_get("next_token").map_err(db)?;
         let paused = room < 0;
-        let full = !paused && usize::try_from(room).unwrap_or(0) < params.limit;
+        let full: bool = marker.try_get("held_back").map_err(db)?;
         let found: Vec<_> = found
             .into_iter()
             .filter(|row| matches!(row.try_get::<Option<Uuid>, _>(0), Ok(Some(_))))

@@ -201,7 +201,10 @@ pub(super) async fn save(
                 .push(i32::try_from(artifact.attempt).unwrap_or(i32::MAX));
         }
     }
-    let (saved,): (Vec<Uuid>,) = sqlx::query_as(
+    // `fetch_all`, not `fetch_one`: it returns once the server is ready for the next
+    // query, so the write is committed (and visible to other sessions) when its writer
+    // hears that it was applied; `fetch_one` returns at the row, before the commit.
+    let rows: Vec<(Vec<Uuid>,)> = sqlx::query_as(
         "WITH saved AS (
             UPDATE jobworks_jobs j SET status = u.status, result = u.result::jsonb, error = u.error,
                 attempts = u.attempts, run_at = u.run_at, started_at = u.started_at,
@@ -291,10 +294,11 @@ pub(super) async fn save(
     .bind(a.attempt)
     .bind(channel)
     .bind(c.freed)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    Ok(saved.into_iter().collect())
+    let saved = rows.into_iter().flat_map(|(ids,)| ids);
+    Ok(saved.collect())
 }
 
 #[derive(Default)]

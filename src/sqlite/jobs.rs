@@ -103,8 +103,15 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
               AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
               ORDER BY priority DESC, run_at, id LIMIT ?3"
         ),
-        params![micros(now), &types, plan.take as i64, params.queue.as_str()],
+        params![
+            micros(now),
+            &types,
+            plan.scan() as i64,
+            params.queue.as_str()
+        ],
     )?;
+    let full = plan.full(rows.len());
+    let rows: Vec<_> = rows.into_iter().take(plan.take).collect();
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         // Only the `queued` event comes before a first claim: a job with more ran before
@@ -152,7 +159,7 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
     Ok(Claimed {
         jobs,
         next_run_at: rules::earliest(scheduled, next_token),
-        full: plan.full(),
+        full,
     })
 }
 

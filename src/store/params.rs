@@ -221,9 +221,10 @@ pub struct Claimed {
     /// When the next queued (matching) job becomes due, if one is queued and not yet due:
     /// an idle worker sleeps until then.
     pub next_run_at: Option<DateTime<Utc>>,
-    /// Whether the queue's `max_running` left less room than the claim asked for: the
-    /// claimer then also waits for a running job to end
-    /// ([`Notifier::subscribe_freed`](super::Notifier::subscribe_freed)).
+    /// Whether the queue's `max_running` held back a due job: the claimer then also waits
+    /// for a running job to end
+    /// ([`Notifier::subscribe_freed`](super::Notifier::subscribe_freed)), and an engine
+    /// held back so is not idle.
     pub full: bool,
 }
 

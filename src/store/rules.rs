@@ -174,10 +174,11 @@ impl RateWindow {
 /// settings.max_running = Some(4);
 /// settings.rate = Some(RateLimit::new(2, Duration::from_secs(1)));
 /// let now = chrono::Utc::now();
-/// // 3 running of at most 4, a full bucket of 2: a claim of 10 takes at most 1.
+/// // 3 running of at most 4, a full bucket of 2: a claim of 10 takes at most 1,
+/// // looking at 2 due jobs to tell whether the limit held one back.
 /// let plan = ClaimPlan::new(&settings, 3, None, now, 10);
-/// assert_eq!(plan.take, 1);
-/// assert!(plan.full());
+/// assert_eq!((plan.take, plan.scan()), (1, 2));
+/// assert!(plan.full(2) && !plan.full(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimPlan {
@@ -209,9 +210,20 @@ impl ClaimPlan {
         }
     }
 
-    /// Whether `max_running` left less room than the claim asked for.
-    pub fn full(&self) -> bool {
-        self.room < self.limit
+    /// How many due jobs a backend should look at: the room, and one more when the room
+    /// is less than the claim asked for, to tell whether the limit held a job back.
+    pub fn scan(&self) -> usize {
+        if self.room < self.limit {
+            self.room + 1
+        } else {
+            self.room
+        }
+    }
+
+    /// Whether `max_running` held back a due job, given how many it found (up to
+    /// [`scan`](Self::scan)).
+    pub fn full(&self, due: usize) -> bool {
+        self.room < self.limit && due > self.room
     }
 
     /// The rate bucket's new state once `taken` jobs were claimed (`None`: unchanged).
