@@ -255,3 +255,44 @@ async fn an_engine_held_back_by_a_limit_is_not_idle() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_queue_starts_jobs_on_its_tokens_without_polling() {
+    let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = starts.clone();
+    let work = from_fn(move |_: JobContext, _: Value| {
+        seen.lock().unwrap().push(std::time::Instant::now());
+        async { Ok::<_, JobError>(()) }
+    });
+    let engine = Engine::builder()
+        .executor("WORK", work)
+        // Only the next token's time can wake the engine.
+        .poll_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let rate = jobworks::RateLimit::new(1, Duration::from_millis(200)).burst(1);
+    let patch = jobworks::QueuePatch::default().rate(Some(rate));
+    engine
+        .configure_queue(&QueueName::default(), patch)
+        .await
+        .unwrap();
+    engine.start().unwrap();
+    let jobs: Vec<NewJob> = (0..4).map(|_| job_in("default")).collect();
+    let ids: Vec<_> = engine.submit_many(&tenant(), jobs).await.unwrap();
+    for s in ids {
+        let done = engine
+            .wait_until_terminal(&tenant(), s.job.id, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(done.status, JobStatus::Completed);
+    }
+    let starts = starts.lock().unwrap().clone();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(150),
+            "two starts {gap:?} apart under 5/s"
+        );
+    }
+    engine.shutdown().await;
+}
