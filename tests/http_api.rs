@@ -723,10 +723,29 @@ async fn mounts_under_a_prefix_whose_parameters_the_authenticator_reads() {
         "/jobs/{id}",
         "/jobs/{id}/events",
         "/jobs/{id}/cancel",
+        "/jobs/{id}/retry",
+        "/jobs/{id}/requeue",
+        "/jobs/bulk",
+        "/queues",
+        "/queues/{name}",
+        "/queues/{name}/pause",
+        "/queues/{name}/resume",
         "/artifacts/{token}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    // Every operation has an id of its own (generated clients name methods by them).
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "operation ids repeat: {ids:?}");
     assert_eq!(
         doc["paths"]["/jobs"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
             ["$ref"],

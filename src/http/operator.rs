@@ -45,7 +45,7 @@ fn operator(principal: &Principal, body: Option<&Value>) -> Result<Operator, Api
 }
 
 /// Retry a failed or cancelled job with a fresh attempt budget.
-#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "operator",
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "operator", operation_id = "retry_job",
     params(("id" = String, Path, description = "The job's id")),
     request_body(content = Option<ReasonRequest>, description = "Why (optional)"),
     responses(
@@ -68,7 +68,7 @@ pub(crate) async fn retry(
 }
 
 /// Make a queued job that waits for its `run_at` due now.
-#[utoipa::path(post, path = "/jobs/{id}/requeue", tag = "operator",
+#[utoipa::path(post, path = "/jobs/{id}/requeue", tag = "operator", operation_id = "requeue_job",
     params(("id" = String, Path, description = "The job's id")),
     request_body(content = Option<ReasonRequest>, description = "Why (optional)"),
     responses(
@@ -91,7 +91,7 @@ pub(crate) async fn requeue(
 }
 
 /// Delete a finished job with its timeline and artifact bytes.
-#[utoipa::path(delete, path = "/jobs/{id}", tag = "operator",
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "operator", operation_id = "discard_job",
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -221,7 +221,7 @@ fn filter_of(outer: &mut Fields<'_>, body: Option<&Value>) -> JobFilter {
 
 /// Retry, cancel or discard the tenant's jobs that a filter selects, up to a limit; a dry
 /// run only counts them.
-#[utoipa::path(post, path = "/jobs/bulk", tag = "operator",
+#[utoipa::path(post, path = "/jobs/bulk", tag = "operator", operation_id = "bulk_jobs",
     request_body = BulkRequest,
     responses(
         (status = 200, description = "What was selected and changed", body = BulkView),

@@ -99,7 +99,7 @@ fn queue_response(info: &QueueInfo) -> Response {
 }
 
 /// Every queue with a job or stored settings.
-#[utoipa::path(get, path = "/queues", tag = "queues",
+#[utoipa::path(get, path = "/queues", tag = "queues", operation_id = "list_queues",
     responses(
         (status = 200, description = "The queues, by name", body = QueueListView),
         (status = 403, description = "The credential lacks the `operator` scope", body = super::ErrorBody),
@@ -117,7 +117,7 @@ pub(crate) async fn list(
 }
 
 /// One queue; a name never used reads as an empty queue.
-#[utoipa::path(get, path = "/queues/{name}", tag = "queues",
+#[utoipa::path(get, path = "/queues/{name}", tag = "queues", operation_id = "get_queue",
     params(("name" = String, Path, description = "The queue's name")),
     responses(
         (status = 200, description = "The queue", body = QueueView),
@@ -194,7 +194,7 @@ fn rate_of(f: &mut Fields<'_>, body: &serde_json::Value) -> Option<Option<RateLi
 }
 
 /// Change a queue's settings; fields left out keep their value.
-#[utoipa::path(patch, path = "/queues/{name}", tag = "queues",
+#[utoipa::path(patch, path = "/queues/{name}", tag = "queues", operation_id = "patch_queue",
     params(("name" = String, Path, description = "The queue's name")),
     request_body = QueuePatchRequest,
     responses(
@@ -229,7 +229,7 @@ pub(crate) async fn patch(
 }
 
 /// Pause a queue: no engine claims from it until it is resumed.
-#[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues",
+#[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues", operation_id = "pause_queue",
     params(("name" = String, Path, description = "The queue's name")),
     responses(
         (status = 200, description = "The queue, paused", body = QueueView),
@@ -251,7 +251,7 @@ pub(crate) async fn pause(
 }
 
 /// Resume a queue; idle engines are woken at once.
-#[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues",
+#[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues", operation_id = "resume_queue",
     params(("name" = String, Path, description = "The queue's name")),
     responses(
         (status = 200, description = "The queue, resumed", body = QueueView),
