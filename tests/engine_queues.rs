@@ -214,36 +214,37 @@ async fn a_snoozing_executor_spends_no_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_held_back_by_a_limit_is_not_idle() {
     // Engine `a` holds both slots of a queue limited to two; engine `b`, with nothing of
-    // its own running, must not call itself idle while a due job waits for a slot.
+    // its own running, must not call itself idle while a job only it runs (type `LAST`)
+    // waits for a slot.
     let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new());
     let limited = queue("limited");
-    let engine = |store: Arc<dyn JobStore>| {
+    let engine = |store: Arc<dyn JobStore>, ty: &str| {
         let work = from_fn(|_: JobContext, ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, JobError>(())
         });
         Engine::builder()
             .store(store)
-            .executor("WORK", work)
+            .executor(ty, work)
             .without_default_queue()
             .queue("limited", 4)
             .poll_interval(Duration::from_secs(3600))
             .build()
             .unwrap()
     };
-    let (a, b) = (engine(store.clone()), engine(store.clone()));
+    let (a, b) = (engine(store.clone(), "WORK"), engine(store.clone(), "LAST"));
     let patch = jobworks::QueuePatch::default().max_running(Some(2));
     a.configure_queue(&limited, patch).await.unwrap();
-    let slow =
-        |ms: u64| NewJob::new(JobType::new("WORK").unwrap(), json!(ms)).queue(limited.clone());
-    a.submit_many(&tenant(), vec![slow(300), slow(300)])
-        .await
-        .unwrap();
+    let job = |ty: &str, ms: u64| {
+        NewJob::new(JobType::new(ty).unwrap(), json!(ms)).queue(limited.clone())
+    };
+    let slow = vec![job("WORK", 300), job("WORK", 300)];
+    a.submit_many(&tenant(), slow).await.unwrap();
     a.start().unwrap();
     while a.queue_info(&limited).await.unwrap().counts.running < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let last = b.submit(&tenant(), slow(1)).await.unwrap().job;
+    let last = b.submit(&tenant(), job("LAST", 1)).await.unwrap().job;
     b.start().unwrap();
     b.wait_idle().await;
     let after = b.get(&tenant(), last.id).await.unwrap();
