@@ -144,6 +144,26 @@ fn submit(c: &mut Criterion) {
     group.finish();
 }
 
+/// Submits `jobs` in batches of 1,000, then times `engine` from `start()` until its
+/// workers are idle, checks that every job completed, and shuts it down.
+async fn drain_once(engine: &Engine, tenant: &TenantId, jobs: Vec<NewJob>) -> Duration {
+    let n = jobs.len() as u64;
+    for chunk in jobs.chunks(1000) {
+        engine
+            .submit_many(tenant, chunk.to_vec())
+            .await
+            .expect("submit");
+    }
+    let start = Instant::now();
+    engine.start().expect("start");
+    engine.wait_idle().await;
+    let took = start.elapsed();
+    let stats = engine.stats().await.expect("stats");
+    assert_eq!(stats.completed, n);
+    engine.shutdown().await;
+    took
+}
+
 fn drain(c: &mut Criterion) {
     let rt = runtime();
     let tenant = TenantId::new("bench").expect("valid");
@@ -159,19 +179,7 @@ fn drain(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let engine = noop_engine(fresh().await, 16);
-                        for chunk in jobs(DRAIN_JOBS).chunks(1000) {
-                            engine
-                                .submit_many(&tenant, chunk.to_vec())
-                                .await
-                                .expect("submit");
-                        }
-                        let start = Instant::now();
-                        engine.start().expect("start");
-                        engine.wait_idle().await;
-                        total += start.elapsed();
-                        let stats = engine.stats().await.expect("stats");
-                        assert_eq!(stats.completed, DRAIN_JOBS as u64);
-                        engine.shutdown().await;
+                        total += drain_once(&engine, &tenant, jobs(DRAIN_JOBS)).await;
                     }
                     total
                 }
@@ -215,20 +223,8 @@ fn drain_limited(c: &mut Criterion) {
                             .queue("limited", 16)
                             .build()
                             .expect("engine");
-                        for chunk in jobs(DRAIN_JOBS).chunks(1000) {
-                            let chunk = chunk.iter().map(|j| j.clone().queue(queue.clone()));
-                            engine
-                                .submit_many(&tenant, chunk.collect())
-                                .await
-                                .expect("submit");
-                        }
-                        let start = Instant::now();
-                        engine.start().expect("start");
-                        engine.wait_idle().await;
-                        total += start.elapsed();
-                        let stats = engine.stats().await.expect("stats");
-                        assert_eq!(stats.completed, DRAIN_JOBS as u64);
-                        engine.shutdown().await;
+                        let limited = jobs(DRAIN_JOBS).into_iter().map(|j| j.queue(queue.clone()));
+                        total += drain_once(&engine, &tenant, limited.collect()).await;
                     }
                     total
                 }

@@ -14,7 +14,7 @@ use super::jobs::{job_response, parse_id};
 use super::view::{JobView, StatusName};
 use super::{ApiError, ApiState, Principal, Scope};
 use crate::engine::{BulkAction, JobFilter, MAX_BULK};
-use crate::job::{JobStatus, JobType, QueueName};
+use crate::job::{JobId, JobStatus, JobType, QueueName};
 use crate::store::Operator;
 
 /// The longest `reason` an operator may give, in characters.
@@ -44,6 +44,18 @@ fn operator(principal: &Principal, body: Option<&Value>) -> Result<Operator, Api
     Ok(by)
 }
 
+/// The job an admin acts on and who acts (with the body's reason): scope first, then the
+/// id, then the body.
+fn acting(
+    principal: &Principal,
+    id: &str,
+    body: Option<&Value>,
+) -> Result<(JobId, Operator), ApiError> {
+    principal.require(Scope::Admin)?;
+    let id = parse_id(id)?;
+    Ok((id, operator(principal, body)?))
+}
+
 /// Retry a failed or cancelled job with a fresh attempt budget.
 #[utoipa::path(post, path = "/jobs/{id}/retry", tag = "operator", operation_id = "retry_job",
     params(("id" = String, Path, description = "The job's id")),
@@ -60,9 +72,7 @@ pub(crate) async fn retry(
     RouteParam(id): RouteParam,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::Admin)?;
-    let id = parse_id(&id)?;
-    let by = operator(&principal, body.as_ref())?;
+    let (id, by) = acting(&principal, &id, body.as_ref())?;
     let job = state.engine.retry(&principal.tenant, id, &by).await?;
     job_response(&state, StatusCode::ACCEPTED, &job, &HeaderMap::new()).await
 }
@@ -83,9 +93,7 @@ pub(crate) async fn requeue(
     RouteParam(id): RouteParam,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::Admin)?;
-    let id = parse_id(&id)?;
-    let by = operator(&principal, body.as_ref())?;
+    let (id, by) = acting(&principal, &id, body.as_ref())?;
     let job = state.engine.requeue(&principal.tenant, id, &by).await?;
     job_response(&state, StatusCode::ACCEPTED, &job, &HeaderMap::new()).await
 }
@@ -104,9 +112,7 @@ pub(crate) async fn discard(
     principal: Principal,
     RouteParam(id): RouteParam,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::Admin)?;
-    let id = parse_id(&id)?;
-    let by = operator(&principal, None)?;
+    let (id, by) = acting(&principal, &id, None)?;
     state.engine.discard(&principal.tenant, id, &by).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

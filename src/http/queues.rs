@@ -98,6 +98,21 @@ fn queue_response(info: &QueueInfo) -> Response {
     axum::Json(QueueView::from(info)).into_response()
 }
 
+/// Applies `patch` to the queue named `raw` for an operator, answering the queue.
+async fn configure(
+    state: &ApiState,
+    principal: &Principal,
+    raw: &str,
+    patch: QueuePatch,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Operator)?;
+    let info = state
+        .engine
+        .configure_queue(&queue_name(raw)?, patch)
+        .await?;
+    Ok(queue_response(&info))
+}
+
 /// Every queue with a job or stored settings.
 #[utoipa::path(get, path = "/queues", tag = "queues", operation_id = "list_queues",
     responses(
@@ -241,13 +256,13 @@ pub(crate) async fn pause(
     principal: Principal,
     RouteParam(name): RouteParam,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::Operator)?;
-    let patch = QueuePatch::default().paused(true);
-    let info = state
-        .engine
-        .configure_queue(&queue_name(&name)?, patch)
-        .await?;
-    Ok(queue_response(&info))
+    configure(
+        &state,
+        &principal,
+        &name,
+        QueuePatch::default().paused(true),
+    )
+    .await
 }
 
 /// Resume a queue; idle engines are woken at once.
@@ -263,11 +278,11 @@ pub(crate) async fn resume(
     principal: Principal,
     RouteParam(name): RouteParam,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::Operator)?;
-    let patch = QueuePatch::default().paused(false);
-    let info = state
-        .engine
-        .configure_queue(&queue_name(&name)?, patch)
-        .await?;
-    Ok(queue_response(&info))
+    configure(
+        &state,
+        &principal,
+        &name,
+        QueuePatch::default().paused(false),
+    )
+    .await
 }
