@@ -24,11 +24,13 @@ use jobworks::{
 type Jobs = BTreeMap<JobId, (Stored, Vec<Event>)>;
 /// Each queue's settings and the state of its rate bucket.
 type Queues = BTreeMap<QueueName, (QueueSettings, Option<DateTime<Utc>>)>;
+/// The tenant each queue's last claim served last, where the next claim's turn starts.
+type Turns = BTreeMap<QueueName, TenantId>;
 
 /// Jobs in a map, each with its timeline, and the queues' settings.
 #[derive(Debug, Default)]
 pub(crate) struct MapStore {
-    state: Mutex<(Jobs, Queues)>,
+    state: Mutex<(Jobs, Queues, Turns)>,
     notifier: Notifier,
     clock: Clock,
 }
@@ -42,7 +44,7 @@ impl MapStore {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, (Jobs, Queues)> {
+    fn state(&self) -> MutexGuard<'_, (Jobs, Queues, Turns)> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -127,22 +129,35 @@ impl JobStore for MapStore {
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let (mut state, mut unset) = (self.state(), Default::default());
-        let (jobs, queues) = &mut *state;
+        let (jobs, queues, turns) = &mut *state;
         let (settings, tat) = queues.get_mut(&params.queue).unwrap_or(&mut unset);
         if settings.paused {
             return Ok(Claimed::default());
         }
-        // The queue's limits and rate, as the shared rule says: unexpired leases count.
-        let running = jobs
+        // The queue's limits, rate and turns, as the shared rules say: unexpired leases
+        // count against the limits.
+        let running: Vec<&Job> = jobs
             .values()
-            .map(|(s, _)| s)
-            .filter(|s| s.job.queue == params.queue && s.lease.is_some_and(|l| l.expires_at > now));
-        let plan = rules::ClaimPlan::new(settings, running.count() as u64, *tat, now, params.limit);
+            .filter(|(s, _)| {
+                s.job.queue == params.queue && s.lease.is_some_and(|l| l.expires_at > now)
+            })
+            .map(|(s, _)| &*s.job)
+            .collect();
+        let plan = rules::ClaimPlan::new(settings, running.len() as u64, *tat, now, params.limit);
         let all = jobs.values().map(|(s, _)| &*s.job);
-        let mut due: Vec<&Job> = all.filter(|j| params.wants(j) && j.run_at <= now).collect();
-        due.sort_by_key(|j| rules::claim_order(j));
-        let picked: Vec<JobId> = due.iter().take(plan.take).map(|j| j.id).collect();
-        let full = plan.full(due.len());
+        let due: Vec<&Job> = all.filter(|j| params.wants(j) && j.run_at <= now).collect();
+        let with_key = |key: &str| {
+            running
+                .iter()
+                .filter(|j| j.concurrency_key.as_deref() == Some(key))
+                .count() as u64
+        };
+        let picks = rules::choose(&plan, &due, turns.get(&params.queue), with_key);
+        let picked: Vec<JobId> = picks.taken.iter().map(|&i| due[i].id).collect();
+        let full = picks.full;
+        if let Some(last) = picks.cursor {
+            turns.insert(params.queue.clone(), last);
+        }
         let mut claimed = Vec::with_capacity(picked.len());
         for id in picked {
             let lease = Lease::until(id, expires_at);

@@ -82,8 +82,10 @@ struct Inner {
 /// One queue's indexes.
 #[derive(Debug, Default)]
 struct Lane {
-    /// Queued jobs that are due, in claim order.
-    ready: BTreeSet<ReadyKey>,
+    /// Queued jobs that are due, by tenant, in claim order.
+    ready: BTreeMap<TenantId, BTreeSet<ReadyKey>>,
+    /// The tenant the last claim served last ([`rules::pick`]).
+    cursor: Option<TenantId>,
     /// Queued jobs that are not due yet, by not-before time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Running jobs by lease expiry.
@@ -116,6 +118,31 @@ impl Lane {
         (self.leases.len() - expired) as u64
     }
 
+    /// The first tenant above `after` (or of all) with due jobs.
+    fn next_tenant(&self, after: Option<&TenantId>) -> Option<TenantId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let lower = after.map_or(Unbounded, Excluded);
+        self.ready
+            .range((lower, Unbounded))
+            .next()
+            .map(|(t, _)| t.clone())
+    }
+
+    /// How many jobs with each concurrency key run under a lease unexpired at `now`.
+    fn running_by_key<'a>(
+        &self,
+        jobs: &'a HashMap<JobId, Entry>,
+        now: DateTime<Utc>,
+    ) -> BTreeMap<&'a str, u64> {
+        let mut busy = BTreeMap::new();
+        for (_, id) in self.leases.range((now, JobId::from_u128(u128::MAX))..) {
+            if let Some(key) = jobs[id].stored.job.concurrency_key.as_deref() {
+                *busy.entry(key).or_default() += 1;
+            }
+        }
+        busy
+    }
+
     /// Moves the jobs that became due to `ready`.
     fn promote_due(&mut self, jobs: &HashMap<JobId, Entry>, now: DateTime<Utc>) {
         while let Some(&(run_at, id)) = self.scheduled.first() {
@@ -124,8 +151,12 @@ impl Lane {
             }
             self.scheduled.pop_first();
             if let Some(entry) = jobs.get(&id) {
-                let priority = entry.stored.job.priority;
-                self.ready.insert((Reverse(priority), run_at, id));
+                let job = &entry.stored.job;
+                let ready = (Reverse(job.priority), run_at, id);
+                self.ready
+                    .entry(job.tenant.clone())
+                    .or_default()
+                    .insert(ready);
             }
         }
     }
@@ -153,6 +184,7 @@ impl Inner {
     fn index(&mut self, queue: &QueueName, keys: Keys, add: bool, now: DateTime<Utc>) {
         let Keys {
             id,
+            tenant,
             status,
             priority,
             run_at,
@@ -165,11 +197,23 @@ impl Inner {
         if status == JobStatus::Queued {
             let ready = (Reverse(priority), run_at, id);
             if add && run_at <= now {
-                lane.ready.insert(ready);
+                lane.ready.entry(tenant).or_default().insert(ready);
             } else if add {
                 lane.scheduled.insert((run_at, id));
-            } else if !lane.ready.remove(&ready) {
-                lane.scheduled.remove(&(run_at, id));
+            } else {
+                let removed = match lane.ready.get_mut(&tenant) {
+                    Some(set) => {
+                        let removed = set.remove(&ready);
+                        if set.is_empty() {
+                            lane.ready.remove(&tenant);
+                        }
+                        removed
+                    }
+                    None => false,
+                };
+                if !removed {
+                    lane.scheduled.remove(&(run_at, id));
+                }
             }
         }
         let count = &mut lane.counts[status_index(status)];
@@ -232,9 +276,10 @@ impl Inner {
 }
 
 /// What the indexes know of a record.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Keys {
     id: JobId,
+    tenant: TenantId,
     status: JobStatus,
     priority: i32,
     run_at: DateTime<Utc>,
@@ -246,6 +291,7 @@ impl Keys {
         let job = &stored.job;
         Keys {
             id: job.id,
+            tenant: job.tenant.clone(),
             status: job.status,
             priority: job.priority,
             run_at: job.run_at,
@@ -409,15 +455,35 @@ impl JobStore for MemoryStore {
             None => true,
             Some(types) => types.contains(&jobs[id].stored.job.job_type),
         };
-        let mut picked: Vec<JobId> = lane
-            .ready
-            .iter()
-            .map(|key| key.2)
-            .filter(wanted)
-            .take(plan.scan())
-            .collect();
-        let full = plan.full(picked.len());
-        picked.truncate(plan.take);
+        let (picked, full) = if plan.take == 0 {
+            let due = lane.ready.values().flatten().map(|key| key.2);
+            (
+                Vec::new(),
+                plan.full(due.filter(wanted).take(plan.scan()).count()),
+            )
+        } else {
+            let candidates = rules::gather(
+                &plan,
+                lane.cursor.as_ref(),
+                |after| Ok(lane.next_tenant(after)),
+                |tenant, n| {
+                    let due = lane.ready.get(tenant).into_iter().flatten();
+                    Ok(due.map(|key| key.2).filter(wanted).take(n).collect())
+                },
+            )?;
+            let found: Vec<&Job> = candidates.iter().map(|id| &*jobs[id].stored.job).collect();
+            let busy = match settings.max_running_per_key {
+                Some(_) => lane.running_by_key(jobs, now),
+                None => BTreeMap::new(),
+            };
+            let key_running = |key: &str| busy.get(key).copied().unwrap_or(0);
+            let picks = rules::pick(&plan, &found, lane.cursor.as_ref(), key_running);
+            if picks.cursor.is_some() {
+                lane.cursor = picks.cursor;
+            }
+            let picked = picks.taken.iter().map(|&i| candidates[i]).collect();
+            (picked, picks.full)
+        };
         let scheduled = if picked.len() < params.limit {
             lane.scheduled
                 .iter()

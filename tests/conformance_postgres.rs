@@ -206,3 +206,24 @@ async fn postgres_max_running_holds_across_engines() {
     jobworks::testing::max_running_holds_across_engines(Arc::new(first), Arc::new(second)).await;
     schemas.drop_all(&url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_max_running_per_key_holds_across_engines() {
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    let first = schemas.fresh(&url).await;
+    // A second store on the same schema: its own pool and its own listener, as another
+    // process would have.
+    let second = PostgresStore::builder(&url)
+        .schema(first.schema())
+        .connect()
+        .await
+        .expect("connect");
+    jobworks::testing::max_running_per_key_holds_across_engines(Arc::new(first), Arc::new(second))
+        .await;
+    schemas.drop_all(&url).await;
+}

@@ -87,7 +87,23 @@ async fn sqlite_store_agrees_with_the_reference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_max_running_holds_across_engines() {
+    let (first, second) = two_handles().await;
+    jobworks::testing::max_running_holds_across_engines(first, second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_max_running_per_key_holds_across_engines() {
+    let (first, second) = two_handles().await;
+    jobworks::testing::max_running_per_key_holds_across_engines(first, second).await;
+}
+
+/// Two stores on one database file, as two processes would have.
+async fn two_handles() -> (Arc<dyn jobworks::JobStore>, Arc<dyn jobworks::JobStore>) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn jobworks::JobStore> = Arc::new(fresh(&dir).await);
-    jobworks::testing::max_running_holds_across_engines(store.clone(), store).await;
+    let path = dir.path().join("shared.db");
+    let first = SqliteStore::open(&path).await.expect("open");
+    let second = SqliteStore::open(&path).await.expect("open again");
+    // The directory lives as long as the test process; the file is small.
+    std::mem::forget(dir);
+    (Arc::new(first), Arc::new(second))
 }

@@ -894,7 +894,11 @@ async fn queues_are_named_at_submit_and_paused_by_operators() {
         (json!({"max_running": 100_001}), "max_running"),
         (json!({"max_running": "2"}), "max_running"),
         (json!({"paused": "yes"}), "paused"),
-        (json!({"max_running_per_key": 1}), "max_running_per_key"),
+        (json!({"max_running_per_key": 0}), "max_running_per_key"),
+        (
+            json!({"max_running_per_key": 100_001}),
+            "max_running_per_key",
+        ),
         (json!({"rate": 5}), "rate"),
     ] {
         let (status, _, body) = s.send(patch(bad.clone())).await;

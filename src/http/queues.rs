@@ -67,7 +67,7 @@ impl From<&QueueInfo> for QueueView {
             name: q.name.to_string(),
             paused: q.settings.paused,
             max_running: q.settings.max_running,
-            max_running_per_key: None,
+            max_running_per_key: q.settings.max_running_per_key,
             rate: q.settings.rate.map(|r| RateView {
                 limit: r.limit,
                 period_ms: u64::try_from(r.period.as_millis()).unwrap_or(u64::MAX),
@@ -159,6 +159,10 @@ pub(crate) struct QueuePatchRequest {
     /// or `null` for no limit.
     #[schema(minimum = 1, maximum = 100000)]
     max_running: Option<u32>,
+    /// At most this many of the queue's jobs with one concurrency key run at once across
+    /// all engines (1–100,000), or `null` for no limit.
+    #[schema(minimum = 1, maximum = 100000)]
+    max_running_per_key: Option<u32>,
     /// At most `limit` starts per `period_ms` across all engines, `burst` at once (a new
     /// limit starts with a full bucket), or `null` for none.
     rate: Option<RateRequest>,
@@ -231,13 +235,16 @@ pub(crate) async fn patch(
         patch = patch.paused(paused);
     }
     let limit = 1..=i64::from(MAX_QUEUE_LIMIT);
-    if let Some(max) = f.nullable_int("max_running", limit) {
+    if let Some(max) = f.nullable_int("max_running", limit.clone()) {
         patch = patch.max_running(max.map(|n| n as u32));
+    }
+    if let Some(max) = f.nullable_int("max_running_per_key", limit) {
+        patch = patch.max_running_per_key(max.map(|n| n as u32));
     }
     if let Some(rate) = rate_of(&mut f, &body) {
         patch = patch.rate(rate);
     }
-    f.refuse_others(&["paused", "max_running", "rate"]);
+    f.refuse_others(&["paused", "max_running", "max_running_per_key", "rate"]);
     f.finish()?;
     let info = state.engine.configure_queue(&name, patch).await?;
     Ok(queue_response(&info))

@@ -20,26 +20,20 @@ impl PostgresStore {
             .types
             .as_ref()
             .map(|t| t.iter().map(ToString::to_string).collect());
-        // One statement, committed on its own. It applies `start_attempt` in SQL (running,
-        // one more attempt, started now, progress cleared, a `started` event "attempt N")
-        // and the conformance suite holds it to the same results as the other backends.
+        // One round trip to `jobworks_claim` (schema v6), which applies the claim rule in
+        // SQL (running, one more attempt, started now, progress cleared, a `started` event
+        // "attempt N") to the jobs `rules::pick` takes within what the queue's settings
+        // allow (none while paused, limits on running jobs and starts, tenants in turn).
+        // The conformance suite and the differential test hold it to the other backends.
         // Its commit does not wait for the disk: a claim lost in a server crash leaves the
         // job queued without a lease, so it runs again and the lost lease can write
         // nothing; a later synchronous commit (a finish) flushes it anyway.
-        // One round trip to `jobworks_claim` (schema v5), which applies the claim rule in
-        // SQL (running, one more attempt, started now, progress cleared, a `started` event
-        // "attempt N") within the room the queue's settings leave (`rules::claim_room`:
-        // none while paused, at most `max_running` running). The conformance suite and
-        // the differential test hold it to the other backends. Its commit does not wait
-        // for the disk: a claim lost in a server crash leaves the job queued without a
-        // lease, so it runs again and the lost lease can write nothing; a later
-        // synchronous commit (a finish) flushes it anyway.
         let found = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
-            ", room, next_token, held_back FROM (SELECT (r.job).*, r.room, r.next_token, r.held_back
-                FROM jobworks_claim($6, $1, $2, $3, $4, $5) AS r) AS x
-            ORDER BY priority DESC, run_at, id"
+            ", room, next_token, held_back FROM (SELECT (r.job).*, r.pos, r.room, r.next_token,
+                r.held_back FROM jobworks_claim($6, $1, $2, $3, $4, $5) AS r) AS x
+            ORDER BY pos"
         ))
         .bind(now)
         .bind(&types)

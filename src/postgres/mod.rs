@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queues",
         include_str!("../../migrations/postgres/0005_queues.sql"),
     ),
+    (
+        6,
+        "fairness",
+        include_str!("../../migrations/postgres/0006_fairness.sql"),
+    ),
 ];
 
 fn db(e: sqlx::Error) -> Error {

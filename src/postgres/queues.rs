@@ -12,11 +12,18 @@ use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats, RateLimit};
 /// The settings columns, in the order [`SettingsRow`] reads them.
 macro_rules! settings_columns {
     () => {
-        "paused, max_running, rate_limit, rate_period_ms, rate_burst"
+        "paused, max_running, rate_limit, rate_period_ms, rate_burst, max_running_per_key"
     };
 }
 
-type SettingsRow = (bool, Option<i32>, Option<i32>, Option<i64>, Option<i32>);
+type SettingsRow = (
+    bool,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    Option<i32>,
+    Option<i32>,
+);
 
 /// A queue's name and its [`SettingsRow`].
 type NamedSettingsRow = (
@@ -26,13 +33,15 @@ type NamedSettingsRow = (
     Option<i32>,
     Option<i64>,
     Option<i32>,
+    Option<i32>,
 );
 
-fn settings((paused, max_running, limit, period, burst): SettingsRow) -> QueueSettings {
+fn settings((paused, max_running, limit, period, burst, per_key): SettingsRow) -> QueueSettings {
     let positive = |n: i32| u32::try_from(n).ok();
     QueueSettings {
         paused,
         max_running: max_running.and_then(positive),
+        max_running_per_key: per_key.and_then(positive),
         rate: match (limit.and_then(positive), period, burst.and_then(positive)) {
             (Some(limit), Some(ms), Some(burst)) => {
                 let period = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
@@ -56,10 +65,10 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         rows.into_iter()
-            .map(|(name, paused, max, limit, period, burst)| {
+            .map(|(name, paused, max, limit, period, burst, per_key)| {
                 Ok(Queue {
                     name: QueueName::new(name)?,
-                    settings: settings((paused, max, limit, period, burst)),
+                    settings: settings((paused, max, limit, period, burst, per_key)),
                 })
             })
             .collect()
@@ -75,15 +84,19 @@ impl PostgresStore {
     ) -> Result<QueueSettings> {
         let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         let max_running = patch.max_running.map(|max| max.map(int));
+        let per_key = patch.max_running_per_key.map(|max| max.map(int));
         let rate = patch.rate.flatten();
         let sql = concat!(
             "WITH saved AS (
                 INSERT INTO jobworks_queues
-                    (name, paused, max_running, rate_limit, rate_period_ms, rate_burst, updated_at)
-                VALUES ($1, COALESCE($2, false), $7, $9, $10, $11, $3)
+                    (name, paused, max_running, rate_limit, rate_period_ms, rate_burst, updated_at,
+                     max_running_per_key)
+                VALUES ($1, COALESCE($2, false), $7, $9, $10, $11, $3, $13)
                 ON CONFLICT (name) DO UPDATE
                     SET paused = COALESCE($2, jobworks_queues.paused),
                         max_running = CASE WHEN $6 THEN $7 ELSE jobworks_queues.max_running END,
+                        max_running_per_key =
+                            CASE WHEN $12 THEN $13 ELSE jobworks_queues.max_running_per_key END,
                         rate_limit = CASE WHEN $8 THEN $9 ELSE jobworks_queues.rate_limit END,
                         rate_period_ms =
                             CASE WHEN $8 THEN $10 ELSE jobworks_queues.rate_period_ms END,
@@ -112,6 +125,8 @@ impl PostgresStore {
             .bind(rate.map(|r| int(r.limit)))
             .bind(rate.map(|r| i64::try_from(r.period.as_millis()).unwrap_or(i64::MAX)))
             .bind(rate.map(|r| int(r.burst)))
+            .bind(per_key.is_some())
+            .bind(per_key.flatten())
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;

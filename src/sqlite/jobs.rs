@@ -75,6 +75,33 @@ fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
     Ok(Vec::new())
 }
 
+/// The first tenant above `after` (or of all) with queued jobs in `queue`.
+fn next_tenant(
+    conn: &Connection,
+    queue: &str,
+    after: Option<&TenantId>,
+) -> Result<Option<TenantId>> {
+    // Two statements, so that each uses the index's order.
+    let sql = match after {
+        None => {
+            "SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
+             AND ?2 IS NULL ORDER BY tenant LIMIT 1"
+        }
+        Some(_) => {
+            "SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
+             AND tenant > ?2 ORDER BY tenant LIMIT 1"
+        }
+    };
+    let found: Option<String> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_row(params![queue, after.map(TenantId::as_str)], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db)?;
+    found.map(TenantId::new).transpose()
+}
+
 fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Result<Claimed> {
     let expires_at = rules::lease_until(now, params.lease_ttl)?;
     let settings = queues::settings(conn, &params.queue)?;
@@ -94,24 +121,69 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         .types
         .as_ref()
         .map(|t| serde_json::to_string(t).expect("serialises"));
-    let rows = load_many(
-        conn,
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE queue = ?4 AND status = 'queued' AND run_at <= ?1 \
-              AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
-              ORDER BY priority DESC, run_at, id LIMIT ?3"
-        ),
-        params![
-            micros(now),
-            &types,
-            plan.scan() as i64,
-            params.queue.as_str()
-        ],
-    )?;
-    let full = plan.full(rows.len());
-    let rows: Vec<_> = rows.into_iter().take(plan.take).collect();
+    let queue = params.queue.as_str();
+    let (rows, full) = if plan.take == 0 {
+        let due: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM jobworks_jobs WHERE queue = ?3 \
+                 AND status = 'queued' AND run_at <= ?1 \
+                 AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) LIMIT ?4)",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![micros(now), &types, queue, plan.scan() as i64],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(db)?;
+        (Vec::new(), plan.full(due as usize))
+    } else {
+        let cursor = queues::cursor(conn, &params.queue)?;
+        let mut candidates = rules::gather(
+            &plan,
+            cursor.as_ref(),
+            |after| next_tenant(conn, queue, after),
+            |tenant, n| {
+                load_many(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        job_columns!(),
+                        " FROM jobworks_jobs WHERE queue = ?4 AND tenant = ?5 \
+                          AND status = 'queued' AND run_at <= ?1 \
+                          AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
+                          ORDER BY priority DESC, run_at, id LIMIT ?3"
+                    ),
+                    params![micros(now), &types, n as i64, queue, tenant.as_str()],
+                )
+            },
+        )?;
+        let jobs: Vec<&Job> = candidates.iter().map(|row| &row.job).collect();
+        let mut busy = BTreeMap::new();
+        if settings.max_running_per_key.is_some() {
+            for key in jobs.iter().filter_map(|job| job.concurrency_key.as_deref()) {
+                if !busy.contains_key(key) {
+                    let n = queues::running_with_key(conn, &params.queue, key, now)?;
+                    busy.insert(key, n);
+                }
+            }
+        }
+        let picks = rules::pick(&plan, &jobs, cursor.as_ref(), |key| busy[key]);
+        if let Some(last) = picks
+            .cursor
+            .as_ref()
+            .filter(|&c| Some(c) != cursor.as_ref())
+        {
+            queues::set_cursor(conn, &params.queue, last)?;
+        }
+        let mut slots: Vec<_> = candidates.drain(..).map(Some).collect();
+        let rows: Vec<_> = picks
+            .taken
+            .iter()
+            .filter_map(|&i| slots[i].take())
+            .collect();
+        (rows, picks.full)
+    };
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         // Only the `queued` event comes before a first claim: a job with more ran before

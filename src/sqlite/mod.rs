@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queues",
         include_str!("../../migrations/sqlite/0005_queues.sql"),
     ),
+    (
+        6,
+        "fairness",
+        include_str!("../../migrations/sqlite/0006_fairness.sql"),
+    ),
 ];
 
 /// When a commit is durable. See [`SqliteStoreBuilder::synchronous`].

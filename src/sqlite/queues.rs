@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{BACKEND, db};
-use crate::Result;
 use crate::job::QueueName;
 use crate::sql::{from_micros, micros, status};
 use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats, RateLimit};
+use crate::{Result, TenantId};
 
-const SETTINGS: &str = "paused, max_running, rate_limit, rate_period_ms, rate_burst";
+const SETTINGS: &str =
+    "paused, max_running, rate_limit, rate_period_ms, rate_burst, max_running_per_key";
 
 fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueSettings> {
     let limit: Option<u32> = row.get(first + 2)?;
@@ -21,6 +22,7 @@ fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueS
     Ok(QueueSettings {
         paused: row.get(first)?,
         max_running: row.get(first + 1)?,
+        max_running_per_key: row.get(first + 5)?,
         rate: match (limit, period, burst) {
             (Some(limit), Some(ms), Some(burst)) => {
                 let period = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
@@ -46,6 +48,44 @@ pub(super) fn set_rate_tat(conn: &Connection, name: &QueueName, tat: DateTime<Ut
         .and_then(|mut s| s.execute(params![name.as_str(), micros(tat)]))
         .map_err(db)?;
     Ok(())
+}
+
+/// The tenant queue `name`'s last claim served last ([`rules::pick`](crate::rules::pick)).
+pub(super) fn cursor(conn: &Connection, name: &QueueName) -> Result<Option<TenantId>> {
+    let cursor: Option<Option<String>> = conn
+        .prepare_cached("SELECT tenant FROM jobworks_turns WHERE queue = ?1")
+        .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
+        .map_err(db)?;
+    cursor.flatten().map(TenantId::new).transpose()
+}
+
+/// Stores where queue `name`'s next claim starts its turn.
+pub(super) fn set_cursor(conn: &Connection, name: &QueueName, tenant: &TenantId) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO jobworks_turns (queue, tenant) VALUES (?1, ?2) \
+         ON CONFLICT (queue) DO UPDATE SET tenant = ?2",
+    )
+    .and_then(|mut s| s.execute(params![name.as_str(), tenant.as_str()]))
+    .map_err(db)?;
+    Ok(())
+}
+
+/// How many of queue `name`'s jobs with concurrency key `key` run under a lease
+/// unexpired at `now`.
+pub(super) fn running_with_key(
+    conn: &Connection,
+    name: &QueueName,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM jobworks_jobs WHERE status = 'running' AND queue = ?1 \
+             AND concurrency_key = ?2 AND concurrency_key IS NOT NULL AND lease_expires_at > ?3",
+        )
+        .and_then(|mut s| s.query_row(params![name.as_str(), key, micros(now)], |r| r.get(0)))
+        .map_err(db)?;
+    Ok(n as u64)
 }
 
 /// The settings of queue `name` (the defaults when it has none).
@@ -103,9 +143,9 @@ pub(super) fn update(
     let rate = settings.rate;
     conn.prepare_cached(
         "INSERT INTO jobworks_queues (name, paused, max_running, rate_limit, rate_period_ms, \
-             rate_burst, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             rate_burst, updated_at, max_running_per_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9) \
          ON CONFLICT (name) DO UPDATE SET paused = ?2, max_running = ?3, rate_limit = ?4, \
-             rate_period_ms = ?5, rate_burst = ?6, updated_at = ?7, \
+             rate_period_ms = ?5, rate_burst = ?6, updated_at = ?7, max_running_per_key = ?9, \
              rate_tat = CASE WHEN ?8 THEN NULL ELSE rate_tat END",
     )
     .and_then(|mut s| {
@@ -118,6 +158,7 @@ pub(super) fn update(
             rate.map(|r| r.burst),
             micros(now),
             patch.rate.is_some(),
+            settings.max_running_per_key,
         ])
     })
     .map_err(db)?;

@@ -16,6 +16,10 @@ pub struct QueueSettings {
     /// store (1…[`MAX_QUEUE_LIMIT`]). A job counts while its lease is unexpired, so a
     /// crashed engine's jobs hold their slots until their leases expire.
     pub max_running: Option<u32>,
+    /// At most this many of the queue's jobs that share a
+    /// [`concurrency_key`](crate::Job::concurrency_key) run at once, across every engine
+    /// (1…[`MAX_QUEUE_LIMIT`]); jobs without a key are not limited by it.
+    pub max_running_per_key: Option<u32>,
     /// At most `limit` of the queue's jobs start per `period`, across every engine.
     pub rate: Option<RateLimit>,
 }
@@ -101,6 +105,8 @@ pub struct QueuePatch {
     pub paused: Option<bool>,
     /// Sets (`Some(Some(n))`) or removes (`Some(None)`) the limit on running jobs.
     pub max_running: Option<Option<u32>>,
+    /// Sets or removes the limit on running jobs per concurrency key.
+    pub max_running_per_key: Option<Option<u32>>,
     /// Sets or removes the rate limit (its bucket starts full).
     pub rate: Option<Option<RateLimit>>,
 }
@@ -115,6 +121,13 @@ impl QueuePatch {
     /// Limits (or, with `None`, stops limiting) how many of the queue's jobs run at once.
     pub fn max_running(mut self, max: Option<u32>) -> Self {
         self.max_running = Some(max);
+        self
+    }
+
+    /// Limits (or, with `None`, stops limiting) how many of the queue's jobs with one
+    /// concurrency key run at once.
+    pub fn max_running_per_key(mut self, max: Option<u32>) -> Self {
+        self.max_running_per_key = Some(max);
         self
     }
 
@@ -133,13 +146,15 @@ impl QueuePatch {
         if let Some(Some(rate)) = &self.rate {
             rate.validate()?;
         }
-        if let Some(Some(n)) = self.max_running
-            && !(1..=MAX_QUEUE_LIMIT).contains(&n)
-        {
-            return Err(crate::Error::invalid(
-                "max_running",
-                "must be between 1 and 100000",
-            ));
+        for (field, max) in [
+            ("max_running", self.max_running),
+            ("max_running_per_key", self.max_running_per_key),
+        ] {
+            if let Some(Some(n)) = max
+                && !(1..=MAX_QUEUE_LIMIT).contains(&n)
+            {
+                return Err(crate::Error::invalid(field, "must be between 1 and 100000"));
+            }
         }
         Ok(())
     }
@@ -152,6 +167,9 @@ impl QueuePatch {
         if let Some(max) = self.max_running {
             settings.max_running = max;
         }
+        if let Some(max) = self.max_running_per_key {
+            settings.max_running_per_key = max;
+        }
         if let Some(rate) = self.rate {
             settings.rate = rate;
         }
@@ -160,7 +178,10 @@ impl QueuePatch {
     /// Whether the change may let more jobs be claimed (idle engines are then woken): a
     /// resume, or a limit changed or removed.
     pub fn may_free_work(&self) -> bool {
-        self.paused == Some(false) || self.max_running.is_some() || self.rate.is_some()
+        self.paused == Some(false)
+            || self.max_running.is_some()
+            || self.max_running_per_key.is_some()
+            || self.rate.is_some()
     }
 }
 

@@ -7,6 +7,7 @@
 //! fuses the claim applies [`claim`] itself.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use super::{
     Stored, Write,
 };
 use crate::job::{EventKind, Job, JobStatus, NewEvent};
-use crate::{Error, Result};
+use crate::{Error, Result, TenantId};
 
 /// Moves `job` to `to` through the transition table.
 ///
@@ -188,6 +189,7 @@ pub struct ClaimPlan {
     room: usize,
     limit: usize,
     window: Option<RateWindow>,
+    per_key: Option<u32>,
 }
 
 impl ClaimPlan {
@@ -207,6 +209,23 @@ impl ClaimPlan {
             room,
             limit,
             window,
+            per_key: settings.max_running_per_key,
+        }
+    }
+
+    /// How many tenants a claim looks at, at most: the first ones in turn after the
+    /// tenant served last ([`pick`]).
+    pub fn tenants(&self) -> usize {
+        self.scan().min(FAIR_TENANTS)
+    }
+
+    /// How many of each tenant's due jobs (in [`claim_order`]) a claim looks at: as many
+    /// as the claim may take (one more to tell whether `max_running` held one back), and
+    /// more under `max_running_per_key`, which may pass over jobs whose key is busy.
+    pub fn per_tenant(&self) -> usize {
+        match self.per_key {
+            None => self.scan(),
+            Some(_) => self.scan().saturating_mul(PER_KEY_LOOKAHEAD),
         }
     }
 
@@ -238,6 +257,200 @@ impl ClaimPlan {
         let w = self.window?;
         (w.allowed < self.room && taken == w.allowed).then(|| w.next_start(taken))
     }
+}
+
+/// How many tenants one claim serves at most; the next claim goes on after them.
+pub const FAIR_TENANTS: usize = 16;
+
+/// How many times the claim's size a claim looks ahead in a tenant's due jobs when
+/// `max_running_per_key` may pass over some.
+pub const PER_KEY_LOOKAHEAD: usize = 4;
+
+/// Which of a claim's candidates it takes ([`pick`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Picks {
+    /// Indexes into the candidates, in the order they are taken.
+    pub taken: Vec<usize>,
+    /// The tenant served last, where the next claim's turn starts (`None`: none taken).
+    pub cursor: Option<TenantId>,
+    /// Whether a limit on running jobs (`max_running`, or `max_running_per_key` while
+    /// fewer than the claim could take were taken) held back a due job: the claimer then
+    /// waits for a slot ([`Claimed::full`](super::Claimed::full)).
+    pub full: bool,
+}
+
+/// Gathers a claim's candidates for [`pick`]: the first [`ClaimPlan::tenants`] tenants in
+/// turn after `cursor` that have due jobs, each with its first [`ClaimPlan::per_tenant`].
+///
+/// `next_tenant(after)` answers the first tenant above `after` in byte order (`None`: the
+/// first of all) that has queued jobs in the queue, due or not; `due(tenant, n)` answers
+/// that tenant's first `n` due jobs (matching the claim) in [`claim_order`]. A backend
+/// serves both from an index on (queue, tenant, priority, not-before time, id).
+///
+/// # Errors
+/// What the closures return.
+pub fn gather<J>(
+    plan: &ClaimPlan,
+    cursor: Option<&TenantId>,
+    mut next_tenant: impl FnMut(Option<&TenantId>) -> Result<Option<TenantId>>,
+    mut due: impl FnMut(&TenantId, usize) -> Result<Vec<J>>,
+) -> Result<Vec<J>> {
+    let mut candidates = Vec::new();
+    let mut tenants = 0;
+    let mut probe = cursor.cloned();
+    let mut wrapped = cursor.is_none();
+    while tenants < plan.tenants() {
+        let Some(tenant) = next_tenant(probe.as_ref())? else {
+            if wrapped {
+                break;
+            }
+            wrapped = true;
+            probe = None;
+            continue;
+        };
+        if wrapped && cursor.is_some_and(|c| tenant > *c) {
+            break;
+        }
+        let found = due(&tenant, plan.per_tenant())?;
+        if !found.is_empty() {
+            candidates.extend(found);
+            tenants += 1;
+        }
+        probe = Some(tenant);
+    }
+    Ok(candidates)
+}
+
+/// Which due jobs a claim takes, under the queue's limits and in fairness across
+/// tenants: the rule every backend's claim applies.
+///
+/// `candidates` are, for the first [`ClaimPlan::tenants`] tenants in turn after `cursor`
+/// (the tenant served last: names above it in byte order, then from the first name) that
+/// have due jobs, each tenant's first [`ClaimPlan::per_tenant`] due jobs; `running` says
+/// how many jobs with a concurrency key run under an unexpired lease. Then:
+///
+/// 1. Under `max_running_per_key`, each key's free slots go to its candidates in
+///    [`claim_order`]; the rest are passed over.
+/// 2. The tenants take turns, in the order above, each taking its next job in
+///    [`claim_order`], until the claim has [`ClaimPlan::take`] or no tenant has more.
+///
+/// So one tenant's backlog never starves another's, priority orders each tenant's
+/// jobs, and a claim of `n` takes what `n` claims of one would.
+///
+/// ```
+/// use jobworks::{Job, JobType, NewJob, QueueSettings, TenantId, rules};
+/// let now = chrono::Utc::now();
+/// let job = |tenant: &str, priority: i32| {
+///     let job = NewJob::new(JobType::new("ECHO")?, serde_json::json!({})).priority(priority);
+///     Ok::<_, jobworks::Error>(Job::new_queued_at(TenantId::new(tenant)?, job, 3, now))
+/// };
+/// // Tenant a has three jobs, b one; a was served last.
+/// let (a1, a2, a3, b1) = (job("a", 3)?, job("a", 2)?, job("a", 1)?, job("b", 0)?);
+/// let candidates = [&a3, &a1, &b1, &a2];
+/// let plan = rules::ClaimPlan::new(&QueueSettings::default(), 0, None, now, 3);
+/// let picks = rules::pick(&plan, &candidates, Some(&TenantId::new("a")?), |_| 0);
+/// // b first, then a's best two in turn
+/// assert_eq!(picks.taken, [2, 1, 3]);
+/// assert_eq!(picks.cursor, Some(TenantId::new("a")?));
+/// # Ok::<(), jobworks::Error>(())
+/// ```
+pub fn pick(
+    plan: &ClaimPlan,
+    candidates: &[&Job],
+    cursor: Option<&TenantId>,
+    running: impl Fn(&str) -> u64,
+) -> Picks {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| claim_order(candidates[i]));
+    let mut passed_over = false;
+    if let Some(max) = plan.per_key {
+        let mut used: BTreeMap<&str, u64> = BTreeMap::new();
+        order.retain(|&i| {
+            let Some(key) = candidates[i].concurrency_key.as_deref() else {
+                return true;
+            };
+            let used = used.entry(key).or_insert_with(|| running(key));
+            let free = *used < u64::from(max);
+            *used += u64::from(free);
+            passed_over |= !free;
+            free
+        });
+    }
+    let mut queues: BTreeMap<&TenantId, std::collections::VecDeque<usize>> = BTreeMap::new();
+    for i in order {
+        queues
+            .entry(&candidates[i].tenant)
+            .or_default()
+            .push_back(i);
+    }
+    let mut turns: Vec<_> = match cursor {
+        Some(c) => {
+            let (before, after): (Vec<_>, Vec<_>) = queues.into_iter().partition(|(t, _)| *t <= c);
+            after.into_iter().chain(before).collect()
+        }
+        None => queues.into_iter().collect(),
+    };
+    let mut picks = Picks::default();
+    let mut last = None;
+    while picks.taken.len() < plan.take && !turns.is_empty() {
+        turns.retain_mut(|(tenant, jobs)| {
+            if picks.taken.len() == plan.take {
+                return true;
+            }
+            match jobs.pop_front() {
+                Some(i) => {
+                    picks.taken.push(i);
+                    last = Some(*tenant);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+    picks.cursor = last.cloned();
+    picks.full = plan.full(candidates.len()) || (passed_over && picks.taken.len() < plan.take);
+    picks
+}
+
+/// [`gather`] and [`pick`] over every due job a claim may take (matching it, in any
+/// order), for a store without indexes: the indexes of `due` it takes, where the next
+/// turn starts, and whether a limit held a job back. The same answer as a backend that
+/// gathers from its index.
+pub fn choose(
+    plan: &ClaimPlan,
+    due: &[&Job],
+    cursor: Option<&TenantId>,
+    running: impl Fn(&str) -> u64,
+) -> Picks {
+    if plan.take == 0 {
+        return Picks {
+            full: plan.full(due.len()),
+            ..Picks::default()
+        };
+    }
+    let mut by_tenant: BTreeMap<&TenantId, Vec<usize>> = BTreeMap::new();
+    for (i, job) in due.iter().enumerate() {
+        by_tenant.entry(&job.tenant).or_default().push(i);
+    }
+    for jobs in by_tenant.values_mut() {
+        jobs.sort_by_key(|&i| claim_order(due[i]));
+    }
+    let gathered = gather(
+        plan,
+        cursor,
+        |after| {
+            let mut above = by_tenant.keys().filter(|t| after.is_none_or(|a| **t > a));
+            Ok(above.next().map(|t| (*t).clone()))
+        },
+        |tenant, n| Ok(by_tenant[tenant].iter().copied().take(n).collect()),
+    )
+    .unwrap_or_default();
+    let candidates: Vec<&Job> = gathered.iter().map(|&i| due[i]).collect();
+    let mut picks = pick(plan, &candidates, cursor, running);
+    for i in &mut picks.taken {
+        *i = gathered[*i];
+    }
+    picks
 }
 
 /// The earlier of two times, either of which may be missing.

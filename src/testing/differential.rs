@@ -25,15 +25,16 @@ const TTL: Duration = Duration::from_secs(30);
 /// Runs `sequences` random sequences of `steps` operations each (submit into two queues,
 /// claim from either, heartbeat, append with progress or an artifact record, finish in
 /// every way including a snooze, cancel, operator actions (retry, requeue, cancel,
-/// discard), reap, pause, resume, `max_running` and the rate limit of a queue, and clock
-/// jumps) against the store `new_store` makes and against a fresh [`MemoryStore`]
-/// per sequence, both on clocks moved together. After every step the answers must agree
+/// discard), reap, pause, resume, `max_running`, `max_running_per_key` and the rate limit
+/// of a queue, and clock jumps), by two tenants that take turns in the queues, against
+/// the store `new_store` makes and against a fresh [`MemoryStore`] per sequence, both on
+/// clocks moved together. After every step the answers must agree
 /// and so must the records and timelines of the jobs it touched, and at the end of a
 /// sequence those of all its jobs. Timestamps, revisions and lease ids are left out of
 /// the comparison; everything else is compared.
 ///
 /// `new_store` is called once, with the clock the store must read; every sequence keeps
-/// to its own tenant and job type, so one store serves them all. A failure names the
+/// to its own tenants and job type, so one store serves them all. A failure names the
 /// seed of its sequence, which `seed` reproduces as the first one.
 pub async fn differential_test<S, F, Fut>(new_store: F, sequences: u64, steps: usize, seed: u64)
 where
@@ -70,7 +71,10 @@ struct Sequence<'a, S> {
     tested: &'a S,
     tested_clock: &'a Clock,
     rng: StdRng,
-    tenant: TenantId,
+    /// The sequence's two tenants, named after every earlier sequence's (so that where
+    /// an earlier sequence left a queue's turn does not matter), and each job's.
+    tenants: [TenantId; 2],
+    owners: std::collections::HashMap<JobId, TenantId>,
     job_type: JobType,
     /// The sequence's own queue, beside `default`: only it is paused and resumed.
     queue: QueueName,
@@ -136,7 +140,9 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             tested,
             tested_clock,
             rng: StdRng::seed_from_u64(seed),
-            tenant: TenantId::new(format!("diff-{seed}")).expect("a valid tenant"),
+            tenants: ["a", "b"]
+                .map(|t| TenantId::new(format!("diff-{n:06}-{seed}-{t}")).expect("a valid tenant")),
+            owners: std::collections::HashMap::new(),
             job_type: JobType::new(format!("DIFF{n}")).expect("a valid type"),
             queue: QueueName::new(format!("diff-{n}")).expect("a valid queue"),
             jobs: Vec::new(),
@@ -165,6 +171,11 @@ impl<'a, S: JobStore> Sequence<'a, S> {
                 "{what} differs\n  memory: {reference}\n  tested: {tested}"
             ))
         }
+    }
+
+    /// The tenant of one of the sequence's jobs.
+    fn owner(&self, id: JobId) -> TenantId {
+        self.owners[&id].clone()
     }
 
     fn any_job(&mut self) -> Option<JobId> {
@@ -225,7 +236,9 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         if self.rng.random_bool(0.3) {
             new = new.concurrency_key(format!("key-{}", self.rng.random_range(0..2)));
         }
-        let job = Job::new_queued_at(self.tenant.clone(), new, 3, now);
+        let tenant = self.tenants[usize::from(self.rng.random_bool(0.3))].clone();
+        let job = Job::new_queued_at(tenant.clone(), new, 3, now);
+        self.owners.insert(job.id, tenant);
         let r = self.reference.submit(vec![job.clone()]).await;
         let t = self.tested.submit(vec![job.clone()]).await;
         let clean = |v: &Vec<crate::Inserted>| {
@@ -237,6 +250,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         Self::agree("insert", &r, &t, clean)?;
         if let Ok(inserted) = r {
             for i in inserted.into_iter().filter(|i| i.created) {
+                self.owners.insert(i.job.id, i.job.tenant.clone());
                 self.jobs.push(i.job.id);
             }
         }
@@ -370,7 +384,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         let tenant = if self.rng.random_bool(0.1) {
             TenantId::new("someone-else").expect("a valid tenant")
         } else {
-            self.tenant.clone()
+            self.owner(id)
         };
         let r = self.reference.cancel(&tenant, id).await;
         let t = self.tested.cancel(&tenant, id).await;
@@ -384,7 +398,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             return Ok(());
         };
         let by = crate::Operator::new("diff").reason("test");
-        let t = self.tenant.clone();
+        let t = self.owner(id);
         let (r, tested) = match self.rng.random_range(0..4) {
             0 => (
                 self.reference.retry(&t, id, &by).await,
@@ -414,7 +428,9 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     }
 
     async fn pause_or_resume(&mut self) -> std::result::Result<(), Diff> {
-        let patch = match self.rng.random_range(0..6) {
+        let patch = match self.rng.random_range(0..8) {
+            6 => QueuePatch::default().max_running_per_key(None),
+            7 => QueuePatch::default().max_running_per_key(Some(self.rng.random_range(1..3))),
             0 => QueuePatch::default().paused(true),
             1 => QueuePatch::default().paused(false),
             2 => QueuePatch::default().max_running(None),
@@ -450,17 +466,18 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     }
 
     async fn compare(&self, id: JobId) -> std::result::Result<(), Diff> {
-        let r = self.reference.get(&self.tenant, id).await;
-        let t = self.tested.get(&self.tenant, id).await;
+        let tenant = self.owner(id);
+        let r = self.reference.get(&tenant, id).await;
+        let t = self.tested.get(&tenant, id).await;
         Self::agree("job", &r, &t, clean_job)?;
         let all = EventParams::default().limit(1000).include_internal();
-        let r = self.reference.events(&self.tenant, id, all).await;
-        let t = self.tested.events(&self.tenant, id, all).await;
+        let r = self.reference.events(&tenant, id, all).await;
+        let t = self.tested.events(&tenant, id, all).await;
         let clean = |p: &crate::EventPage| format!("{} {}", p.terminal, clean_events(&p.events));
         Self::agree("timeline", &r, &t, clean)?;
         let public = EventParams::default().limit(1000);
-        let r = self.reference.events(&self.tenant, id, public).await;
-        let t = self.tested.events(&self.tenant, id, public).await;
+        let r = self.reference.events(&tenant, id, public).await;
+        let t = self.tested.events(&tenant, id, public).await;
         Self::agree("public timeline", &r, &t, clean)
     }
 
@@ -470,8 +487,9 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             self.compare(id).await?;
         }
         for id in self.jobs.clone() {
-            let _ = self.reference.cancel(&self.tenant, id).await;
-            let _ = self.tested.cancel(&self.tenant, id).await;
+            let tenant = self.owner(id);
+            let _ = self.reference.cancel(&tenant, id).await;
+            let _ = self.tested.cancel(&tenant, id).await;
         }
         let past_every_lease = TTL + Duration::from_secs(1);
         self.reference_clock.advance(past_every_lease);
@@ -484,7 +502,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             self.compare(id).await?;
             let job = self
                 .tested
-                .get(&self.tenant, id)
+                .get(&self.owner(id), id)
                 .await
                 .map_err(|e| e.to_string())?;
             if !job.status.is_terminal() {

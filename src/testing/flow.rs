@@ -1,8 +1,10 @@
-//! Flow control across engines: a queue's `max_running` holds for every engine sharing a
-//! store, and the room a finish frees is taken at once by an idle engine elsewhere.
+//! Flow control across engines: a queue's `max_running` and `max_running_per_key` hold for
+//! every engine sharing a store, and the room a finish frees is taken at once by an idle
+//! engine elsewhere.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,6 +16,26 @@ use crate::{
     from_fn,
 };
 
+/// How many jobs run at once: in all, and by concurrency key (the input's `key`), counted
+/// by the executors as they start and end, with the most seen.
+#[derive(Default)]
+struct Overlap {
+    now: HashMap<String, usize>,
+    most: HashMap<String, usize>,
+}
+
+impl Overlap {
+    fn change(&mut self, key: &str, up: bool) {
+        for k in ["", key] {
+            let n = self.now.entry(k.to_owned()).or_default();
+            *n = if up { *n + 1 } else { *n - 1 };
+            let n = *n;
+            let most = self.most.entry(k.to_owned()).or_default();
+            *most = (*most).max(n);
+        }
+    }
+}
+
 /// Runs 60 jobs of a queue limited to `max_running = 3` on two engines of 8 slots each,
 /// one over each store (two handles on one database, or the same store twice), and
 /// checks that never more than three run at once: counted by the executors themselves
@@ -21,22 +43,72 @@ use crate::{
 /// only poll once an hour, so a freed slot must wake them.
 pub async fn max_running_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
     const LIMIT: usize = 3;
+    let patch = QueuePatch::default().max_running(Some(LIMIT as u32));
+    let (most, sampled) = run_limited(a, b, patch, |_| None).await;
+    let most = most[""];
+    assert!(
+        most <= LIMIT,
+        "{most} jobs ran at once under max_running = {LIMIT}"
+    );
+    assert!(
+        sampled <= LIMIT as u64,
+        "the store counted {sampled} running"
+    );
+    assert!(
+        most > 1,
+        "the limit was never used: at most {most} ran at once"
+    );
+}
+
+/// Runs 60 jobs of a queue limited to `max_running_per_key = 2`, spread over four
+/// concurrency keys, on two engines of 8 slots each (as
+/// [`max_running_holds_across_engines`]), and checks that never more than two jobs of
+/// one key run at once, while jobs of different keys do run side by side.
+pub async fn max_running_per_key_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
+    const PER_KEY: usize = 2;
+    let patch = QueuePatch::default().max_running_per_key(Some(PER_KEY as u32));
+    let (most, _) = run_limited(a, b, patch, |i| Some(format!("key-{}", i % 4))).await;
+    for (key, &n) in &most {
+        if !key.is_empty() {
+            assert!(
+                n <= PER_KEY,
+                "{n} jobs of {key} ran at once under max_running_per_key = {PER_KEY}"
+            );
+        }
+    }
+    let all = most[""];
+    assert!(
+        all > PER_KEY,
+        "keys did not run side by side: at most {all} ran at once"
+    );
+}
+
+/// Limits queue `limited` with `patch`, runs 60 jobs (the `i`th with concurrency key
+/// `key(i)`) on two engines, one over each store, and answers the most that ran at once
+/// by key (`""`: in all) and the most running the store counted.
+async fn run_limited(
+    a: Arc<dyn JobStore>,
+    b: Arc<dyn JobStore>,
+    patch: QueuePatch,
+    key: fn(usize) -> Option<String>,
+) -> (HashMap<String, usize>, u64) {
     const JOBS: usize = 60;
     let name = QueueName::new("limited").expect("valid");
-    a.configure_queue(&name, QueuePatch::default().max_running(Some(LIMIT as u32)))
+    a.configure_queue(&name, patch)
         .await
         .expect("limit the queue");
-    let now = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
+    let overlap = Arc::new(Mutex::new(Overlap::default()));
+    let started = Arc::new(AtomicUsize::new(0));
     let engine = |store: Arc<dyn JobStore>| {
-        let (now, most) = (now.clone(), most.clone());
-        let work = from_fn(move |_: JobContext, _: Value| {
-            let (now, most) = (now.clone(), most.clone());
+        let (overlap, started) = (overlap.clone(), started.clone());
+        let work = from_fn(move |_: JobContext, input: Value| {
+            let (overlap, started) = (overlap.clone(), started.clone());
             async move {
-                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(running, Ordering::SeqCst);
+                let key = input["key"].as_str().unwrap_or("-").to_owned();
+                overlap.lock().expect("not poisoned").change(&key, true);
+                started.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5 + rand::random_range(0..15))).await;
-                now.fetch_sub(1, Ordering::SeqCst);
+                overlap.lock().expect("not poisoned").change(&key, false);
                 Ok::<_, JobError>(())
             }
         });
@@ -53,7 +125,14 @@ pub async fn max_running_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn J
     let ty = JobType::new("LIMITED").expect("valid");
     let t = tenant("acme");
     let jobs: Vec<NewJob> = (0..JOBS)
-        .map(|_| NewJob::new(ty.clone(), json!({})).queue(name.clone()))
+        .map(|i| {
+            let key = key(i);
+            let job = NewJob::new(ty.clone(), json!({ "key": key })).queue(name.clone());
+            match key {
+                Some(key) => job.concurrency_key(key),
+                None => job,
+            }
+        })
         .collect();
     let ids: Vec<_> = engines[0]
         .submit_many(&t, jobs)
@@ -95,17 +174,7 @@ pub async fn max_running_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn J
     for e in &engines {
         e.shutdown().await;
     }
-    let most = most.load(Ordering::SeqCst);
-    assert!(
-        most <= LIMIT,
-        "{most} jobs ran at once under max_running = {LIMIT}"
-    );
-    assert!(
-        sampled <= LIMIT as u64,
-        "the store counted {sampled} running"
-    );
-    assert!(
-        most > 1,
-        "the limit was never used: at most {most} ran at once"
-    );
+    assert_eq!(started.load(Ordering::SeqCst), JOBS, "each job ran once");
+    let most = overlap.lock().expect("not poisoned").most.clone();
+    (most, sampled)
 }

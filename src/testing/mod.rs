@@ -18,6 +18,7 @@ mod artifacts;
 mod differential;
 mod documents;
 mod engine;
+mod fairness;
 mod fencing;
 mod flow;
 mod leases;
@@ -39,6 +40,7 @@ pub use artifacts::*;
 pub use differential::differential_test;
 pub use documents::*;
 pub use engine::*;
+pub use fairness::*;
 pub use fencing::*;
 pub use flow::*;
 pub use leases::*;
@@ -88,6 +90,8 @@ where
         max_running_caps_claims,
         operator_actions_follow_the_rules,
         rate_limits_space_starts,
+        tenants_take_turns,
+        max_running_per_key_caps_claims,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;
