@@ -194,23 +194,46 @@ fn drain(c: &mut Criterion) {
 /// where the limit binds whenever outcomes are still being recorded, since a job holds its
 /// slot until its outcome is committed.
 fn drain_limited(c: &mut Criterion) {
+    let limit = QueuePatch::default().max_running(Some(16));
+    drain_in_queue(c, "drain_10k_noop_max_running_16", limit, |_| None);
+}
+
+/// The drain of `drain` with its jobs spread over 100 concurrency keys, without a limit
+/// and with `max_running_per_key = 1` (each claim passes over the keys that run).
+fn drain_per_key(c: &mut Criterion) {
+    let key = |i: usize| Some(format!("key-{}", i % 100));
+    drain_in_queue(c, "drain_10k_noop_100_keys", QueuePatch::default(), key);
+    let one = QueuePatch::default().max_running_per_key(Some(1));
+    drain_in_queue(c, "drain_10k_noop_100_keys_max_running_per_key_1", one, key);
+}
+
+/// Drains 10,000 no-op jobs (the `i`th with concurrency key `key(i)`) with 16 workers
+/// from queue `limited`, its settings changed by `patch`.
+fn drain_in_queue(
+    c: &mut Criterion,
+    name: &str,
+    patch: QueuePatch,
+    key: fn(usize) -> Option<String>,
+) {
     let rt = runtime();
     let tenant = TenantId::new("bench").expect("valid");
     let queue = QueueName::new("limited").expect("valid");
-    let mut group = c.benchmark_group("drain_10k_noop_max_running_16");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(DRAIN_JOBS as u64));
     group.sample_size(10);
     for backend in backends() {
         group.bench_function(backend.name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
-                let (tenant, queue) = (tenant.clone(), queue.clone());
+                let (tenant, queue, patch) = (tenant.clone(), queue.clone(), patch.clone());
                 let fresh = &backend.fresh;
                 async move {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let store = fresh().await;
-                        let limit = QueuePatch::default().max_running(Some(16));
-                        store.configure_queue(&queue, limit).await.expect("limit");
+                        store
+                            .configure_queue(&queue, patch.clone())
+                            .await
+                            .expect("limit");
                         let engine = Engine::builder()
                             .store(store)
                             .executor(
@@ -223,8 +246,14 @@ fn drain_limited(c: &mut Criterion) {
                             .queue("limited", 16)
                             .build()
                             .expect("engine");
-                        let limited = jobs(DRAIN_JOBS).into_iter().map(|j| j.queue(queue.clone()));
-                        total += drain_once(&engine, &tenant, limited.collect()).await;
+                        let queued = jobs(DRAIN_JOBS).into_iter().enumerate().map(|(i, j)| {
+                            let j = j.queue(queue.clone());
+                            match key(i) {
+                                Some(k) => j.concurrency_key(k),
+                                None => j,
+                            }
+                        });
+                        total += drain_once(&engine, &tenant, queued.collect()).await;
                     }
                     total
                 }
@@ -396,5 +425,13 @@ fn operations(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, submit, drain, drain_limited, latency, operations);
+criterion_group!(
+    benches,
+    submit,
+    drain,
+    drain_limited,
+    drain_per_key,
+    latency,
+    operations
+);
 criterion_main!(benches);

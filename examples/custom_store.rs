@@ -17,8 +17,8 @@ use jobworks::rules;
 use jobworks::{
     ClaimParams, Claimed, ClaimedJob, Clock, Committed, Error, Event, EventPage, EventParams, Job,
     JobId, JobPage, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams, Queue,
-    QueueName, QueuePatch, QueueSettings, QueueStats, Result, Stored, Taken, TenantId, Visibility,
-    Write,
+    QueueName, QueuePatch, QueueSettings, QueueStats, Quota, Result, Stored, Taken, TenantId,
+    Visibility, Write,
 };
 
 type Jobs = BTreeMap<JobId, (Stored, Vec<Event>)>;
@@ -80,6 +80,10 @@ impl JobStore for MapStore {
     }
 
     async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+        self.insert_within(records, &[]).await
+    }
+
+    async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
         let jobs = &mut self.state().0;
         let holder = |job: &Job| {
             let key = job.idempotency_key.as_ref()?;
@@ -94,6 +98,16 @@ impl JobStore for MapStore {
             .filter_map(|(index, r)| holder(&r.job).map(|by| Taken { index, by }))
             .collect();
         if taken.is_empty() {
+            // Under the lock, so no other submit comes between the count and the insert.
+            Quota::check_all(quotas, records.iter().map(|r| &r.job), |tenant, queue| {
+                let mine = jobs
+                    .values()
+                    .map(|(s, _)| &*s.job)
+                    .filter(|j| j.tenant == *tenant);
+                let open =
+                    mine.filter(|j| !j.status.is_terminal() && queue.is_none_or(|q| *q == j.queue));
+                Ok(open.count() as u64)
+            })?;
             for (stored, event) in records.into_iter().map(NewRecord::into_parts) {
                 jobs.insert(stored.job.id, (stored, vec![event]));
             }

@@ -39,6 +39,17 @@ pub enum Error {
         /// The status that was requested.
         to: JobStatus,
     },
+    /// A submit would leave a tenant with more unfinished jobs than its quota allows;
+    /// nothing was created.
+    #[error("{tenant} already has {limit} unfinished jobs{}, its quota", in_queue(.queue))]
+    QuotaExceeded {
+        /// The tenant.
+        tenant: crate::TenantId,
+        /// Its quota of unfinished (queued or running) jobs.
+        limit: u64,
+        /// The queue the quota counts in (`None`: all queues).
+        queue: Option<crate::QueueName>,
+    },
     /// The job cannot be changed that way now (discarding a job that has not finished).
     #[error("job {id}: {reason}")]
     Conflict {
@@ -121,4 +132,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
     }
+}
+
+fn in_queue(queue: &Option<crate::QueueName>) -> String {
+    queue
+        .as_ref()
+        .map_or_else(String::new, |q| format!(" in queue {q}"))
 }

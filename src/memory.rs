@@ -13,7 +13,8 @@ use crate::job::{Event, Job, JobId, JobStatus, QueueName, TenantId};
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, DocumentId, DocumentPage, DocumentStore,
     EventPage, EventParams, JobPage, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams,
-    Queue, QueuePatch, QueueSettings, QueueStats, Stored, StoredDocument, Taken, Write, rules,
+    Queue, QueuePatch, QueueSettings, QueueStats, Quota, Stored, StoredDocument, Taken, Write,
+    rules,
 };
 use crate::{Error, Result};
 
@@ -170,6 +171,18 @@ impl Inner {
         }
     }
 
+    /// How many unfinished jobs `tenant` has (in `queue`, or in all).
+    fn unfinished(&self, tenant: &TenantId, queue: Option<&QueueName>) -> u64 {
+        let from = (tenant.clone(), JobId::from_u128(0));
+        let to = (tenant.clone(), JobId::from_u128(u128::MAX));
+        let jobs = self
+            .by_tenant
+            .range(from..=to)
+            .map(|(_, id)| &self.jobs[id].stored.job);
+        let open = |j: &&Box<Job>| !j.status.is_terminal() && queue.is_none_or(|q| *q == j.queue);
+        jobs.filter(open).count() as u64
+    }
+
     /// Drops a record taken out of `jobs` from every index.
     fn forget(&mut self, stored: Stored, now: DateTime<Utc>) {
         self.index(&stored.job.queue, Keys::of(&stored), false, now);
@@ -315,6 +328,10 @@ impl JobStore for MemoryStore {
     }
 
     async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+        self.insert_within(records, &[]).await
+    }
+
+    async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
         let now = self.clock.now();
         let mut inner = self.lock();
         // Every key is checked first, so the call is all or nothing.
@@ -330,6 +347,10 @@ impl JobStore for MemoryStore {
         if !taken.is_empty() {
             return Ok(taken);
         }
+        // Under the lock: nothing comes between the count and the insert.
+        Quota::check_all(quotas, records.iter().map(|r| &r.job), |tenant, queue| {
+            Ok(inner.unfinished(tenant, queue))
+        })?;
         for NewRecord { job, event } in records {
             let id = job.id;
             if let Some(key) = &job.idempotency_key {

@@ -131,6 +131,28 @@ impl EngineBuilder {
         self
     }
 
+    /// Caps every tenant's unfinished (queued or running) jobs, in all queues or in one
+    /// ([`Quota`](crate::Quota)); call it again for more caps. A submit that would go
+    /// over one creates nothing and fails with
+    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) (over HTTP, `429
+    /// quota_exceeded`). The store counts in the insert's own step, so the cap holds
+    /// across engines; a store must implement
+    /// [`JobStore::insert_within`](crate::JobStore::insert_within) (the built-in ones do).
+    ///
+    /// ```
+    /// use jobworks::{Engine, QueueName, Quota};
+    /// let engine = Engine::builder()
+    ///     .tenant_quota(Quota::unfinished(10_000))
+    ///     .tenant_quota(Quota::unfinished(100).in_queue(QueueName::new("reports")?))
+    ///     .build()?;
+    /// # drop(engine);
+    /// # Ok::<(), jobworks::Error>(())
+    /// ```
+    pub fn tenant_quota(mut self, quota: crate::Quota) -> Self {
+        self.config.quotas.push(quota);
+        self
+    }
+
     /// Does not serve the `default` queue: for an engine dedicated to other queues.
     pub fn without_default_queue(mut self) -> Self {
         self.default_slots = None;

@@ -78,6 +78,8 @@ struct WorkerConfig {
     reap_interval: Duration,
     shutdown_grace: Duration,
     retention: Option<Duration>,
+    /// Every tenant's caps on unfinished jobs, checked at submit.
+    quotas: Vec<crate::Quota>,
 }
 
 impl Default for WorkerConfig {
@@ -92,6 +94,7 @@ impl Default for WorkerConfig {
             reap_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             retention: None,
+            quotas: Vec::new(),
         }
     }
 }
@@ -217,7 +220,8 @@ impl Engine {
             .into_iter()
             .map(|new| Ok(self.queued(tenant, self.checked(new)?)))
             .collect::<Result<Vec<_>>>()?;
-        let inserted = self.inner.store.submit(jobs).await?;
+        let quotas = &self.inner.config.quotas;
+        let inserted = self.inner.store.submit_within(jobs, quotas).await?;
         Ok(inserted
             .into_iter()
             .map(|i| Submitted {

@@ -241,6 +241,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The `Retry-After` of `429 quota_exceeded`: jobs end at their own pace, so a hint.
+const QUOTA_RETRY_AFTER_SECS: u64 = 5;
+
 /// One status code per kind of crate error; internals go to the log, never to the client.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -264,6 +267,12 @@ impl From<Error> for ApiError {
             Error::Conflict { reason, .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", reason.to_string())
             }
+            Error::QuotaExceeded { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                e.to_string(),
+            )
+            .with_retry_after(QUOTA_RETRY_AFTER_SECS),
             Error::UnknownJobType { job_type, known } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_job_type",

@@ -9,21 +9,34 @@ use super::rows::uuid;
 use super::{BACKEND, PostgresStore, db};
 use crate::job::{Job, JobId};
 use crate::sql::json_text;
-use crate::store::{NewRecord, Taken};
+use crate::store::{NewRecord, Quota, Taken};
 use crate::{Error, Result};
 
 impl PostgresStore {
-    /// [`JobStore::insert`](crate::JobStore::insert).
-    pub(super) async fn insert_records(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
+    /// [`JobStore::insert_within`](crate::JobStore::insert_within) (`insert` without
+    /// quotas).
+    pub(super) async fn insert_records(
+        &self,
+        records: Vec<NewRecord>,
+        quotas: &[Quota],
+    ) -> Result<Vec<Taken>> {
         // Without idempotency keys nothing can conflict: one statement, committed alone.
-        if records.iter().all(|r| r.job.idempotency_key.is_none()) {
+        if quotas.is_empty() && records.iter().all(|r| r.job.idempotency_key.is_none()) {
             let mut conn = self.pool.acquire().await.map_err(db)?;
             self.insert_rows(&mut conn, &records).await?;
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
+        if !quotas.is_empty() {
+            // One submit of a tenant at a time until commit, on every engine: the count
+            // below sees every job committed before.
+            Self::lock_tenants(&mut tx, &records).await?;
+        }
         let inserted = self.insert_rows(&mut tx, &records).await?;
         if inserted.len() == records.len() {
+            if !quotas.is_empty() {
+                Self::check_quotas(&mut tx, &records, quotas).await?;
+            }
             tx.commit().await.map_err(db)?;
             return Ok(Vec::new());
         }
@@ -38,6 +51,57 @@ impl PostgresStore {
             });
         }
         Ok(taken)
+    }
+
+    /// Takes the quota lock of every tenant among `records`, in name order.
+    async fn lock_tenants(conn: &mut PgConnection, records: &[NewRecord]) -> Result<()> {
+        let tenants: Vec<&str> = records.iter().map(|r| r.job.tenant.as_str()).collect();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(1785684595, hashtext(t.tenant))
+             FROM (SELECT DISTINCT tenant FROM unnest($1::text[]) AS u(tenant) ORDER BY 1) AS t",
+        )
+        .bind(&tenants)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// [`Quota::check_all`] for `records`, just inserted: the tenants' other unfinished
+    /// jobs, counted under their quota locks.
+    async fn check_quotas(
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+        quotas: &[Quota],
+    ) -> Result<()> {
+        let tenants: Vec<&str> = records.iter().map(|r| r.job.tenant.as_str()).collect();
+        let ids: Vec<Uuid> = records.iter().map(|r| uuid(r.job.id)).collect();
+        let mut counts = HashMap::new();
+        for quota in quotas {
+            let queue = quota.queue.as_ref().map(|q| q.as_str().to_owned());
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT tenant, count(*) FROM jobworks_jobs
+                 WHERE tenant = ANY($1) AND status IN ('queued', 'running')
+                     AND ($2::text IS NULL OR queue = $2) AND NOT (id = ANY($3))
+                 GROUP BY tenant",
+            )
+            .bind(&tenants)
+            .bind(&queue)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+            for (tenant, n) in rows {
+                counts.insert((tenant, queue.clone()), n as u64);
+            }
+        }
+        Quota::check_all(quotas, records.iter().map(|r| &r.job), |tenant, queue| {
+            let key = (
+                tenant.as_str().to_owned(),
+                queue.map(|q| q.as_str().to_owned()),
+            );
+            Ok(counts.get(&key).copied().unwrap_or(0))
+        })
     }
 
     /// Inserts records in one statement, skipping those whose idempotency key is taken,

@@ -15,7 +15,7 @@ use crate::sql::status;
 use crate::store::{
     ClaimParams, Claimed, Committed, EventPage, EventParams, JobPage, JobStore, LeaseChange,
     ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
-    Stored, Taken, Write,
+    Quota, Stored, Taken, Write,
 };
 use crate::{Error, Result};
 
@@ -84,7 +84,11 @@ impl JobStore for PostgresStore {
     }
 
     async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
-        self.insert_records(records).await
+        self.insert_records(records, &[]).await
+    }
+
+    async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
+        self.insert_records(records, quotas).await
     }
 
     async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {

@@ -19,10 +19,27 @@ use crate::sql::{json_text, micros};
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, EventPage, EventParams, JobPage, JobStore, Lease,
     ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
-    Stored, Taken, Write, rules,
+    Quota, Stored, Taken, Write, rules,
 };
 
-fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
+/// How many unfinished jobs `tenant` has (in `queue`, or in all).
+fn unfinished(conn: &Connection, tenant: &TenantId, queue: Option<&QueueName>) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM jobworks_jobs WHERE tenant = ?1 \
+             AND status IN ('queued', 'running') AND (?2 IS NULL OR queue = ?2)",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![tenant.as_str(), queue.map(QueueName::as_str)],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    Ok(n as u64)
+}
+
+fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Result<Vec<Taken>> {
     let mut taken = Vec::new();
     let mut holder = conn
         .prepare_cached("SELECT id FROM jobworks_jobs WHERE tenant = ?1 AND idempotency_key = ?2")
@@ -43,6 +60,10 @@ fn insert_all(conn: &Connection, records: &[NewRecord]) -> Result<Vec<Taken>> {
     if !taken.is_empty() {
         return Ok(taken);
     }
+    // The writer's transaction holds the database: nothing comes between count and insert.
+    Quota::check_all(quotas, records.iter().map(|r| &r.job), |tenant, queue| {
+        unfinished(conn, tenant, queue)
+    })?;
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, \
@@ -310,7 +331,14 @@ impl JobStore for SqliteStore {
 
     async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
         self.writer
-            .write(move |conn| insert_all(conn, &records))
+            .write(move |conn| insert_all(conn, &records, &[]))
+            .await
+    }
+
+    async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
+        let quotas = quotas.to_vec();
+        self.writer
+            .write(move |conn| insert_all(conn, &records, &quotas))
             .await
     }
 

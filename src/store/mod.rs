@@ -35,7 +35,7 @@ pub use params::{
 };
 pub(crate) use protocol::Held;
 pub use protocol::JobStoreExt;
-pub use queues::{MAX_QUEUE_LIMIT, Queue, QueueInfo, QueuePatch, QueueSettings, RateLimit};
+pub use queues::{MAX_QUEUE_LIMIT, Queue, QueueInfo, QueuePatch, QueueSettings, Quota, RateLimit};
 pub use record::{Committed, LeaseChange, NewRecord, Step, Stored, Taken, Write};
 
 /// The storage of jobs. Implemented by [`MemoryStore`](crate::MemoryStore) and the SQL
@@ -58,6 +58,27 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// the key; the protocol decides whether that is a replay. An empty answer means all
     /// were inserted. Keys are not repeated within one call.
     async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>>;
+
+    /// [`insert`](Self::insert) within tenant quotas. When no key is taken and the jobs
+    /// would leave a tenant over one of `quotas` ([`Quota::check_all`]), nothing is
+    /// inserted and the answer is [`Error::QuotaExceeded`](crate::Error::QuotaExceeded).
+    /// The tenant's unfinished jobs are counted in the same step as the insert, so two
+    /// submits (on any engine) cannot both pass on one free place.
+    ///
+    /// Without quotas it is `insert`; a store that does not count them refuses every
+    /// call with quotas (the default).
+    async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
+        if quotas.is_empty() {
+            return self.insert(records).await;
+        }
+        Err(crate::Error::invalid(
+            "quota",
+            format!(
+                "the {} store does not enforce tenant quotas",
+                self.backend()
+            ),
+        ))
+    }
 
     /// The records of these jobs, with artifacts and latest public event, in any order;
     /// missing ones are left out, and so are other tenants' when `tenant` is given (their
@@ -132,6 +153,9 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn insert(&self, records: Vec<NewRecord>) -> Result<Vec<Taken>> {
         (**self).insert(records).await
+    }
+    async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
+        (**self).insert_within(records, quotas).await
     }
     async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
         (**self).load(tenant, ids).await

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Append, ClaimParams, Claimed, ClaimedJob, Committed, Finish, Inserted, JobStore, Lease,
-    LeaseStatus, NewRecord, Operator, QueuePatch, QueueSettings, QueueStats, ReapParams,
+    LeaseStatus, NewRecord, Operator, QueuePatch, QueueSettings, QueueStats, Quota, ReapParams,
     ReapReport, Step, Stored, Write, rules,
 };
 use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, QueueName, TenantId};
@@ -67,6 +67,12 @@ pub trait JobStoreExt: JobStore {
     /// when type and input match, the existing job is returned with `created: false`;
     /// otherwise the whole call fails with [`Error::AlreadyExists`] and nothing is stored.
     async fn submit(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>>;
+
+    /// [`submit`](Self::submit) within tenant quotas ([`JobStore::insert_within`]): a
+    /// submit that would leave a tenant over one creates nothing and fails with
+    /// [`Error::QuotaExceeded`]. Replays of stored jobs (same idempotency key) are
+    /// answered whatever the quota.
+    async fn submit_within(&self, jobs: Vec<Job>, quotas: &[Quota]) -> Result<Vec<Inserted>>;
 
     /// Claims up to `params.limit` due jobs (see [`JobStore::claim`]) and tells their
     /// watchers.
@@ -121,7 +127,11 @@ pub trait JobStoreExt: JobStore {
 #[async_trait]
 impl<S: JobStore + ?Sized> JobStoreExt for S {
     async fn submit(&self, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
-        submit(self, jobs).await
+        submit(self, jobs, &[]).await
+    }
+
+    async fn submit_within(&self, jobs: Vec<Job>, quotas: &[Quota]) -> Result<Vec<Inserted>> {
+        submit(self, jobs, quotas).await
     }
 
     async fn take(&self, params: ClaimParams) -> Result<Claimed> {
@@ -417,7 +427,11 @@ async fn load_one<S: JobStore + ?Sized>(
 
 /// Submits with idempotency keys resolved here: a key taken by the same request is a
 /// replay, by another a conflict; a key used twice in one call goes to the first job.
-async fn submit<S: JobStore + ?Sized>(store: &S, jobs: Vec<Job>) -> Result<Vec<Inserted>> {
+async fn submit<S: JobStore + ?Sized>(
+    store: &S,
+    jobs: Vec<Job>,
+    quotas: &[Quota],
+) -> Result<Vec<Inserted>> {
     let now = store.clock().now();
     if jobs.iter().all(|j| j.idempotency_key.is_none()) {
         // Nothing can be taken: one insert, the records moved into it.
@@ -430,7 +444,7 @@ async fn submit<S: JobStore + ?Sized>(store: &S, jobs: Vec<Job>) -> Result<Vec<I
             })
             .collect();
         if !records.is_empty() {
-            let taken = store.insert(records).await?;
+            let taken = store.insert_within(records, quotas).await?;
             if let Some(t) = taken.first() {
                 return Err(Error::Backend {
                     backend: store.backend(),
@@ -471,9 +485,8 @@ async fn submit<S: JobStore + ?Sized>(store: &S, jobs: Vec<Job>) -> Result<Vec<I
         let taken = if pending.is_empty() {
             Vec::new()
         } else {
-            store
-                .insert(pending.iter().map(|&i| fresh[i].clone()).collect())
-                .await?
+            let records = pending.iter().map(|&i| fresh[i].clone()).collect();
+            store.insert_within(records, quotas).await?
         };
         if taken.is_empty() {
             if !pending.is_empty() {

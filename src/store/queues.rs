@@ -185,6 +185,68 @@ impl QueuePatch {
     }
 }
 
+/// A cap on one tenant's unfinished (queued or running) jobs, in one queue or in all,
+/// checked when jobs are submitted: a submit that would go over it creates nothing
+/// ([`Error::QuotaExceeded`](crate::Error::QuotaExceeded)). Every tenant has the same
+/// quota; set it with [`EngineBuilder::tenant_quota`](crate::EngineBuilder::tenant_quota).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    /// At most this many unfinished jobs per tenant.
+    pub limit: u64,
+    /// The queue it counts in (`None`: every queue).
+    pub queue: Option<QueueName>,
+}
+
+impl Quota {
+    /// At most `limit` unfinished jobs per tenant, in all queues.
+    pub fn unfinished(limit: u64) -> Quota {
+        Quota { limit, queue: None }
+    }
+
+    /// Counts in `queue` only.
+    pub fn in_queue(mut self, queue: QueueName) -> Quota {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Whether it counts `job`.
+    pub fn counts(&self, job: &crate::Job) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == job.queue)
+    }
+
+    /// Checks that `jobs`, once inserted, leave every tenant within every quota, given
+    /// `unfinished(tenant, queue)`: how many unfinished jobs the tenant has stored (in
+    /// `queue`, or in all). A backend calls it in the insert's own step, where no other
+    /// submit of the tenant can come between the count and the insert.
+    ///
+    /// # Errors
+    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) for the first quota broken;
+    /// what `unfinished` returns.
+    pub fn check_all<'a>(
+        quotas: &[Quota],
+        jobs: impl IntoIterator<Item = &'a crate::Job> + Clone,
+        mut unfinished: impl FnMut(&crate::TenantId, Option<&QueueName>) -> crate::Result<u64>,
+    ) -> crate::Result<()> {
+        for quota in quotas {
+            let mut new: std::collections::BTreeMap<&crate::TenantId, u64> = Default::default();
+            for job in jobs.clone().into_iter().filter(|j| quota.counts(j)) {
+                *new.entry(&job.tenant).or_default() += 1;
+            }
+            for (tenant, n) in new {
+                let stored = unfinished(tenant, quota.queue.as_ref())?;
+                if stored.saturating_add(n) > quota.limit {
+                    return Err(crate::Error::QuotaExceeded {
+                        tenant: tenant.clone(),
+                        limit: quota.limit,
+                        queue: quota.queue.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A queue and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {

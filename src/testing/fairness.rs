@@ -152,3 +152,103 @@ pub async fn max_running_per_key_caps_claims(store: &impl JobStore) {
     assert_eq!(stored.settings.max_running_per_key, Some(2));
     assert_eq!(tenant("acme"), first.jobs[0].job.tenant);
 }
+
+/// Tenant quotas refuse a submit that would go over them, creating nothing: in all
+/// queues and in one; other tenants are not held; a finished job frees its place; a
+/// replay of a stored job is answered at the quota; and of 12 concurrent submits of one
+/// job each, exactly as many as the quota has room for succeed.
+pub async fn quotas_refuse_at_submit(store: &impl JobStore) {
+    use crate::{Error, JobStatus, Quota};
+    let tight = queue("tight");
+    let quotas = [
+        Quota::unfinished(3),
+        Quota::unfinished(1).in_queue(tight.clone()),
+    ];
+    let one = |tenant_name: &str| vec![job(tenant_name, sample_input())];
+    let mut keyed = job("acme", sample_input());
+    keyed.idempotency_key = Some("once".into());
+    store
+        .submit_within([vec![keyed.clone()], one("acme")].concat(), &quotas)
+        .await
+        .expect("room for two");
+    let two = [one("acme"), one("acme")].concat();
+    let refused = store.submit_within(two.clone(), &quotas).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::QuotaExceeded {
+                limit: 3,
+                queue: None,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    for j in &two {
+        let gone = store.get(&tenant("acme"), j.id).await;
+        assert!(
+            matches!(gone, Err(Error::NotFound { .. })),
+            "a refused job was created"
+        );
+    }
+    store
+        .submit_within(two[..1].to_vec(), &quotas)
+        .await
+        .expect("room for one more");
+    store
+        .submit_within(one("globex"), &quotas)
+        .await
+        .expect("another tenant is not held");
+    // At the quota, a replay of a stored job is still answered.
+    let mut replay = keyed.clone();
+    replay.id = crate::JobId::new();
+    let again = store
+        .submit_within(vec![replay], &quotas)
+        .await
+        .expect("a replay");
+    assert!(!again[0].created && again[0].job.id == keyed.id);
+
+    // The queue's own quota.
+    let in_tight = || {
+        let mut j = job("globex", sample_input());
+        j.queue = tight.clone();
+        vec![j]
+    };
+    store
+        .submit_within(in_tight(), &quotas)
+        .await
+        .expect("room in tight");
+    let refused = store.submit_within(in_tight(), &quotas).await;
+    assert!(
+        matches!(&refused, Err(Error::QuotaExceeded { limit: 1, queue: Some(q), .. }) if *q == tight),
+        "{refused:?}"
+    );
+
+    // A finished job frees its place.
+    let claimed = store
+        .take(ClaimParams::default().limit(1).lease_ttl(LONG))
+        .await
+        .expect("claim");
+    let c = claimed.jobs.first().expect("an acme or globex job");
+    let done = Finish::Completed {
+        result: serde_json::json!(null),
+    };
+    let ended = store.finish(&c.lease, done).await.expect("finish");
+    assert_eq!(ended.status, JobStatus::Completed);
+    store
+        .submit_within(one(ended.tenant.as_str()), &quotas)
+        .await
+        .expect("a place was freed");
+
+    // Concurrent submits: exactly the room left is taken.
+    let racing = [Quota::unfinished(5)];
+    let submits = (0..12).map(|_| store.submit_within(one("initech"), &racing));
+    let answers = futures::future::join_all(submits).await;
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(created, 5, "{answers:?}");
+    assert!(answers.iter().all(|a| match a {
+        Ok(_) => true,
+        Err(e) => matches!(e, Error::QuotaExceeded { .. }),
+    }));
+    assert_eq!(tenant("acme"), keyed.tenant);
+}

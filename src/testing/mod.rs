@@ -92,6 +92,7 @@ where
         rate_limits_space_starts,
         tenants_take_turns,
         max_running_per_key_caps_claims,
+        quotas_refuse_at_submit,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;
