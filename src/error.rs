@@ -41,7 +41,7 @@ pub enum Error {
     },
     /// A submit would leave a tenant with more unfinished jobs than its quota allows;
     /// nothing was created.
-    #[error("{tenant} already has {limit} unfinished jobs{}, its quota", in_queue(.queue))]
+    #[error("tenant {tenant} is at its quota of {limit} unfinished jobs{}", in_queue(.queue))]
     QuotaExceeded {
         /// The tenant.
         tenant: crate::TenantId,

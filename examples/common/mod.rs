@@ -23,13 +23,17 @@ pub struct Options {
     pub rate_limit: Option<NonZeroU32>,
     pub retry_base_ms: u64,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub tenant_quota: Option<u64>,
+    pub queues: Vec<(String, usize)>,
 }
 
 const USAGE: &str = "flags: --addr HOST:PORT (127.0.0.1:8080)  --store memory|sqlite:PATH|postgres:URL \
 (sqlite:jobworks-data/jobs.db; a bare postgres://… URL works too)  --artifacts DIR \
 (jobworks-data/artifacts; in memory with --store memory)  --public-url URL (http://ADDR)  \
 --rate-limit N (per second per principal; off)  --retry-base-ms N (1000)  \
---trusted-proxy IP|CIDR (repeatable: proxies whose X-Forwarded-For names the client)";
+--trusted-proxy IP|CIDR (repeatable: proxies whose X-Forwarded-For names the client)  \
+--tenant-quota N (unfinished jobs per tenant; none)  \
+--queue NAME:SLOTS (repeatable: serve another queue beside default)";
 
 impl Options {
     /// Reads the flags, or prints the usage and exits.
@@ -47,6 +51,8 @@ impl Options {
             rate_limit: None,
             retry_base_ms: 1000,
             trusted_proxies: Vec::new(),
+            tenant_quota: None,
+            queues: Vec::new(),
         };
         let mut args = args.into_iter().map(Into::into);
         while let Some(flag) = args.next() {
@@ -70,6 +76,14 @@ impl Options {
                         .or_else(|_| value.parse::<std::net::IpAddr>().map(Into::into))
                         .unwrap_or_else(|_| usage(&flag));
                     o.trusted_proxies.push(net);
+                }
+                "--tenant-quota" => {
+                    o.tenant_quota = Some(value.parse().unwrap_or_else(|_| usage(&flag)))
+                }
+                "--queue" => {
+                    let (name, slots) = value.split_once(':').unwrap_or_else(|| usage(&flag));
+                    let slots = slots.parse().unwrap_or_else(|_| usage(&flag));
+                    o.queues.push((name.to_owned(), slots));
                 }
                 _ => usage(&flag),
             }
@@ -278,10 +292,17 @@ pub fn demo_engine(
     store: Arc<dyn JobStore>,
     artifacts: ObjectStoreArtifacts,
 ) -> EngineBuilder {
-    Engine::builder()
+    let mut builder = Engine::builder()
         .store(store)
         .artifacts(artifacts)
-        .retry_policy(options.retry())
+        .retry_policy(options.retry());
+    for (name, slots) in &options.queues {
+        builder = builder.queue(name, *slots);
+    }
+    if let Some(n) = options.tenant_quota {
+        builder = builder.tenant_quota(jobworks::Quota::unfinished(n));
+    }
+    builder
         .executor(
             "ECHO",
             from_fn(|_ctx: JobContext, input: Value| async move { Ok::<_, JobError>(input) }),

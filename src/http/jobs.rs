@@ -170,6 +170,7 @@ fn new_job(body: &Value, header_key: Option<&str>, known: &[JobType]) -> Result<
             headers(("Location" = String, description = "Where to poll the job"), ("ETag" = String, description = "The body's version"))),
         (status = 200, description = "An earlier job with the same idempotency key, type and input", body = JobView),
         (status = 409, description = "The idempotency key was used for other work (`already_exists`)", body = super::ErrorBody),
+        (status = 429, description = "The tenant is at its quota of unfinished jobs (`quota_exceeded`), with `Retry-After`; nothing was created", body = super::ErrorBody),
     ))]
 pub(crate) async fn submit(
     State(state): State<ApiState>,

@@ -1,0 +1,550 @@
+//! A black-box suite: the `server` example, run as its own process on loopback, driven
+//! through the wire contract only. Queues and flow control (pause and resume, running
+//! intervals under `max_running` and per key, start times under a rate limit, a small
+//! tenant against a large backlog), operator actions (retry, requeue, discard, bulk with a
+//! dry run), scopes, tenant quotas, and bad input answered with the canonical envelope.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+/// The `server` example, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    http: Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The built example: next to this test's binary, built first when missing.
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join("examples").join("server");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", "server", "--features", "http sqlite"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the server example builds");
+    }
+    path
+}
+
+impl Server {
+    /// Starts the example on a free loopback port with an in-memory store and `flags`,
+    /// and waits until it answers.
+    async fn start(flags: &[&str]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(example_binary())
+            .args([
+                "--store",
+                "memory",
+                "--addr",
+                &addr,
+                "--retry-base-ms",
+                "10",
+            ])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the server starts");
+        let server = Server {
+            child,
+            base: format!("http://{addr}/v1"),
+            http: Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server
+            .http
+            .get(format!("{}/openapi.json", server.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// Sends `body` (if any) to `path` as `token`, answering status, headers and JSON.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        assert!(!status.is_server_error(), "{path}: {status}");
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, headers, json)
+    }
+
+    async fn submit(&self, token: &str, job: Value) -> Value {
+        let (status, _, body) = self.call(Method::POST, "/jobs", token, Some(job)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body
+    }
+
+    async fn job(&self, token: &str, id: &str) -> Value {
+        let (status, _, body) = self
+            .call(Method::GET, &format!("/jobs/{id}"), token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Polls job `id` until it is in `status`.
+    async fn wait_for(&self, token: &str, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.job(token, id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {status}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn operator(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, _, body) = self.call(method, path, "demo-operator", body).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().expect("an id").to_owned()
+}
+
+fn time(job: &Value, field: &str) -> DateTime<Utc> {
+    let text = job[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} of {job}"));
+    DateTime::parse_from_rfc3339(text)
+        .expect("RFC 3339")
+        .to_utc()
+}
+
+/// The most jobs that ran at once, from their started and completed times.
+fn most_at_once(jobs: &[&Value]) -> usize {
+    let spans: Vec<_> = jobs
+        .iter()
+        .map(|j| (time(j, "started_at"), time(j, "completed_at")))
+        .collect();
+    spans
+        .iter()
+        .map(|&(start, _)| {
+            spans
+                .iter()
+                .filter(|&&(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn assert_envelope(body: &Value, status: u16, kind: &str) {
+    assert_eq!(body["code"], status, "{body}");
+    assert_eq!(body["type"], kind, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_and_flow_control_over_the_wire() {
+    let s = Server::start(&[
+        "--queue",
+        "held:4",
+        "--queue",
+        "limited:8",
+        "--queue",
+        "keyed:8",
+        "--queue",
+        "rated:4",
+        "--queue",
+        "fair:4",
+    ])
+    .await;
+
+    // Scopes: queues are for operators.
+    let (status, _, body) = s.call(Method::GET, "/queues", "demo-acme", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_envelope(&body, 403, "permission_denied");
+
+    // Pause and resume: a paused queue's job stays queued; a resume runs it at once.
+    let held = s.operator(Method::POST, "/queues/held/pause", None).await;
+    assert_eq!(held["paused"], true);
+    let job = s
+        .submit(
+            "demo-acme",
+            json!({"type": "ECHO", "queue": "held", "input": {}}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.job("demo-acme", &id(&job)).await["status"], "queued");
+    let resumed = Instant::now();
+    s.operator(Method::POST, "/queues/held/resume", None).await;
+    s.wait_for("demo-acme", &id(&job), "completed").await;
+    assert!(
+        resumed.elapsed() < Duration::from_secs(5),
+        "the resume did not wake the engine"
+    );
+
+    // max_running = 2: never more than two of eight run at once, and two do.
+    s.operator(
+        Method::PATCH,
+        "/queues/limited",
+        Some(json!({"max_running": 2})),
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for _ in 0..8 {
+        let sleep = json!({"type": "SLEEP", "queue": "limited", "input": {"ms": 150}});
+        jobs.push(s.submit("demo-acme", sleep).await);
+    }
+    let mut done = Vec::new();
+    for j in &jobs {
+        done.push(s.wait_for("demo-acme", &id(j), "completed").await);
+    }
+    let most = most_at_once(&done.iter().collect::<Vec<_>>());
+    assert_eq!(most, 2, "{most} ran at once under max_running = 2");
+
+    // max_running_per_key = 1: one job per key at a time, keys side by side.
+    let keyed = s
+        .operator(
+            Method::PATCH,
+            "/queues/keyed",
+            Some(json!({"max_running_per_key": 1})),
+        )
+        .await;
+    assert_eq!(keyed["max_running_per_key"], 1);
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        let key = format!("k{}", i % 2);
+        let sleep = json!({"type": "SLEEP", "queue": "keyed", "concurrency_key": key,
+            "input": {"ms": 120}});
+        jobs.push(s.submit("demo-acme", sleep).await);
+    }
+    let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
+    for j in &jobs {
+        let done = s.wait_for("demo-acme", &id(j), "completed").await;
+        let key = done["concurrency_key"].as_str().expect("a key").to_owned();
+        by_key.entry(key).or_default().push(done);
+    }
+    for (key, jobs) in &by_key {
+        let most = most_at_once(&jobs.iter().collect::<Vec<_>>());
+        assert_eq!(most, 1, "{most} jobs of {key} ran at once");
+    }
+    let all: Vec<&Value> = by_key.values().flatten().collect();
+    assert_eq!(
+        most_at_once(&all),
+        2,
+        "the two keys did not run side by side"
+    );
+
+    // A rate limit of 4 per second, no burst: starts about 250 ms apart.
+    s.operator(
+        Method::PATCH,
+        "/queues/rated",
+        Some(json!({"rate": {"limit": 4, "period_ms": 1000, "burst": 1}})),
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let echo = json!({"type": "ECHO", "queue": "rated", "input": {}});
+        jobs.push(s.submit("demo-acme", echo).await);
+    }
+    let mut starts = Vec::new();
+    for j in &jobs {
+        starts.push(time(
+            &s.wait_for("demo-acme", &id(j), "completed").await,
+            "started_at",
+        ));
+    }
+    starts.sort();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= chrono::Duration::milliseconds(240),
+            "two starts {gap} apart under 4 per second"
+        );
+    }
+    assert!(
+        starts[4] - starts[0] < chrono::Duration::seconds(3),
+        "the limit slowed more than it should"
+    );
+
+    // Fairness: a backlog of 150 of globex, then 5 of acme, one at a time.
+    s.operator(Method::POST, "/queues/fair/pause", None).await;
+    s.operator(
+        Method::PATCH,
+        "/queues/fair",
+        Some(json!({"max_running": 1})),
+    )
+    .await;
+    for _ in 0..150 {
+        let echo = json!({"type": "ECHO", "queue": "fair", "input": {}});
+        s.submit("demo-globex", echo).await;
+    }
+    let mut small = Vec::new();
+    for _ in 0..5 {
+        let echo = json!({"type": "ECHO", "queue": "fair", "input": {}});
+        small.push(s.submit("demo-acme", echo).await);
+    }
+    s.operator(Method::POST, "/queues/fair/resume", None).await;
+    let mut last_small = None;
+    for j in &small {
+        let done = s.wait_for("demo-acme", &id(j), "completed").await;
+        last_small = last_small.max(Some(time(&done, "started_at")));
+    }
+    let last_small = last_small.expect("five");
+    let mut before = 0;
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/jobs?queue=fair&limit=100{cursor}");
+        let (_, _, page) = s.call(Method::GET, &path, "demo-globex", None).await;
+        for job in page["jobs"].as_array().expect("jobs") {
+            let j = s.wait_for("demo-globex", &id(job), "completed").await;
+            before += usize::from(time(&j, "started_at") < last_small);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert!(
+        before <= 8,
+        "{before} of globex's backlog started before acme's five had all started"
+    );
+
+    // The queue list has them all, with their settings and counts.
+    let list = s.operator(Method::GET, "/queues", None).await;
+    let names: Vec<&str> = list["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    for name in ["fair", "held", "keyed", "limited", "rated"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+
+    // Bad settings: 422 with the field's location; never a 5xx.
+    for (bad, loc) in [
+        (json!({"max_running": 0}), json!(["body", "max_running"])),
+        (
+            json!({"max_running_per_key": "1"}),
+            json!(["body", "max_running_per_key"]),
+        ),
+        (
+            json!({"rate": {"limit": 1}}),
+            json!(["body", "rate", "period_ms"]),
+        ),
+        (json!({"colour": "red"}), json!(["body", "colour"])),
+    ] {
+        let (status, _, body) = s
+            .call(
+                Method::PATCH,
+                "/queues/limited",
+                "demo-operator",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_envelope(&body, 422, "validation_error");
+        assert_eq!(body["errors"][0]["loc"], loc, "{bad}");
+    }
+    let (status, _, body) = s
+        .call(Method::GET, "/queues/NOT%20A%20NAME", "demo-operator", None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_over_the_wire() {
+    let s = Server::start(&[]).await;
+    let admin = "demo-acme-admin";
+
+    // Retry: a failed job queued again with a fresh budget; not for a plain credential.
+    let failing = json!({"type": "FLAKY", "input": {"permanent": true}, "max_attempts": 1});
+    let job = s.submit("demo-acme", failing).await;
+    let failed = s.wait_for("demo-acme", &id(&job), "failed").await;
+    assert_eq!(failed["attempts"], 1);
+    let retry = format!("/jobs/{}/retry", id(&job));
+    let (status, _, body) = s.call(Method::POST, &retry, "demo-acme", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, body) = s
+        .call(Method::POST, &retry, "demo-globex-admin", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's job: {body}"
+    );
+    let (status, _, body) = s.call(Method::POST, &retry, admin, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "queued");
+    let again = s.wait_for("demo-acme", &id(&job), "failed").await;
+    assert_eq!(again["attempts"], 1, "the retry had a fresh budget");
+    let (_, _, events) = s
+        .call(
+            Method::GET,
+            &format!("/jobs/{}/events", id(&job)),
+            "demo-acme",
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"operator"), "{kinds:?}");
+
+    // Requeue: a job due in an hour runs now.
+    let later = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let job = s
+        .submit(
+            "demo-acme",
+            json!({"type": "ECHO", "input": {}, "run_at": later}),
+        )
+        .await;
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            &format!("/jobs/{}/requeue", id(&job)),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    s.wait_for("demo-acme", &id(&job), "completed").await;
+
+    // Discard: a finished job goes, with its timeline; not an unfinished one.
+    let path = format!("/jobs/{}", id(&job));
+    let (status, _, _) = s
+        .call(Method::DELETE, &path, "demo-globex-admin", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = s.call(Method::DELETE, &path, admin, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = s.call(Method::GET, &path, "demo-acme", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&body, 404, "job_not_found");
+    let queued = s
+        .submit(
+            "demo-acme",
+            json!({"type": "ECHO", "input": {}, "run_at": later}),
+        )
+        .await;
+    let (status, _, body) = s
+        .call(
+            Method::DELETE,
+            &format!("/jobs/{}", id(&queued)),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Bulk: a dry run counts, the real run changes.
+    let failing = json!({"type": "FLAKY", "input": {"permanent": true}, "max_attempts": 1});
+    let second = s.submit("demo-acme", failing).await;
+    s.wait_for("demo-acme", &id(&second), "failed").await;
+    let bulk = json!({"action": "retry", "filter": {"status": ["failed"]}, "dry_run": true});
+    let (status, _, body) = s.call(Method::POST, "/jobs/bulk", admin, Some(bulk)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["matched"].as_u64(), body["applied"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let bulk = json!({"action": "cancel", "filter": {"status": ["queued"]}, "reason": "tidy"});
+    let (status, _, body) = s.call(Method::POST, "/jobs/bulk", admin, Some(bulk)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["applied"], 1, "{body}");
+    assert_eq!(
+        s.job("demo-acme", &id(&queued)).await["status"],
+        "cancelled"
+    );
+    for bad in [
+        json!({"action": "explode"}),
+        json!({"action": "retry", "limit": 0}),
+        json!({"action": "retry", "filter": {"status": ["nope"]}}),
+        json!({"action": "retry", "filter": "all"}),
+    ] {
+        let (status, _, body) = s
+            .call(Method::POST, "/jobs/bulk", admin, Some(bad.clone()))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_envelope(&body, 422, "validation_error");
+    }
+    let (status, _, _) = s
+        .call(
+            Method::POST,
+            "/jobs/bulk",
+            "demo-acme",
+            Some(json!({"action": "retry"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_quotas_over_the_wire() {
+    let s = Server::start(&["--tenant-quota", "2"]).await;
+    let long = json!({"type": "SLEEP", "input": {"ms": 20_000}});
+    let first = s.submit("demo-acme", long.clone()).await;
+    s.submit("demo-acme", long.clone()).await;
+    let (status, headers, body) = s
+        .call(Method::POST, "/jobs", "demo-acme", Some(long.clone()))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_envelope(&body, 429, "quota_exceeded");
+    assert!(headers.contains_key("retry-after"));
+    let (_, _, page) = s
+        .call(Method::GET, "/jobs?limit=100", "demo-acme", None)
+        .await;
+    assert_eq!(
+        page["jobs"].as_array().expect("jobs").len(),
+        2,
+        "the refused job was created"
+    );
+    s.submit("demo-globex", long.clone()).await;
+    let cancel = format!("/jobs/{}/cancel", id(&first));
+    let (status, _, _) = s.call(Method::POST, &cancel, "demo-acme", None).await;
+    assert!(status.is_success());
+    s.wait_for("demo-acme", &id(&first), "cancelled").await;
+    s.submit("demo-acme", long).await;
+}
