@@ -482,6 +482,17 @@ impl JobStore for MemoryStore {
                 Vec::new(),
                 plan.full(due.filter(wanted).take(plan.scan()).count()),
             )
+        } else if lane.ready.len() == 1 && settings.max_running_per_key.is_none() {
+            // One tenant and no key limit: its first due jobs are the picks.
+            let (tenant, due) = lane.ready.iter().next().expect("one tenant");
+            let due = due.iter().map(|key| key.2).filter(wanted);
+            let mut picked: Vec<JobId> = due.take(plan.per_tenant()).collect();
+            let full = plan.full(picked.len());
+            picked.truncate(plan.take);
+            if !picked.is_empty() && lane.cursor.as_ref() != Some(tenant) {
+                lane.cursor = Some(tenant.clone());
+            }
+            (picked, full)
         } else {
             let candidates = rules::gather(
                 &plan,

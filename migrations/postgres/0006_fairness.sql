@@ -54,6 +54,8 @@ DECLARE
     probe text COLLATE "C";
     next_tenant text COLLATE "C";
     last_tenant text COLLATE "C";
+    first_tenant text COLLATE "C";
+    other_tenant text COLLATE "C";
     wrapped boolean;
     tenants integer := 0;
     found_ids uuid[];
@@ -109,7 +111,61 @@ BEGIN
         per_tenant := CASE WHEN stored AND q.max_running_per_key IS NOT NULL
                            THEN scan * 4 ELSE scan END;
         max_tenants := least(scan, 16);
-        SELECT t.tenant INTO cursor_at FROM jobworks_turns t WHERE t.queue = p_queue;
+        -- Where the turn stands, and the first two tenants with queued jobs.
+        WITH f AS (
+            SELECT j.tenant FROM jobworks_jobs j
+            WHERE j.queue = p_queue AND j.status = 'queued' ORDER BY j.tenant LIMIT 1
+        )
+        SELECT (SELECT t.tenant FROM jobworks_turns t WHERE t.queue = p_queue), f.tenant,
+            (SELECT j.tenant FROM jobworks_jobs j
+             WHERE j.queue = p_queue AND j.status = 'queued' AND j.tenant > f.tenant
+             ORDER BY j.tenant LIMIT 1)
+        INTO cursor_at, first_tenant, other_tenant FROM f;
+        IF first_tenant IS NULL THEN
+            NULL; -- nothing queued
+        ELSIF other_tenant IS NULL AND NOT (stored AND q.max_running_per_key IS NOT NULL) THEN
+            -- One tenant and no key limit: its first due jobs are the picks, claimed in
+            -- one statement (the rule's answer without gathering).
+            IF room < p_limit THEN
+                held_back := room < (SELECT count(*) FROM (
+                    SELECT 1 FROM jobworks_jobs j
+                    WHERE j.queue = p_queue AND j.status = 'queued' AND j.run_at <= p_now
+                        AND (p_types IS NULL OR j.job_type = ANY(p_types))
+                    LIMIT room + 1) AS due);
+            END IF;
+            RETURN QUERY
+            WITH picked AS (
+                SELECT j.id FROM jobworks_jobs j
+                WHERE j.queue = p_queue AND j.tenant = first_tenant AND j.status = 'queued'
+                    AND j.run_at <= p_now AND (p_types IS NULL OR j.job_type = ANY(p_types))
+                ORDER BY j.priority DESC, j.run_at, j.id LIMIT take FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE jobworks_jobs j SET status = 'running', attempts = j.attempts + 1,
+                    started_at = p_now, progress = NULL, updated_at = p_now,
+                    revision = j.revision + 1, event_seq = j.event_seq + 1,
+                    lease_id = gen_random_uuid(), lease_expires_at = p_expires
+                FROM picked WHERE j.id = picked.id
+                RETURNING j AS claimed_row, j.id, j.event_seq, j.attempts, j.priority, j.run_at
+            ), started AS (
+                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
+                SELECT c.id, c.event_seq, 'started', 'public', 'attempt ' || c.attempts, p_now
+                FROM claimed c
+            ), told AS (
+                SELECT pg_notify(p_channel, string_agg(c.id::text, ','))
+                FROM claimed c HAVING count(*) > 0
+            ), relaxed AS (
+                SELECT set_config('synchronous_commit', 'off', true)
+            )
+            SELECT c.claimed_row, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id),
+                room, NULL::timestamptz, held_back
+            FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed;
+            GET DIAGNOSTICS taken = ROW_COUNT;
+            IF taken > 0 AND first_tenant IS DISTINCT FROM cursor_at THEN
+                INSERT INTO jobworks_turns (queue, tenant) VALUES (p_queue, first_tenant)
+                ON CONFLICT (queue) DO UPDATE SET tenant = EXCLUDED.tenant;
+            END IF;
+        ELSE
+        -- Gather in turn after the tenant served last, then pick.
         probe := cursor_at;
         wrapped := cursor_at IS NULL;
         WHILE tenants < max_tenants LOOP
@@ -213,6 +269,7 @@ BEGIN
         END IF;
         held_back := (room < p_limit AND cardinality(candidates) > room)
             OR (eligible < cardinality(candidates) AND taken < take);
+        END IF;
     END IF;
     IF stored AND q.rate_limit IS NOT NULL THEN
         IF taken > 0 THEN

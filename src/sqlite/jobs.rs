@@ -9,8 +9,8 @@ use rusqlite::{Connection, params};
 use rusqlite::OptionalExtension;
 
 use super::rows::{
-    EVENT_COLUMNS, complete, decode_event, id_bytes, insert_event, job_columns, load, load_many,
-    load_owned, owned_status, save, stored, time, u128_from,
+    EVENT_COLUMNS, JobRow, complete, decode_event, id_bytes, insert_event, job_columns, load,
+    load_many, load_owned, owned_status, save, stored, time, u128_from,
 };
 use super::{BACKEND, SqliteStore, db, queues};
 use crate::Result;
@@ -159,51 +159,37 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
             .map_err(db)?;
         (Vec::new(), plan.full(due as usize))
     } else {
-        let cursor = queues::cursor(conn, &params.queue)?;
-        let mut candidates = rules::gather(
-            &plan,
-            cursor.as_ref(),
-            |after| next_tenant(conn, queue, after),
-            |tenant, n| {
-                load_many(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        job_columns!(),
-                        " FROM jobworks_jobs WHERE queue = ?4 AND tenant = ?5 \
-                          AND status = 'queued' AND run_at <= ?1 \
-                          AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
-                          ORDER BY priority DESC, run_at, id LIMIT ?3"
-                    ),
-                    params![micros(now), &types, n as i64, queue, tenant.as_str()],
-                )
-            },
-        )?;
-        let jobs: Vec<&Job> = candidates.iter().map(|row| &row.job).collect();
-        let mut busy = BTreeMap::new();
-        if settings.max_running_per_key.is_some() {
-            for key in jobs.iter().filter_map(|job| job.concurrency_key.as_deref()) {
-                if !busy.contains_key(key) {
-                    let n = queues::running_with_key(conn, &params.queue, key, now)?;
-                    busy.insert(key, n);
+        let due_of = |tenant: &TenantId, n: usize| {
+            load_many(
+                conn,
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobworks_jobs WHERE queue = ?4 AND tenant = ?5 \
+                      AND status = 'queued' AND run_at <= ?1 \
+                      AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2))) \
+                      ORDER BY priority DESC, run_at, id LIMIT ?3"
+                ),
+                params![micros(now), &types, n as i64, queue, tenant.as_str()],
+            )
+        };
+        let (cursor, first, last) = queues::turn(conn, &params.queue)?;
+        match (first, last) {
+            (None, _) => (Vec::new(), false),
+            // One tenant and no key limit: its first due jobs are the picks.
+            (Some(first), Some(last))
+                if first == last && settings.max_running_per_key.is_none() =>
+            {
+                let mut rows = due_of(&first, plan.per_tenant())?;
+                let full = plan.full(rows.len());
+                rows.truncate(plan.take);
+                if !rows.is_empty() && cursor.as_ref() != Some(&first) {
+                    queues::set_cursor(conn, &params.queue, &first)?;
                 }
+                (rows, full)
             }
+            _ => claim_in_turn(conn, &params.queue, &plan, &settings, cursor, now, due_of)?,
         }
-        let picks = rules::pick(&plan, &jobs, cursor.as_ref(), |key| busy[key]);
-        if let Some(last) = picks
-            .cursor
-            .as_ref()
-            .filter(|&c| Some(c) != cursor.as_ref())
-        {
-            queues::set_cursor(conn, &params.queue, last)?;
-        }
-        let mut slots: Vec<_> = candidates.drain(..).map(Some).collect();
-        let rows: Vec<_> = picks
-            .taken
-            .iter()
-            .filter_map(|&i| slots[i].take())
-            .collect();
-        (rows, picks.full)
     };
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
@@ -254,6 +240,50 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
         next_run_at: rules::earliest(scheduled, next_token),
         full,
     })
+}
+
+/// The claim's picks from tenants in turn ([`rules::gather`], [`rules::pick`]), and
+/// whether a limit held a job back; moves the turn on.
+fn claim_in_turn(
+    conn: &Connection,
+    queue: &QueueName,
+    plan: &rules::ClaimPlan,
+    settings: &QueueSettings,
+    cursor: Option<TenantId>,
+    now: DateTime<Utc>,
+    due_of: impl FnMut(&TenantId, usize) -> Result<Vec<JobRow>>,
+) -> Result<(Vec<JobRow>, bool)> {
+    let mut candidates = rules::gather(
+        plan,
+        cursor.as_ref(),
+        |after| next_tenant(conn, queue.as_str(), after),
+        due_of,
+    )?;
+    let jobs: Vec<&Job> = candidates.iter().map(|row| &row.job).collect();
+    let mut busy = BTreeMap::new();
+    if settings.max_running_per_key.is_some() {
+        for key in jobs.iter().filter_map(|job| job.concurrency_key.as_deref()) {
+            if !busy.contains_key(key) {
+                let n = queues::running_with_key(conn, queue, key, now)?;
+                busy.insert(key, n);
+            }
+        }
+    }
+    let picks = rules::pick(plan, &jobs, cursor.as_ref(), |key| busy[key]);
+    if let Some(last) = picks
+        .cursor
+        .as_ref()
+        .filter(|&c| Some(c) != cursor.as_ref())
+    {
+        queues::set_cursor(conn, queue, last)?;
+    }
+    let mut slots: Vec<_> = candidates.drain(..).map(Some).collect();
+    let rows: Vec<_> = picks
+        .taken
+        .iter()
+        .filter_map(|&i| slots[i].take())
+        .collect();
+    Ok((rows, picks.full))
 }
 
 fn purge_before(conn: &Connection, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {

@@ -50,13 +50,25 @@ pub(super) fn set_rate_tat(conn: &Connection, name: &QueueName, tat: DateTime<Ut
     Ok(())
 }
 
-/// The tenant queue `name`'s last claim served last ([`rules::pick`](crate::rules::pick)).
-pub(super) fn cursor(conn: &Connection, name: &QueueName) -> Result<Option<TenantId>> {
-    let cursor: Option<Option<String>> = conn
-        .prepare_cached("SELECT tenant FROM jobworks_turns WHERE queue = ?1")
-        .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
+/// Where queue `name`'s turn stands: the tenant served last, and the first and last
+/// tenants (by name) with queued jobs in it, in one statement.
+pub(super) fn turn(
+    conn: &Connection,
+    name: &QueueName,
+) -> Result<(Option<TenantId>, Option<TenantId>, Option<TenantId>)> {
+    type Names = (Option<String>, Option<String>, Option<String>);
+    let (cursor, first, last): Names = conn
+        .prepare_cached(
+            "SELECT (SELECT tenant FROM jobworks_turns WHERE queue = ?1), \
+                (SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
+                 ORDER BY tenant LIMIT 1), \
+                (SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
+                 ORDER BY tenant DESC LIMIT 1)",
+        )
+        .and_then(|mut s| s.query_row([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
         .map_err(db)?;
-    cursor.flatten().map(TenantId::new).transpose()
+    let tenant = |t: Option<String>| t.map(TenantId::new).transpose();
+    Ok((tenant(cursor)?, tenant(first)?, tenant(last)?))
 }
 
 /// Stores where queue `name`'s next claim starts its turn.
