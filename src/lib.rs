@@ -43,7 +43,9 @@
 //!   Every job waits in a queue ([`QueueName`], `default` unless it names one); an engine
 //!   serves the queues its builder names, each with its own slots
 //!   ([`EngineBuilder::queue`]), and obeys each queue's stored settings
-//!   ([`Engine::pause_queue`]).
+//!   ([`Engine::pause_queue`], [`Engine::configure_queue`]: `max_running`,
+//!   `max_running_per_key`, a rate limit). Claims take a queue's tenants in turn, and
+//!   [`EngineBuilder::tenant_quota`] caps each tenant's unfinished jobs.
 //! - [`Executor`] runs one job type with a [`JobContext`]: typed input, stages, progress,
 //!   custom events, artifacts, and a cancellation signal. [`from_fn`] makes one from an
 //!   async function.

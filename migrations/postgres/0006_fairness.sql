@@ -54,8 +54,9 @@ DECLARE
     probe text COLLATE "C";
     next_tenant text COLLATE "C";
     last_tenant text COLLATE "C";
-    first_tenant text COLLATE "C";
-    other_tenant text COLLATE "C";
+    -- The last tenant (by name) with queued jobs, and another one if any.
+    last_queued text COLLATE "C";
+    earlier_queued text COLLATE "C";
     wrapped boolean;
     tenants integer := 0;
     found_ids uuid[];
@@ -111,19 +112,21 @@ BEGIN
         per_tenant := CASE WHEN stored AND q.max_running_per_key IS NOT NULL
                            THEN scan * 4 ELSE scan END;
         max_tenants := least(scan, 16);
-        -- Where the turn stands, and the first two tenants with queued jobs.
-        WITH f AS (
-            SELECT j.tenant FROM jobworks_jobs j
-            WHERE j.queue = p_queue AND j.status = 'queued' ORDER BY j.tenant LIMIT 1
-        )
-        SELECT (SELECT t.tenant FROM jobworks_turns t WHERE t.queue = p_queue), f.tenant,
+        -- Where the turn stands, and whether one tenant or more have queued jobs: the
+        -- last tenant, and any before it. Both probes read the index from its end, away
+        -- from the entries that claims left behind at its start (their order, which only
+        -- the queue's index has, keeps the planner on it).
+        SELECT (SELECT t.tenant FROM jobworks_turns t WHERE t.queue = p_queue), l.tenant,
             (SELECT j.tenant FROM jobworks_jobs j
-             WHERE j.queue = p_queue AND j.status = 'queued' AND j.tenant > f.tenant
-             ORDER BY j.tenant LIMIT 1)
-        INTO cursor_at, first_tenant, other_tenant FROM f;
-        IF first_tenant IS NULL THEN
+             WHERE j.queue = p_queue AND j.status = 'queued' AND j.tenant < l.tenant
+             ORDER BY j.tenant DESC, j.priority, j.run_at DESC, j.id DESC LIMIT 1)
+        INTO cursor_at, last_queued, earlier_queued
+        FROM (SELECT j.tenant FROM jobworks_jobs j
+              WHERE j.queue = p_queue AND j.status = 'queued'
+              ORDER BY j.tenant DESC, j.priority, j.run_at DESC, j.id DESC LIMIT 1) AS l;
+        IF last_queued IS NULL THEN
             NULL; -- nothing queued
-        ELSIF other_tenant IS NULL AND NOT (stored AND q.max_running_per_key IS NOT NULL) THEN
+        ELSIF earlier_queued IS NULL AND NOT (stored AND q.max_running_per_key IS NOT NULL) THEN
             -- One tenant and no key limit: its first due jobs are the picks, claimed in
             -- one statement (the rule's answer without gathering).
             IF room < p_limit THEN
@@ -136,7 +139,7 @@ BEGIN
             RETURN QUERY
             WITH picked AS (
                 SELECT j.id FROM jobworks_jobs j
-                WHERE j.queue = p_queue AND j.tenant = first_tenant AND j.status = 'queued'
+                WHERE j.queue = p_queue AND j.tenant = last_queued AND j.status = 'queued'
                     AND j.run_at <= p_now AND (p_types IS NULL OR j.job_type = ANY(p_types))
                 ORDER BY j.priority DESC, j.run_at, j.id LIMIT take FOR UPDATE SKIP LOCKED
             ), claimed AS (
@@ -160,8 +163,8 @@ BEGIN
                 room, NULL::timestamptz, held_back
             FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed;
             GET DIAGNOSTICS taken = ROW_COUNT;
-            IF taken > 0 AND first_tenant IS DISTINCT FROM cursor_at THEN
-                INSERT INTO jobworks_turns (queue, tenant) VALUES (p_queue, first_tenant)
+            IF taken > 0 AND last_queued IS DISTINCT FROM cursor_at THEN
+                INSERT INTO jobworks_turns (queue, tenant) VALUES (p_queue, last_queued)
                 ON CONFLICT (queue) DO UPDATE SET tenant = EXCLUDED.tenant;
             END IF;
         ELSE
@@ -175,11 +178,11 @@ BEGIN
             IF probe IS NULL THEN
                 SELECT j.tenant INTO next_tenant FROM jobworks_jobs j
                 WHERE j.queue = p_queue AND j.status = 'queued'
-                ORDER BY j.tenant LIMIT 1;
+                ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT 1;
             ELSE
                 SELECT j.tenant INTO next_tenant FROM jobworks_jobs j
                 WHERE j.queue = p_queue AND j.status = 'queued' AND j.tenant > probe
-                ORDER BY j.tenant LIMIT 1;
+                ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT 1;
             END IF;
             IF next_tenant IS NULL THEN
                 EXIT WHEN wrapped;

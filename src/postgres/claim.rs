@@ -11,6 +11,57 @@ use crate::Result;
 use crate::job::{EventKind, NewEvent};
 use crate::store::{ClaimParams, Claimed, ClaimedJob, Lease, rules};
 
+/// The claim from a queue without limiting settings whose queued jobs are all one
+/// tenant's, as common table expressions: `only_tenant` (empty when the claim is not
+/// that case), `claimed` (the rows after the claim), `told` and `relaxed`, and the turn
+/// moved to the tenant when it changed.
+macro_rules! claim_one_tenant {
+    () => {
+        "unlimited AS (
+            SELECT NOT coalesce((
+                SELECT q.paused OR q.max_running IS NOT NULL OR q.max_running_per_key IS NOT NULL
+                    OR q.rate_limit IS NOT NULL
+                FROM jobworks_queues q WHERE q.name = $6), false) AS yes
+        ), last_queued AS (
+            SELECT j.tenant FROM jobworks_jobs j WHERE j.queue = $6 AND j.status = 'queued'
+            ORDER BY j.tenant DESC, j.priority, j.run_at DESC, j.id DESC LIMIT 1
+        ), only_tenant AS (
+            SELECT l.tenant FROM last_queued l, unlimited u
+            WHERE u.yes AND (
+                SELECT j.tenant FROM jobworks_jobs j
+                WHERE j.queue = $6 AND j.status = 'queued' AND j.tenant < l.tenant
+                ORDER BY j.tenant DESC, j.priority, j.run_at DESC, j.id DESC LIMIT 1) IS NULL
+        ), picked AS (
+            SELECT j.id FROM jobworks_jobs j
+            WHERE j.queue = $6 AND j.tenant = (SELECT o.tenant FROM only_tenant o)
+                AND j.status = 'queued' AND j.run_at <= $1
+                AND ($2::text[] IS NULL OR j.job_type = ANY($2))
+            ORDER BY j.priority DESC, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE jobworks_jobs j SET status = 'running', attempts = j.attempts + 1,
+                started_at = $1, progress = NULL, updated_at = $1, revision = j.revision + 1,
+                event_seq = j.event_seq + 1, lease_id = gen_random_uuid(), lease_expires_at = $4
+            FROM picked WHERE j.id = picked.id
+            RETURNING j AS claimed_row, j.id, j.event_seq, j.attempts, j.priority, j.run_at
+        ), started AS (
+            INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
+            SELECT c.id, c.event_seq, 'started', 'public', 'attempt ' || c.attempts, $1
+            FROM claimed c
+        ), told AS (
+            SELECT pg_notify($5, string_agg(c.id::text, ',')) FROM claimed c HAVING count(*) > 0
+        ), turned AS (
+            INSERT INTO jobworks_turns (queue, tenant)
+            SELECT $6, o.tenant FROM only_tenant o
+            WHERE EXISTS (SELECT 1 FROM claimed)
+                AND o.tenant IS DISTINCT FROM
+                    (SELECT t.tenant FROM jobworks_turns t WHERE t.queue = $6)
+            ON CONFLICT (queue) DO UPDATE SET tenant = EXCLUDED.tenant
+        ), relaxed AS (
+            SELECT set_config('synchronous_commit', 'off', true)
+        )"
+    };
+}
+
 impl PostgresStore {
     /// [`JobStore::claim`](crate::JobStore::claim).
     pub(super) async fn claim_due(&self, params: ClaimParams) -> Result<Claimed> {
@@ -20,20 +71,38 @@ impl PostgresStore {
             .types
             .as_ref()
             .map(|t| t.iter().map(ToString::to_string).collect());
-        // One round trip to `jobworks_claim` (schema v6), which applies the claim rule in
-        // SQL (running, one more attempt, started now, progress cleared, a `started` event
-        // "attempt N") to the jobs `rules::pick` takes within what the queue's settings
-        // allow (none while paused, limits on running jobs and starts, tenants in turn).
-        // The conformance suite and the differential test hold it to the other backends.
+        // One round trip, which applies the claim rule in SQL (running, one more attempt,
+        // started now, progress cleared, a `started` event "attempt N") to the jobs
+        // `rules::pick` takes within what the queue's settings allow. A queue without
+        // settings that limit claims, whose queued jobs are all one tenant's, is claimed
+        // from in plain SQL (`claim_one_tenant!`: that tenant's first due jobs are the
+        // rule's picks); any other calls `jobworks_claim` (schema v6: none while paused,
+        // limits on running jobs and starts, tenants in turn), in the same statement.
+        // The conformance suite and the differential test hold both to the other
+        // backends.
         // Its commit does not wait for the disk: a claim lost in a server crash leaves the
         // job queued without a lease, so it runs again and the lost lease can write
         // nothing; a later synchronous commit (a finish) flushes it anyway.
         let found = sqlx::query(concat!(
-            "SELECT ",
+            "WITH ",
+            claim_one_tenant!(),
+            ", slow AS (
+                SELECT (r.job).*, r.pos, r.room, r.next_token, r.held_back
+                FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM only_tenant)) AS go,
+                    LATERAL jobworks_claim($6, $1, $2, $3, $4, $5) AS r
+            )
+            SELECT ",
             job_columns!(),
-            ", room, next_token, held_back FROM (SELECT (r.job).*, r.pos, r.room, r.next_token,
-                r.held_back FROM jobworks_claim($6, $1, $2, $3, $4, $5) AS r) AS x
-            ORDER BY pos"
+            ", room, next_token, held_back FROM (
+                SELECT (c.claimed_row).*,
+                    row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS pos,
+                    $3 AS room, NULL::timestamptz AS next_token, false AS held_back
+                FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed
+                UNION ALL
+                SELECT (NULL::jobworks_jobs).*, NULL, $3, NULL, false FROM only_tenant
+                UNION ALL
+                SELECT * FROM slow
+            ) AS x ORDER BY pos"
         ))
         .bind(now)
         .bind(&types)

@@ -444,7 +444,7 @@ pub fn choose(
         },
         |tenant, n| Ok(by_tenant[tenant].iter().copied().take(n).collect()),
     )
-    .unwrap_or_default();
+    .unwrap_or_default(); // the closures above never fail
     let candidates: Vec<&Job> = gathered.iter().map(|&i| due[i]).collect();
     let mut picks = pick(plan, &candidates, cursor, running);
     for i in &mut picks.taken {
