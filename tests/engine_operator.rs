@@ -191,3 +191,85 @@ async fn bulk_actions_select_by_filter_with_a_cap_and_a_dry_run() {
     assert!(matches!(bad, Err(Error::Invalid { .. })));
     engine.shutdown().await;
 }
+
+/// Counts every counter increment by name and labels.
+#[derive(Default)]
+struct Counts(std::sync::Mutex<Vec<(String, Vec<(String, String)>, u64)>>);
+
+struct Counted(std::sync::Arc<Counts>, String, Vec<(String, String)>);
+
+impl metrics::CounterFn for Counted {
+    fn increment(&self, n: u64) {
+        let mut all = self.0.0.lock().unwrap();
+        all.push((self.1.clone(), self.2.clone(), n));
+    }
+    fn absolute(&self, _: u64) {}
+}
+
+struct Recorder(std::sync::Arc<Counts>);
+
+impl metrics::Recorder for Recorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels = key
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        let counted = Counted(self.0.clone(), key.name().to_owned(), labels);
+        metrics::Counter::from_arc(std::sync::Arc::new(counted))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_discard_is_counted_by_queue_and_type() {
+    let counts = std::sync::Arc::new(Counts::default());
+    let recorder = Recorder(counts.clone());
+    // This thread's recorder; the test's runtime runs every task on it.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let engine = engine();
+    let done = run(&engine, json!({"ok": true})).await;
+    let by = Operator::new("ops@example.com");
+    engine.discard(&tenant(), done.id, &by).await.unwrap();
+    let all = counts.0.lock().unwrap().clone();
+    let discarded: Vec<_> = all
+        .iter()
+        .filter(|(name, _, _)| name == "jobworks_jobs_discarded_total")
+        .collect();
+    assert_eq!(discarded.len(), 1, "{all:?}");
+    let (_, labels, n) = discarded[0];
+    assert_eq!(*n, 1);
+    let labels: std::collections::BTreeMap<_, _> = labels.iter().cloned().collect();
+    assert_eq!(labels["queue"], "default");
+    assert_eq!(labels["type"], "FLAKY");
+    engine.shutdown().await;
+}

@@ -101,6 +101,9 @@ pub struct BulkReport {
     pub applied: u64,
 }
 
+/// The counter of discarded jobs.
+const DISCARDED: &str = "jobworks_jobs_discarded_total";
+
 impl Engine {
     /// Queues a failed or cancelled job again with a fresh attempt budget; its earlier
     /// attempts stay on its timeline, with an `operator` event saying who retried it.
@@ -131,8 +134,10 @@ impl Engine {
     }
 
     /// Deletes a finished job with its timeline, artifact records and artifact bytes;
-    /// afterwards it reads as missing and its signed URLs serve nothing. Logged, since its
-    /// timeline goes with it.
+    /// afterwards it reads as missing and its signed URLs serve nothing. Since its
+    /// timeline goes with it, it is logged and counted (the counter
+    /// `jobworks_jobs_discarded_total`, labelled by `queue` and `type`, through the
+    /// `metrics` facade: whatever recorder the host installs).
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Conflict`] for a job that has not finished.
@@ -145,6 +150,11 @@ impl Engine {
             job = %id, tenant = %tenant, status = %job.status, actor = %by.actor,
             reason = by.reason.as_deref().unwrap_or(""), "job discarded"
         );
+        let labels = [
+            ("queue", job.queue.to_string()),
+            ("type", job.job_type.to_string()),
+        ];
+        metrics::counter!(DISCARDED, &labels).increment(1);
         Ok(())
     }
 
