@@ -178,8 +178,8 @@ impl Inner {
         let jobs = self
             .by_tenant
             .range(from..=to)
-            .map(|(_, id)| &self.jobs[id].stored.job);
-        let open = |j: &&Box<Job>| !j.status.is_terminal() && queue.is_none_or(|q| *q == j.queue);
+            .map(|(_, id)| &*self.jobs[id].stored.job);
+        let open = |j: &&Job| !j.status.is_terminal() && queue.is_none_or(|q| *q == j.queue);
         jobs.filter(open).count() as u64
     }
 

@@ -192,11 +192,14 @@ async fn bulk_actions_select_by_filter_with_a_cap_and_a_dry_run() {
     engine.shutdown().await;
 }
 
-/// Counts every counter increment by name and labels.
-#[derive(Default)]
-struct Counts(std::sync::Mutex<Vec<(String, Vec<(String, String)>, u64)>>);
+/// A counter's labels.
+type Labels = Vec<(String, String)>;
 
-struct Counted(std::sync::Arc<Counts>, String, Vec<(String, String)>);
+/// Every counter increment: name, labels, amount.
+#[derive(Default)]
+struct Counts(std::sync::Mutex<Vec<(String, Labels, u64)>>);
+
+struct Counted(std::sync::Arc<Counts>, String, Labels);
 
 impl metrics::CounterFn for Counted {
     fn increment(&self, n: u64) {
