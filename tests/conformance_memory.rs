@@ -74,3 +74,10 @@ async fn memory_max_running_per_key_holds_across_engines() {
         std::sync::Arc::new(jobworks::MemoryStore::new());
     jobworks::testing::max_running_per_key_holds_across_engines(store.clone(), store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rate_limit_holds_across_engines() {
+    let store: std::sync::Arc<dyn jobworks::JobStore> =
+        std::sync::Arc::new(jobworks::MemoryStore::new());
+    jobworks::testing::rate_limit_holds_across_engines(store.clone(), store).await;
+}

@@ -193,18 +193,28 @@ async fn postgres_store_keeps_the_servers_time() {
     ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
 )]
 async fn postgres_max_running_holds_across_engines() {
+    let (url, schemas, first, second) = two_stores().await;
+    jobworks::testing::max_running_holds_across_engines(first, second).await;
+    schemas.drop_all(&url).await;
+}
+
+/// Two stores on one fresh schema, each with its own pool and listener, as two processes
+/// would have.
+async fn two_stores() -> (
+    String,
+    pg::Schemas,
+    Arc<dyn jobworks::JobStore>,
+    Arc<dyn jobworks::JobStore>,
+) {
     let url = pg::url();
     let schemas = pg::Schemas::default();
     let first = schemas.fresh(&url).await;
-    // A second store on the same schema: its own pool and its own listener, as another
-    // process would have.
     let second = PostgresStore::builder(&url)
         .schema(first.schema())
         .connect()
         .await
         .expect("connect");
-    jobworks::testing::max_running_holds_across_engines(Arc::new(first), Arc::new(second)).await;
-    schemas.drop_all(&url).await;
+    (url, schemas, Arc::new(first), Arc::new(second))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,17 +223,18 @@ async fn postgres_max_running_holds_across_engines() {
     ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
 )]
 async fn postgres_max_running_per_key_holds_across_engines() {
-    let url = pg::url();
-    let schemas = pg::Schemas::default();
-    let first = schemas.fresh(&url).await;
-    // A second store on the same schema: its own pool and its own listener, as another
-    // process would have.
-    let second = PostgresStore::builder(&url)
-        .schema(first.schema())
-        .connect()
-        .await
-        .expect("connect");
-    jobworks::testing::max_running_per_key_holds_across_engines(Arc::new(first), Arc::new(second))
-        .await;
+    let (url, schemas, first, second) = two_stores().await;
+    jobworks::testing::max_running_per_key_holds_across_engines(first, second).await;
+    schemas.drop_all(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_rate_limit_holds_across_engines() {
+    let (url, schemas, first, second) = two_stores().await;
+    jobworks::testing::rate_limit_holds_across_engines(first, second).await;
     schemas.drop_all(&url).await;
 }

@@ -107,3 +107,9 @@ async fn two_handles() -> (Arc<dyn jobworks::JobStore>, Arc<dyn jobworks::JobSto
     std::mem::forget(dir);
     (Arc::new(first), Arc::new(second))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rate_limit_holds_across_engines() {
+    let (first, second) = two_handles().await;
+    jobworks::testing::rate_limit_holds_across_engines(first, second).await;
+}

@@ -127,119 +127,93 @@ BEGIN
         IF last_queued IS NULL THEN
             NULL; -- nothing queued
         ELSIF earlier_queued IS NULL AND NOT (stored AND q.max_running_per_key IS NOT NULL) THEN
-            -- One tenant and no key limit: its first due jobs are the picks, claimed in
-            -- one statement (the rule's answer without gathering).
-            IF room < p_limit THEN
-                held_back := room < (SELECT count(*) FROM (
-                    SELECT 1 FROM jobworks_jobs j
-                    WHERE j.queue = p_queue AND j.status = 'queued' AND j.run_at <= p_now
-                        AND (p_types IS NULL OR j.job_type = ANY(p_types))
-                    LIMIT room + 1) AS due);
-            END IF;
-            RETURN QUERY
-            WITH picked AS (
-                SELECT j.id FROM jobworks_jobs j
-                WHERE j.queue = p_queue AND j.tenant = last_queued AND j.status = 'queued'
-                    AND j.run_at <= p_now AND (p_types IS NULL OR j.job_type = ANY(p_types))
-                ORDER BY j.priority DESC, j.run_at, j.id LIMIT take FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE jobworks_jobs j SET status = 'running', attempts = j.attempts + 1,
-                    started_at = p_now, progress = NULL, updated_at = p_now,
-                    revision = j.revision + 1, event_seq = j.event_seq + 1,
-                    lease_id = gen_random_uuid(), lease_expires_at = p_expires
-                FROM picked WHERE j.id = picked.id
-                RETURNING j AS claimed_row, j.id, j.event_seq, j.attempts, j.priority, j.run_at
-            ), started AS (
-                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
-                SELECT c.id, c.event_seq, 'started', 'public', 'attempt ' || c.attempts, p_now
-                FROM claimed c
-            ), told AS (
-                SELECT pg_notify(p_channel, string_agg(c.id::text, ','))
-                FROM claimed c HAVING count(*) > 0
-            ), relaxed AS (
-                SELECT set_config('synchronous_commit', 'off', true)
-            )
-            SELECT c.claimed_row, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id),
-                room, NULL::timestamptz, held_back
-            FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed;
-            GET DIAGNOSTICS taken = ROW_COUNT;
-            IF taken > 0 AND last_queued IS DISTINCT FROM cursor_at THEN
-                INSERT INTO jobworks_turns (queue, tenant) VALUES (p_queue, last_queued)
-                ON CONFLICT (queue) DO UPDATE SET tenant = EXCLUDED.tenant;
-            END IF;
-        ELSE
-        -- Gather in turn after the tenant served last, then pick.
-        probe := cursor_at;
-        wrapped := cursor_at IS NULL;
-        WHILE tenants < max_tenants LOOP
-            -- The next tenant with queued jobs, from the index (two statements, so that
-            -- each plan uses the index's order).
-            next_tenant := NULL;
-            IF probe IS NULL THEN
-                SELECT j.tenant INTO next_tenant FROM jobworks_jobs j
-                WHERE j.queue = p_queue AND j.status = 'queued'
-                ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT 1;
-            ELSE
-                SELECT j.tenant INTO next_tenant FROM jobworks_jobs j
-                WHERE j.queue = p_queue AND j.status = 'queued' AND j.tenant > probe
-                ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT 1;
-            END IF;
-            IF next_tenant IS NULL THEN
-                EXIT WHEN wrapped;
-                wrapped := true;
-                probe := NULL;
-                CONTINUE;
-            END IF;
-            EXIT WHEN wrapped AND cursor_at IS NOT NULL AND next_tenant > cursor_at;
-            probe := next_tenant;
+            -- One tenant and no key limit: its first due jobs are the picks (the rule's
+            -- answer without gathering).
             SELECT array_agg(d.id ORDER BY d.priority DESC, d.run_at, d.id)
-            INTO found_ids FROM (
+            INTO candidates FROM (
                 SELECT j.id, j.priority, j.run_at FROM jobworks_jobs j
-                WHERE j.queue = p_queue AND j.tenant = next_tenant AND j.status = 'queued'
+                WHERE j.queue = p_queue AND j.tenant = last_queued AND j.status = 'queued'
                     AND j.run_at <= p_now AND (p_types IS NULL OR j.job_type = ANY(p_types))
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT per_tenant FOR UPDATE SKIP LOCKED) AS d;
-            IF found_ids IS NOT NULL THEN
-                candidates := candidates || found_ids;
-                tenants := tenants + 1;
-                last_tenant := next_tenant;
-            END IF;
-        END LOOP;
-        IF tenants = 1 AND NOT (stored AND q.max_running_per_key IS NOT NULL) THEN
-            -- One tenant and no key limit: its jobs in claim order are the picks.
+            candidates := coalesce(candidates, '{}');
             picked := candidates[1:take];
             eligible := cardinality(candidates);
-        ELSIF tenants > 0 THEN
-            WITH c AS (
-                SELECT j.id, j.tenant, j.concurrency_key, j.priority, j.run_at
-                FROM jobworks_jobs j WHERE j.id = ANY(candidates)
-            ), busy AS (
-                SELECT r.concurrency_key, count(*) AS n FROM jobworks_jobs r
-                WHERE r.queue = p_queue AND r.status = 'running' AND r.lease_expires_at > p_now
-                    AND q.max_running_per_key IS NOT NULL
-                    AND r.concurrency_key IN (SELECT c.concurrency_key FROM c)
-                GROUP BY r.concurrency_key
-            ), keyed AS (
-                SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key
-                    ORDER BY c.priority DESC, c.run_at, c.id) AS key_rank
-                FROM c
-            ), free AS (
-                SELECT k.* FROM keyed k LEFT JOIN busy b ON b.concurrency_key = k.concurrency_key
-                WHERE k.concurrency_key IS NULL OR NOT stored OR q.max_running_per_key IS NULL
-                    OR k.key_rank + coalesce(b.n, 0) <= q.max_running_per_key
-            ), turns AS (
-                SELECT f.id, f.tenant,
-                    row_number() OVER (PARTITION BY f.tenant
-                        ORDER BY f.priority DESC, f.run_at, f.id) AS turn,
-                    (cursor_at IS NOT NULL AND f.tenant <= cursor_at) AS later
-                FROM free f
-            ), chosen AS (
-                SELECT t.* FROM turns t ORDER BY t.turn, t.later, t.tenant LIMIT take
-            )
-            SELECT array_agg(ch.id ORDER BY ch.turn, ch.later, ch.tenant),
-                (array_agg(ch.tenant ORDER BY ch.turn DESC, ch.later DESC, ch.tenant DESC))[1],
-                (SELECT count(*) FROM free)
-            INTO picked, last_tenant, eligible FROM chosen ch;
+            last_tenant := last_queued;
+        ELSE
+            -- Gather in turn after the tenant served last, then pick.
+            probe := cursor_at;
+            wrapped := cursor_at IS NULL;
+            WHILE tenants < max_tenants LOOP
+                -- The next tenant with queued jobs, from the index (two statements, so that
+                -- each plan uses the index's order).
+                next_tenant := NULL;
+                IF probe IS NULL THEN
+                    SELECT j.tenant INTO next_tenant FROM jobworks_jobs j
+                    WHERE j.queue = p_queue AND j.status = 'queued'
+                    ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT 1;
+                ELSE
+                    SELECT j.tenant INTO next_tenant FROM jobworks_jobs j
+                    WHERE j.queue = p_queue AND j.status = 'queued' AND j.tenant > probe
+                    ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT 1;
+                END IF;
+                IF next_tenant IS NULL THEN
+                    EXIT WHEN wrapped;
+                    wrapped := true;
+                    probe := NULL;
+                    CONTINUE;
+                END IF;
+                EXIT WHEN wrapped AND cursor_at IS NOT NULL AND next_tenant > cursor_at;
+                probe := next_tenant;
+                SELECT array_agg(d.id ORDER BY d.priority DESC, d.run_at, d.id)
+                INTO found_ids FROM (
+                    SELECT j.id, j.priority, j.run_at FROM jobworks_jobs j
+                    WHERE j.queue = p_queue AND j.tenant = next_tenant AND j.status = 'queued'
+                        AND j.run_at <= p_now AND (p_types IS NULL OR j.job_type = ANY(p_types))
+                    ORDER BY j.priority DESC, j.run_at, j.id
+                    LIMIT per_tenant FOR UPDATE SKIP LOCKED) AS d;
+                IF found_ids IS NOT NULL THEN
+                    candidates := candidates || found_ids;
+                    tenants := tenants + 1;
+                    last_tenant := next_tenant;
+                END IF;
+            END LOOP;
+            IF tenants = 1 AND NOT (stored AND q.max_running_per_key IS NOT NULL) THEN
+                -- One tenant and no key limit: its jobs in claim order are the picks.
+                picked := candidates[1:take];
+                eligible := cardinality(candidates);
+            ELSIF tenants > 0 THEN
+                WITH c AS (
+                    SELECT j.id, j.tenant, j.concurrency_key, j.priority, j.run_at
+                    FROM jobworks_jobs j WHERE j.id = ANY(candidates)
+                ), busy AS (
+                    SELECT r.concurrency_key, count(*) AS n FROM jobworks_jobs r
+                    WHERE r.queue = p_queue AND r.status = 'running' AND r.lease_expires_at > p_now
+                        AND q.max_running_per_key IS NOT NULL
+                        AND r.concurrency_key IN (SELECT c.concurrency_key FROM c)
+                    GROUP BY r.concurrency_key
+                ), keyed AS (
+                    SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key
+                        ORDER BY c.priority DESC, c.run_at, c.id) AS key_rank
+                    FROM c
+                ), free AS (
+                    SELECT k.* FROM keyed k LEFT JOIN busy b ON b.concurrency_key = k.concurrency_key
+                    WHERE k.concurrency_key IS NULL OR NOT stored OR q.max_running_per_key IS NULL
+                        OR k.key_rank + coalesce(b.n, 0) <= q.max_running_per_key
+                ), turns AS (
+                    SELECT f.id, f.tenant,
+                        row_number() OVER (PARTITION BY f.tenant
+                            ORDER BY f.priority DESC, f.run_at, f.id) AS turn,
+                        (cursor_at IS NOT NULL AND f.tenant <= cursor_at) AS later
+                    FROM free f
+                ), chosen AS (
+                    SELECT t.* FROM turns t ORDER BY t.turn, t.later, t.tenant LIMIT take
+                )
+                SELECT array_agg(ch.id ORDER BY ch.turn, ch.later, ch.tenant),
+                    (array_agg(ch.tenant ORDER BY ch.turn DESC, ch.later DESC, ch.tenant DESC))[1],
+                    (SELECT count(*) FROM free)
+                INTO picked, last_tenant, eligible FROM chosen ch;
+            END IF;
         END IF;
         IF picked IS NOT NULL AND cardinality(picked) > 0 THEN
             RETURN QUERY
@@ -272,7 +246,6 @@ BEGIN
         END IF;
         held_back := (room < p_limit AND cardinality(candidates) > room)
             OR (eligible < cardinality(candidates) AND taken < take);
-        END IF;
     END IF;
     IF stored AND q.rate_limit IS NOT NULL THEN
         IF taken > 0 THEN

@@ -83,6 +83,74 @@ pub async fn max_running_per_key_holds_across_engines(a: Arc<dyn JobStore>, b: A
     );
 }
 
+/// Runs 12 jobs of a queue limited to 10 starts per second without a burst on two
+/// engines, one over each store, and checks from the executors' own start times that
+/// starts came at least 80 ms apart (the limit spaces them 100 ms apart, across both
+/// engines), and that the engines, which only poll once an hour, woke for each token.
+pub async fn rate_limit_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn JobStore>) {
+    const JOBS: usize = 12;
+    let name = QueueName::new("rated").expect("valid");
+    let rate = crate::RateLimit::new(10, Duration::from_secs(1)).burst(1);
+    let patch = QueuePatch::default().rate(Some(rate));
+    a.configure_queue(&name, patch)
+        .await
+        .expect("limit the queue");
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let engine = |store: Arc<dyn JobStore>| {
+        let starts = starts.clone();
+        let work = from_fn(move |_: JobContext, _: Value| {
+            let starts = starts.clone();
+            async move {
+                starts
+                    .lock()
+                    .expect("not poisoned")
+                    .push(std::time::Instant::now());
+                Ok::<_, JobError>(())
+            }
+        });
+        Engine::builder()
+            .store(store)
+            .executor("RATED", work)
+            .without_default_queue()
+            .queue("rated", 4)
+            .poll_interval(Duration::from_secs(3600))
+            .build()
+            .expect("engine")
+    };
+    let engines = [engine(a.clone()), engine(b.clone())];
+    let ty = JobType::new("RATED").expect("valid");
+    let jobs = (0..JOBS)
+        .map(|_| NewJob::new(ty.clone(), json!({})).queue(name.clone()))
+        .collect();
+    engines[0]
+        .submit_many(&tenant("acme"), jobs)
+        .await
+        .expect("submit");
+    for e in &engines {
+        e.start().expect("start");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while starts.lock().expect("not poisoned").len() < JOBS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs did not all start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for e in &engines {
+        e.shutdown().await;
+    }
+    let mut starts = starts.lock().expect("not poisoned").clone();
+    starts.sort();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(80),
+            "two starts {gap:?} apart under 10 per second"
+        );
+    }
+}
+
 /// Limits queue `limited` with `patch`, runs 60 jobs (the `i`th with concurrency key
 /// `key(i)`) on two engines, one over each store, and answers the most that ran at once
 /// by key (`""`: in all) and the most running the store counted.
