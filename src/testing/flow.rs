@@ -108,14 +108,7 @@ pub async fn rate_limit_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn Jo
                 Ok::<_, JobError>(())
             }
         });
-        Engine::builder()
-            .store(store)
-            .executor("RATED", work)
-            .without_default_queue()
-            .queue("rated", 4)
-            .poll_interval(Duration::from_secs(3600))
-            .build()
-            .expect("engine")
+        serving(store, "RATED", work, "rated", 4)
     };
     let engines = [engine(a.clone()), engine(b.clone())];
     let ty = JobType::new("RATED").expect("valid");
@@ -151,6 +144,25 @@ pub async fn rate_limit_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn Jo
     }
 }
 
+/// An engine on `store` that runs `job_type` with `work` from `queue` only, with `slots`,
+/// and polls only once an hour: every wake-up it gets is told.
+fn serving(
+    store: Arc<dyn JobStore>,
+    job_type: &str,
+    work: impl crate::Executor,
+    queue: &str,
+    slots: usize,
+) -> Engine {
+    Engine::builder()
+        .store(store)
+        .executor(job_type, work)
+        .without_default_queue()
+        .queue(queue, slots)
+        .poll_interval(Duration::from_secs(3600))
+        .build()
+        .expect("engine")
+}
+
 /// Limits queue `limited` with `patch`, runs 60 jobs (the `i`th with concurrency key
 /// `key(i)`) on two engines, one over each store, and answers the most that ran at once
 /// by key (`""`: in all) and the most running the store counted.
@@ -180,14 +192,7 @@ async fn run_limited(
                 Ok::<_, JobError>(())
             }
         });
-        Engine::builder()
-            .store(store)
-            .executor("LIMITED", work)
-            .without_default_queue()
-            .queue("limited", 8)
-            .poll_interval(Duration::from_secs(3600))
-            .build()
-            .expect("engine")
+        serving(store, "LIMITED", work, "limited", 8)
     };
     let engines = [engine(a.clone()), engine(b.clone())];
     let ty = JobType::new("LIMITED").expect("valid");
