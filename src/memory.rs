@@ -486,9 +486,7 @@ impl JobStore for MemoryStore {
             // One tenant and no key limit: its first due jobs are the picks.
             let (tenant, due) = lane.ready.iter().next().expect("one tenant");
             let due = due.iter().map(|key| key.2).filter(wanted);
-            let mut picked: Vec<JobId> = due.take(plan.per_tenant()).collect();
-            let full = plan.full(picked.len());
-            picked.truncate(plan.take);
+            let (picked, full) = rules::one_tenant(&plan, due.take(plan.per_tenant()).collect());
             if !picked.is_empty() && lane.cursor.as_ref() != Some(tenant) {
                 lane.cursor = Some(tenant.clone());
             }

@@ -3,53 +3,42 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
 use super::{BACKEND, PostgresStore, db};
 use crate::Result;
 use crate::job::QueueName;
 use crate::sql::status;
 use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats, RateLimit};
 
-/// The settings columns, in the order [`SettingsRow`] reads them.
+/// The settings columns, which [`settings`] reads by name.
 macro_rules! settings_columns {
     () => {
         "paused, max_running, rate_limit, rate_period_ms, rate_burst, max_running_per_key"
     };
 }
 
-type SettingsRow = (
-    bool,
-    Option<i32>,
-    Option<i32>,
-    Option<i64>,
-    Option<i32>,
-    Option<i32>,
-);
-
-/// A queue's name and its [`SettingsRow`].
-type NamedSettingsRow = (
-    String,
-    bool,
-    Option<i32>,
-    Option<i32>,
-    Option<i64>,
-    Option<i32>,
-    Option<i32>,
-);
-
-fn settings((paused, max_running, limit, period, burst, per_key): SettingsRow) -> QueueSettings {
-    let positive = |n: i32| u32::try_from(n).ok();
-    QueueSettings {
-        paused,
-        max_running: max_running.and_then(positive),
-        max_running_per_key: per_key.and_then(positive),
-        rate: match (limit.and_then(positive), period, burst.and_then(positive)) {
-            (Some(limit), Some(ms), Some(burst)) => {
-                let period = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-                Some(RateLimit::new(limit, period).burst(burst))
-            }
-            _ => None,
-        },
-    }
+/// The settings in a row of [`settings_columns`].
+fn settings(row: &PgRow) -> Result<QueueSettings> {
+    let positive = |column: &str| -> Result<Option<u32>> {
+        let n: Option<i32> = row.try_get(column).map_err(db)?;
+        Ok(n.and_then(|n| u32::try_from(n).ok()))
+    };
+    let period: Option<i64> = row.try_get("rate_period_ms").map_err(db)?;
+    let rate = match (positive("rate_limit")?, period, positive("rate_burst")?) {
+        (Some(limit), Some(ms), Some(burst)) => {
+            let period = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            Some(RateLimit::new(limit, period).burst(burst))
+        }
+        _ => None,
+    };
+    Ok(QueueSettings {
+        paused: row.try_get("paused").map_err(db)?,
+        max_running: positive("max_running")?,
+        max_running_per_key: positive("max_running_per_key")?,
+        rate,
+    })
 }
 
 impl PostgresStore {
@@ -60,15 +49,13 @@ impl PostgresStore {
             settings_columns!(),
             " FROM jobworks_queues ORDER BY name"
         );
-        let rows: Vec<NamedSettingsRow> = sqlx::query_as(sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.into_iter()
-            .map(|(name, paused, max, limit, period, burst, per_key)| {
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("name").map_err(db)?;
                 Ok(Queue {
                     name: QueueName::new(name)?,
-                    settings: settings((paused, max, limit, period, burst, per_key)),
+                    settings: settings(row)?,
                 })
             })
             .collect()
@@ -113,7 +100,7 @@ impl PostgresStore {
             settings_columns!(),
             " FROM saved, (SELECT count(*) FROM told) AS t"
         );
-        let row: SettingsRow = sqlx::query_as(sql)
+        let row = sqlx::query(sql)
             .bind(name.as_str())
             .bind(patch.paused)
             .bind(self.inner.clock.now())
@@ -130,7 +117,7 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
-        Ok(settings(row))
+        settings(&row)
     }
 
     /// [`JobStore::queue_stats`](crate::JobStore::queue_stats).

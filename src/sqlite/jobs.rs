@@ -103,39 +103,36 @@ fn next_tenant(
     after: Option<&TenantId>,
 ) -> Result<Option<TenantId>> {
     // Two statements, so that each uses the index's order.
-    let sql = match after {
-        None => {
-            "SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
-             AND ?2 IS NULL ORDER BY tenant LIMIT 1"
-        }
-        Some(_) => {
-            "SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
-             AND tenant > ?2 ORDER BY tenant LIMIT 1"
-        }
+    let first = |mut s: rusqlite::CachedStatement<'_>, p: &[&dyn rusqlite::ToSql]| {
+        s.query_row(p, |r| r.get::<_, String>(0)).optional()
     };
-    let found: Option<String> = conn
-        .prepare_cached(sql)
-        .and_then(|mut s| {
-            s.query_row(params![queue, after.map(TenantId::as_str)], |r| r.get(0))
-                .optional()
-        })
-        .map_err(db)?;
+    let found = match after {
+        None => conn
+            .prepare_cached(
+                "SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
+                 ORDER BY tenant LIMIT 1",
+            )
+            .and_then(|s| first(s, params![queue])),
+        Some(after) => conn
+            .prepare_cached(
+                "SELECT tenant FROM jobworks_jobs WHERE queue = ?1 AND status = 'queued' \
+                 AND tenant > ?2 ORDER BY tenant LIMIT 1",
+            )
+            .and_then(|s| first(s, params![queue, after.as_str()])),
+    }
+    .map_err(db)?;
     found.map(TenantId::new).transpose()
 }
 
 fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Result<Claimed> {
     let expires_at = rules::lease_until(now, params.lease_ttl)?;
-    let settings = queues::settings(conn, &params.queue)?;
+    let (settings, tat) = queues::settings(conn, &params.queue)?;
     if settings.paused {
         return Ok(Claimed::default());
     }
     let running = match settings.max_running {
         None => 0,
         Some(_) => queues::running(conn, &params.queue, now)?,
-    };
-    let tat = match settings.rate {
-        None => None,
-        Some(_) => queues::rate_tat(conn, &params.queue)?,
     };
     let plan = rules::ClaimPlan::new(&settings, running, tat, now, params.limit);
     let types = params
@@ -180,9 +177,7 @@ fn claim_due(conn: &Connection, params: &ClaimParams, now: DateTime<Utc>) -> Res
             (Some(first), Some(last))
                 if first == last && settings.max_running_per_key.is_none() =>
             {
-                let mut rows = due_of(&first, plan.per_tenant())?;
-                let full = plan.full(rows.len());
-                rows.truncate(plan.take);
+                let (rows, full) = rules::one_tenant(&plan, due_of(&first, plan.per_tenant())?);
                 if !rows.is_empty() && cursor.as_ref() != Some(&first) {
                     queues::set_cursor(conn, &params.queue, &first)?;
                 }

@@ -12,8 +12,12 @@ use crate::sql::{from_micros, micros, status};
 use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats, RateLimit};
 use crate::{Result, TenantId};
 
-const SETTINGS: &str =
-    "paused, max_running, rate_limit, rate_period_ms, rate_burst, max_running_per_key";
+/// The settings columns, in the order [`settings_of`] reads them.
+macro_rules! settings_columns {
+    () => {
+        "paused, max_running, rate_limit, rate_period_ms, rate_burst, max_running_per_key"
+    };
+}
 
 fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueSettings> {
     let limit: Option<u32> = row.get(first + 2)?;
@@ -31,15 +35,6 @@ fn settings_of(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueS
             _ => None,
         },
     })
-}
-
-/// The state of queue `name`'s rate bucket.
-pub(super) fn rate_tat(conn: &Connection, name: &QueueName) -> Result<Option<DateTime<Utc>>> {
-    let tat: Option<Option<i64>> = conn
-        .prepare_cached("SELECT rate_tat FROM jobworks_queues WHERE name = ?1")
-        .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
-        .map_err(db)?;
-    tat.flatten().map(|us| from_micros(BACKEND, us)).transpose()
 }
 
 /// Stores the state of queue `name`'s rate bucket.
@@ -100,17 +95,33 @@ pub(super) fn running_with_key(
     Ok(n as u64)
 }
 
-/// The settings of queue `name` (the defaults when it has none).
-pub(super) fn settings(conn: &Connection, name: &QueueName) -> Result<QueueSettings> {
-    let sql = format!("SELECT {SETTINGS} FROM jobworks_queues WHERE name = ?1");
+/// The settings of queue `name` (the defaults when it has none) and the state of its
+/// rate bucket.
+pub(super) fn settings(
+    conn: &Connection,
+    name: &QueueName,
+) -> Result<(QueueSettings, Option<DateTime<Utc>>)> {
+    let sql = concat!(
+        "SELECT ",
+        settings_columns!(),
+        ", rate_tat FROM jobworks_queues WHERE name = ?1"
+    );
     let found = conn
-        .prepare_cached(&sql)
+        .prepare_cached(sql)
         .and_then(|mut s| {
-            s.query_row([name.as_str()], |r| settings_of(r, 0))
-                .optional()
+            s.query_row([name.as_str()], |r| {
+                Ok((settings_of(r, 0)?, r.get::<_, Option<i64>>(6)?))
+            })
+            .optional()
         })
         .map_err(db)?;
-    Ok(found.unwrap_or_default())
+    let Some((settings, tat)) = found else {
+        return Ok(Default::default());
+    };
+    Ok((
+        settings,
+        tat.map(|us| from_micros(BACKEND, us)).transpose()?,
+    ))
 }
 
 /// How many of queue `name`'s jobs run under a lease unexpired at `now`.
@@ -127,8 +138,12 @@ pub(super) fn running(conn: &Connection, name: &QueueName, now: DateTime<Utc>) -
 
 /// Every queue with stored settings.
 pub(super) fn all(conn: &Connection) -> Result<Vec<Queue>> {
-    let sql = format!("SELECT name, {SETTINGS} FROM jobworks_queues ORDER BY name");
-    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let sql = concat!(
+        "SELECT name, ",
+        settings_columns!(),
+        " FROM jobworks_queues ORDER BY name"
+    );
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, settings_of(r, 1)?)))
         .map_err(db)?;
@@ -150,7 +165,7 @@ pub(super) fn update(
     patch: &QueuePatch,
     now: DateTime<Utc>,
 ) -> Result<QueueSettings> {
-    let mut settings = settings(conn, name)?;
+    let (mut settings, _) = settings(conn, name)?;
     patch.apply(&mut settings);
     let rate = settings.rate;
     conn.prepare_cached(

@@ -221,8 +221,9 @@ pub struct Claimed {
     /// When the next queued (matching) job becomes due, if one is queued and not yet due:
     /// an idle worker sleeps until then.
     pub next_run_at: Option<DateTime<Utc>>,
-    /// Whether the queue's `max_running` held back a due job: the claimer then also waits
-    /// for a running job to end
+    /// Whether a limit on running jobs (the queue's `max_running`, or its
+    /// `max_running_per_key` while the claim took fewer than it could) held back a due
+    /// job: the claimer then also waits for a running job to end
     /// ([`Notifier::subscribe_freed`](super::Notifier::subscribe_freed)), and an engine
     /// held back so is not idle.
     pub full: bool,

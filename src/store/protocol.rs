@@ -161,31 +161,20 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
     }
 
     async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let rule = |s: Stored, now| Ok((rules::cancel(s, None, now)?, ()));
-        let target = Target::Owned(tenant, id);
-        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
-        Ok(*after.expect("kept").job)
+        change_owned(self, tenant, id, |s, now| rules::cancel(s, None, now)).await
     }
 
     async fn cancel_as(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job> {
-        let rule = |s: Stored, now| Ok((rules::cancel(s, Some(by), now)?, ()));
-        let target = Target::Owned(tenant, id);
-        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
-        Ok(*after.expect("kept").job)
+        change_owned(self, tenant, id, |s, now| rules::cancel(s, Some(by), now)).await
     }
 
     async fn retry(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job> {
-        let rule = |s: Stored, now| Ok((Step::Write(rules::retry(s, by, now)?), ()));
-        let target = Target::Owned(tenant, id);
-        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
-        Ok(*after.expect("kept").job)
+        let rule = |s, now| Ok(Step::Write(rules::retry(s, by, now)?));
+        change_owned(self, tenant, id, rule).await
     }
 
     async fn requeue(&self, tenant: &TenantId, id: JobId, by: &Operator) -> Result<Job> {
-        let rule = |s: Stored, now| Ok((rules::requeue(s, by, now)?, ()));
-        let target = Target::Owned(tenant, id);
-        let (after, ()) = change(self, target, None, Keep::Yes, rule).await?;
-        Ok(*after.expect("kept").job)
+        change_owned(self, tenant, id, |s, now| rules::requeue(s, by, now)).await
     }
 
     async fn discard(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
@@ -324,6 +313,19 @@ fn finishing(lease: Lease, outcome: &Finish) -> impl Rule<()> + '_ {
 enum Keep {
     Yes,
     No,
+}
+
+/// [`change`] of a tenant's job by a rule that only says what to write; answers the job
+/// as it is afterwards.
+async fn change_owned<S: JobStore + ?Sized>(
+    store: &S,
+    tenant: &TenantId,
+    id: JobId,
+    mut rule: impl FnMut(Stored, DateTime<Utc>) -> Result<Step> + Send,
+) -> Result<Job> {
+    let rule = |s, now| Ok((rule(s, now)?, ()));
+    let (after, ()) = change(store, Target::Owned(tenant, id), None, Keep::Yes, rule).await?;
+    Ok(*after.expect("kept").job)
 }
 
 /// The protocol's loop for one job: apply `rule` to its record, commit what it writes,

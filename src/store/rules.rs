@@ -412,6 +412,16 @@ pub fn pick(
     picks
 }
 
+/// [`pick`]'s answer when one tenant alone has due jobs and no key limit applies, for a
+/// backend to take without gathering: `due`, that tenant's first
+/// [`ClaimPlan::per_tenant`] due jobs in [`claim_order`], cut to [`ClaimPlan::take`], and
+/// whether a limit held one back. The turn then moves to that tenant when any was taken.
+pub fn one_tenant<J>(plan: &ClaimPlan, mut due: Vec<J>) -> (Vec<J>, bool) {
+    let full = plan.full(due.len());
+    due.truncate(plan.take);
+    (due, full)
+}
+
 /// [`gather`] and [`pick`] over every due job a claim may take (matching it, in any
 /// order), for a store without indexes: the indexes of `due` it takes, where the next
 /// turn starts, and whether a limit held a job back. The same answer as a backend that
