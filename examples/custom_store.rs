@@ -51,14 +51,18 @@ impl MapStore {
 
 /// Applies one guarded write: only while the job still has the revision and lease the
 /// writer read.
+/// Whether the job is still as the writer read it (same revision, same lease).
+fn holds(jobs: &Jobs, write: &Write) -> bool {
+    jobs.get(&write.id()).is_some_and(|(stored, _)| {
+        stored.job.revision == write.revision && stored.lease.map(|l| l.lease_id) == write.lease_id
+    })
+}
+
 fn apply(jobs: &mut Jobs, mut write: Write) -> Committed {
-    let Some((stored, events)) = jobs.get_mut(&write.id()) else {
-        return Committed::Conflict;
-    };
-    let lease_id = stored.lease.map(|l| l.lease_id);
-    if stored.job.revision != write.revision || lease_id != write.lease_id {
+    if !holds(jobs, &write) {
         return Committed::Conflict;
     }
+    let (stored, events) = jobs.get_mut(&write.id()).expect("held");
     events.append(&mut write.events);
     // `job.artifacts` already holds every artifact record: this store keeps them there.
     *stored = write.into_stored();
@@ -137,6 +141,19 @@ impl JobStore for MapStore {
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
         let jobs = &mut self.state().0;
         Ok(writes.into_iter().map(|w| apply(jobs, w)).collect())
+    }
+
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
+        // Under one lock: every guard is checked before anything changes.
+        let jobs = &mut self.state().0;
+        let ids: std::collections::HashSet<JobId> = writes.iter().map(Write::id).collect();
+        if ids.len() != writes.len() || !writes.iter().all(|w| holds(jobs, w)) {
+            return Ok(Committed::Conflict);
+        }
+        for w in writes {
+            apply(jobs, w);
+        }
+        Ok(Committed::Applied)
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {

@@ -80,6 +80,21 @@ pub enum Error {
         /// What is wrong with it.
         message: Cow<'static, str>,
     },
+    /// A value deep in a request is invalid: `path` leads to it from the request's top
+    /// (`["jobs", "2", "depends_on", "0"]` for a workflow's third job's first parent).
+    #[error("invalid {}: {message}", path.join("."))]
+    InvalidAt {
+        /// The way to the field, one name or index per step.
+        path: Vec<String>,
+        /// What is wrong with it.
+        message: Cow<'static, str>,
+    },
+    /// A workflow does not exist (or belongs to another tenant).
+    #[error("workflow {id} not found")]
+    WorkflowNotFound {
+        /// The workflow.
+        id: crate::WorkflowId,
+    },
     /// An artifact does not exist.
     #[error("artifact {name:?} of job {id} not found")]
     ArtifactNotFound {

@@ -133,6 +133,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
+mod workflow;
 
 pub use artifact::*;
 pub use clock::Clock;
@@ -141,7 +142,7 @@ pub use engine::{
 };
 pub use error::{BoxError, Error, Result};
 pub use executor::{
-    ArtifactSpec, Executor, FnExecutor, JobContext, JobError, JobErrorKind, from_fn,
+    ArtifactSpec, Executor, FnExecutor, JobContext, JobError, JobErrorKind, ParentOutcome, from_fn,
 };
 pub use job::*;
 pub use memory::MemoryStore;
@@ -153,6 +154,10 @@ pub use retry::RetryPolicy;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder, Synchronous};
 pub use store::*;
+pub use workflow::{
+    FINALIZER_KEY, MAX_WORKFLOW_JOBS, MAX_WORKFLOW_KEY_LEN, NewWorkflow, Workflow, WorkflowJob,
+    WorkflowNode, WorkflowStatus,
+};
 
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the complete in-process backend and the reference semantics.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -92,7 +92,7 @@ struct Lane {
     /// Running jobs by lease expiry.
     leases: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Jobs by status.
-    counts: [u64; 5],
+    counts: [u64; JobStatus::ALL.len()],
 }
 
 #[derive(Debug)]
@@ -243,16 +243,21 @@ impl Inner {
     }
 
     /// Applies one guarded write.
+    /// Whether `write`'s guard holds: the job is there with the revision and lease the
+    /// write expects.
+    fn holds(&self, write: &Write) -> bool {
+        self.jobs.get(&write.id()).is_some_and(|entry| {
+            entry.stored.job.revision == write.revision
+                && entry.stored.lease.map(|l| l.lease_id) == write.lease_id
+        })
+    }
+
     fn commit(&mut self, mut write: Write, now: DateTime<Utc>) -> Committed {
-        let Some(entry) = self.jobs.get_mut(&write.id()) else {
-            return Committed::Conflict;
-        };
-        let current = &entry.stored;
-        if current.job.revision != write.revision
-            || current.lease.map(|l| l.lease_id) != write.lease_id
-        {
+        if !self.holds(&write) {
             return Committed::Conflict;
         }
+        let entry = self.jobs.get_mut(&write.id()).expect("held");
+        let current = &entry.stored;
         let before = Keys::of(current);
         entry.events.append(&mut write.events);
         entry.stored = write.into_stored();
@@ -401,6 +406,19 @@ impl JobStore for MemoryStore {
         Ok(writes.into_iter().map(|w| inner.commit(w, now)).collect())
     }
 
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let distinct = writes.iter().map(Write::id).collect::<HashSet<_>>().len() == writes.len();
+        if !distinct || !writes.iter().all(|w| inner.holds(w)) {
+            return Ok(Committed::Conflict);
+        }
+        for w in writes {
+            inner.commit(w, now);
+        }
+        Ok(Committed::Applied)
+    }
+
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         Ok(Job::clone(&self.lock().owned(tenant, id)?.stored.job))
     }
@@ -417,10 +435,7 @@ impl JobStore for MemoryStore {
         let mut next = None;
         for (_, id) in inner.by_tenant.range(low..high).rev() {
             let job = &inner.jobs[id].stored.job;
-            if params.status.is_some_and(|s| s != job.status)
-                || params.job_type.as_ref().is_some_and(|t| *t != job.job_type)
-                || params.queue.as_ref().is_some_and(|q| *q != job.queue)
-            {
+            if !params.matches(job) {
                 continue;
             }
             if jobs.len() == limit {

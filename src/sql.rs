@@ -2,7 +2,6 @@
 
 #[cfg(feature = "sqlite")]
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::{Error, JobStatus};
 
@@ -67,7 +66,7 @@ pub(crate) fn status(backend: &'static str, s: &str) -> Result<JobStatus, Error>
         .map_err(|_| corrupt(backend, format!("unknown status {s:?}")))
 }
 
-pub(crate) fn json_text(v: &Value) -> String {
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("JSON values serialise")
 }
 

@@ -633,6 +633,12 @@ impl jobworks::JobStore for CountingStore {
     ) -> jobworks::Result<Vec<jobworks::Committed>> {
         self.inner.commit(writes).await
     }
+    async fn commit_all(
+        &self,
+        writes: Vec<jobworks::Write>,
+    ) -> jobworks::Result<jobworks::Committed> {
+        self.inner.commit_all(writes).await
+    }
     async fn get(&self, t: &TenantId, id: jobworks::JobId) -> jobworks::Result<jobworks::Job> {
         self.inner.get(t, id).await
     }

@@ -231,6 +231,79 @@ impl Engine {
             .collect())
     }
 
+    /// Submits a workflow: its jobs and their dependencies in one store call, all or none.
+    /// Jobs without parents are queued; the others wait until their parents completed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAt`] for a bad graph (a cycle, an unknown or duplicate key) or a
+    /// job's bad field, with the path to it; [`Error::UnknownJobType`] for a type without
+    /// executor; [`Error::QuotaExceeded`] as for [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    /// If dropped, the workflow may or may not have been stored (whole or not at all).
+    pub async fn submit_workflow(
+        &self,
+        tenant: &TenantId,
+        workflow: crate::NewWorkflow,
+    ) -> Result<crate::Workflow> {
+        workflow.validate()?;
+        let known = |new: &NewJob| -> Result<()> {
+            match self.checked(new.clone()) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        workflow.jobs.iter().try_for_each(|j| known(&j.job))?;
+        workflow.finalizer.iter().try_for_each(known)?;
+        let id = crate::WorkflowId::new();
+        let jobs = workflow.into_jobs(id, |new| self.queued(tenant, new));
+        let quotas = &self.inner.config.quotas;
+        let inserted = self.inner.store.submit_within(jobs, quotas).await?;
+        let jobs: Vec<Job> = inserted.into_iter().map(|i| i.job).collect();
+        crate::Workflow::of(&jobs).ok_or(Error::WorkflowNotFound { id })
+    }
+
+    /// A workflow of the tenant, with its jobs' statuses.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`] when it does not exist or belongs to another tenant.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn workflow(
+        &self,
+        tenant: &TenantId,
+        id: crate::WorkflowId,
+    ) -> Result<crate::Workflow> {
+        self.inner.store.workflow(tenant, id).await
+    }
+
+    /// Cancels every job of a workflow that is not yet terminal: waiting and queued ones
+    /// at once, running ones when their executors honour it. The workflow reads
+    /// `cancelled` once all its jobs are terminal.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`] as for [`workflow`](Self::workflow).
+    ///
+    /// # Cancel safety
+    /// If dropped, some of its jobs may be cancelled and others not; cancelling again
+    /// finishes the work.
+    pub async fn cancel_workflow(
+        &self,
+        tenant: &TenantId,
+        id: crate::WorkflowId,
+    ) -> Result<crate::Workflow> {
+        let workflow = self.inner.store.cancel_workflow(tenant, id, None).await?;
+        for node in workflow.jobs.iter().chain(&workflow.finalizer) {
+            if node.status == crate::JobStatus::Running
+                && let Some(running) = self.inner.running().get(&node.id)
+            {
+                running.cancel.cancel();
+            }
+        }
+        Ok(workflow)
+    }
+
     /// A job of the tenant.
     ///
     /// # Errors

@@ -13,7 +13,8 @@ use super::error::{JobError, without_type_names};
 use crate::Result;
 use crate::artifact::{ArtifactKey, ArtifactName, ArtifactStore, ByteStream, StoredObject};
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobType, NewEvent, Progress, TenantId,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, NewEvent, Progress,
+    TenantId,
 };
 use crate::store::{Append, Held, JobStore};
 
@@ -59,6 +60,22 @@ impl ArtifactSpec {
         self.metadata = metadata;
         self
     }
+}
+
+/// One parent of a workflow's job and how it ended, from [`JobContext::parents`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ParentOutcome {
+    /// Its key in the workflow.
+    pub key: String,
+    /// Its id.
+    pub id: JobId,
+    /// Its status: terminal, unless an operator retried it meanwhile.
+    pub status: JobStatus,
+    /// Its result, when it completed.
+    pub result: Option<Value>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
 }
 
 /// What an executor gets: the job, its input, and fenced ways to report.
@@ -167,6 +184,74 @@ impl JobContext {
     /// Cancel safe.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.inner.cancel.cancelled()
+    }
+
+    /// The job's parents in its workflow with their outcomes, in the order of its
+    /// `depends_on` (a finalizer's parents are every other job of the workflow); empty
+    /// outside workflows. Parents purged meanwhile are left out.
+    ///
+    /// # Errors
+    /// A store error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn parents(&self) -> Result<Vec<ParentOutcome>> {
+        let job = &self.inner.job;
+        if job.parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found: std::collections::HashMap<JobId, Job> = self
+            .inner
+            .store
+            .load(Some(&job.tenant), &job.parents)
+            .await?
+            .into_iter()
+            .map(|s| (s.job.id, *s.job))
+            .collect();
+        Ok(job
+            .parents
+            .iter()
+            .filter_map(|id| found.remove(id))
+            .map(|p| ParentOutcome {
+                key: p.workflow.map(|l| l.key).unwrap_or_default(),
+                id: p.id,
+                status: p.status,
+                result: p.result,
+                error: p.error,
+            })
+            .collect())
+    }
+
+    /// The result of the parent with `key`, as `T`: what a step reads of the steps before
+    /// it.
+    ///
+    /// # Errors
+    /// A permanent [`JobError`] when the job has no completed parent with that key or its
+    /// result does not fit `T`; a store error as [`JobError`]'s conversion says.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn parent_result<T: DeserializeOwned>(&self, key: &str) -> Result<T, JobError> {
+        let parent = self
+            .parents()
+            .await?
+            .into_iter()
+            .find(|p| p.key == key)
+            .ok_or_else(|| JobError::fail(format!("the job has no parent with the key {key:?}")))?;
+        let result = match (parent.status, parent.result) {
+            (JobStatus::Completed, Some(result)) => result,
+            (status, _) => {
+                return Err(JobError::fail(format!(
+                    "parent {key:?} is {status}, not completed"
+                )));
+            }
+        };
+        T::deserialize(result).map_err(|e| {
+            JobError::fail(format!(
+                "the result of parent {key:?} does not fit: {}",
+                without_type_names(&e.to_string())
+            ))
+        })
     }
 
     /// The attempt's own copy of the job's record, for its writes.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use context::{ArtifactSpec, JobContext};
+pub use context::{ArtifactSpec, JobContext, ParentOutcome};
 pub use error::{JobError, JobErrorKind};
 
 /// Runs jobs of one type.

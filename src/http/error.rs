@@ -284,6 +284,18 @@ impl From<Error> for ApiError {
             Error::Invalid { field, message } => {
                 Self::field(&format!("body.{field}"), "invalid", message.to_string())
             }
+            Error::InvalidAt { path, message } => Self::validation(vec![FieldError {
+                loc: std::iter::once("body".to_owned())
+                    .chain(path.iter().cloned())
+                    .collect(),
+                msg: message.to_string(),
+                kind: "invalid".to_owned(),
+            }]),
+            Error::WorkflowNotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "workflow_not_found",
+                "workflow not found",
+            ),
             Error::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -259,7 +259,7 @@ pub(crate) async fn build(
 
 async fn build_view(state: &ApiState, job: &Job) -> Result<BuildView, ApiError> {
     let status = match job.status {
-        JobStatus::Queued => "queued",
+        JobStatus::Waiting | JobStatus::Queued => "queued",
         JobStatus::Running => "running",
         JobStatus::Completed => "completed",
         JobStatus::Failed | JobStatus::Cancelled => "failed",

@@ -11,8 +11,14 @@ use serde_json::Value;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
-    /// The job was submitted.
+    /// The job was submitted, or its parents let it run.
     Queued,
+    /// A workflow's job was submitted to wait for its parents, or returned to waiting
+    /// when the parent whose failure cancelled it was retried.
+    Waiting,
+    /// The last of its parents completed (or, for a job that runs anyway, ended): the job
+    /// is queued.
+    Unblocked,
     /// An attempt started (a worker claimed it).
     Started,
     /// The executor entered a named stage.
@@ -44,8 +50,10 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Queued,
+        EventKind::Waiting,
+        EventKind::Unblocked,
         EventKind::Started,
         EventKind::Stage,
         EventKind::Progress,
@@ -78,6 +86,8 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Queued => "queued",
+            EventKind::Waiting => "waiting",
+            EventKind::Unblocked => "unblocked",
             EventKind::Started => "started",
             EventKind::Stage => "stage",
             EventKind::Progress => "progress",

@@ -112,6 +112,55 @@ impl<'de> Deserialize<'de> for JobId {
     }
 }
 
+/// A workflow's id: a ULID like a job's, written and parsed the same two ways.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkflowId(JobId);
+
+impl WorkflowId {
+    /// A fresh id for the current time.
+    pub fn new() -> Self {
+        WorkflowId(JobId::new())
+    }
+
+    /// The id's 128 bits.
+    pub fn to_u128(self) -> u128 {
+        self.0.to_u128()
+    }
+
+    /// Builds an id from its 128 bits.
+    pub fn from_u128(bits: u128) -> Self {
+        WorkflowId(JobId::from_u128(bits))
+    }
+}
+
+impl Default for WorkflowId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for WorkflowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkflowId({self})")
+    }
+}
+
+impl FromStr for WorkflowId {
+    type Err = ParseJobIdError;
+
+    /// A ULID or the same 128 bits as a UUID.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(WorkflowId)
+    }
+}
+
 /// Defines a validated, cheaply cloned string newtype.
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:literal, $valid:expr) => {

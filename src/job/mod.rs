@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use event::{Event, EventKind, NewEvent, Visibility};
-pub use id::{JobId, JobType, ParseJobIdError, QueueName, TenantId};
+pub use id::{JobId, JobType, ParseJobIdError, QueueName, TenantId, WorkflowId};
 pub use status::{InvalidTransition, JobStatus, ParseStatusError};
 
 /// The current time at the microsecond precision every store keeps, so that a job reads
@@ -89,6 +89,48 @@ pub struct Job {
     pub artifacts: Vec<Artifact>,
     /// The newest public timeline event (internal ones never leave the engine).
     pub latest_event: Option<Event>,
+    /// The jobs of its workflow that must complete before it runs (`[]` outside
+    /// workflows; a finalizer lists every other job of its workflow).
+    #[serde(default)]
+    pub parents: Vec<JobId>,
+    /// Its place in a workflow, if it has one.
+    #[serde(default)]
+    pub workflow: Option<Box<WorkflowLink>>,
+}
+
+/// A job's place in a workflow: what the state machine needs to unblock, skip and
+/// cancel it, kept with the job's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowLink {
+    /// The workflow.
+    pub id: WorkflowId,
+    /// The workflow's name, if it was given one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The job's key in the workflow.
+    pub key: String,
+    /// The jobs that list this one as a parent.
+    #[serde(default)]
+    pub dependents: Vec<JobId>,
+    /// How many of its parents are not yet terminal.
+    #[serde(default)]
+    pub pending: u32,
+    /// How many of its parents failed or were cancelled.
+    #[serde(default)]
+    pub failed: u32,
+    /// Runs once every parent is terminal, whatever their outcome (a finalizer does).
+    #[serde(default)]
+    pub run_if_parents_fail: bool,
+    /// The workflow's finalizer: its parents are every other job of the workflow.
+    #[serde(default)]
+    pub finalizer: bool,
+    /// Cancelled because a parent failed or was cancelled; a retry of that parent
+    /// returns it to `waiting`.
+    #[serde(default)]
+    pub skipped: bool,
+    /// Reached by a cancel of the whole workflow.
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 impl Job {
@@ -129,6 +171,8 @@ impl Job {
             revision: 1,
             artifacts: Vec::new(),
             latest_event: None,
+            parents: Vec::new(),
+            workflow: None,
         }
     }
 

@@ -8,16 +8,23 @@ use serde::{Deserialize, Serialize};
 /// Where a job is in its life.
 ///
 /// ```text
+///  waiting ──last parent completed──▶ queued        (workflows only)
+///  waiting ──a parent failed / cancel──▶ cancelled
 ///  queued ──claim──▶ running ──ok──────────▶ completed
 ///    ▲                 │ ├──permanent error / attempts exhausted──▶ failed
 ///    │                 │ └──cancel honoured──▶ cancelled
 ///    └──retry / snooze / lease expired (attempts left)┘
 ///  queued ──cancel──▶ cancelled
 ///  failed, cancelled ──operator retry──▶ queued   (a fresh attempt budget)
+///  cancelled ──its failed parent retried──▶ waiting   (workflows only)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// A workflow's job whose parents have not all completed. It becomes `queued` when
+    /// the last one completes (in the same step), and `cancelled` when one fails or is
+    /// cancelled, unless it runs whatever its parents do. Never claimed.
+    Waiting,
     /// Waiting to be claimed. Jobs enter it when submitted, when an attempt fails with
     /// attempts left (with a later not-before time), when their lease expires with attempts
     /// left, and when a worker shutting down hands them back. They leave it when a worker
@@ -38,7 +45,8 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every status, for tests and tables.
-    pub const ALL: [JobStatus; 5] = [
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Waiting,
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Completed,
@@ -57,6 +65,7 @@ impl JobStatus {
     /// The lowercase name used on the wire and in SQL.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Waiting => "waiting",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
@@ -70,7 +79,9 @@ impl JobStatus {
         use JobStatus::*;
         matches!(
             (from, to),
-            (Queued, Running)
+            (Waiting, Queued)
+                | (Waiting, Cancelled)
+                | (Queued, Running)
                 | (Queued, Cancelled)
                 | (Running, Queued)
                 | (Running, Completed)
@@ -78,6 +89,7 @@ impl JobStatus {
                 | (Running, Cancelled)
                 | (Failed, Queued)
                 | (Cancelled, Queued)
+                | (Cancelled, Waiting)
         )
     }
 
@@ -110,7 +122,7 @@ impl fmt::Display for JobStatus {
     }
 }
 
-/// The text is not one of the five status names.
+/// The text is not one of the six status names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown job status {0:?}")]
 pub struct ParseStatusError(pub String);
@@ -133,6 +145,8 @@ mod tests {
     #[test]
     fn transition_table_is_exactly_the_design() {
         let legal = [
+            (Waiting, Queued),
+            (Waiting, Cancelled),
             (Queued, Running),
             (Queued, Cancelled),
             (Running, Queued),
@@ -141,6 +155,7 @@ mod tests {
             (Running, Cancelled),
             (Failed, Queued),
             (Cancelled, Queued),
+            (Cancelled, Waiting),
         ];
         for from in JobStatus::ALL {
             for to in JobStatus::ALL {
@@ -157,12 +172,18 @@ mod tests {
 
     #[test]
     fn terminal_states_leave_only_by_an_operators_retry() {
+        // A failed job goes back to the queue; a cancelled one too, or back to waiting
+        // when the parent whose failure cancelled it is retried.
         for from in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             let ways: Vec<JobStatus> = JobStatus::ALL
                 .into_iter()
                 .filter(|&to| JobStatus::can_transition(from, to))
                 .collect();
-            let expected: &[JobStatus] = if from == Completed { &[] } else { &[Queued] };
+            let expected: &[JobStatus] = match from {
+                Completed => &[],
+                Failed => &[Queued],
+                _ => &[Waiting, Queued],
+            };
             assert_eq!(ways, expected, "{from}");
         }
     }

@@ -81,7 +81,7 @@ impl PostgresStore {
             let queue = quota.queue.as_ref().map(|q| q.as_str().to_owned());
             let rows: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT tenant, count(*) FROM jobworks_jobs
-                 WHERE tenant = ANY($1) AND status IN ('queued', 'running')
+                 WHERE tenant = ANY($1) AND status IN ('waiting', 'queued', 'running')
                      AND ($2::text IS NULL OR queue = $2) AND NOT (id = ANY($3))
                  GROUP BY tenant",
             )
@@ -117,15 +117,17 @@ impl PostgresStore {
             "WITH inserted AS (
                 INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
                     priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
-                    revision, event_seq, queue, concurrency_key)
+                    revision, event_seq, queue, concurrency_key, parents, workflow_id, workflow)
                 SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
                     u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq,
-                    u.queue, u.concurrency_key
+                    u.queue, u.concurrency_key, u.parents::jsonb, u.workflow_id, u.workflow::jsonb
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                             $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
-                            $11::timestamptz[], $12::bigint[], $13::bigint[], $19::text[], $20::text[])
+                            $11::timestamptz[], $12::bigint[], $13::bigint[], $19::text[], $20::text[],
+                            $21::text[], $22::uuid[], $23::text[])
                     AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
-                         status, updated_at, revision, seq, queue, concurrency_key)
+                         status, updated_at, revision, seq, queue, concurrency_key, parents,
+                         workflow_id, workflow)
                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING id
             ), first AS (
@@ -159,6 +161,21 @@ impl PostgresStore {
         .bind(self.channel())
         .bind(jobs().map(|j| j.queue.to_string()).collect::<Vec<_>>())
         .bind(jobs().map(|j| j.concurrency_key.clone()).collect::<Vec<_>>())
+        .bind(
+            jobs()
+                .map(|j| (!j.parents.is_empty()).then(|| json_text(&j.parents)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            jobs()
+                .map(|j| j.workflow.as_ref().map(|l| Uuid::from_u128(l.id.to_u128())))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            jobs()
+                .map(|j| j.workflow.as_ref().map(json_text))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;

@@ -147,6 +147,28 @@ impl JobStore for PostgresStore {
         answer.await.map_err(|_| gone())?
     }
 
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
+        if writes.is_empty() {
+            return Ok(Committed::Applied);
+        }
+        let distinct: std::collections::HashSet<JobId> = writes.iter().map(Write::id).collect();
+        if distinct.len() != writes.len() {
+            return Ok(Committed::Conflict);
+        }
+        // One statement in its own transaction: kept only when every guard held (its
+        // notification goes with it).
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let refs: Vec<&Write> = writes.iter().collect();
+        let saved = super::rows::save(&mut tx, &refs, self.channel()).await?;
+        if saved.len() == writes.len() {
+            tx.commit().await.map_err(db)?;
+            Ok(Committed::Applied)
+        } else {
+            tx.rollback().await.map_err(db)?;
+            Ok(Committed::Conflict)
+        }
+    }
+
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let row = owned(&mut conn, tenant, id).await?;
@@ -156,22 +178,35 @@ impl JobStore for PostgresStore {
     async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
         let limit = params.limit.clamp(1, 1000);
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        let found = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
-              AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR job_type = $4) \
-              AND ($6::text IS NULL OR queue = $6) ORDER BY id DESC LIMIT $5"
-        ))
-        .bind(tenant.as_str())
-        .bind(params.before.map(uuid))
-        .bind(params.status.map(|s| s.as_str()))
-        .bind(params.job_type.as_ref().map(|t| t.as_str()))
-        .bind(limit as i64 + 1)
-        .bind(params.queue.as_ref().map(|q| q.as_str()))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+        // A workflow's jobs are read through their own index.
+        macro_rules! filtered {
+            ($scope:literal) => {
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobworks_jobs WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
+                      AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR job_type = $4) \
+                      AND ($6::text IS NULL OR queue = $6) ",
+                    $scope,
+                    " ORDER BY id DESC LIMIT $5"
+                )
+            };
+        }
+        let sql = match params.workflow {
+            Some(_) => filtered!("AND workflow_id = $7"),
+            None => filtered!("AND $7::uuid IS NULL"),
+        };
+        let found = sqlx::query(sql)
+            .bind(tenant.as_str())
+            .bind(params.before.map(uuid))
+            .bind(params.status.map(|s| s.as_str()))
+            .bind(params.job_type.as_ref().map(|t| t.as_str()))
+            .bind(limit as i64 + 1)
+            .bind(params.queue.as_ref().map(|q| q.as_str()))
+            .bind(params.workflow.map(|w| Uuid::from_u128(w.to_u128())))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         let more = found.len() > limit;
         let rows = found
             .iter()

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fairness",
         include_str!("../../migrations/postgres/0006_fairness.sql"),
     ),
+    (
+        7,
+        "workflows",
+        include_str!("../../migrations/postgres/0007_workflows.sql"),
+    ),
 ];
 
 fn db(e: sqlx::Error) -> Error {

@@ -22,7 +22,7 @@ macro_rules! job_columns {
         "id, tenant, job_type, input::text, status, result::text, error, attempts, max_attempts, \
          priority, run_at, created_at, started_at, completed_at, updated_at, idempotency_key, \
          progress::text, cancel_requested, revision, event_seq, lease_id, lease_expires_at, \
-         queue, concurrency_key"
+         queue, concurrency_key, parents::text, workflow::text"
     };
 }
 pub(super) use job_columns;
@@ -77,6 +77,8 @@ pub(super) fn decode_job(row: &PgRow) -> Result<JobRow> {
         revision: get::<i64>(row, 18)? as u64,
         artifacts: Vec::new(),
         latest_event: None,
+        parents: opt_json(get(row, 24)?)?.unwrap_or_default(),
+        workflow: opt_json(get(row, 25)?)?,
     };
     Ok(JobRow {
         job,
@@ -164,6 +166,7 @@ pub(super) async fn save(
                 .map(|p| serde_json::to_string(p).expect("serialises")),
         );
         c.cancel_requested.push(job.cancel_requested);
+        c.workflow.push(job.workflow.as_ref().map(json_text));
         c.revision.push(job.revision as i64);
         c.event_seq.push(w.last_seq() as i64);
         c.keep_lease.push(keep_lease);
@@ -211,14 +214,15 @@ pub(super) async fn save(
                 completed_at = u.completed_at, updated_at = u.updated_at, progress = u.progress::jsonb,
                 cancel_requested = u.cancel_requested, revision = u.revision, event_seq = u.event_seq,
                 lease_id = CASE WHEN u.keep_lease THEN j.lease_id ELSE u.lease_id END,
-                lease_expires_at = CASE WHEN u.keep_lease THEN j.lease_expires_at ELSE u.lease_expires_at END
+                lease_expires_at = CASE WHEN u.keep_lease THEN j.lease_expires_at ELSE u.lease_expires_at END,
+                workflow = u.workflow::jsonb
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
                         $12::bigint[], $13::bigint[], $14::bool[], $15::uuid[], $16::timestamptz[],
-                        $17::bigint[], $18::uuid[], $19::bool[], $39::bool[])
+                        $17::bigint[], $18::uuid[], $19::bool[], $39::bool[], $40::text[])
                 AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
                      progress, cancel_requested, revision, event_seq, keep_lease, lease_id,
-                     lease_expires_at, expected_revision, expected_lease, tells, freed)
+                     lease_expires_at, expected_revision, expected_lease, tells, freed, workflow)
             WHERE j.id = u.id AND j.revision = u.expected_revision
                 AND j.lease_id IS NOT DISTINCT FROM u.expected_lease
             RETURNING j.id, j.status, j.queue, u.tells, u.freed
@@ -294,6 +298,7 @@ pub(super) async fn save(
     .bind(a.attempt)
     .bind(channel)
     .bind(c.freed)
+    .bind(c.workflow)
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -323,6 +328,7 @@ struct Columns {
     expected_lease: Vec<Option<Uuid>>,
     tells: Vec<bool>,
     freed: Vec<bool>,
+    workflow: Vec<Option<String>>,
 }
 
 #[derive(Default)]

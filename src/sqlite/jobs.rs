@@ -27,7 +27,7 @@ fn unfinished(conn: &Connection, tenant: &TenantId, queue: Option<&QueueName>) -
     let n: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM jobworks_jobs WHERE tenant = ?1 \
-             AND status IN ('queued', 'running') AND (?2 IS NULL OR queue = ?2)",
+             AND status IN ('waiting', 'queued', 'running') AND (?2 IS NULL OR queue = ?2)",
         )
         .and_then(|mut s| {
             s.query_row(
@@ -68,8 +68,8 @@ fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Res
         .prepare_cached(
             "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, \
              priority, run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq, \
-             queue, concurrency_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15)",
+             queue, concurrency_key, parents, workflow_id, workflow) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )
         .map_err(db)?;
     for NewRecord { job, event } in records {
@@ -89,6 +89,9 @@ fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Res
             event.seq as i64,
             job.queue.as_str(),
             job.concurrency_key.as_deref(),
+            (!job.parents.is_empty()).then(|| json_text(&job.parents)),
+            job.workflow.as_ref().map(|l| l.id.to_u128().to_be_bytes()),
+            job.workflow.as_ref().map(json_text),
         ])
         .map_err(db)?;
         insert_event(conn, job.id, event)?;
@@ -425,6 +428,20 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
+        let all = move |conn: &rusqlite::Connection| {
+            for w in &writes {
+                if !save(conn, w)? {
+                    return Ok(Committed::Conflict);
+                }
+            }
+            Ok(Committed::Applied)
+        };
+        // A conflict rolls back the writes saved before it.
+        let applied = |answer: &Result<Committed>| matches!(answer, Ok(Committed::Applied));
+        self.writer.write_keeping(all, applied).await
+    }
+
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         let tenant = tenant.clone();
         self.read(move |conn| complete(conn, load_owned(conn, &tenant, id)?))
@@ -436,15 +453,27 @@ impl JobStore for SqliteStore {
         self.read(move |conn| {
             let limit = params.limit.clamp(1, 1000);
             let before = params.before.map_or([0xff; 16], id_bytes);
+            // A workflow's jobs are read through their own index.
+            macro_rules! filtered {
+                ($scope:literal) => {
+                    concat!(
+                        "SELECT ",
+                        job_columns!(),
+                        " FROM jobworks_jobs WHERE tenant = ?1 AND (id < ?2 OR ?3) \
+                          AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR job_type = ?5) \
+                          AND (?7 IS NULL OR queue = ?7) ",
+                        $scope,
+                        " ORDER BY id DESC LIMIT ?6"
+                    )
+                };
+            }
+            let sql = match params.workflow {
+                Some(_) => filtered!("AND workflow_id = ?8"),
+                None => filtered!("AND ?8 IS NULL"),
+            };
             let rows = load_many(
                 conn,
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobworks_jobs WHERE tenant = ?1 AND (id < ?2 OR ?3) \
-                      AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR job_type = ?5) \
-                      AND (?7 IS NULL OR queue = ?7) ORDER BY id DESC LIMIT ?6"
-                ),
+                sql,
                 params![
                     tenant.as_str(),
                     before,
@@ -453,6 +482,7 @@ impl JobStore for SqliteStore {
                     params.job_type.as_ref().map(|t| t.as_str()),
                     limit as i64 + 1,
                     params.queue.as_ref().map(|q| q.as_str()),
+                    params.workflow.map(|w| w.to_u128().to_be_bytes()),
                 ],
             )?;
             let more = rows.len() > limit;

@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fairness",
         include_str!("../../migrations/sqlite/0006_fairness.sql"),
     ),
+    (
+        7,
+        "workflows",
+        include_str!("../../migrations/sqlite/0007_workflows.sql"),
+    ),
 ];
 
 /// When a commit is durable. See [`SqliteStoreBuilder::synchronous`].

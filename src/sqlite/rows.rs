@@ -17,7 +17,8 @@ macro_rules! job_columns {
     () => {
         "id, tenant, job_type, input, status, result, error, attempts, max_attempts, priority, \
          run_at, created_at, started_at, completed_at, updated_at, idempotency_key, progress, \
-         cancel_requested, revision, event_seq, lease_id, lease_expires_at, queue, concurrency_key"
+         cancel_requested, revision, event_seq, lease_id, lease_expires_at, queue, concurrency_key, \
+         parents, workflow"
     };
 }
 pub(super) use job_columns;
@@ -152,6 +153,8 @@ pub(super) fn decode_job(row: &Row<'_>) -> Result<JobRow> {
         revision: revision as u64,
         artifacts: Vec::new(),
         latest_event: None,
+        parents: opt_json(row.get(24).map_err(db)?)?.unwrap_or_default(),
+        workflow: opt_json(row.get(25).map_err(db)?)?,
     };
     Ok(JobRow {
         job,
@@ -292,7 +295,8 @@ pub(super) fn save(conn: &Connection, w: &Write) -> Result<bool> {
              started_at = ?7, completed_at = ?8, updated_at = ?9, progress = ?10, cancel_requested = ?11, \
              revision = ?12, event_seq = ?13, \
              lease_id = CASE WHEN ?14 THEN lease_id ELSE ?15 END, \
-             lease_expires_at = CASE WHEN ?14 THEN lease_expires_at ELSE ?16 END \
+             lease_expires_at = CASE WHEN ?14 THEN lease_expires_at ELSE ?16 END, \
+             workflow = ?19 \
              WHERE id = ?1 AND revision = ?17 AND lease_id IS ?18",
         )
         .map_err(db)?;
@@ -318,6 +322,7 @@ pub(super) fn save(conn: &Connection, w: &Write) -> Result<bool> {
             lease.map(|l| micros(l.expires_at)),
             w.revision as i64,
             w.lease_id.map(u128::to_be_bytes),
+            job.workflow.as_ref().map(json_text),
         ])
         .map_err(db)?;
     if changed == 0 {

@@ -26,6 +26,8 @@ trait Op: Send {
 struct Pending<F, T> {
     f: F,
     reply: oneshot::Sender<Result<T>>,
+    /// Whether an answer keeps the changes that made it.
+    keep: fn(&Result<T>) -> bool,
 }
 
 impl<F, T> Op for Pending<F, T>
@@ -35,7 +37,7 @@ where
 {
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
         let out = (self.f)(conn);
-        let keep = out.is_ok();
+        let keep = (self.keep)(&out);
         let reply = self.reply;
         (
             keep,
@@ -77,9 +79,19 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.write_keeping(f, Result::is_ok).await
+    }
+
+    /// [`write`](Self::write), rolling `f`'s changes back also when `keep` says so of its
+    /// answer.
+    pub(super) async fn write_keeping<T, F>(&self, f: F, keep: fn(&Result<T>) -> bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         self.ops
-            .send(Box::new(Pending { f, reply }))
+            .send(Box::new(Pending { f, reply, keep }))
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }

@@ -99,6 +99,12 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// may share one transaction.
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>>;
 
+    /// Applies guarded writes about different jobs together: all of them, or none when
+    /// any one's guard no longer holds (then the answer is a conflict). A workflow job's
+    /// finish and the unblocking of its dependents go through here, so that a crash
+    /// between the two cannot strand a dependent.
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed>;
+
     /// Claims up to `params.limit` due jobs, by priority (high first), then not-before
     /// time, then id. No job is handed to two claimers.
     ///
@@ -165,6 +171,9 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
         (**self).commit(writes).await
+    }
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
+        (**self).commit_all(writes).await
     }
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         (**self).claim(params).await

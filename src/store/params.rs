@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::job::{Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, QueueName};
+use crate::job::{
+    Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, QueueName, WorkflowId,
+};
 
 /// The answer to one job of [`JobStoreExt::submit`](super::JobStoreExt::submit).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,8 @@ pub struct ListParams {
     pub job_type: Option<JobType>,
     /// Only jobs in this queue.
     pub queue: Option<QueueName>,
+    /// Only jobs of this workflow.
+    pub workflow: Option<WorkflowId>,
     /// At most this many (1…1000).
     pub limit: usize,
     /// Only jobs older than this one: the cursor from the previous page.
@@ -39,6 +43,7 @@ impl Default for ListParams {
             status: None,
             job_type: None,
             queue: None,
+            workflow: None,
             limit: 50,
             before: None,
         }
@@ -46,12 +51,15 @@ impl Default for ListParams {
 }
 
 impl ListParams {
-    /// Whether `job` passes the status, type and queue filters (the tenant and the cursor
-    /// are the store's to apply).
+    /// Whether `job` passes the status, type, queue and workflow filters (the tenant and
+    /// the cursor are the store's to apply).
     pub fn matches(&self, job: &Job) -> bool {
         self.status.is_none_or(|s| s == job.status)
             && self.job_type.as_ref().is_none_or(|t| *t == job.job_type)
             && self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && self
+                .workflow
+                .is_none_or(|w| job.workflow.as_ref().is_some_and(|l| l.id == w))
     }
 
     /// Keeps only jobs in `status`.
@@ -67,6 +75,11 @@ impl ListParams {
     /// Keeps only jobs in `queue`.
     pub fn queue(mut self, queue: QueueName) -> Self {
         self.queue = Some(queue);
+        self
+    }
+    /// Keeps only jobs of `workflow`.
+    pub fn workflow(mut self, workflow: WorkflowId) -> Self {
+        self.workflow = Some(workflow);
         self
     }
     /// Sets the page size, clamped to 1…1000.
@@ -477,6 +490,8 @@ impl PurgeParams {
 /// Job counts by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
+    /// Waiting for their parents (workflows).
+    pub waiting: u64,
     /// Queued, due or not.
     pub queued: u64,
     /// Running.
@@ -493,6 +508,7 @@ impl QueueStats {
     /// Adds `n` jobs in `status`.
     pub fn add(&mut self, status: JobStatus, n: u64) {
         let slot = match status {
+            JobStatus::Waiting => &mut self.waiting,
             JobStatus::Queued => &mut self.queued,
             JobStatus::Running => &mut self.running,
             JobStatus::Completed => &mut self.completed,
@@ -504,6 +520,7 @@ impl QueueStats {
 
     /// Adds the counts of `other`.
     pub fn merge(&mut self, other: &QueueStats) {
+        self.waiting += other.waiting;
         self.queued += other.queued;
         self.running += other.running;
         self.completed += other.completed;

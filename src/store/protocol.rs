@@ -14,10 +14,13 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Append, ClaimParams, Claimed, ClaimedJob, Committed, Finish, Inserted, JobStore, Lease,
-    LeaseStatus, NewRecord, Operator, QueuePatch, QueueSettings, QueueStats, Quota, ReapParams,
-    ReapReport, Step, Stored, Write, rules,
+    LeaseStatus, ListParams, NewRecord, Operator, QueuePatch, QueueSettings, QueueStats, Quota,
+    ReapParams, ReapReport, Step, Stored, Write, rules, rules::ParentMove,
 };
-use crate::job::{Event, EventKind, Job, JobId, JobStatus, NewEvent, QueueName, TenantId};
+use crate::job::{
+    Event, EventKind, Job, JobId, JobStatus, NewEvent, QueueName, TenantId, WorkflowId,
+};
+use crate::workflow::Workflow;
 use crate::{Error, Result};
 
 /// How many times a write is tried before the caller is told the store is busy. A
@@ -52,10 +55,31 @@ const TURNS: usize = 64;
 /// once). Turns only spare writers collisions: the guard of each write is what keeps
 /// the record right, across processes too.
 fn turn(id: JobId) -> &'static tokio::sync::Mutex<()> {
+    // The low bits of an id are random.
+    turn_at(slot(id))
+}
+
+fn turn_at(slot: usize) -> &'static tokio::sync::Mutex<()> {
     static ALL: LazyLock<Vec<tokio::sync::Mutex<()>>> =
         LazyLock::new(|| (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect());
-    // The low bits of an id are random.
-    &ALL[(id.to_u128() % TURNS as u128) as usize]
+    &ALL[slot]
+}
+
+/// The slot of [`turn`] that job `id` takes.
+fn slot(id: JobId) -> usize {
+    (id.to_u128() % TURNS as u128) as usize
+}
+
+/// The turns of several jobs' slots, taken in slot order, so that two tasks taking
+/// turns this way never wait for each other (a task takes them holding no other turn).
+async fn turns(
+    slots: &std::collections::BTreeSet<usize>,
+) -> Vec<tokio::sync::MutexGuard<'static, ()>> {
+    let mut guards = Vec::with_capacity(slots.len());
+    for &s in slots {
+        guards.push(turn_at(s).lock().await);
+    }
+    guards
 }
 
 /// The state machine's operations on any [`JobStore`]. Implemented for every store.
@@ -112,6 +136,25 @@ pub trait JobStoreExt: JobStore {
     /// was (its artifact bytes are the caller's to delete). A job not finished is
     /// [`Error::Conflict`].
     async fn discard(&self, tenant: &TenantId, id: JobId) -> Result<Job>;
+
+    /// A tenant's workflow, read from its jobs.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`] when the tenant has no job of it.
+    async fn workflow(&self, tenant: &TenantId, id: WorkflowId) -> Result<Workflow>;
+
+    /// Cancels every job of a tenant's workflow that is not yet terminal (a running one is
+    /// asked to stop), each marked as reached by the workflow's cancel, and returns the
+    /// workflow as it is then.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`] as for [`workflow`](Self::workflow).
+    async fn cancel_workflow(
+        &self,
+        tenant: &TenantId,
+        id: WorkflowId,
+        by: Option<&Operator>,
+    ) -> Result<Workflow>;
 
     /// Job counts by status, across queues and tenants.
     async fn stats(&self) -> Result<QueueStats>;
@@ -184,6 +227,19 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
                 .await?
                 .ok_or(Error::NotFound { id })?;
             rules::discardable(&stored)?;
+            if let Some(link) = &stored.job.workflow {
+                let jobs = workflow_jobs(self, tenant, link.id).await?;
+                if let Some(open) = jobs.iter().find(|j| !j.status.is_terminal()) {
+                    return Err(Error::Conflict {
+                        id,
+                        reason: format!(
+                            "its workflow {} is not finished (job {} is {})",
+                            link.id, open.id, open.status
+                        )
+                        .into(),
+                    });
+                }
+            }
             if self.remove(tenant, id, stored.job.revision).await? {
                 self.notifier().job_changed(id);
                 return Ok(*stored.job);
@@ -200,9 +256,15 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
         let expired = self.load_expired(params.limit).await?;
         let now = self.clock().now();
         let mut writes = Vec::with_capacity(expired.len());
+        // A reap its dependents must hear of commits with their writes, one by one.
+        let mut followed = Vec::new();
         for stored in expired {
             if let Step::Write(w) = rules::reap(stored, now)? {
-                writes.push(w);
+                if rules::parent_move(&w).is_some() {
+                    followed.push(w.id());
+                } else {
+                    writes.push(w);
+                }
             }
         }
         // What each write will have done, for when it is applied.
@@ -227,7 +289,49 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
             };
             report.count(status);
         }
+        for id in followed {
+            let rule = |s: Stored, now| Ok((rules::reap(s, now)?, ()));
+            match change(self, Target::Reaped(id), None, Keep::Yes, rule).await {
+                Ok((Some(after), ())) if after.job.status != JobStatus::Running => {
+                    report.count(after.job.status);
+                }
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(report)
+    }
+
+    async fn workflow(&self, tenant: &TenantId, id: WorkflowId) -> Result<Workflow> {
+        let jobs = workflow_jobs(self, tenant, id).await?;
+        Workflow::of(&jobs).ok_or(Error::WorkflowNotFound { id })
+    }
+
+    async fn cancel_workflow(
+        &self,
+        tenant: &TenantId,
+        id: WorkflowId,
+        by: Option<&Operator>,
+    ) -> Result<Workflow> {
+        let jobs = workflow_jobs(self, tenant, id).await?;
+        if jobs.is_empty() {
+            return Err(Error::WorkflowNotFound { id });
+        }
+        // Parents first: their cancels skip most dependents in the same step.
+        let mut ids: Vec<JobId> = jobs
+            .iter()
+            .filter(|j| !j.status.is_terminal())
+            .map(|j| j.id)
+            .collect();
+        ids.sort();
+        for job in ids {
+            let rule = |s, now| rules::cancel_in_workflow(s, by, now);
+            match change_owned(self, tenant, job, rule).await {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.workflow(tenant, id).await
     }
 
     async fn stats(&self) -> Result<QueueStats> {
@@ -350,10 +454,11 @@ where
     // Writers in this process that read the job from the store take turns, so that many
     // tasks writing about one job wait for each other rather than collide; an attempt
     // writing from its own copy is in turn with itself already.
-    let _turn = match held {
-        Some(_) => None,
-        None => Some(turn(target.id()).lock().await),
-    };
+    let mut turned = std::collections::BTreeSet::new();
+    if held.is_none() {
+        turned.insert(slot(target.id()));
+    }
+    let mut _turns = turns(&turned).await;
     let mut held = held;
     for conflicts in 0..MAX_CONFLICTS {
         let current = match held.take() {
@@ -362,15 +467,46 @@ where
                 .await?
                 .ok_or_else(|| target.missing())?,
         };
-        let (write, answer) = match rule(current, store.clock().now())? {
+        let now = store.clock().now();
+        let (write, answer) = match rule(current, now)? {
             (Step::Unchanged(stored), answer) => return Ok((Some(stored), answer)),
             (Step::Write(write), answer) => (write, answer),
         };
-        let tell = Tell::of(&write);
         let after = (keep == Keep::Yes).then(|| write.clone().into_stored());
-        let mut answers = store.commit(vec![write]).await?;
-        if answers.pop() == Some(Committed::Applied) {
-            tell.send(store);
+        let followers = follow(store, &write, now).await?;
+        let applied = if followers.is_empty() {
+            let tell = Tell::of(&write);
+            let applied = store.commit(vec![write]).await?.pop() == Some(Committed::Applied);
+            if applied {
+                tell.send(store);
+            }
+            applied
+        } else {
+            // The dependents' writes go in one commit with this one; writers of any of
+            // those jobs in this process take turns (all of them, in one order).
+            let needed: std::collections::BTreeSet<usize> = std::iter::once(write.id())
+                .chain(followers.iter().map(Write::id))
+                .map(slot)
+                .collect();
+            if !needed.is_subset(&turned) {
+                drop(_turns);
+                turned = needed;
+                _turns = turns(&turned).await;
+                continue; // read again in turn
+            }
+            let mut group = Vec::with_capacity(followers.len() + 1);
+            group.push(write);
+            group.extend(followers);
+            let tells: Vec<Tell> = group.iter().map(Tell::of).collect();
+            let applied = store.commit_all(group).await? == Committed::Applied;
+            if applied {
+                for tell in tells {
+                    tell.send(store);
+                }
+            }
+            applied
+        };
+        if applied {
             return Ok((after, answer));
         }
         back_off(conflicts).await;
@@ -379,6 +515,53 @@ where
         backend: store.backend(),
         source: format!("job {} kept changing while it was written", target.id()).into(),
     })
+}
+
+/// The writes that `write` makes to the jobs that depend on it, and to theirs in turn
+/// when it skips or revives them: each dependent's record loaded once, whatever the
+/// number of parents it hears from in this step. Empty for a job without dependents and
+/// a move they do not hear of.
+async fn follow<S: JobStore + ?Sized>(
+    store: &S,
+    write: &Write,
+    now: DateTime<Utc>,
+) -> Result<Vec<Write>> {
+    let Some(moved) = rules::parent_move(write) else {
+        return Ok(Vec::new());
+    };
+    let tenant = &write.job.tenant;
+    let mut writes: Vec<Write> = Vec::new();
+    let mut position: HashMap<JobId, usize> = HashMap::new();
+    // Parents whose dependents have yet to hear, with their move.
+    let mut heard: Vec<(Job, ParentMove)> = vec![(Job::clone(&write.job), moved)];
+    while let Some((parent, moved)) = heard.pop() {
+        let dependents = parent
+            .workflow
+            .as_ref()
+            .map(|l| l.dependents.clone())
+            .unwrap_or_default();
+        let missing: Vec<JobId> = dependents
+            .iter()
+            .copied()
+            .filter(|id| !position.contains_key(id) && *id != write.id())
+            .collect();
+        if !missing.is_empty() {
+            for stored in store.load(Some(tenant), &missing).await? {
+                position.insert(stored.job.id, writes.len());
+                writes.push(stored.write());
+            }
+        }
+        for id in dependents {
+            let Some(&at) = position.get(&id) else {
+                continue; // gone (purged)
+            };
+            if let Some(next) = rules::hear(&mut writes[at], &parent, moved, now)? {
+                heard.push((Job::clone(&writes[at].job), next));
+            }
+        }
+    }
+    writes.retain(|w| w.job.revision != w.revision);
+    Ok(writes)
 }
 
 /// Who a committed write must wake: the job's watchers when its record changed, idle
@@ -414,6 +597,28 @@ impl Tell {
         }
         if self.freed {
             store.notifier().slot_freed();
+        }
+    }
+}
+
+/// Every job of a tenant's workflow, newest first (none when it has no such workflow).
+async fn workflow_jobs<S: JobStore + ?Sized>(
+    store: &S,
+    tenant: &TenantId,
+    id: WorkflowId,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    let mut before = None;
+    loop {
+        let params = ListParams::default()
+            .workflow(id)
+            .limit(1000)
+            .before(before);
+        let page = store.list(tenant, params).await?;
+        jobs.extend(page.jobs);
+        match page.next {
+            Some(next) => before = Some(next),
+            None => return Ok(jobs),
         }
     }
 }
@@ -527,12 +732,24 @@ async fn submit<S: JobStore + ?Sized>(
     })
 }
 
-/// A new job's record: queued, revision 1, its `queued` event.
+/// A new job's record: queued (or waiting for its parents, in a workflow), revision 1,
+/// its first event.
 fn queued(mut job: Job, now: DateTime<Utc>) -> NewRecord {
-    job.status = JobStatus::Queued;
+    let first = if job.status == JobStatus::Waiting && !job.parents.is_empty() {
+        let n = job.parents.len();
+        let message = if n == 1 {
+            "waiting for 1 parent".to_owned()
+        } else {
+            format!("waiting for {n} parents")
+        };
+        NewEvent::new(EventKind::Waiting, message)
+    } else {
+        job.status = JobStatus::Queued;
+        NewEvent::new(EventKind::Queued, "queued")
+    };
     job.revision = 1;
     job.updated_at = now;
-    let event = NewEvent::new(EventKind::Queued, "queued").into_event(1, now);
+    let event = first.into_event(1, now);
     job.latest_event = Some(event.clone());
     NewRecord { job, event }
 }

@@ -688,6 +688,9 @@ pub fn retry(stored: Stored, by: &Operator, now: DateTime<Utc>) -> Result<Write>
     job.progress = None;
     job.completed_at = None;
     job.cancel_requested = false;
+    if let Some(link) = job.workflow.as_mut() {
+        link.skipped = false;
+    }
     let message = format!("retried by {} (was {from})", by.actor);
     w.push(by.event("retry", message), now);
     Ok(w)
@@ -768,4 +771,143 @@ pub fn cancel(stored: Stored, by: Option<&Operator>, now: DateTime<Utc>) -> Resu
     };
     w.push(event, now);
     Ok(Step::Write(w))
+}
+
+/// What a change to a workflow's job means for the jobs that depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentMove {
+    /// It reached this terminal status.
+    Ended(JobStatus),
+    /// It left `failed` or `cancelled` (an operator's retry, or the retry of the parent
+    /// whose failure cancelled it).
+    Reopened,
+}
+
+/// The move `write` makes that the job's dependents must hear of: none for a job without
+/// dependents, or one that stays on the same side of terminal.
+pub fn parent_move(write: &Write) -> Option<ParentMove> {
+    let link = write.job.workflow.as_ref()?;
+    if link.dependents.is_empty() {
+        return None;
+    }
+    match (
+        write.from_status().is_terminal(),
+        write.job.status.is_terminal(),
+    ) {
+        (false, true) => Some(ParentMove::Ended(write.job.status)),
+        (true, false) => Some(ParentMove::Reopened),
+        _ => None,
+    }
+}
+
+/// Tells a dependent that `parent` (as it is after its write) moved: the dependent counts
+/// it, and is unblocked (queued once no parent is pending), skipped (cancelled when a
+/// parent failed and it does not run anyway) or revived (back to waiting when no failed
+/// parent is left) when that decides it. Only a waiting or skipped dependent listens;
+/// others are left as they are. Returns the dependent's own move, for its dependents.
+///
+/// # Errors
+/// [`Error::InvalidTransition`] only if the record breaks the state machine.
+pub fn hear(
+    dependent: &mut Write,
+    parent: &Job,
+    moved: ParentMove,
+    now: DateTime<Utc>,
+) -> Result<Option<ParentMove>> {
+    let job = &mut *dependent.job;
+    let Some(link) = job.workflow.as_mut() else {
+        return Ok(None);
+    };
+    let listening = match job.status {
+        JobStatus::Waiting => true,
+        JobStatus::Cancelled => link.skipped,
+        _ => false,
+    };
+    if !listening {
+        return Ok(None);
+    }
+    match moved {
+        ParentMove::Ended(JobStatus::Completed) => link.pending = link.pending.saturating_sub(1),
+        ParentMove::Ended(_) => {
+            link.pending = link.pending.saturating_sub(1);
+            link.failed += 1;
+        }
+        ParentMove::Reopened => {
+            link.pending += 1;
+            link.failed = link.failed.saturating_sub(1);
+        }
+    }
+    let blocked = link.failed > 0 && !link.run_if_parents_fail;
+    let pending = link.pending;
+    let parent_key = parent.workflow.as_ref().map_or("", |l| l.key.as_str());
+    let payload = serde_json::json!({"parent": parent.id, "parent_key": parent_key});
+    let (event, answer) = match job.status {
+        JobStatus::Waiting if blocked => {
+            set_status(job, JobStatus::Cancelled)?;
+            job.completed_at = Some(now);
+            if let Some(link) = job.workflow.as_mut() {
+                link.skipped = true;
+            }
+            let message = format!("skipped: parent {parent_key:?} {}", parent.status);
+            let event = NewEvent::new(EventKind::Cancelled, message).with_payload(payload);
+            (Some(event), Some(ParentMove::Ended(JobStatus::Cancelled)))
+        }
+        JobStatus::Waiting if pending == 0 => {
+            set_status(job, JobStatus::Queued)?;
+            job.run_at = job.run_at.max(now);
+            let message = if parent.status == JobStatus::Completed {
+                "parents completed"
+            } else {
+                "parents finished"
+            };
+            let event = NewEvent::new(EventKind::Unblocked, message).with_payload(payload);
+            (Some(event), None)
+        }
+        JobStatus::Cancelled if !blocked => {
+            set_status(job, JobStatus::Waiting)?;
+            job.completed_at = None;
+            if let Some(link) = job.workflow.as_mut() {
+                link.skipped = false;
+            }
+            let message = format!("waiting again: parent {parent_key:?} was retried");
+            let event = NewEvent::new(EventKind::Waiting, message).with_payload(payload);
+            (Some(event), Some(ParentMove::Reopened))
+        }
+        _ => (None, None),
+    };
+    match event {
+        Some(event) => {
+            dependent.push(event, now);
+        }
+        None => {
+            // Counted only: still a change the guard of a concurrent writer must see.
+            dependent.job.revision += 1;
+            dependent.job.updated_at = now;
+        }
+    }
+    Ok(answer)
+}
+
+/// Cancels a job of a workflow being cancelled: [`cancel`] of a job not yet terminal,
+/// marked as reached by the workflow's cancel; terminal jobs are left as they are.
+///
+/// # Errors
+/// As [`cancel`].
+pub fn cancel_in_workflow(
+    stored: Stored,
+    by: Option<&Operator>,
+    now: DateTime<Utc>,
+) -> Result<Step> {
+    if stored.job.status.is_terminal() {
+        return Ok(Step::Unchanged(stored));
+    }
+    match cancel(stored, by, now)? {
+        Step::Write(mut w) => {
+            if let Some(link) = w.job.workflow.as_mut() {
+                link.cancelled = true;
+            }
+            Ok(Step::Write(w))
+        }
+        unchanged => Ok(unchanged),
+    }
 }

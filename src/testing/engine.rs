@@ -90,6 +90,9 @@ impl JobStore for Stalling {
         drop(answers);
         result
     }
+    async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
+        self.inner.commit_all(writes).await
+    }
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
         self.inner.claim(params).await
     }

@@ -26,6 +26,7 @@ mod lifecycle;
 mod queries;
 mod queues;
 mod records;
+mod workflows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub use lifecycle::*;
 pub use queries::*;
 pub use queues::*;
 pub use records::*;
+pub use workflows::*;
 
 /// Runs every job-store case, each on a fresh store from `new_store`.
 pub async fn run_job_store_suite<S, F, Fut>(new_store: F)
@@ -93,8 +95,16 @@ where
         tenants_take_turns,
         max_running_per_key_caps_claims,
         quotas_refuse_at_submit,
+        commit_all_is_all_or_none,
+        workflow_dependents_wait_then_run,
+        failed_parents_skip_and_retries_revive,
+        waiting_jobs_move_only_as_the_table_says,
+        workflow_cancel_reaches_every_open_job,
+        unfinished_workflows_keep_their_jobs,
+        reaped_parents_skip_their_dependents,
     );
     no_double_claim(Arc::new(new_store().await)).await;
+    concurrent_parents_unblock_once(Arc::new(new_store().await)).await;
     zombie_bytes_never_replace_the_live_attempts(Arc::new(new_store().await)).await;
 }
 
