@@ -35,6 +35,11 @@ async fn memory_store_survives_the_fault_test() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_workflows_survive_the_fault_test() {
+    jobworks::testing::workflow_fault_test(Arc::new(MemoryStore::new()), 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_loses_no_wake_up() {
     let latencies = wake_up_test(Arc::new(MemoryStore::new()), 1000).await;
     let p99 = latencies[latencies.len() * 99 / 100];

@@ -43,6 +43,19 @@ async fn postgres_store_survives_the_fault_test() {
     not(jobworks_postgres_tests),
     ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
 )]
+async fn postgres_workflows_survive_the_fault_test() {
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    let store = schemas.fresh_with(&url, |b| b.max_connections(30)).await;
+    jobworks::testing::workflow_fault_test(Arc::new(store), 1000).await;
+    schemas.drop_all(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
 async fn postgres_store_with_asynchronous_finishes_passes_the_suites() {
     let url = pg::url();
     let schemas = pg::Schemas::default();

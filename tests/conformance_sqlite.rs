@@ -28,6 +28,12 @@ async fn sqlite_store_survives_the_fault_test() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_workflows_survive_the_fault_test() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    jobworks::testing::workflow_fault_test(Arc::new(fresh(&dir).await), 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_loses_no_wake_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let latencies = wake_up_test(Arc::new(fresh(&dir).await), 1000).await;

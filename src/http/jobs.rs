@@ -84,7 +84,17 @@ pub(super) async fn job_response(
 
 /// The job a submit body asks for, every bad field named.
 fn new_job(body: &Value, header_key: Option<&str>, known: &[JobType]) -> Result<NewJob, ApiError> {
-    let mut f = Fields::of(body, "body")?;
+    new_job_at(body, "body", header_key, known)
+}
+
+/// [`new_job`] of a body found at `prefix` (`body.jobs.3` for a workflow's job).
+pub(super) fn new_job_at(
+    body: &Value,
+    prefix: &str,
+    header_key: Option<&str>,
+    known: &[JobType],
+) -> Result<NewJob, ApiError> {
+    let mut f = Fields::of(body, prefix)?;
     let job_type = f.required_string("type", 256);
     let input = f.value("input").cloned();
     let priority = f.int(
@@ -353,6 +363,7 @@ pub(super) fn cursor_param(q: &QueryFields, tag: &str) -> Result<Option<JobId>, 
         ("status" = Option<StatusName>, Query, description = "Only jobs in this status"),
         ("type" = Option<String>, Query, description = "Only jobs of this type"),
         ("queue" = Option<String>, Query, description = "Only jobs in this queue"),
+        ("workflow_id" = Option<String>, Query, description = "Only jobs of this workflow"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -370,7 +381,7 @@ pub(crate) async fn list(
         match s.parse::<JobStatus>() {
             Ok(s) => params = params.status(s),
             Err(_) => {
-                let msg = "must be queued, running, completed, failed or cancelled";
+                let msg = "must be waiting, queued, running, completed, failed or cancelled";
                 q.error("status", "invalid", msg);
             }
         }
@@ -385,6 +396,12 @@ pub(crate) async fn list(
         match QueueName::new(name) {
             Ok(name) => params = params.queue(name),
             Err(_) => q.error("queue", "invalid", "not a queue name"),
+        }
+    }
+    if let Some(id) = q.string("workflow_id") {
+        match id.parse() {
+            Ok(id) => params = params.workflow(id),
+            Err(_) => q.error("workflow_id", "invalid", "not a workflow id"),
         }
     }
     let before = cursor_param(&q, JOBS);

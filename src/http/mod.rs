@@ -41,6 +41,7 @@ mod serve;
 #[cfg(feature = "reports")]
 mod templates;
 mod view;
+mod workflows;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub use serve::{
 pub use view::{
     ArtifactView, EventView, EventsView, JobListView, JobView, ProgressView, format_time,
 };
+pub use workflows::{WorkflowNodeView, WorkflowView};
 
 /// Largest request body by default: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -179,6 +181,9 @@ impl JobsApi {
             .routes(routes!(queues::get, queues::patch))
             .routes(routes!(queues::pause))
             .routes(routes!(queues::resume))
+            .routes(routes!(workflows::submit))
+            .routes(routes!(workflows::get))
+            .routes(routes!(workflows::cancel))
             .routes(routes!(download::download));
         #[cfg(feature = "reports")]
         if self.reports.is_some() {

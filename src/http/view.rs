@@ -20,13 +20,17 @@ pub struct JobView {
     /// Its type.
     #[serde(rename = "type")]
     pub job_type: String,
-    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    /// `waiting`, `queued`, `running`, `completed`, `failed` or `cancelled`.
     #[schema(value_type = StatusName)]
     pub status: String,
     /// The queue it waits in.
     pub queue: String,
     /// The key it shares its queue's per-key concurrency limit with, if any.
     pub concurrency_key: Option<String>,
+    /// The workflow it belongs to, if any.
+    pub workflow_id: Option<String>,
+    /// The ids of the jobs that must complete before it runs (`[]` outside workflows).
+    pub parents: Vec<String>,
     /// What was submitted.
     pub input: Value,
     /// The executor's result; only when `completed`.
@@ -149,6 +153,8 @@ impl JobView {
             status: job.status.to_string(),
             queue: job.queue.to_string(),
             concurrency_key: job.concurrency_key.clone(),
+            workflow_id: job.workflow.as_ref().map(|l| l.id.to_string()),
+            parents: job.parents.iter().map(ToString::to_string).collect(),
             input: job.input.clone(),
             result: job.result.clone(),
             error: job.error.clone(),
@@ -194,11 +200,12 @@ pub struct JobListView {
     pub next_cursor: Option<String>,
 }
 
-/// The five statuses, as the wire writes them (documentation).
+/// The six statuses, as the wire writes them (documentation).
 #[derive(Debug, ToSchema)]
 #[schema(rename_all = "lowercase")]
 #[allow(dead_code)]
 pub(crate) enum StatusName {
+    Waiting,
     Queued,
     Running,
     Completed,

@@ -26,6 +26,7 @@ mod lifecycle;
 mod queries;
 mod queues;
 mod records;
+mod workflow_faults;
 mod workflows;
 
 use std::future::Future;
@@ -49,6 +50,7 @@ pub use lifecycle::*;
 pub use queries::*;
 pub use queues::*;
 pub use records::*;
+pub use workflow_faults::workflow_fault_test;
 pub use workflows::*;
 
 /// Runs every job-store case, each on a fresh store from `new_store`.
