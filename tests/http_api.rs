@@ -58,6 +58,12 @@ fn engine(artifacts: ObjectStoreArtifacts) -> Engine {
             }),
         )
         .executor(
+            "THROW",
+            from_fn(|_c: JobContext, _v: Value| async move {
+                Err::<Value, _>(JobError::fail("thrown"))
+            }),
+        )
+        .executor(
             "RENDER",
             from_fn(|ctx: JobContext, text: String| async move {
                 ctx.put_artifact(
@@ -1084,4 +1090,227 @@ async fn operators_retry_requeue_discard_and_act_in_bulk() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+impl Server {
+    /// Reads a workflow until every job ended.
+    async fn workflow_done(&self, id: &str, token: &str) -> Value {
+        for _ in 0..200 {
+            let (status, _, flow) = self
+                .send(self.req(Method::GET, &format!("/workflows/{id}"), token))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{flow}");
+            if flow["status"] != "running" {
+                return flow;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("workflow {id} never finished");
+    }
+
+    async fn job(&self, id: &Value) -> Value {
+        let path = format!("/jobs/{}", id.as_str().unwrap());
+        self.send(self.req(Method::GET, &path, "acme")).await.2
+    }
+}
+
+#[tokio::test]
+async fn workflows_run_parents_first_and_read_back_as_the_contract_says() {
+    let s = serve().await;
+    let body = json!({
+        "name": "diamond",
+        "jobs": [
+            {"key": "fetch", "type": "ECHO", "input": {"n": 1}},
+            {"key": "left", "type": "ECHO", "depends_on": ["fetch"]},
+            {"key": "right", "type": "ECHO", "depends_on": ["fetch"], "priority": 5},
+            {"key": "join", "type": "ECHO", "depends_on": ["left", "right"]}
+        ],
+        "finalizer": {"type": "ECHO", "input": {}}
+    });
+    let (status, headers, flow) = s
+        .send(s.req(Method::POST, "/workflows", "acme").json(&body))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{flow}");
+    let id = flow["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        headers["location"].to_str().unwrap(),
+        format!("/v1/workflows/{id}")
+    );
+    assert_eq!(flow["name"], "diamond");
+    assert_eq!(flow["jobs"][3]["depends_on"], json!(["left", "right"]));
+    assert_eq!(flow["finalizer"]["key"], "finalizer");
+    assert!(flow["finalizer"].get("depends_on").is_none());
+    let done = s.workflow_done(&id, "acme").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // Each job started after every parent completed, and says where it belongs.
+    let mut jobs = Vec::new();
+    for node in done["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&done["finalizer"]])
+    {
+        jobs.push(s.job(&node["id"]).await);
+    }
+    for job in &jobs {
+        assert_eq!(job["workflow_id"], id.as_str());
+        for parent in job["parents"].as_array().unwrap() {
+            let parent = jobs.iter().find(|j| j["id"] == *parent).unwrap();
+            assert!(
+                parent["completed_at"].as_str().unwrap() <= job["started_at"].as_str().unwrap(),
+                "{job} started before {parent} completed"
+            );
+        }
+    }
+    assert_eq!(jobs[3]["parents"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        jobs[4]["parents"].as_array().unwrap().len(),
+        4,
+        "the finalizer's parents"
+    );
+    let (_, _, page) = s
+        .send(s.req(Method::GET, &format!("/jobs?workflow_id={id}"), "acme"))
+        .await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 5);
+
+    // Tenancy and ids.
+    let (status, _, body) = s
+        .send(s.req(Method::GET, &format!("/workflows/{id}"), "globex"))
+        .await;
+    assert_eq!(status.as_u16(), body["code"]);
+    assert_envelope(&body, 404, "workflow_not_found");
+    let (status, _, body) = s
+        .send(s.req(Method::POST, &format!("/workflows/{id}/cancel"), "globex"))
+        .await;
+    assert_eq!(status.as_u16(), body["code"]);
+    assert_envelope(&body, 404, "workflow_not_found");
+    let (status, _, body) = s.send(s.req(Method::GET, "/workflows/nope", "acme")).await;
+    assert_eq!(status.as_u16(), body["code"]);
+    assert_envelope(&body, 400, "invalid_id");
+    let (status, _, body) = s
+        .send(
+            s.req(Method::POST, "/workflows", "reader")
+                .json(&json!({"jobs": []})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), body["code"]);
+    assert_envelope(&body, 403, "permission_denied");
+}
+
+#[tokio::test]
+async fn a_failed_workflow_job_skips_its_dependents_and_cancel_reaches_every_job() {
+    let s = serve().await;
+    let body = json!({
+        "jobs": [
+            {"key": "a", "type": "THROW"},
+            {"key": "b", "type": "ECHO", "depends_on": ["a"]},
+            {"key": "c", "type": "ECHO", "depends_on": ["b"]},
+            {"key": "d", "type": "ECHO", "depends_on": ["a"], "run_if_parents_fail": true}
+        ],
+        "finalizer": {"type": "ECHO"}
+    });
+    let (status, _, flow) = s
+        .send(s.req(Method::POST, "/workflows", "acme").json(&body))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{flow}");
+    let done = s.workflow_done(flow["id"].as_str().unwrap(), "acme").await;
+    assert_eq!(done["status"], "failed");
+    let statuses: Vec<&str> = done["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "cancelled", "cancelled", "completed"]);
+    assert_eq!(done["finalizer"]["status"], "completed");
+    let c = s.job(&done["jobs"][2]["id"]).await;
+    assert_eq!(c["latest_event"]["kind"], "cancelled");
+    assert_eq!(c["latest_event"]["payload"]["parent_key"], "b");
+
+    // A cancel: the running root is asked to stop, the rest are cancelled at once.
+    let body = json!({
+        "jobs": [
+            {"key": "slow", "type": "SLEEP", "input": 10000},
+            {"key": "next", "type": "ECHO", "depends_on": ["slow"]}
+        ]
+    });
+    let (_, _, flow) = s
+        .send(s.req(Method::POST, "/workflows", "acme").json(&body))
+        .await;
+    let id = flow["id"].as_str().unwrap().to_owned();
+    let slow = flow["jobs"][0]["id"].clone();
+    for _ in 0..100 {
+        if s.job(&slow).await["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, flow) = s
+        .send(s.req(Method::POST, &format!("/workflows/{id}/cancel"), "acme"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{flow}");
+    assert_eq!(flow["jobs"][1]["status"], "cancelled");
+    let done = s.workflow_done(&id, "acme").await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+}
+
+#[tokio::test]
+async fn bad_workflows_are_refused_with_the_place_of_the_fault() {
+    let s = serve().await;
+    let refused = |body: Value| {
+        let s = &s;
+        async move {
+            let (status, _, body) = s
+                .send(s.req(Method::POST, "/workflows", "acme").json(&body))
+                .await;
+            (status, body)
+        }
+    };
+    let loc = |body: &Value| body["errors"][0]["loc"].clone();
+    let cases = [
+        (json!({}), json!(["body", "jobs"])),
+        (json!({"jobs": []}), json!(["body", "jobs"])),
+        (
+            json!({"jobs": [{"key": "a", "type": "ECHO"}, {"key": "a", "type": "ECHO"}]}),
+            json!(["body", "jobs", "1", "key"]),
+        ),
+        (
+            json!({"jobs": [{"key": "a", "type": "ECHO", "depends_on": ["zz"]}]}),
+            json!(["body", "jobs", "0", "depends_on", "0"]),
+        ),
+        (
+            json!({"jobs": [
+                {"key": "a", "type": "ECHO", "depends_on": ["b"]},
+                {"key": "b", "type": "ECHO", "depends_on": ["a"]}
+            ]}),
+            json!(["body", "jobs", "1", "depends_on", "0"]),
+        ),
+        (
+            json!({"jobs": [{"key": "a", "type": "ECHO", "priority": 5000}]}),
+            json!(["body", "jobs", "0", "priority"]),
+        ),
+        (
+            json!({"jobs": [{"type": "ECHO"}]}),
+            json!(["body", "jobs", "0", "key"]),
+        ),
+        (
+            json!({"jobs": [{"key": "a", "type": "ECHO"}], "finalizer": {"type": "ECHO", "max_attempts": 0}}),
+            json!(["body", "finalizer", "max_attempts"]),
+        ),
+        (
+            json!({"jobs": [{"key": "a", "type": "ECHO"}], "extra": 1}),
+            json!(["body", "extra"]),
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = refused(body.clone()).await;
+        assert_eq!(status.as_u16(), answer["code"]);
+        assert_envelope(&answer, 422, "validation_error");
+        assert_eq!(loc(&answer), expected, "{body} -> {answer}");
+    }
+    let (status, answer) = refused(json!({"jobs": [{"key": "a", "type": "NOPE"}]})).await;
+    assert_eq!(status.as_u16(), answer["code"]);
+    assert_envelope(&answer, 400, "unknown_job_type");
+    let (_, _, page) = s.send(s.req(Method::GET, "/jobs", "acme")).await;
+    assert_eq!(page["jobs"], json!([]), "nothing was created");
 }

@@ -168,7 +168,7 @@ fn new_workflow(body: &Value, known: &[crate::JobType]) -> Result<NewWorkflow, A
 }
 
 /// Submit a workflow: jobs with dependencies, all or none.
-#[utoipa::path(post, path = "/workflows", tag = "workflows",
+#[utoipa::path(post, path = "/workflows", tag = "workflows", operation_id = "submit_workflow",
     request_body = WorkflowRequest,
     responses(
         (status = 202, description = "Accepted: roots are queued, the others wait", body = WorkflowView,
@@ -207,7 +207,7 @@ pub(crate) async fn submit(
 }
 
 /// Read a workflow: its status and graph.
-#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows",
+#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", operation_id = "get_workflow",
     params(("id" = String, Path, description = "The workflow's id: a ULID, or the same value as a UUID")),
     responses(
         (status = 200, description = "The workflow", body = WorkflowView),
@@ -225,7 +225,7 @@ pub(crate) async fn get(
 }
 
 /// Cancel every job of a workflow not yet terminal.
-#[utoipa::path(post, path = "/workflows/{id}/cancel", tag = "workflows",
+#[utoipa::path(post, path = "/workflows/{id}/cancel", tag = "workflows", operation_id = "cancel_workflow",
     params(("id" = String, Path, description = "The workflow's id")),
     responses(
         (status = 202, description = "Cancelled (running jobs are asked to stop)", body = WorkflowView),

@@ -66,7 +66,7 @@ async fn commit(pool: &PgPool, channel: &str, writes: &[&Write]) -> Result<Vec<C
         let (now, later): (Vec<usize>, Vec<usize>) =
             left.into_iter().partition(|&i| seen.insert(writes[i].id()));
         let round: Vec<&Write> = now.iter().map(|&i| writes[i]).collect();
-        let saved = save(&mut conn, &round, channel).await?;
+        let saved = save(&mut conn, &round, channel, false).await?;
         for i in now {
             if saved.contains(&uuid(writes[i].id())) {
                 answers[i] = Committed::Applied;
@@ -79,7 +79,11 @@ async fn commit(pool: &PgPool, channel: &str, writes: &[&Write]) -> Result<Vec<C
 
 /// An error for every waiter of a failed batch (errors are not `Clone`).
 fn shared_error(e: &Error) -> Error {
-    let source = e.to_string().into();
+    let source = match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+    .into();
     match e {
         Error::Unavailable { .. } => Error::Unavailable {
             backend: BACKEND,

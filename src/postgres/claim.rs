@@ -48,7 +48,9 @@ macro_rules! claim_one_tenant {
             SELECT c.id, c.event_seq, 'started', 'public', 'attempt ' || c.attempts, $1
             FROM claimed c
         ), told AS (
-            SELECT pg_notify($5, string_agg(c.id::text, ',')) FROM claimed c HAVING count(*) > 0
+            SELECT pg_notify($5, CASE WHEN count(*) > 200 THEN '*'
+                ELSE string_agg(c.id::text, ',') END)
+            FROM claimed c HAVING count(*) > 0
         ), turned AS (
             INSERT INTO jobworks_turns (queue, tenant)
             SELECT $6, o.tenant FROM only_tenant o

@@ -69,6 +69,15 @@ impl PostgresStore {
     }
 }
 
+/// Whether a database error is a detected deadlock (SQLSTATE 40P01).
+fn deadlock(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01")
+}
+
 #[async_trait]
 impl JobStore for PostgresStore {
     fn backend(&self) -> &'static str {
@@ -155,17 +164,16 @@ impl JobStore for PostgresStore {
         if distinct.len() != writes.len() {
             return Ok(Committed::Conflict);
         }
-        // One statement in its own transaction: kept only when every guard held (its
-        // notification goes with it).
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One statement, so one transaction: it writes every row or none (its
+        // notification goes with it). Two such statements that lock the same rows take
+        // them in one order; should the server still see a deadlock, nothing was written.
+        let mut conn = self.pool.acquire().await.map_err(db)?;
         let refs: Vec<&Write> = writes.iter().collect();
-        let saved = super::rows::save(&mut tx, &refs, self.channel()).await?;
-        if saved.len() == writes.len() {
-            tx.commit().await.map_err(db)?;
-            Ok(Committed::Applied)
-        } else {
-            tx.rollback().await.map_err(db)?;
-            Ok(Committed::Conflict)
+        match super::rows::save(&mut conn, &refs, self.channel(), true).await {
+            Ok(saved) if saved.len() == writes.len() => Ok(Committed::Applied),
+            Ok(_) => Ok(Committed::Conflict),
+            Err(Error::Backend { source, .. }) if deadlock(&*source) => Ok(Committed::Conflict),
+            Err(e) => Err(e),
         }
     }
 

@@ -359,13 +359,16 @@ async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
 }
 
 /// Payloads: `w` (work available) and `s` (a slot of a limited queue freed), then
-/// `,`-separated job ids that changed.
+/// `,`-separated job ids that changed, or `*` when too many changed to list (a payload
+/// holds at most 8000 bytes).
 fn dispatch(notifier: &Notifier, payload: &str) {
     for part in payload.split(',') {
         if part == "w" {
             notifier.work_available();
         } else if part == "s" {
             notifier.slot_freed();
+        } else if part == "*" {
+            notifier.all_changed();
         } else if let Ok(id) = part.parse::<JobId>() {
             notifier.job_changed(id);
         }

@@ -131,6 +131,68 @@ fn decode_artifact(row: &PgRow) -> Result<(JobId, Artifact)> {
     Ok((JobId::from_u128(get::<Uuid>(row, 0)?.as_u128()), artifact))
 }
 
+/// The statement of [`save`]: `$first` comes before the update's CTE, `$guard` ends its
+/// condition.
+macro_rules! save_sql {
+    ($first:literal, $guard:literal) => {
+        concat!(
+            $first,
+            "saved AS (
+            UPDATE jobworks_jobs j SET status = u.status, result = u.result::jsonb, error = u.error,
+                attempts = u.attempts, run_at = u.run_at, started_at = u.started_at,
+                completed_at = u.completed_at, updated_at = u.updated_at, progress = u.progress::jsonb,
+                cancel_requested = u.cancel_requested, revision = u.revision, event_seq = u.event_seq,
+                lease_id = CASE WHEN u.keep_lease THEN j.lease_id ELSE u.lease_id END,
+                lease_expires_at = CASE WHEN u.keep_lease THEN j.lease_expires_at ELSE u.lease_expires_at END,
+                workflow = u.workflow::jsonb
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
+                        $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
+                        $12::bigint[], $13::bigint[], $14::bool[], $15::uuid[], $16::timestamptz[],
+                        $17::bigint[], $18::uuid[], $19::bool[], $39::bool[], $40::text[])
+                AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
+                     progress, cancel_requested, revision, event_seq, keep_lease, lease_id,
+                     lease_expires_at, expected_revision, expected_lease, tells, freed, workflow)
+            WHERE j.id = u.id AND j.revision = u.expected_revision
+                AND j.lease_id IS NOT DISTINCT FROM u.expected_lease",
+            $guard,
+            "
+            RETURNING j.id, j.status, j.queue, u.tells, u.freed
+        ), appended AS (
+            INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, payload, artifacts, created_at)
+            SELECT v.job_id, v.seq, v.kind, v.visibility, v.message, v.payload::jsonb, v.artifacts::jsonb, v.created_at
+            FROM unnest($20::uuid[], $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[],
+                        $26::text[], $27::timestamptz[])
+                AS v(job_id, seq, kind, visibility, message, payload, artifacts, created_at)
+            WHERE v.job_id IN (SELECT id FROM saved)
+            RETURNING 1
+        ), recorded AS (
+            INSERT INTO jobworks_artifacts
+                (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
+            SELECT r.job_id, r.name, r.kind, r.role, r.content_type, r.size_bytes, r.checksum,
+                r.metadata::jsonb, r.created_at, r.attempt
+            FROM unnest($28::uuid[], $29::text[], $30::text[], $31::text[], $32::text[], $33::bigint[],
+                        $34::text[], $35::text[], $36::timestamptz[], $37::int[])
+                AS r(job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
+            WHERE r.job_id IN (SELECT id FROM saved)
+            ON CONFLICT (job_id, name) DO UPDATE SET kind = EXCLUDED.kind, role = EXCLUDED.role,
+                content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
+                checksum = EXCLUDED.checksum, metadata = EXCLUDED.metadata,
+                created_at = EXCLUDED.created_at, attempt = EXCLUDED.attempt
+            RETURNING 1
+        )
+        SELECT array(SELECT id FROM saved),
+               (SELECT count(*) FROM appended),
+               (SELECT count(*) FROM recorded),
+               (SELECT pg_notify($38, CASE WHEN bool_or(status = 'queued') THEN 'w,' ELSE '' END
+                    || CASE WHEN bool_or(freed AND queue IN
+                        (SELECT name FROM jobworks_queues WHERE max_running IS NOT NULL))
+                       THEN 's,' ELSE '' END
+                    || CASE WHEN count(*) > 200 THEN '*' ELSE string_agg(id::text, ',') END)::text
+                FROM saved WHERE tells HAVING count(*) > 0)"
+        )
+    };
+}
+
 /// Applies guarded writes, at most one per job, in one statement: each row that still
 /// has the revision and lease its write expects gets the new fields and lease, its events
 /// and its artifact records; the others are left alone. Sends one notification for the
@@ -140,6 +202,7 @@ pub(super) async fn save(
     conn: &mut PgConnection,
     writes: &[&Write],
     channel: &str,
+    whole: bool,
 ) -> Result<HashSet<Uuid>> {
     let mut c = Columns::default();
     let mut e = EventColumns::default();
@@ -207,101 +270,68 @@ pub(super) async fn save(
     // `fetch_all`, not `fetch_one`: it returns once the server is ready for the next
     // query, so the write is committed (and visible to other sessions) when its writer
     // hears that it was applied; `fetch_one` returns at the row, before the commit.
-    let rows: Vec<(Vec<Uuid>,)> = sqlx::query_as(
-        "WITH saved AS (
-            UPDATE jobworks_jobs j SET status = u.status, result = u.result::jsonb, error = u.error,
-                attempts = u.attempts, run_at = u.run_at, started_at = u.started_at,
-                completed_at = u.completed_at, updated_at = u.updated_at, progress = u.progress::jsonb,
-                cancel_requested = u.cancel_requested, revision = u.revision, event_seq = u.event_seq,
-                lease_id = CASE WHEN u.keep_lease THEN j.lease_id ELSE u.lease_id END,
-                lease_expires_at = CASE WHEN u.keep_lease THEN j.lease_expires_at ELSE u.lease_expires_at END,
-                workflow = u.workflow::jsonb
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
-                        $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
-                        $12::bigint[], $13::bigint[], $14::bool[], $15::uuid[], $16::timestamptz[],
-                        $17::bigint[], $18::uuid[], $19::bool[], $39::bool[], $40::text[])
-                AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
-                     progress, cancel_requested, revision, event_seq, keep_lease, lease_id,
-                     lease_expires_at, expected_revision, expected_lease, tells, freed, workflow)
-            WHERE j.id = u.id AND j.revision = u.expected_revision
-                AND j.lease_id IS NOT DISTINCT FROM u.expected_lease
-            RETURNING j.id, j.status, j.queue, u.tells, u.freed
-        ), appended AS (
-            INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, payload, artifacts, created_at)
-            SELECT v.job_id, v.seq, v.kind, v.visibility, v.message, v.payload::jsonb, v.artifacts::jsonb, v.created_at
-            FROM unnest($20::uuid[], $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[],
-                        $26::text[], $27::timestamptz[])
-                AS v(job_id, seq, kind, visibility, message, payload, artifacts, created_at)
-            WHERE v.job_id IN (SELECT id FROM saved)
-            RETURNING 1
-        ), recorded AS (
-            INSERT INTO jobworks_artifacts
-                (job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
-            SELECT r.job_id, r.name, r.kind, r.role, r.content_type, r.size_bytes, r.checksum,
-                r.metadata::jsonb, r.created_at, r.attempt
-            FROM unnest($28::uuid[], $29::text[], $30::text[], $31::text[], $32::text[], $33::bigint[],
-                        $34::text[], $35::text[], $36::timestamptz[], $37::int[])
-                AS r(job_id, name, kind, role, content_type, size_bytes, checksum, metadata, created_at, attempt)
-            WHERE r.job_id IN (SELECT id FROM saved)
-            ON CONFLICT (job_id, name) DO UPDATE SET kind = EXCLUDED.kind, role = EXCLUDED.role,
-                content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
-                checksum = EXCLUDED.checksum, metadata = EXCLUDED.metadata,
-                created_at = EXCLUDED.created_at, attempt = EXCLUDED.attempt
-            RETURNING 1
+    let sql = if whole {
+        save_sql!(
+            // Every guarded row, locked in id order, must hold its guard, or none is
+            // written: the statement is one transaction, so it is all or nothing.
+            "WITH locked AS (
+                SELECT j.id FROM jobworks_jobs j
+                JOIN unnest($1::uuid[], $17::bigint[], $18::uuid[]) AS g(id, revision, lease)
+                  ON j.id = g.id
+                WHERE j.revision = g.revision AND j.lease_id IS NOT DISTINCT FROM g.lease
+                ORDER BY j.id FOR UPDATE OF j
+            ), whole AS (
+                SELECT count(*) = cardinality($1::uuid[]) AS ok FROM locked
+            ), ",
+            " AND (SELECT ok FROM whole)"
         )
-        SELECT array(SELECT id FROM saved),
-               (SELECT count(*) FROM appended),
-               (SELECT count(*) FROM recorded),
-               (SELECT pg_notify($38, CASE WHEN bool_or(status = 'queued') THEN 'w,' ELSE '' END
-                    || CASE WHEN bool_or(freed AND queue IN
-                        (SELECT name FROM jobworks_queues WHERE max_running IS NOT NULL))
-                       THEN 's,' ELSE '' END
-                    || string_agg(id::text, ','))::text
-                FROM saved WHERE tells HAVING count(*) > 0)",
-    )
-    .bind(c.id)
-    .bind(c.status)
-    .bind(c.result)
-    .bind(c.error)
-    .bind(c.attempts)
-    .bind(c.run_at)
-    .bind(c.started_at)
-    .bind(c.completed_at)
-    .bind(c.updated_at)
-    .bind(c.progress)
-    .bind(c.cancel_requested)
-    .bind(c.revision)
-    .bind(c.event_seq)
-    .bind(c.keep_lease)
-    .bind(c.lease_id)
-    .bind(c.lease_expires_at)
-    .bind(c.expected_revision)
-    .bind(c.expected_lease)
-    .bind(c.tells)
-    .bind(e.job_id)
-    .bind(e.seq)
-    .bind(e.kind)
-    .bind(e.visibility)
-    .bind(e.message)
-    .bind(e.payload)
-    .bind(e.artifacts)
-    .bind(e.created_at)
-    .bind(a.job_id)
-    .bind(a.name)
-    .bind(a.kind)
-    .bind(a.role)
-    .bind(a.content_type)
-    .bind(a.size)
-    .bind(a.checksum)
-    .bind(a.metadata)
-    .bind(a.created_at)
-    .bind(a.attempt)
-    .bind(channel)
-    .bind(c.freed)
-    .bind(c.workflow)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    } else {
+        save_sql!("WITH ", "")
+    };
+    let rows: Vec<(Vec<Uuid>,)> = sqlx::query_as(sql)
+        .bind(c.id)
+        .bind(c.status)
+        .bind(c.result)
+        .bind(c.error)
+        .bind(c.attempts)
+        .bind(c.run_at)
+        .bind(c.started_at)
+        .bind(c.completed_at)
+        .bind(c.updated_at)
+        .bind(c.progress)
+        .bind(c.cancel_requested)
+        .bind(c.revision)
+        .bind(c.event_seq)
+        .bind(c.keep_lease)
+        .bind(c.lease_id)
+        .bind(c.lease_expires_at)
+        .bind(c.expected_revision)
+        .bind(c.expected_lease)
+        .bind(c.tells)
+        .bind(e.job_id)
+        .bind(e.seq)
+        .bind(e.kind)
+        .bind(e.visibility)
+        .bind(e.message)
+        .bind(e.payload)
+        .bind(e.artifacts)
+        .bind(e.created_at)
+        .bind(a.job_id)
+        .bind(a.name)
+        .bind(a.kind)
+        .bind(a.role)
+        .bind(a.content_type)
+        .bind(a.size)
+        .bind(a.checksum)
+        .bind(a.metadata)
+        .bind(a.created_at)
+        .bind(a.attempt)
+        .bind(channel)
+        .bind(c.freed)
+        .bind(c.workflow)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     let saved = rows.into_iter().flat_map(|(ids,)| ids);
     Ok(saved.collect())
 }

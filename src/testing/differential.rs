@@ -23,7 +23,7 @@ use crate::{Error, MemoryStore, Result, TenantId};
 const TTL: Duration = Duration::from_secs(30);
 
 /// Runs `sequences` random sequences of `steps` operations each (submit into two queues,
-/// claim from either, heartbeat, append with progress or an artifact record, finish in
+/// submit small workflows (cancelled whole now and then), claim from either, heartbeat, append with progress or an artifact record, finish in
 /// every way including a snooze, cancel, operator actions (retry, requeue, cancel,
 /// discard), reap, pause, resume, `max_running`, `max_running_per_key` and the rate limit
 /// of a queue, and clock jumps), by two tenants that take turns in the queues, against
@@ -79,6 +79,8 @@ struct Sequence<'a, S> {
     /// The sequence's own queue, beside `default`: only it is paused and resumed.
     queue: QueueName,
     jobs: Vec<JobId>,
+    /// The jobs of each job's workflow: a change to one may change the others.
+    mates: std::collections::HashMap<JobId, std::rc::Rc<Vec<JobId>>>,
     held: Vec<Held>,
     touched: Vec<JobId>,
 }
@@ -146,6 +148,7 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             job_type: JobType::new(format!("DIFF{n}")).expect("a valid type"),
             queue: QueueName::new(format!("diff-{n}")).expect("a valid queue"),
             jobs: Vec::new(),
+            mates: std::collections::HashMap::new(),
             held: Vec::new(),
             touched: Vec::new(),
         }
@@ -197,7 +200,8 @@ impl<'a, S: JobStore> Sequence<'a, S> {
     async fn step(&mut self) -> std::result::Result<(), Diff> {
         self.touched.clear();
         match self.rng.random_range(0..100) {
-            0..20 => self.submit().await?,
+            0..16 => self.submit().await?,
+            16..20 => self.submit_workflow().await?,
             20..38 => self.claim().await?,
             38..46 => self.heartbeat().await?,
             46..62 => self.append().await?,
@@ -212,7 +216,15 @@ impl<'a, S: JobStore> Sequence<'a, S> {
                 self.tested_clock.advance(jump);
             }
         }
-        let touched = std::mem::take(&mut self.touched);
+        let mut touched = std::mem::take(&mut self.touched);
+        let mates: Vec<JobId> = touched
+            .iter()
+            .filter_map(|id| self.mates.get(id))
+            .flat_map(|m| m.iter().copied())
+            .collect();
+        touched.extend(mates);
+        touched.sort();
+        touched.dedup();
         for id in touched {
             self.compare(id).await?;
         }
@@ -255,6 +267,53 @@ impl<'a, S: JobStore> Sequence<'a, S> {
             }
         }
         self.touched.push(job.id);
+        Ok(())
+    }
+
+    /// Submits a workflow of 2 to 4 jobs, each depending on some of the earlier ones
+    /// (some running whatever their parents do), with a finalizer half the time.
+    async fn submit_workflow(&mut self) -> std::result::Result<(), Diff> {
+        let now = self.now();
+        let mut flow = crate::NewWorkflow::new();
+        for i in 0..self.rng.random_range(2..5) {
+            let new = crate::NewJob::new(self.job_type.clone(), json!({"step": i}))
+                .max_attempts(self.rng.random_range(1..3));
+            let mut step = crate::WorkflowJob::new(format!("s{i}"), new);
+            for parent in 0..i {
+                if self.rng.random_bool(0.5) {
+                    step = step.depends_on([format!("s{parent}")]);
+                }
+            }
+            if self.rng.random_bool(0.2) {
+                step = step.run_if_parents_fail();
+            }
+            flow = flow.job(step);
+        }
+        if self.rng.random_bool(0.5) {
+            flow = flow.finalizer(crate::NewJob::new(self.job_type.clone(), json!({"fin": 1})));
+        }
+        flow.validate()
+            .map_err(|e| format!("a bad test workflow: {e}"))?;
+        let tenant = self.tenants[usize::from(self.rng.random_bool(0.3))].clone();
+        let jobs = flow.into_jobs(crate::WorkflowId::new(), |new| {
+            Job::new_queued_at(tenant.clone(), new, 3, now)
+        });
+        let r = self.reference.submit(jobs.clone()).await;
+        let t = self.tested.submit(jobs.clone()).await;
+        let clean = |v: &Vec<crate::Inserted>| {
+            v.iter()
+                .map(|i| clean_job(&i.job))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Self::agree("insert workflow", &r, &t, clean)?;
+        let ids = std::rc::Rc::new(jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+        for id in ids.iter() {
+            self.owners.insert(*id, tenant.clone());
+            self.jobs.push(*id);
+            self.mates.insert(*id, ids.clone());
+            self.touched.push(*id);
+        }
         Ok(())
     }
 
@@ -399,6 +458,27 @@ impl<'a, S: JobStore> Sequence<'a, S> {
         };
         let by = crate::Operator::new("diff").reason("test");
         let t = self.owner(id);
+        if self.rng.random_bool(0.15)
+            && let Some(workflow) = self
+                .reference
+                .get(&t, id)
+                .await
+                .ok()
+                .and_then(|j| j.workflow)
+        {
+            let r = self
+                .reference
+                .cancel_workflow(&t, workflow.id, Some(&by))
+                .await;
+            let tested = self
+                .tested
+                .cancel_workflow(&t, workflow.id, Some(&by))
+                .await;
+            let clean = |w: &crate::Workflow| format!("{:?} {:?}", w.status, w.jobs);
+            Self::agree("workflow cancel", &r, &tested, clean)?;
+            self.touched.push(id);
+            return Ok(());
+        }
         let (r, tested) = match self.rng.random_range(0..4) {
             0 => (
                 self.reference.retry(&t, id, &by).await,

@@ -153,3 +153,19 @@ pub async fn gapless_events_under_concurrent_writers(store: &impl JobStore) {
     assert_eq!(page.events.first().map(|e| e.seq), Some(101));
     assert_eq!(page.events.len(), 10);
 }
+
+/// A claim of 500 jobs and a reap of their 500 expired leases each go through in one
+/// call (a backend that tells other processes of every changed job must keep its
+/// message within bounds, whatever the number of jobs).
+pub async fn big_claims_and_reaps_go_through(store: &impl JobStore) {
+    let jobs = (0..500).map(|i| job("acme", json!({ "i": i }))).collect();
+    store.submit(jobs).await.expect("insert");
+    let params = ClaimParams::default().limit(500).lease_ttl(SHORT);
+    let claimed = store.take(params).await.expect("a claim of 500");
+    assert_eq!(claimed.jobs.len(), 500);
+    tokio::time::sleep(SHORT * 3).await;
+    let report = store.reap(ReapParams::default()).await.expect("a reap of 500");
+    assert_eq!(report.requeued, 500);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.queued, stats.running), (500, 0));
+}

@@ -104,6 +104,7 @@ where
         workflow_cancel_reaches_every_open_job,
         unfinished_workflows_keep_their_jobs,
         reaped_parents_skip_their_dependents,
+        big_claims_and_reaps_go_through,
     );
     no_double_claim(Arc::new(new_store().await)).await;
     concurrent_parents_unblock_once(Arc::new(new_store().await)).await;
