@@ -548,3 +548,181 @@ async fn tenant_quotas_over_the_wire() {
     s.wait_for("demo-acme", &id(&first), "cancelled").await;
     s.submit("demo-acme", long).await;
 }
+
+impl Server {
+    /// Reads workflow `id` until every job ended.
+    async fn workflow_done(&self, token: &str, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _, flow) = self
+                .call(Method::GET, &format!("/workflows/{id}"), token, None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{flow}");
+            if flow["status"] != "running" {
+                return flow;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workflow {id} never finished: {flow}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_over_the_wire() {
+    let s = Server::start(&[]).await;
+    let token = "demo-acme";
+
+    // A diamond with a finalizer: each job starts after its parents completed.
+    let diamond = json!({
+        "name": "diamond",
+        "jobs": [
+            {"key": "top", "type": "SLEEP", "input": {"ms": 30}},
+            {"key": "left", "type": "SLEEP", "input": {"ms": 30}, "depends_on": ["top"]},
+            {"key": "right", "type": "ECHO", "input": {"side": "right"}, "depends_on": ["top"]},
+            {"key": "bottom", "type": "ECHO", "depends_on": ["left", "right"]}
+        ],
+        "finalizer": {"type": "ECHO", "input": {"done": true}}
+    });
+    let (status, headers, flow) = s
+        .call(Method::POST, "/workflows", token, Some(diamond))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{flow}");
+    assert!(headers.contains_key("location"));
+    assert_eq!(flow["finalizer"]["status"], "waiting");
+    let flow_id = flow["id"].as_str().expect("an id").to_owned();
+    let done = s.workflow_done(token, &flow_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let nodes: Vec<&Value> = done["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .chain([&done["finalizer"]])
+        .collect();
+    let mut jobs = HashMap::new();
+    for node in &nodes {
+        let job = s.job(token, node["id"].as_str().expect("an id")).await;
+        jobs.insert(node["key"].as_str().expect("a key").to_owned(), job);
+    }
+    let ended = |key: &str| time(&jobs[key], "completed_at");
+    let began = |key: &str| time(&jobs[key], "started_at");
+    assert!(began("left") >= ended("top") && began("right") >= ended("top"));
+    assert!(began("bottom") >= ended("left") && began("bottom") >= ended("right"));
+    for key in ["top", "left", "right", "bottom"] {
+        assert!(
+            began("finalizer") >= ended(key),
+            "the finalizer ran before {key} ended"
+        );
+    }
+    assert_eq!(jobs["bottom"]["workflow_id"], flow_id.as_str());
+    assert_eq!(
+        jobs["bottom"]["parents"].as_array().expect("parents").len(),
+        2
+    );
+
+    // A failure skips what depends on it; a job that runs anyway and the finalizer run.
+    let failing = json!({
+        "jobs": [
+            {"key": "a", "type": "FLAKY", "input": {"permanent": true}, "max_attempts": 1},
+            {"key": "b", "type": "ECHO", "depends_on": ["a"]},
+            {"key": "c", "type": "ECHO", "depends_on": ["b"]},
+            {"key": "cleanup", "type": "ECHO", "depends_on": ["a"], "run_if_parents_fail": true}
+        ],
+        "finalizer": {"type": "ECHO"}
+    });
+    let (_, _, flow) = s
+        .call(Method::POST, "/workflows", token, Some(failing))
+        .await;
+    let failed_id = flow["id"].as_str().expect("an id").to_owned();
+    let done = s.workflow_done(token, &failed_id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let statuses: Vec<&str> = done["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|n| n["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["failed", "cancelled", "cancelled", "completed"]);
+    assert_eq!(done["finalizer"]["status"], "completed");
+    let (_, _, events) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/jobs/{}/events",
+                done["jobs"][1]["id"].as_str().expect("id")
+            ),
+            token,
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["waiting", "cancelled"],
+        "the skip is on the timeline"
+    );
+
+    // Validation names the place of the fault.
+    let cycle = json!({"jobs": [
+        {"key": "x", "type": "ECHO", "depends_on": ["y"]},
+        {"key": "y", "type": "ECHO", "depends_on": ["x"]}
+    ]});
+    let (status, _, body) = s.call(Method::POST, "/workflows", token, Some(cycle)).await;
+    assert_envelope(&body, status.as_u16(), "validation_error");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "jobs", "1", "depends_on", "0"])
+    );
+    let unknown = json!({"jobs": [{"key": "x", "type": "ECHO", "depends_on": ["nope"]}]});
+    let (status, _, body) = s
+        .call(Method::POST, "/workflows", token, Some(unknown))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "jobs", "0", "depends_on", "0"])
+    );
+    let twice = json!({"jobs": [{"key": "x", "type": "ECHO"}, {"key": "x", "type": "ECHO"}]});
+    let (status, _, body) = s.call(Method::POST, "/workflows", token, Some(twice)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "jobs", "1", "key"])
+    );
+
+    // Tenancy: another tenant's workflow is not found, to read or to cancel.
+    for (method, path) in [
+        (Method::GET, format!("/workflows/{flow_id}")),
+        (Method::POST, format!("/workflows/{flow_id}/cancel")),
+    ] {
+        let (status, _, body) = s.call(method, &path, "demo-globex", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["type"], "workflow_not_found");
+    }
+    let (_, _, page) = s
+        .call(
+            Method::GET,
+            &format!("/jobs?workflow_id={flow_id}"),
+            "demo-globex",
+            None,
+        )
+        .await;
+    assert_eq!(page["jobs"], json!([]));
+    let (_, _, page) = s
+        .call(
+            Method::GET,
+            &format!("/jobs?workflow_id={flow_id}"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(page["jobs"].as_array().expect("jobs").len(), 5);
+}

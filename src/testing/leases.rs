@@ -164,7 +164,10 @@ pub async fn big_claims_and_reaps_go_through(store: &impl JobStore) {
     let claimed = store.take(params).await.expect("a claim of 500");
     assert_eq!(claimed.jobs.len(), 500);
     tokio::time::sleep(SHORT * 3).await;
-    let report = store.reap(ReapParams::default()).await.expect("a reap of 500");
+    let report = store
+        .reap(ReapParams::default())
+        .await
+        .expect("a reap of 500");
     assert_eq!(report.requeued, 500);
     let stats = store.stats().await.expect("stats");
     assert_eq!((stats.queued, stats.running), (500, 0));
