@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use jobworks::JobStoreExt as _;
 use jobworks::{
     Append, ClaimParams, Engine, EventKind, JobContext, JobError, JobStore, JobType, MemoryStore,
-    NewEvent, NewJob, QueueName, QueuePatch, TenantId, from_fn,
+    NewEvent, NewJob, NewWorkflow, QueueName, QueuePatch, TenantId, WorkflowJob, from_fn,
 };
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
@@ -425,10 +425,93 @@ fn operations(c: &mut Criterion) {
     group.finish();
 }
 
+/// A workflow of `n` no-op jobs: a chain (each job depends on the one before), or a fan-in
+/// (independent jobs and a finalizer that waits for them all).
+fn workflow(n: usize, chain: bool) -> NewWorkflow {
+    let ty = JobType::new("NOOP").expect("valid");
+    let mut flow = NewWorkflow::new();
+    for i in 0..n {
+        let mut job = WorkflowJob::new(format!("j{i}"), NewJob::new(ty.clone(), json!({})));
+        if chain && i > 0 {
+            job = job.depends_on([format!("j{}", i - 1)]);
+        }
+        flow = flow.job(job);
+    }
+    if !chain {
+        flow = flow.finalizer(NewJob::new(ty, json!({})));
+    }
+    flow
+}
+
+/// Workflows of 1,000 jobs, a chain and a fan-in to a finalizer, against as many
+/// independent jobs, each timed from `start()` until the workers are idle. A chain runs
+/// one job at a time whatever the concurrency, so it is set beside independent jobs at
+/// concurrency 1 too.
+fn workflows(c: &mut Criterion) {
+    const N: usize = 1000;
+    let rt = runtime();
+    let tenant = TenantId::new("bench").expect("valid");
+    let mut group = c.benchmark_group("workflow_1000_noop");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(10);
+    for backend in backends() {
+        for (shape, concurrency) in [
+            ("independent", 16),
+            ("independent", 1),
+            ("chain", 16),
+            ("fan_in", 16),
+        ] {
+            let id = BenchmarkId::new(backend.name, format!("{shape}_concurrency_{concurrency}"));
+            group.bench_function(id, |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let tenant = tenant.clone();
+                    let fresh = &backend.fresh;
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let engine = noop_engine(fresh().await, concurrency);
+                            total += match shape {
+                                "independent" => drain_once(&engine, &tenant, jobs(N)).await,
+                                _ => {
+                                    let flow = workflow(N, shape == "chain");
+                                    let expected = N + usize::from(shape == "fan_in");
+                                    let flow = engine
+                                        .submit_workflow(&tenant, flow)
+                                        .await
+                                        .expect("submit");
+                                    let start = Instant::now();
+                                    engine.start().expect("start");
+                                    engine.wait_idle().await;
+                                    let took = start.elapsed();
+                                    let done =
+                                        engine.workflow(&tenant, flow.id).await.expect("read");
+                                    assert_eq!(
+                                        done.status,
+                                        jobworks::WorkflowStatus::Completed,
+                                        "{:?}",
+                                        engine.stats().await
+                                    );
+                                    let stats = engine.stats().await.expect("stats");
+                                    assert_eq!(stats.completed, expected as u64);
+                                    engine.shutdown().await;
+                                    took
+                                }
+                            };
+                        }
+                        total
+                    }
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     submit,
     drain,
+    workflows,
     drain_limited,
     drain_per_key,
     latency,

@@ -46,6 +46,10 @@
 //!   ([`Engine::pause_queue`], [`Engine::configure_queue`]: `max_running`,
 //!   `max_running_per_key`, a rate limit). Claims take a queue's tenants in turn, and
 //!   [`EngineBuilder::tenant_quota`] caps each tenant's unfinished jobs.
+//! - [`Engine::submit_workflow`] submits a [`NewWorkflow`]: jobs with dependencies, which
+//!   wait until their parents completed (unblocked in the same step), are skipped when a
+//!   parent fails, and may end with a finalizer; [`JobContext::parent_result`] reads a
+//!   parent's result by key, and [`Engine::workflow`] reads the graph back.
 //! - [`Executor`] runs one job type with a [`JobContext`]: typed input, stages, progress,
 //!   custom events, artifacts, and a cancellation signal. [`from_fn`] makes one from an
 //!   async function.

@@ -247,8 +247,11 @@ async fn dispatch(shared: Arc<Shared>, lane: Arc<Lane>, index: usize, stop: Canc
         let idle_now = release(&lane, wanted - got);
         if got > 0 {
             shared.mark_idle(index, None);
-        } else if idle_now && !full {
-            // Due jobs held back by the queue's limit are work still to do: not idle.
+        } else if idle_now && !full && !work.has_changed().unwrap_or(false) {
+            // Due jobs held back by the queue's limit are work still to do: not idle. Nor
+            // is a queue that heard of new work during the claim (a finish that queued a
+            // retry or unblocked a workflow's job while the claim looked): the loop
+            // claims again.
             shared.mark_idle(index, Some(seen));
         }
         if got == wanted {

@@ -290,11 +290,14 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
             report.count(status);
         }
         for id in followed {
-            let rule = |s: Stored, now| Ok((rules::reap(s, now)?, ()));
+            // Counted only when this reap wrote (the job may have ended meanwhile).
+            let rule = |s: Stored, now| {
+                let step = rules::reap(s, now)?;
+                let wrote = matches!(step, Step::Write(_));
+                Ok((step, wrote))
+            };
             match change(self, Target::Reaped(id), None, Keep::Yes, rule).await {
-                Ok((Some(after), ())) if after.job.status != JobStatus::Running => {
-                    report.count(after.job.status);
-                }
+                Ok((Some(after), true)) => report.count(after.job.status),
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
