@@ -152,14 +152,25 @@ fn chaos_engine(store: Arc<Stalling>, objects: &Arc<InMemory>) -> Engine {
         }
         Ok::<_, JobError>(json!({ "attempt": ctx.attempt() }))
     });
+    let builder = Engine::builder()
+        .store(store)
+        .artifacts(chaos_artifacts(objects));
+    chaotic(builder, "CHAOS", executor)
+}
+
+/// An engine of the fault tests: `executor` for `job_type` with quick retries (25
+/// attempts, 1–20 ms apart), 16 slots, leases of 250 ms, and a reaper every 50 ms.
+pub(super) fn chaotic(
+    builder: crate::EngineBuilder,
+    job_type: &str,
+    executor: impl crate::Executor,
+) -> Engine {
     let retry = RetryPolicy::default()
         .max_attempts(25)
         .base(Duration::from_millis(1))
         .cap(Duration::from_millis(20));
-    Engine::builder()
-        .store(store)
-        .artifacts(chaos_artifacts(objects))
-        .executor_with("CHAOS", executor, ExecutorOptions::default().retry(retry))
+    builder
+        .executor_with(job_type, executor, ExecutorOptions::default().retry(retry))
         .concurrency(16)
         .lease_ttl(Duration::from_millis(250))
         .heartbeat_interval(Duration::from_millis(60))

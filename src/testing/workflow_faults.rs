@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 
 use super::tenant;
 use crate::{
-    Engine, EventKind, EventParams, ExecutorOptions, Job, JobContext, JobError, JobStatus,
-    JobStore, JobStoreExt, JobType, ListParams, NewJob, NewWorkflow, RetryPolicy, WorkflowJob,
-    from_fn,
+    Engine, EventKind, EventParams, Job, JobContext, JobError, JobStatus, JobStore, JobStoreExt,
+    JobType, ListParams, NewJob, NewWorkflow, WorkflowJob, from_fn,
 };
 
 /// An engine whose executor checks, when a job starts, that every parent completed
@@ -45,20 +44,7 @@ fn engine(store: Arc<dyn JobStore>, early: Arc<AtomicUsize>) -> Engine {
             Ok::<_, JobError>(json!({ "attempt": ctx.attempt() }))
         }
     });
-    let retry = RetryPolicy::default()
-        .max_attempts(25)
-        .base(Duration::from_millis(1))
-        .cap(Duration::from_millis(20));
-    Engine::builder()
-        .store(store)
-        .executor_with("STEP", executor, ExecutorOptions::default().retry(retry))
-        .concurrency(16)
-        .lease_ttl(Duration::from_millis(250))
-        .heartbeat_interval(Duration::from_millis(60))
-        .reap_interval(Duration::from_millis(50))
-        .poll_interval(Duration::from_millis(200))
-        .build()
-        .expect("engine")
+    super::engine::chaotic(Engine::builder().store(store), "STEP", executor)
 }
 
 /// Runs `workflows` workflows of five jobs (a diamond and a finalizer) on three engines,
