@@ -170,13 +170,20 @@ impl Engine {
 
     fn checked(&self, new: NewJob) -> Result<NewJob> {
         new.validate()?;
-        if !self.inner.executors.contains_key(&new.job_type) {
-            return Err(Error::UnknownJobType {
-                job_type: new.job_type.to_string(),
-                known: self.inner.types.iter().map(ToString::to_string).collect(),
-            });
-        }
+        self.known(&new.job_type)?;
         Ok(new)
+    }
+
+    /// [`Error::UnknownJobType`] unless `job_type` has an executor.
+    fn known(&self, job_type: &JobType) -> Result<()> {
+        if self.inner.executors.contains_key(job_type) {
+            Ok(())
+        } else {
+            Err(Error::UnknownJobType {
+                job_type: job_type.to_string(),
+                known: self.inner.types.iter().map(ToString::to_string).collect(),
+            })
+        }
     }
 
     fn queued(&self, tenant: &TenantId, new: NewJob) -> Job {
@@ -247,14 +254,10 @@ impl Engine {
         workflow: crate::NewWorkflow,
     ) -> Result<crate::Workflow> {
         workflow.validate()?;
-        let known = |new: &NewJob| -> Result<()> {
-            match self.checked(new.clone()) {
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            }
-        };
-        workflow.jobs.iter().try_for_each(|j| known(&j.job))?;
-        workflow.finalizer.iter().try_for_each(known)?;
+        let jobs = workflow.jobs.iter().map(|j| &j.job);
+        for new in jobs.chain(&workflow.finalizer) {
+            self.known(&new.job_type)?;
+        }
         let id = crate::WorkflowId::new();
         let jobs = workflow.into_jobs(id, |new| self.queued(tenant, new));
         let quotas = &self.inner.config.quotas;

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::body::{Fields, JsonBody, QueryFields, RouteParam};
 use super::etag::{client_has, tagged_json};
 use super::view::{EventView, EventsView, JobListView, JobView, StatusName};
-use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
+use super::{ApiError, ApiState, Principal, Scope, located};
 use crate::{
     EventParams, Job, JobId, JobStatus, JobType, ListParams, MAX_ATTEMPTS_LIMIT,
     MAX_CONCURRENCY_KEY_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob,
@@ -209,16 +209,9 @@ pub(crate) async fn submit(
     } else {
         StatusCode::OK
     };
-    let mut response = job_response(&state, status, &submitted.job, &HeaderMap::new()).await?;
-    let location = format!(
-        "{}/jobs/{}",
-        mount_prefix(&original, &uri),
-        submitted.job.id
-    );
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    let response = job_response(&state, status, &submitted.job, &HeaderMap::new()).await?;
+    let path = format!("/jobs/{}", submitted.job.id);
+    Ok(located(response, &original, &uri, &path))
 }
 
 /// Poll a job; `?wait=` long-polls for a change.

@@ -104,6 +104,23 @@ pub(crate) fn mount_prefix(original: &Uri, inner: &Uri) -> String {
         .to_owned()
 }
 
+/// `response` with a `Location` of `path` under the router's mount (`path` starts with
+/// `/`).
+pub(crate) fn located(
+    mut response: axum::response::Response,
+    original: &Uri,
+    inner: &Uri,
+    path: &str,
+) -> axum::response::Response {
+    let location = format!("{}{path}", mount_prefix(original, inner));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, v);
+    }
+    response
+}
+
 /// Builds the jobs API over an engine.
 ///
 /// Rate limiting is off by default; the body limit is [`DEFAULT_BODY_LIMIT`].

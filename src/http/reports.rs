@@ -12,7 +12,7 @@ use super::body::{Fields, JsonBody, RouteParam};
 use super::etag::tagged_json;
 use super::jobs::parse_id;
 use super::view::format_time;
-use super::{ApiError, ApiState, FieldError, Principal, Scope, mount_prefix};
+use super::{ApiError, ApiState, FieldError, Principal, Scope};
 use crate::report::{
     EmptySection, Preset, Problem, REPORT_JOB_TYPE, ReportError, ReportFormat, ReportTemplate,
     Reports, TemplateId,
@@ -249,12 +249,9 @@ pub(crate) async fn build(
         .build(&state.engine, &principal.tenant, template, format)
         .await?;
     let view = build_view(&state, &job).await?;
-    let mut response = (StatusCode::ACCEPTED, axum::Json(view)).into_response();
-    let location = format!("{}/reports/build/{}", mount_prefix(&original, &uri), job.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    let response = (StatusCode::ACCEPTED, axum::Json(view)).into_response();
+    let path = format!("/reports/build/{}", job.id);
+    Ok(super::located(response, &original, &uri, &path))
 }
 
 async fn build_view(state: &ApiState, job: &Job) -> Result<BuildView, ApiError> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -13,7 +13,7 @@ use super::body::{Fields, JsonBody, QueryFields, RouteParam};
 use super::jobs::{cursor_param, encode_cursor};
 use super::reports::{Source, reports, source, template_not_found};
 use super::view::format_time;
-use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
+use super::{ApiError, ApiState, Principal, Scope};
 use crate::JobId;
 use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId};
 use crate::store::DocumentPage;
@@ -101,14 +101,9 @@ pub(crate) async fn create(
     let (name, template) = template_fields(&body)?;
     let stored = StoredTemplate::new(principal.tenant.clone(), name, template);
     let stored = reports(&state)?.templates().create(stored).await?;
-    let prefix = mount_prefix(&original, &uri);
-    let location = format!("{prefix}/reports/templates/{}", stored.id);
-    let mut response =
-        (StatusCode::CREATED, axum::Json(TemplateView::from(stored))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    let path = format!("/reports/templates/{}", stored.id);
+    let response = (StatusCode::CREATED, axum::Json(TemplateView::from(stored))).into_response();
+    Ok(super::located(response, &original, &uri, &path))
 }
 
 /// The tenant's templates, newest first.

@@ -1,7 +1,7 @@
 //! The workflow routes: submit a graph of jobs, read it, cancel it.
 
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::body::{Fields, JsonBody, RouteParam};
 use super::jobs::{SubmitRequest, new_job_at};
 use super::view::{StatusName, format_time};
-use super::{ApiError, ApiState, Principal, Scope, mount_prefix};
+use super::{ApiError, ApiState, Principal, Scope, located};
 use crate::{
     MAX_WORKFLOW_JOBS, MAX_WORKFLOW_KEY_LEN, NewWorkflow, Workflow, WorkflowId, WorkflowJob,
     WorkflowNode,
@@ -190,20 +190,13 @@ pub(crate) async fn submit(
         .engine
         .submit_workflow(&principal.tenant, flow)
         .await?;
-    let mut response = (
+    let response = (
         StatusCode::ACCEPTED,
         axum::Json(WorkflowView::of(&workflow)),
     )
         .into_response();
-    let location = format!(
-        "{}/workflows/{}",
-        mount_prefix(&original, &uri),
-        workflow.id
-    );
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    let path = format!("/workflows/{}", workflow.id);
+    Ok(located(response, &original, &uri, &path))
 }
 
 /// Read a workflow: its status and graph.

@@ -160,12 +160,9 @@ impl JobStore for PostgresStore {
         if writes.is_empty() {
             return Ok(Committed::Applied);
         }
-        let distinct: std::collections::HashSet<JobId> = writes.iter().map(Write::id).collect();
-        if distinct.len() != writes.len() {
-            return Ok(Committed::Conflict);
-        }
         // One statement, so one transaction: it writes every row or none (its
-        // notification goes with it). Two such statements that lock the same rows take
+        // notification goes with it; two writes about one job lock one row, fewer than
+        // the writes, so they are a conflict). Two such statements that lock the same rows take
         // them in one order; should the server still see a deadlock, nothing was written.
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let refs: Vec<&Write> = writes.iter().collect();
