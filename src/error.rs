@@ -95,6 +95,12 @@ pub enum Error {
         /// The workflow.
         id: crate::WorkflowId,
     },
+    /// A schedule does not exist (or belongs to another tenant).
+    #[error("schedule {id} not found")]
+    ScheduleNotFound {
+        /// The schedule.
+        id: crate::ScheduleId,
+    },
     /// An artifact does not exist.
     #[error("artifact {name:?} of job {id} not found")]
     ArtifactNotFound {
@@ -140,6 +146,32 @@ impl Error {
         Error::Invalid {
             field,
             message: message.into(),
+        }
+    }
+
+    /// [`Error::InvalidAt`] of `path` (each step written with `to_string`).
+    pub(crate) fn at(path: &[&dyn ToString], message: impl Into<Cow<'static, str>>) -> Self {
+        Error::InvalidAt {
+            path: path.iter().map(|p| p.to_string()).collect(),
+            message: message.into(),
+        }
+    }
+
+    /// This error located under `prefix`: an [`Error::Invalid`] becomes an
+    /// [`Error::InvalidAt`] of `prefix` and its field, an `InvalidAt` gets `prefix` in
+    /// front; other errors are left alone.
+    pub(crate) fn within(self, prefix: &[&dyn ToString]) -> Self {
+        let prefix = prefix.iter().map(|p| p.to_string());
+        match self {
+            Error::Invalid { field, message } => Error::InvalidAt {
+                path: prefix.chain([field.to_string()]).collect(),
+                message,
+            },
+            Error::InvalidAt { path, message } => Error::InvalidAt {
+                path: prefix.chain(path).collect(),
+                message,
+            },
+            other => other,
         }
     }
 

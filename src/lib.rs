@@ -132,6 +132,7 @@ mod postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "reports")))]
 pub mod report;
 mod retry;
+mod schedule;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -154,6 +155,10 @@ pub use memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use retry::RetryPolicy;
+pub use schedule::{
+    DEFAULT_SCHEDULE_GRACE, MAX_CATCH_UP, MAX_CRON_LEN, MAX_SCHEDULE_NAME_LEN,
+    MAX_SCHEDULES_PER_TENANT, Missed, NewSchedule, Schedule, ScheduleJob, SchedulePatch,
+};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder, Synchronous};

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::job::{Event, Job, JobId, JobStatus, QueueName, TenantId};
+use crate::job::{Event, Job, JobId, JobStatus, QueueName, ScheduleId, TenantId};
+use crate::schedule::Schedule;
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, DocumentId, DocumentPage, DocumentStore,
     EventPage, EventParams, JobPage, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams,
@@ -33,6 +34,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     notifier: Notifier,
     documents: Mutex<HashMap<DocumentId, StoredDocument>>,
+    schedules: Mutex<BTreeMap<ScheduleId, Schedule>>,
     clock: Clock,
 }
 
@@ -54,6 +56,10 @@ impl MemoryStore {
         // Every update is applied in full before the lock is released, so a poisoned
         // lock still guards consistent data.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn schedules_mut(&self) -> MutexGuard<'_, BTreeMap<ScheduleId, Schedule>> {
+        self.schedules.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn documents_mut(&self) -> MutexGuard<'_, HashMap<DocumentId, StoredDocument>> {
@@ -629,6 +635,40 @@ impl JobStore for MemoryStore {
         let settings = inner.queues.entry(name.clone()).or_default();
         patch.apply(settings);
         Ok(settings.clone())
+    }
+
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<Schedule>> {
+        let all = self.schedules_mut();
+        let mine = |s: &&Schedule| tenant.is_none_or(|t| *t == s.tenant);
+        Ok(all.values().filter(mine).cloned().collect())
+    }
+
+    async fn schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<Option<Schedule>> {
+        let all = self.schedules_mut();
+        Ok(all.get(&id).filter(|s| &s.tenant == tenant).cloned())
+    }
+
+    async fn put_schedule(&self, schedule: &Schedule, expected: Option<u64>) -> Result<bool> {
+        let mut all = self.schedules_mut();
+        let stored = all.get(&schedule.id);
+        let holds = match (stored, expected) {
+            (None, None) => true,
+            (Some(s), Some(revision)) => s.tenant == schedule.tenant && s.revision == revision,
+            _ => false,
+        };
+        if holds {
+            all.insert(schedule.id, schedule.clone());
+        }
+        Ok(holds)
+    }
+
+    async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
+        let mut all = self.schedules_mut();
+        let mine = all.get(&id).is_some_and(|s| &s.tenant == tenant);
+        if mine {
+            all.remove(&id);
+        }
+        Ok(mine)
     }
 }
 

@@ -123,10 +123,7 @@ impl NewWorkflow {
     /// [`Error::InvalidAt`] with the path to the offending `key` or `depends_on` entry
     /// (`["jobs", "2", "depends_on", "0"]`), or to the job's field.
     pub fn validate(&self) -> Result<()> {
-        let at = |path: &[&dyn ToString], message: String| Error::InvalidAt {
-            path: path.iter().map(|p| p.to_string()).collect(),
-            message: message.into(),
-        };
+        let at = |path: &[&dyn ToString], message: String| Error::at(path, message);
         if self.jobs.is_empty() || self.jobs.len() > MAX_WORKFLOW_JOBS {
             return Err(at(
                 &[&"jobs"],
@@ -159,20 +156,12 @@ impl NewWorkflow {
                     format!("the key {key:?} is used twice"),
                 ));
             }
-            if let Err(e) = job.job.validate() {
-                return Err(match e {
-                    Error::Invalid { field, message } => at(&[&"jobs", &i, &field], message.into()),
-                    other => other,
-                });
-            }
+            job.job.validate().map_err(|e| e.within(&[&"jobs", &i]))?;
         }
-        if let Some(finalizer) = &self.finalizer
-            && let Err(e) = finalizer.validate()
-        {
-            return Err(match e {
-                Error::Invalid { field, message } => at(&[&"finalizer", &field], message.into()),
-                other => other,
-            });
+        if let Some(finalizer) = &self.finalizer {
+            finalizer
+                .validate()
+                .map_err(|e| e.within(&[&"finalizer"]))?;
         }
         let mut parents: Vec<Vec<usize>> = Vec::with_capacity(self.jobs.len());
         for (i, job) in self.jobs.iter().enumerate() {

@@ -86,3 +86,8 @@ async fn memory_rate_limit_holds_across_engines() {
         std::sync::Arc::new(jobworks::MemoryStore::new());
     jobworks::testing::rate_limit_holds_across_engines(store.clone(), store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_passes_the_schedule_suite() {
+    jobworks::testing::run_schedule_suite(|| async { MemoryStore::new() }).await;
+}

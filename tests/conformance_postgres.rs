@@ -251,3 +251,15 @@ async fn postgres_rate_limit_holds_across_engines() {
     jobworks::testing::rate_limit_holds_across_engines(first, second).await;
     schemas.drop_all(&url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_store_passes_the_schedule_suite() {
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    jobworks::testing::run_schedule_suite(|| schemas.fresh(&url)).await;
+    schemas.drop_all(&url).await;
+}

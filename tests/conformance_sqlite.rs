@@ -119,3 +119,9 @@ async fn sqlite_rate_limit_holds_across_engines() {
     let (first, second) = two_handles().await;
     jobworks::testing::rate_limit_holds_across_engines(first, second).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_passes_the_schedule_suite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    jobworks::testing::run_schedule_suite(|| fresh(&dir)).await;
+}

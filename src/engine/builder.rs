@@ -199,6 +199,14 @@ impl EngineBuilder {
         self
     }
 
+    /// How late a schedule's tick may be made and still count as on time (10 s by
+    /// default): a tick that no engine made within it is missed, and the schedule's
+    /// [`Missed`](crate::Missed) policy decides whether it is made.
+    pub fn schedule_grace(mut self, grace: Duration) -> Self {
+        self.config.schedule_grace = grace.min(Duration::from_secs(24 * 3600));
+        self
+    }
+
     /// How many claims may be in flight at once (1 by default). More may help a store whose
     /// claim is a network round trip keep every slot busy; each claim still takes as many
     /// jobs as there are free slots.

@@ -11,8 +11,30 @@ use super::EngineInner;
 use crate::store::JobStoreExt;
 use crate::store::{PurgeParams, ReapParams};
 
-/// Reaps expired leases and purges old jobs until stopped.
+/// Reaps expired leases, purges old jobs and makes schedules' ticks until stopped.
 pub(super) async fn maintain(engine: Arc<EngineInner>, stop: CancellationToken) {
+    tokio::join!(reap(engine.clone(), stop.clone()), tick(engine, stop));
+}
+
+/// Makes the due ticks of every schedule just after each second of the store's clock
+/// begins (ticks fall on whole seconds).
+async fn tick(engine: Arc<EngineInner>, stop: CancellationToken) {
+    let engine = super::Engine { inner: engine };
+    loop {
+        let now = engine.inner.store.clock().now();
+        let into_second = u64::from(now.timestamp_subsec_micros());
+        let wait = Duration::from_micros(1_000_000 - into_second.min(999_999) + 5_000);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(wait) => {}
+        }
+        if let Err(e) = engine.tick_schedules().await {
+            warn!(error = %e, "reading the schedules failed");
+        }
+    }
+}
+
+async fn reap(engine: Arc<EngineInner>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

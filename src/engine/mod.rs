@@ -5,6 +5,7 @@ mod builder;
 mod maintenance;
 mod operator;
 mod queues;
+mod schedules;
 mod wait;
 mod worker;
 
@@ -80,6 +81,8 @@ struct WorkerConfig {
     retention: Option<Duration>,
     /// Every tenant's caps on unfinished jobs, checked at submit.
     quotas: Vec<crate::Quota>,
+    /// How late a schedule's tick may be made and still count as on time.
+    schedule_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -95,6 +98,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             retention: None,
             quotas: Vec::new(),
+            schedule_grace: crate::DEFAULT_SCHEDULE_GRACE,
         }
     }
 }

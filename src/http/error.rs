@@ -296,6 +296,11 @@ impl From<Error> for ApiError {
                 "workflow_not_found",
                 "workflow not found",
             ),
+            Error::ScheduleNotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "schedule_not_found",
+                "schedule not found",
+            ),
             Error::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -357,6 +357,7 @@ pub(super) fn cursor_param(q: &QueryFields, tag: &str) -> Result<Option<JobId>, 
         ("type" = Option<String>, Query, description = "Only jobs of this type"),
         ("queue" = Option<String>, Query, description = "Only jobs in this queue"),
         ("workflow_id" = Option<String>, Query, description = "Only jobs of this workflow"),
+        ("schedule_id" = Option<String>, Query, description = "Only jobs made by this schedule's ticks"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -395,6 +396,12 @@ pub(crate) async fn list(
         match id.parse() {
             Ok(id) => params = params.workflow(id),
             Err(_) => q.error("workflow_id", "invalid", "not a workflow id"),
+        }
+    }
+    if let Some(id) = q.string("schedule_id") {
+        match id.parse() {
+            Ok(id) => params = params.schedule(id),
+            Err(_) => q.error("schedule_id", "invalid", "not a schedule id"),
         }
     }
     let before = cursor_param(&q, JOBS);

@@ -37,6 +37,7 @@ mod operator;
 mod queues;
 #[cfg(feature = "reports")]
 mod reports;
+mod schedules;
 mod serve;
 #[cfg(feature = "reports")]
 mod templates;
@@ -68,6 +69,7 @@ pub use error::{ApiError, ErrorBody, FieldError};
 pub use jobs::MAX_WAIT_SECS;
 pub use operator::BulkView;
 pub use queues::{QueueCountsView, QueueListView, QueueView, RateView};
+pub use schedules::{ScheduleJobView, ScheduleView};
 pub use serve::{
     ClientAddr, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_READ_TIMEOUT,
     Server,
@@ -201,6 +203,12 @@ impl JobsApi {
             .routes(routes!(workflows::submit))
             .routes(routes!(workflows::get))
             .routes(routes!(workflows::cancel))
+            .routes(routes!(schedules::create, schedules::list))
+            .routes(routes!(
+                schedules::get,
+                schedules::update,
+                schedules::delete
+            ))
             .routes(routes!(download::download));
         #[cfg(feature = "reports")]
         if self.reports.is_some() {

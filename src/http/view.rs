@@ -31,6 +31,10 @@ pub struct JobView {
     pub workflow_id: Option<String>,
     /// The ids of the jobs that must complete before it runs (`[]` outside workflows).
     pub parents: Vec<String>,
+    /// The schedule whose tick made it, if one did.
+    pub schedule_id: Option<String>,
+    /// The tick it was made for, if a schedule made it.
+    pub scheduled_for: Option<String>,
     /// What was submitted.
     pub input: Value,
     /// The executor's result; only when `completed`.
@@ -155,6 +159,8 @@ impl JobView {
             concurrency_key: job.concurrency_key.clone(),
             workflow_id: job.workflow.as_ref().map(|l| l.id.to_string()),
             parents: job.parents.iter().map(ToString::to_string).collect(),
+            schedule_id: job.schedule_id.map(|id| id.to_string()),
+            scheduled_for: job.scheduled_for.map(format_time),
             input: job.input.clone(),
             result: job.result.clone(),
             error: job.error.clone(),

@@ -112,54 +112,69 @@ impl<'de> Deserialize<'de> for JobId {
     }
 }
 
-/// A workflow's id: a ULID like a job's, written and parsed the same two ways.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WorkflowId(JobId);
+/// Defines an id of 128 bits written like a job's: a ULID, or the same bits as a UUID.
+macro_rules! ulid_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(JobId);
 
-impl WorkflowId {
-    /// A fresh id for the current time.
-    pub fn new() -> Self {
-        WorkflowId(JobId::new())
-    }
+        impl $name {
+            /// A fresh id for the current time.
+            pub fn new() -> Self {
+                $name(JobId::new())
+            }
 
-    /// The id's 128 bits.
-    pub fn to_u128(self) -> u128 {
-        self.0.to_u128()
-    }
+            /// The id's 128 bits.
+            pub fn to_u128(self) -> u128 {
+                self.0.to_u128()
+            }
 
-    /// Builds an id from its 128 bits.
-    pub fn from_u128(bits: u128) -> Self {
-        WorkflowId(JobId::from_u128(bits))
-    }
+            /// Builds an id from its 128 bits.
+            pub fn from_u128(bits: u128) -> Self {
+                $name(JobId::from_u128(bits))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseJobIdError;
+
+            /// A ULID or the same 128 bits as a UUID.
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    };
 }
 
-impl Default for WorkflowId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+ulid_type!(
+    /// A workflow's id: a ULID like a job's, written and parsed the same two ways.
+    WorkflowId
+);
 
-impl fmt::Display for WorkflowId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for WorkflowId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WorkflowId({self})")
-    }
-}
-
-impl FromStr for WorkflowId {
-    type Err = ParseJobIdError;
-
-    /// A ULID or the same 128 bits as a UUID.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(WorkflowId)
-    }
-}
+ulid_type!(
+    /// A schedule's id: a ULID like a job's, written and parsed the same two ways.
+    ScheduleId
+);
 
 /// Defines a validated, cheaply cloned string newtype.
 macro_rules! name_type {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use event::{Event, EventKind, NewEvent, Visibility};
-pub use id::{JobId, JobType, ParseJobIdError, QueueName, TenantId, WorkflowId};
+pub use id::{JobId, JobType, ParseJobIdError, QueueName, ScheduleId, TenantId, WorkflowId};
 pub use status::{InvalidTransition, JobStatus, ParseStatusError};
 
 /// The current time at the microsecond precision every store keeps, so that a job reads
@@ -96,6 +96,12 @@ pub struct Job {
     /// Its place in a workflow, if it has one.
     #[serde(default)]
     pub workflow: Option<Box<WorkflowLink>>,
+    /// The schedule whose tick made it, if one did.
+    #[serde(default)]
+    pub schedule_id: Option<ScheduleId>,
+    /// The tick it was made for (on the second), if a schedule made it.
+    #[serde(default)]
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// A job's place in a workflow: what the state machine needs to unblock, skip and
@@ -173,6 +179,8 @@ impl Job {
             latest_event: None,
             parents: Vec::new(),
             workflow: None,
+            schedule_id: new.tick.map(|(id, _)| id),
+            scheduled_for: new.tick.map(|(_, at)| at),
         }
     }
 
@@ -213,6 +221,8 @@ pub struct NewJob {
     pub queue: QueueName,
     /// Jobs sharing a key count together against their queue's `max_running_per_key`.
     pub concurrency_key: Option<String>,
+    /// The schedule and tick that made it (set only by the engine's ticks).
+    pub(crate) tick: Option<(ScheduleId, DateTime<Utc>)>,
 }
 
 impl NewJob {
@@ -227,6 +237,7 @@ impl NewJob {
             idempotency_key: None,
             queue: QueueName::default(),
             concurrency_key: None,
+            tick: None,
         }
     }
 
@@ -288,6 +299,15 @@ impl NewJob {
             return Err(Error::invalid(
                 "idempotency_key",
                 "must be 1 to 255 bytes without control characters",
+            ));
+        }
+        if let Some(key) = &self.idempotency_key
+            && key.starts_with("schedule:")
+            && self.tick.is_none()
+        {
+            return Err(Error::invalid(
+                "idempotency_key",
+                "keys starting with \"schedule:\" are kept for the ticks of schedules",
             ));
         }
         if let Some(key) = &self.concurrency_key

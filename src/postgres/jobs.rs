@@ -10,8 +10,9 @@ use super::rows::{
     JobRow, complete, decode_event, decode_job, event_columns, job_columns, stored, uuid,
 };
 use super::{BACKEND, PostgresStore, db};
-use crate::job::{Job, JobId, QueueName, TenantId};
-use crate::sql::status;
+use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
+use crate::schedule::Schedule;
+use crate::sql::{json_text, parse_json, status};
 use crate::store::{
     ClaimParams, Claimed, Committed, EventPage, EventParams, JobPage, JobStore, LeaseChange,
     ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
@@ -197,9 +198,12 @@ impl JobStore for PostgresStore {
                 )
             };
         }
-        let sql = match params.workflow {
-            Some(_) => filtered!("AND workflow_id = $7"),
-            None => filtered!("AND $7::uuid IS NULL"),
+        let sql = match (params.workflow, params.schedule) {
+            (Some(_), _) => {
+                filtered!("AND workflow_id = $7 AND ($8::uuid IS NULL OR schedule_id = $8)")
+            }
+            (None, Some(_)) => filtered!("AND $7::uuid IS NULL AND schedule_id = $8"),
+            (None, None) => filtered!("AND $7::uuid IS NULL AND $8::uuid IS NULL"),
         };
         let found = sqlx::query(sql)
             .bind(tenant.as_str())
@@ -209,6 +213,7 @@ impl JobStore for PostgresStore {
             .bind(limit as i64 + 1)
             .bind(params.queue.as_ref().map(|q| q.as_str()))
             .bind(params.workflow.map(|w| Uuid::from_u128(w.to_u128())))
+            .bind(params.schedule.map(|s| Uuid::from_u128(s.to_u128())))
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
@@ -330,5 +335,62 @@ impl JobStore for PostgresStore {
 
     async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
         self.patch_queue(name, patch).await
+    }
+
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<Schedule>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM jobworks_schedules WHERE $1::text IS NULL OR tenant = $1 \
+             ORDER BY id",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        bodies.iter().map(|b| parse_json(BACKEND, b)).collect()
+    }
+
+    async fn schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<Option<Schedule>> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body::text FROM jobworks_schedules WHERE id = $1 AND tenant = $2",
+        )
+        .bind(Uuid::from_u128(id.to_u128()))
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        body.map(|b| parse_json(BACKEND, &b)).transpose()
+    }
+
+    async fn put_schedule(&self, schedule: &Schedule, expected: Option<u64>) -> Result<bool> {
+        let query = match expected {
+            None => sqlx::query(
+                "INSERT INTO jobworks_schedules (id, tenant, revision, body) \
+                 VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (id) DO NOTHING",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE jobworks_schedules SET revision = $3, body = $4::jsonb \
+                 WHERE id = $1 AND tenant = $2 AND revision = $5",
+            ),
+        };
+        let done = query
+            .bind(Uuid::from_u128(schedule.id.to_u128()))
+            .bind(schedule.tenant.as_str())
+            .bind(schedule.revision as i64)
+            .bind(json_text(schedule))
+            .bind(expected.map(|r| r as i64))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM jobworks_schedules WHERE id = $1 AND tenant = $2")
+            .bind(Uuid::from_u128(id.to_u128()))
+            .bind(tenant.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 }

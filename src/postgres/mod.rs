@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "workflows",
         include_str!("../../migrations/postgres/0007_workflows.sql"),
     ),
+    (
+        8,
+        "schedules",
+        include_str!("../../migrations/postgres/0008_schedules.sql"),
+    ),
 ];
 
 fn db(e: sqlx::Error) -> Error {

@@ -10,8 +10,8 @@ use sqlx::{PgConnection, Row};
 use super::{BACKEND, db};
 use crate::Result;
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName, TenantId,
-    Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName,
+    ScheduleId, TenantId, Visibility,
 };
 use crate::sql::{corrupt, json_text, parse_json, status};
 use crate::store::{Lease, LeaseChange, Stored, Write};
@@ -22,7 +22,7 @@ macro_rules! job_columns {
         "id, tenant, job_type, input::text, status, result::text, error, attempts, max_attempts, \
          priority, run_at, created_at, started_at, completed_at, updated_at, idempotency_key, \
          progress::text, cancel_requested, revision, event_seq, lease_id, lease_expires_at, \
-         queue, concurrency_key, parents::text, workflow::text"
+         queue, concurrency_key, parents::text, workflow::text, schedule_id, scheduled_for"
     };
 }
 pub(super) use job_columns;
@@ -79,6 +79,8 @@ pub(super) fn decode_job(row: &PgRow) -> Result<JobRow> {
         latest_event: None,
         parents: opt_json(get(row, 24)?)?.unwrap_or_default(),
         workflow: opt_json(get(row, 25)?)?,
+        schedule_id: get::<Option<Uuid>>(row, 26)?.map(|u| ScheduleId::from_u128(u.as_u128())),
+        scheduled_for: get(row, 27)?,
     };
     Ok(JobRow {
         job,

@@ -12,9 +12,10 @@ use super::rows::{
     EVENT_COLUMNS, JobRow, complete, decode_event, id_bytes, insert_event, job_columns, load,
     load_many, load_owned, owned_status, save, stored, time, u128_from,
 };
-use super::{BACKEND, SqliteStore, db, queues};
+use super::{BACKEND, SqliteStore, db, queues, schedules};
 use crate::Result;
-use crate::job::{Job, JobId, QueueName, TenantId};
+use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
+use crate::schedule::Schedule;
 use crate::sql::{json_text, micros};
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, EventPage, EventParams, JobPage, JobStore, Lease,
@@ -68,8 +69,9 @@ fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Res
         .prepare_cached(
             "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, \
              priority, run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq, \
-             queue, concurrency_key, parents, workflow_id, workflow) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             queue, concurrency_key, parents, workflow_id, workflow, schedule_id, scheduled_for) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+             ?19, ?20)",
         )
         .map_err(db)?;
     for NewRecord { job, event } in records {
@@ -92,6 +94,8 @@ fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Res
             (!job.parents.is_empty()).then(|| json_text(&job.parents)),
             job.workflow.as_ref().map(|l| l.id.to_u128().to_be_bytes()),
             job.workflow.as_ref().map(json_text),
+            job.schedule_id.map(|s| s.to_u128().to_be_bytes()),
+            job.scheduled_for.map(micros),
         ])
         .map_err(db)?;
         insert_event(conn, job.id, event)?;
@@ -467,9 +471,12 @@ impl JobStore for SqliteStore {
                     )
                 };
             }
-            let sql = match params.workflow {
-                Some(_) => filtered!("AND workflow_id = ?8"),
-                None => filtered!("AND ?8 IS NULL"),
+            let sql = match (params.workflow, params.schedule) {
+                (Some(_), _) => {
+                    filtered!("AND workflow_id = ?8 AND (?9 IS NULL OR schedule_id = ?9)")
+                }
+                (None, Some(_)) => filtered!("AND ?8 IS NULL AND schedule_id = ?9"),
+                (None, None) => filtered!("AND ?8 IS NULL AND ?9 IS NULL"),
             };
             let rows = load_many(
                 conn,
@@ -483,6 +490,7 @@ impl JobStore for SqliteStore {
                     limit as i64 + 1,
                     params.queue.as_ref().map(|q| q.as_str()),
                     params.workflow.map(|w| w.to_u128().to_be_bytes()),
+                    params.schedule.map(|s| s.to_u128().to_be_bytes()),
                 ],
             )?;
             let more = rows.len() > limit;
@@ -559,6 +567,32 @@ impl JobStore for SqliteStore {
         let (name, patch, now) = (name.clone(), patch.clone(), self.clock.now());
         self.writer
             .write(move |conn| queues::update(conn, &name, &patch, now))
+            .await
+    }
+
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<Schedule>> {
+        let tenant = tenant.cloned();
+        self.read(move |conn| schedules::all(conn, tenant.as_ref()))
+            .await
+    }
+
+    async fn schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<Option<Schedule>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| schedules::one(conn, &tenant, id))
+            .await
+    }
+
+    async fn put_schedule(&self, schedule: &Schedule, expected: Option<u64>) -> Result<bool> {
+        let schedule = schedule.clone();
+        self.writer
+            .write(move |conn| schedules::put(conn, &schedule, expected))
+            .await
+    }
+
+    async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |conn| schedules::delete(conn, &tenant, id))
             .await
     }
 }

@@ -10,6 +10,7 @@ mod documents;
 mod jobs;
 mod queues;
 mod rows;
+mod schedules;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "workflows",
         include_str!("../../migrations/sqlite/0007_workflows.sql"),
+    ),
+    (
+        8,
+        "schedules",
+        include_str!("../../migrations/sqlite/0008_schedules.sql"),
     ),
 ];
 

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{BACKEND, db};
 use crate::job::{
-    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName, TenantId,
-    Visibility,
+    Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName,
+    ScheduleId, TenantId, Visibility,
 };
 use crate::sql::{corrupt, from_micros, json_text, micros, parse_json, status};
 use crate::store::{Lease, LeaseChange, Stored, Write};
@@ -18,7 +18,7 @@ macro_rules! job_columns {
         "id, tenant, job_type, input, status, result, error, attempts, max_attempts, priority, \
          run_at, created_at, started_at, completed_at, updated_at, idempotency_key, progress, \
          cancel_requested, revision, event_seq, lease_id, lease_expires_at, queue, concurrency_key, \
-         parents, workflow"
+         parents, workflow, schedule_id, scheduled_for"
     };
 }
 pub(super) use job_columns;
@@ -155,6 +155,12 @@ pub(super) fn decode_job(row: &Row<'_>) -> Result<JobRow> {
         latest_event: None,
         parents: opt_json(row.get(24).map_err(db)?)?.unwrap_or_default(),
         workflow: opt_json(row.get(25).map_err(db)?)?,
+        schedule_id: row
+            .get::<_, Option<Vec<u8>>>(26)
+            .map_err(db)?
+            .map(|b| u128_from(&b).map(ScheduleId::from_u128))
+            .transpose()?,
+        scheduled_for: opt_time(row.get(27).map_err(db)?)?,
     };
     Ok(JobRow {
         job,

@@ -25,7 +25,8 @@ use crate::Result;
 use crate::clock::Clock;
 use std::collections::BTreeMap;
 
-use crate::job::{Job, JobId, QueueName, TenantId};
+use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
+use crate::schedule::Schedule;
 
 pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
@@ -142,6 +143,43 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// Changes the settings of queue `name` by `patch` in one step (starting from the
     /// defaults when it has none) and returns them.
     async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings>;
+
+    /// Stored schedules by id: one tenant's, or every tenant's when `tenant` is `None`
+    /// (each engine's ticks read them all). A store that keeps no schedules answers none
+    /// (the default).
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<Schedule>> {
+        let _ = tenant;
+        Ok(Vec::new())
+    }
+
+    /// A tenant's schedule; `None` when the tenant has none of that id.
+    async fn schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<Option<Schedule>> {
+        Ok(self
+            .schedules(Some(tenant))
+            .await?
+            .into_iter()
+            .find(|s| s.id == id))
+    }
+
+    /// Stores `schedule`, guarded: a new one when `expected` is `None` (and no schedule
+    /// has its id), or in place of the stored one of its tenant while that one's revision
+    /// is still `expected`. `false` when the guard does not hold.
+    ///
+    /// A store that keeps no schedules refuses with
+    /// [`Error::Unsupported`](crate::Error::Unsupported) (the default).
+    async fn put_schedule(&self, schedule: &Schedule, expected: Option<u64>) -> Result<bool> {
+        let _ = (schedule, expected);
+        Err(crate::Error::Unsupported {
+            operation: "schedules",
+            backend: self.backend(),
+        })
+    }
+
+    /// Deletes a tenant's schedule; `false` when the tenant has none of that id.
+    async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
+        let _ = (tenant, id);
+        Ok(false)
+    }
 }
 
 /// Forwards to the store behind the `Arc`, so `Arc<S>` and `Arc<dyn JobStore>` are stores.
@@ -201,5 +239,17 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
         (**self).update_queue(name, patch).await
+    }
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<Schedule>> {
+        (**self).schedules(tenant).await
+    }
+    async fn schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<Option<Schedule>> {
+        (**self).schedule(tenant, id).await
+    }
+    async fn put_schedule(&self, schedule: &Schedule, expected: Option<u64>) -> Result<bool> {
+        (**self).put_schedule(schedule, expected).await
+    }
+    async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
+        (**self).delete_schedule(tenant, id).await
     }
 }

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::job::{
-    Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, QueueName, WorkflowId,
+    Artifact, Event, Job, JobId, JobStatus, JobType, NewEvent, Progress, QueueName, ScheduleId,
+    WorkflowId,
 };
 
 /// The answer to one job of [`JobStoreExt::submit`](super::JobStoreExt::submit).
@@ -31,6 +32,8 @@ pub struct ListParams {
     pub queue: Option<QueueName>,
     /// Only jobs of this workflow.
     pub workflow: Option<WorkflowId>,
+    /// Only jobs made by this schedule's ticks.
+    pub schedule: Option<ScheduleId>,
     /// At most this many (1…1000).
     pub limit: usize,
     /// Only jobs older than this one: the cursor from the previous page.
@@ -44,6 +47,7 @@ impl Default for ListParams {
             job_type: None,
             queue: None,
             workflow: None,
+            schedule: None,
             limit: 50,
             before: None,
         }
@@ -51,7 +55,7 @@ impl Default for ListParams {
 }
 
 impl ListParams {
-    /// Whether `job` passes the status, type, queue and workflow filters (the tenant and
+    /// Whether `job` passes the status, type, queue, workflow and schedule filters (the tenant and
     /// the cursor are the store's to apply).
     pub fn matches(&self, job: &Job) -> bool {
         self.status.is_none_or(|s| s == job.status)
@@ -60,6 +64,7 @@ impl ListParams {
             && self
                 .workflow
                 .is_none_or(|w| job.workflow.as_ref().is_some_and(|l| l.id == w))
+            && self.schedule.is_none_or(|s| job.schedule_id == Some(s))
     }
 
     /// Keeps only jobs in `status`.
@@ -80,6 +85,11 @@ impl ListParams {
     /// Keeps only jobs of `workflow`.
     pub fn workflow(mut self, workflow: WorkflowId) -> Self {
         self.workflow = Some(workflow);
+        self
+    }
+    /// Keeps only jobs made by `schedule`'s ticks.
+    pub fn schedule(mut self, schedule: ScheduleId) -> Self {
+        self.schedule = Some(schedule);
         self
     }
     /// Sets the page size, clamped to 1…1000.

@@ -120,6 +120,26 @@ impl JobStore for Stalling {
     async fn update_queue(&self, name: &QueueName, patch: &QueuePatch) -> Result<QueueSettings> {
         self.inner.update_queue(name, patch).await
     }
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<crate::Schedule>> {
+        self.inner.schedules(tenant).await
+    }
+    async fn schedule(
+        &self,
+        tenant: &TenantId,
+        id: crate::ScheduleId,
+    ) -> Result<Option<crate::Schedule>> {
+        self.inner.schedule(tenant, id).await
+    }
+    async fn put_schedule(
+        &self,
+        schedule: &crate::Schedule,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        self.inner.put_schedule(schedule, expected).await
+    }
+    async fn delete_schedule(&self, tenant: &TenantId, id: crate::ScheduleId) -> Result<bool> {
+        self.inner.delete_schedule(tenant, id).await
+    }
 }
 
 /// The artifact store of the fault test's engines: one set of objects for them all.

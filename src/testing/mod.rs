@@ -26,6 +26,7 @@ mod lifecycle;
 mod queries;
 mod queues;
 mod records;
+mod schedules;
 mod workflow_faults;
 mod workflows;
 
@@ -50,6 +51,7 @@ pub use lifecycle::*;
 pub use queries::*;
 pub use queues::*;
 pub use records::*;
+pub use schedules::*;
 pub use workflow_faults::workflow_fault_test;
 pub use workflows::*;
 
