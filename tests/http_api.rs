@@ -1314,3 +1314,168 @@ async fn bad_workflows_are_refused_with_the_place_of_the_fault() {
     let (_, _, page) = s.send(s.req(Method::GET, "/jobs", "acme")).await;
     assert_eq!(page["jobs"], json!([]), "nothing was created");
 }
+
+#[tokio::test]
+async fn schedules_tick_every_second_and_follow_the_contract() {
+    let s = serve().await;
+    let body = json!({
+        "name": "every second",
+        "cron": "* * * * * *",
+        "job": {"type": "ECHO", "input": {"n": 1}}
+    });
+    let (status, _, refused) = s
+        .send(s.req(Method::POST, "/schedules", "acme").json(&body))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_envelope(&refused, 403, "permission_denied");
+    let (status, headers, schedule) = s
+        .send(s.req(Method::POST, "/schedules", "admin").json(&body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{schedule}");
+    let id = schedule["id"].as_str().unwrap().to_owned();
+    assert_eq!(headers["location"], format!("/v1/schedules/{id}").as_str());
+    assert_eq!(schedule["timezone"], "UTC");
+    assert_eq!(schedule["missed"], "skip");
+    assert_eq!(schedule["catch_up_limit"], 3);
+    assert_eq!(schedule["paused"], false);
+    assert_eq!(schedule["last_run_at"], Value::Null);
+    assert!(schedule["next_run_at"].as_str().unwrap().ends_with(".000Z"));
+    assert_eq!(
+        schedule["job"],
+        json!({"type": "ECHO", "input": {"n": 1}, "queue": "default", "priority": 0})
+    );
+
+    // Bad fields are refused at their place.
+    for (change, loc) in [
+        (json!({"cron": "61 * * * *"}), json!(["body", "cron"])),
+        (json!({"cron": "* * * *"}), json!(["body", "cron"])),
+        (
+            json!({"timezone": "Mars/Olympus"}),
+            json!(["body", "timezone"]),
+        ),
+        (
+            json!({"job": {"type": "NOPE"}}),
+            json!(["body", "job", "type"]),
+        ),
+        (
+            json!({"job": {"type": "ECHO", "priority": 5000}}),
+            json!(["body", "job", "priority"]),
+        ),
+        (json!({"job": null}), json!(["body", "job"])),
+        (json!({"missed": "sometimes"}), json!(["body", "missed"])),
+        (
+            json!({"catch_up_limit": 0}),
+            json!(["body", "catch_up_limit"]),
+        ),
+        (json!({"colour": "red"}), json!(["body", "colour"])),
+    ] {
+        let mut bad = body.clone();
+        for (k, v) in change.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let (status, _, e) = s
+            .send(s.req(Method::POST, "/schedules", "admin").json(&bad))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_envelope(&e, 422, "validation_error");
+        assert_eq!(e["errors"][0]["loc"], loc, "{bad} → {e}");
+    }
+
+    // Reads: the tenant's list, and nobody else's.
+    let (status, _, list) = s.send(s.req(Method::GET, "/schedules", "reader")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
+    assert_eq!(list["schedules"][0]["id"], id.as_str());
+    let (_, _, theirs) = s.send(s.req(Method::GET, "/schedules", "globex")).await;
+    assert_eq!(theirs["schedules"], json!([]));
+    let path = format!("/schedules/{id}");
+    let (status, _, e) = s.send(s.req(Method::GET, &path, "globex")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&e, 404, "schedule_not_found");
+    let (status, _, e) = s.send(s.req(Method::GET, "/schedules/nope", "acme")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&e, 400, "invalid_id");
+
+    // It ticks once a second; each job names its tick, on the second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let jobs_path = format!("/jobs?schedule_id={id}");
+    let (_, _, page) = s.send(s.req(Method::GET, &jobs_path, "acme")).await;
+    let jobs = page["jobs"].as_array().unwrap().clone();
+    assert!((2..=4).contains(&jobs.len()), "{page}");
+    let mut ticks: Vec<&str> = jobs
+        .iter()
+        .map(|j| j["scheduled_for"].as_str().unwrap())
+        .collect();
+    ticks.sort_unstable();
+    ticks.dedup();
+    assert_eq!(ticks.len(), jobs.len(), "no tick twice");
+    for job in &jobs {
+        assert_eq!(job["schedule_id"], id.as_str());
+        assert!(job["scheduled_for"].as_str().unwrap().ends_with(".000Z"));
+        assert!(job["created_at"].as_str().unwrap() >= job["scheduled_for"].as_str().unwrap());
+    }
+    let (_, _, read) = s.send(s.req(Method::GET, &path, "acme")).await;
+    assert_eq!(read["last_run_at"], *ticks.last().unwrap());
+
+    // Paused, it makes no job for a later tick; resumed, it goes on.
+    let pause = json!({"paused": true});
+    let (status, _, e) = s
+        .send(s.req(Method::PATCH, &path, "acme").json(&pause))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_envelope(&e, 403, "permission_denied");
+    let (status, _, paused) = s
+        .send(s.req(Method::PATCH, &path, "admin").json(&pause))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["paused"], true);
+    assert_eq!(paused["next_run_at"], Value::Null);
+    let paused_at = paused["updated_at"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, page) = s.send(s.req(Method::GET, &jobs_path, "acme")).await;
+    // A look that read the schedule just before the pause may still make the tick of
+    // that second.
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let paused_until = at(&paused["updated_at"]) + chrono::Duration::milliseconds(500);
+    for job in page["jobs"].as_array().unwrap() {
+        assert!(at(&job["scheduled_for"]) <= paused_until, "{job}");
+    }
+    let (status, _, e) = s
+        .send(
+            s.req(Method::PATCH, &path, "admin")
+                .json(&json!({"cron": "bad"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_envelope(&e, 422, "validation_error");
+    assert_eq!(e["errors"][0]["loc"], json!(["body", "cron"]));
+    let change = json!({"paused": false, "cron": "0 3 * * *", "timezone": "Europe/Berlin", "missed": "catch_up", "catch_up_limit": 5});
+    let (status, _, changed) = s
+        .send(s.req(Method::PATCH, &path, "admin").json(&change))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["cron"], "0 3 * * *");
+    assert_eq!(changed["timezone"], "Europe/Berlin");
+    assert_eq!(changed["missed"], "catch_up");
+    assert_eq!(changed["catch_up_limit"], 5);
+    assert!(changed["next_run_at"].as_str().unwrap() > paused_at.as_str());
+
+    // Deleted, it is gone; its jobs stay.
+    let (status, _, e) = s.send(s.req(Method::DELETE, &path, "acme")).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "deleting takes the admin scope"
+    );
+    assert_envelope(&e, 403, "permission_denied");
+    let (status, _, _) = s.send(s.req(Method::DELETE, &path, "admin")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, e) = s.send(s.req(Method::GET, &path, "acme")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&e, 404, "schedule_not_found");
+    let (status, _, e) = s.send(s.req(Method::DELETE, &path, "admin")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&e, 404, "schedule_not_found");
+    let (_, _, page) = s.send(s.req(Method::GET, &jobs_path, "acme")).await;
+    assert!(!page["jobs"].as_array().unwrap().is_empty());
+}

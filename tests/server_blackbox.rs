@@ -726,3 +726,121 @@ async fn workflows_over_the_wire() {
         .await;
     assert_eq!(page["jobs"].as_array().expect("jobs").len(), 5);
 }
+
+/// Every job of schedule `id`, oldest tick first (one page holds them here).
+async fn schedule_jobs(s: &Server, id: &str) -> Vec<Value> {
+    let path = format!("/jobs?schedule_id={id}&limit=1000");
+    let (status, _, page) = s.call(Method::GET, &path, "demo-acme", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut jobs = page["jobs"].as_array().expect("jobs").clone();
+    jobs.sort_by_key(|j| time(j, "scheduled_for"));
+    jobs
+}
+
+/// Ticks one second apart, each once.
+fn assert_one_per_second(jobs: &[Value]) {
+    for pair in jobs.windows(2) {
+        let gap = time(&pair[1], "scheduled_for") - time(&pair[0], "scheduled_for");
+        assert_eq!(
+            gap,
+            chrono::Duration::seconds(1),
+            "{} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    for job in jobs {
+        assert!(
+            time(job, "created_at") >= time(job, "scheduled_for"),
+            "made early: {job}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_over_the_wire() {
+    // Two servers on one SQLite file: each tick is made once between them.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = format!("sqlite:{}", dir.path().join("jobs.db").display());
+    let artifacts = dir.path().join("artifacts").display().to_string();
+    let flags = ["--store", &store, "--artifacts", &artifacts];
+    let a = Server::start(&flags).await;
+    let b = Server::start(&flags).await;
+    let admin = "demo-acme-admin";
+
+    let bad = json!({"name": "bad", "cron": "* * * * * * * *", "job": {"type": "ECHO"}});
+    let (status, _, body) = a.call(Method::POST, "/schedules", admin, Some(bad)).await;
+    assert_envelope(&body, 422, "validation_error");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "cron"]));
+    let every_second = json!({
+        "name": "heartbeat",
+        "cron": "* * * * * *",
+        "timezone": "Europe/Berlin",
+        "job": {"type": "ECHO", "input": {"beat": true}}
+    });
+    let (status, _, schedule) = a
+        .call(Method::POST, "/schedules", admin, Some(every_second))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{schedule}");
+    let id = schedule["id"].as_str().expect("an id").to_owned();
+    let path = format!("/schedules/{id}");
+    let (status, _, body) = b.call(Method::GET, &path, "demo-globex", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_envelope(&body, 404, "schedule_not_found");
+
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let jobs = schedule_jobs(&b, &id).await;
+    assert!(
+        (4..=7).contains(&jobs.len()),
+        "{} jobs in 5.5 s",
+        jobs.len()
+    );
+    assert_one_per_second(&jobs);
+    let first = time(&jobs[0], "scheduled_for");
+    let created = time(&schedule, "created_at");
+    assert!(
+        first > created && first - created <= chrono::Duration::seconds(1),
+        "the first tick is the first second after creation"
+    );
+    for job in &jobs {
+        assert_eq!(job["schedule_id"], id.as_str());
+        assert_eq!(job["input"], json!({"beat": true}));
+    }
+
+    // Paused through the other server: no later tick is made by either.
+    let pause = json!({"paused": true});
+    let (status, _, paused) = b.call(Method::PATCH, &path, admin, Some(pause)).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    let paused_at = time(&paused, "updated_at");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = schedule_jobs(&a, &id).await;
+    assert_one_per_second(&after);
+    let last = time(after.last().expect("jobs"), "scheduled_for");
+    // A look that read the schedule just before the pause may still make the tick of
+    // that second.
+    let slack = chrono::Duration::milliseconds(500);
+    assert!(
+        last <= paused_at + slack,
+        "a tick after the pause: {last} > {paused_at}"
+    );
+    let (_, _, read) = a.call(Method::GET, &path, "demo-acme", None).await;
+    assert_eq!(read["paused"], true);
+    assert_eq!(read["next_run_at"], Value::Null);
+    assert_eq!(time(&read, "last_run_at"), last);
+
+    // Resumed, it ticks on from now; deleted, it stops and its jobs stay.
+    let resume = json!({"paused": false});
+    let (status, _, _) = a.call(Method::PATCH, &path, admin, Some(resume)).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let resumed = schedule_jobs(&b, &id).await;
+    assert!(resumed.len() > after.len(), "it ticks again");
+    let mut ticks: Vec<_> = resumed.iter().map(|j| time(j, "scheduled_for")).collect();
+    ticks.dedup();
+    assert_eq!(ticks.len(), resumed.len(), "no tick twice");
+    let (status, _, _) = b.call(Method::DELETE, &path, admin, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = a.call(Method::GET, &path, "demo-acme", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -134,10 +134,12 @@ impl Engine {
     /// # Cancel safety
     /// If dropped, some ticks may have been made; the next call makes the rest, once.
     pub async fn tick_schedules(&self) -> Result<usize> {
+        // The time first: a tick this look makes fell before it read the schedules, so
+        // before any pause it did not see.
+        let now = self.inner.store.clock().now();
         let schedules = self.inner.store.schedules(None).await?;
         let mut created = 0;
         for schedule in schedules {
-            let now = self.inner.store.clock().now();
             match self.tick(&schedule, now).await {
                 Ok(n) => created += n,
                 Err(e) => warn!(error = %e, schedule = %schedule.id, "a schedule's tick failed"),
