@@ -6,6 +6,20 @@
 //! cargo run --example server --features http -- --store memory --rate-limit 100
 //! ```
 //!
+//! A schedule that makes an `ECHO` job every ten seconds on Berlin's clock (`demo-acme-admin`
+//! has the `admin` scope that schedules need; `demo-acme` reads them and their jobs):
+//!
+//! ```sh
+//! curl -s -H 'Authorization: Bearer demo-acme-admin' -H 'content-type: application/json' \
+//!      http://127.0.0.1:8080/v1/schedules -d '{"name": "heartbeat", "cron": "*/10 * * * * *",
+//!      "timezone": "Europe/Berlin", "job": {"type": "ECHO", "input": {"beat": true}}}'
+//! curl -s -H 'Authorization: Bearer demo-acme' "http://127.0.0.1:8080/v1/jobs?schedule_id=ID"
+//! curl -s -H 'Authorization: Bearer demo-acme-admin' -X PATCH -H 'content-type: application/json' \
+//!      http://127.0.0.1:8080/v1/schedules/ID -d '{"paused": true}'
+//! ```
+//!
+//! Two servers on one SQLite file (or one PostgreSQL database) make each tick once.
+//!
 //! `README.md` has a curl session against it.
 
 mod common;

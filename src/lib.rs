@@ -50,6 +50,9 @@
 //!   wait until their parents completed (unblocked in the same step), are skipped when a
 //!   parent fails, and may end with a finalizer; [`JobContext::parent_result`] reads a
 //!   parent's result by key, and [`Engine::workflow`] reads the graph back.
+//! - [`Engine::create_schedule`] stores a [`NewSchedule`]: a cron expression in a time zone
+//!   whose ticks every started engine turns into jobs, each tick exactly once whatever the
+//!   number of engines; [`Engine::update_schedule`] pauses, resumes and changes it.
 //! - [`Executor`] runs one job type with a [`JobContext`]: typed input, stages, progress,
 //!   custom events, artifacts, and a cancellation signal. [`from_fn`] makes one from an
 //!   async function.
