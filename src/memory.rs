@@ -343,8 +343,8 @@ impl JobStore for MemoryStore {
     }
 
     async fn insert_within(&self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         // Every key is checked first, so the call is all or nothing.
         let taken: Vec<Taken> = records
             .iter()
@@ -395,8 +395,8 @@ impl JobStore for MemoryStore {
     }
 
     async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
-        let now = self.clock.now();
         let inner = self.lock();
+        let now = self.clock.now();
         Ok(inner
             .leases
             .iter()
@@ -407,14 +407,14 @@ impl JobStore for MemoryStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         Ok(writes.into_iter().map(|w| inner.commit(w, now)).collect())
     }
 
     async fn commit_all(&self, writes: Vec<Write>) -> Result<Committed> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         let distinct = writes.iter().map(Write::id).collect::<HashSet<_>>().len() == writes.len();
         if !distinct || !writes.iter().all(|w| inner.holds(w)) {
             return Ok(Committed::Conflict);
@@ -472,9 +472,11 @@ impl JobStore for MemoryStore {
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
+        // The time under the lock: a claim never predates the commit that made a job
+        // claimable.
+        let mut inner = self.lock();
         let now = self.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
-        let mut inner = self.lock();
         let settings = inner.queues.get(&params.queue).cloned().unwrap_or_default();
         let Inner {
             jobs,
@@ -564,8 +566,8 @@ impl JobStore for MemoryStore {
     }
 
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         let doomed: Vec<JobId> = inner
             .jobs
             .values()
@@ -589,8 +591,8 @@ impl JobStore for MemoryStore {
     }
 
     async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         let current = inner.owned(tenant, id).ok().map(|e| e.stored.job.revision);
         if current != Some(revision) {
             return Ok(false);

@@ -536,9 +536,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn claim(&self, params: ClaimParams) -> Result<Claimed> {
-        let now = self.clock.now();
+        // The time on the writer's thread: a claim never predates the commit before it
+        // that made a job claimable.
+        let clock = self.clock.clone();
         self.writer
-            .write(move |conn| claim_due(conn, &params, now))
+            .write(move |conn| claim_due(conn, &params, clock.now()))
             .await
     }
 

@@ -470,11 +470,33 @@ where
                 .await?
                 .ok_or_else(|| target.missing())?,
         };
+        let dependents = dependents_of(&current.job).to_vec();
+        // A copy to apply the rule to again once in turn with the dependents (only jobs
+        // with dependents pay for it).
+        let spare = (!dependents.is_empty()).then(|| current.clone());
         let now = store.clock().now();
         let (write, answer) = match rule(current, now)? {
             (Step::Unchanged(stored), answer) => return Ok((Some(stored), answer)),
             (Step::Write(write), answer) => (write, answer),
         };
+        if rules::parent_move(&write).is_some() {
+            // The dependents hear of it: take their turns before reading them, then apply
+            // the rule again at the time of the turn (a stale copy makes the commit
+            // conflict, and the next round reads the job again).
+            let needed: std::collections::BTreeSet<usize> = turned
+                .iter()
+                .copied()
+                .chain(std::iter::once(slot(write.id())))
+                .chain(dependents.iter().copied().map(slot))
+                .collect();
+            if !needed.is_subset(&turned) {
+                drop(_turns);
+                turned = needed;
+                _turns = turns(&turned).await;
+                held = spare;
+                continue;
+            }
+        }
         let after = (keep == Keep::Yes).then(|| write.clone().into_stored());
         let followers = follow(store, &write, now).await?;
         let applied = if followers.is_empty() {
@@ -520,6 +542,13 @@ where
     })
 }
 
+/// The jobs that list `job` as a parent.
+fn dependents_of(job: &Job) -> &[JobId] {
+    job.workflow
+        .as_ref()
+        .map_or(&[], |l| l.dependents.as_slice())
+}
+
 /// The writes that `write` makes to the jobs that depend on it, and to theirs in turn
 /// when it skips or revives them: each dependent's record loaded once, whatever the
 /// number of parents it hears from in this step. Empty for a job without dependents and
@@ -538,11 +567,7 @@ async fn follow<S: JobStore + ?Sized>(
     // Parents whose dependents have yet to hear, with their move.
     let mut heard: Vec<(Job, ParentMove)> = vec![(Job::clone(&write.job), moved)];
     while let Some((parent, moved)) = heard.pop() {
-        let dependents = parent
-            .workflow
-            .as_ref()
-            .map(|l| l.dependents.clone())
-            .unwrap_or_default();
+        let dependents = dependents_of(&parent).to_vec();
         let missing: Vec<JobId> = dependents
             .iter()
             .copied()
