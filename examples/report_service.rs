@@ -141,6 +141,7 @@ async fn main() {
     engine.start().expect("workers");
     let api =
         JobsApi::new(engine.clone(), ProjectAuth(common::demo_credentials())).reports(reports);
+    let api = options.limits(api);
     let app = axum::Router::new()
         .nest(PREFIX, api.router())
         .nest("/api/v1/files", artifact_downloads(engine.clone()));

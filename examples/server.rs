@@ -36,10 +36,7 @@ async fn main() {
         .build()
         .expect("engine");
     engine.start().expect("workers");
-    let mut api = JobsApi::new(engine.clone(), common::demo_credentials());
-    if let Some(n) = options.rate_limit {
-        api = api.rate_limit(n);
-    }
+    let api = options.limits(JobsApi::new(engine.clone(), common::demo_credentials()));
     let app = axum::Router::new().nest("/v1", api.router());
     println!(
         "jobworks serving on {}/v1 (store {})",

@@ -21,6 +21,8 @@ pub struct Options {
     pub artifacts: Option<String>,
     pub public_url: Option<String>,
     pub rate_limit: Option<NonZeroU32>,
+    /// Failed authentications a client address may make per minute (`None`: no limit).
+    pub auth_failures: Option<NonZeroU32>,
     pub retry_base_ms: u64,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tenant_quota: Option<u64>,
@@ -30,7 +32,8 @@ pub struct Options {
 const USAGE: &str = "flags: --addr HOST:PORT (127.0.0.1:8080)  --store memory|sqlite:PATH|postgres:URL \
 (sqlite:jobworks-data/jobs.db; a bare postgres://… URL works too)  --artifacts DIR \
 (jobworks-data/artifacts; in memory with --store memory)  --public-url URL (http://ADDR)  \
---rate-limit N (per second per principal; off)  --retry-base-ms N (1000)  \
+--rate-limit N (per second per principal; off)  --auth-failures N (per minute per client \
+address before 429; 20, 0 for no limit)  --retry-base-ms N (1000)  \
 --trusted-proxy IP|CIDR (repeatable: proxies whose X-Forwarded-For names the client)  \
 --tenant-quota N (unfinished jobs per tenant; none)  \
 --queue NAME:SLOTS (repeatable: serve another queue beside default)";
@@ -49,6 +52,7 @@ impl Options {
             artifacts: None,
             public_url: None,
             rate_limit: None,
+            auth_failures: NonZeroU32::new(jobworks::http::DEFAULT_AUTH_FAILURES),
             retry_base_ms: 1000,
             trusted_proxies: Vec::new(),
             tenant_quota: None,
@@ -66,6 +70,10 @@ impl Options {
                 "--public-url" => o.public_url = Some(value.trim_end_matches('/').into()),
                 "--rate-limit" => {
                     o.rate_limit = Some(value.parse().unwrap_or_else(|_| usage(&flag)))
+                }
+                "--auth-failures" => {
+                    o.auth_failures =
+                        NonZeroU32::new(value.parse().unwrap_or_else(|_| usage(&flag)))
                 }
                 "--retry-base-ms" => {
                     o.retry_base_ms = value.parse().unwrap_or_else(|_| usage(&flag))
@@ -89,6 +97,16 @@ impl Options {
             }
         }
         o
+    }
+
+    /// `api` with the flags' request limits: the rate limit per principal and the limit
+    /// of failed authentications per client address.
+    pub fn limits(&self, mut api: jobworks::http::JobsApi) -> jobworks::http::JobsApi {
+        if let Some(n) = self.rate_limit {
+            api = api.rate_limit(n);
+        }
+        let window = jobworks::http::AUTH_FAILURE_WINDOW;
+        api.auth_failure_limit(self.auth_failures.map(|n| (n, window)))
     }
 
     /// The public base URL of the server.
