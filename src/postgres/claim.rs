@@ -67,6 +67,9 @@ macro_rules! claim_one_tenant {
 impl PostgresStore {
     /// [`JobStore::claim`](crate::JobStore::claim).
     pub(super) async fn claim_due(&self, params: ClaimParams) -> Result<Claimed> {
+        // The time once a connection is at hand: a claim never predates a commit that
+        // made a job claimable while it waited for one (only the round trip remains).
+        let mut conn = self.pool.acquire().await.map_err(db)?;
         let now = self.inner.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let types: Option<Vec<String>> = params
@@ -112,9 +115,10 @@ impl PostgresStore {
         .bind(expires_at)
         .bind(self.channel())
         .bind(params.queue.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
+        drop(conn);
         // The row without a job says what room the claim had and when the rate limit
         // lets the next job start.
         let marker = found
