@@ -36,7 +36,9 @@ async fn main() {
         .build()
         .expect("engine");
     engine.start().expect("workers");
-    let api = options.limits(JobsApi::new(engine.clone(), common::demo_credentials()));
+    let prometheus = jobworks::http::install_prometheus().expect("the metrics recorder");
+    let api = JobsApi::new(engine.clone(), common::demo_credentials()).metrics(prometheus);
+    let api = options.limits(api);
     let app = axum::Router::new().nest("/v1", api.router());
     println!(
         "jobworks serving on {}/v1 (store {})",

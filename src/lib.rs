@@ -147,6 +147,7 @@ pub use artifact::*;
 pub use clock::Clock;
 pub use engine::{
     BulkAction, BulkReport, Engine, EngineBuilder, ExecutorOptions, JobFilter, MAX_BULK, Submitted,
+    observe,
 };
 pub use error::{BoxError, Error, Result};
 pub use executor::{

@@ -1479,3 +1479,56 @@ async fn schedules_tick_every_second_and_follow_the_contract() {
     let (_, _, page) = s.send(s.req(Method::GET, &jobs_path, "acme")).await;
     assert!(!page["jobs"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn metrics_are_served_to_operators_in_the_prometheus_format() {
+    let prometheus = jobworks::http::install_prometheus().unwrap();
+    let again = jobworks::http::install_prometheus().unwrap();
+    let s = serve_with("/v1", move |e| {
+        let api = JobsApi::new(e, credentials()).metrics(prometheus);
+        axum::Router::new().nest("/v1", api.router())
+    })
+    .await;
+    let done = s.submit(json!({"type": "ECHO", "input": {}})).await;
+    s.wait_done(done["id"].as_str().unwrap()).await;
+    let failed = s
+        .submit(json!({"type": "THROW", "input": {}, "max_attempts": 1}))
+        .await;
+    s.wait_done(failed["id"].as_str().unwrap()).await;
+
+    let (status, _, e) = s.send(s.req(Method::GET, "/metrics", "acme")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_envelope(&e, 403, "permission_denied");
+    let response = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth("operator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4"
+    );
+    let text = response.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    assert!(value(r#"jobworks_jobs_submitted_total{queue="default",type="ECHO"}"#) >= 1.0);
+    assert!(value(r#"jobworks_jobs_completed_total{queue="default",type="ECHO"}"#) >= 1.0);
+    assert!(value(r#"jobworks_jobs_failed_total{queue="default",type="THROW"}"#) >= 1.0);
+    assert!(value(r#"jobworks_submit_to_start_seconds_count{queue="default",type="ECHO"}"#) >= 1.0);
+    assert!(value(r#"jobworks_run_duration_seconds_count{queue="default",type="THROW"}"#) >= 1.0);
+    assert_eq!(
+        again.render().is_empty(),
+        text.is_empty(),
+        "one recorder for the process"
+    );
+    let (_, _, doc) = s.send(s.req(Method::GET, "/openapi.json", "acme")).await;
+    assert!(doc["paths"]["/metrics"]["get"].is_object());
+}

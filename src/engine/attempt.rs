@@ -41,6 +41,7 @@ pub(super) async fn run_job(
         return None;
     };
     let attempts = (job.attempts, job.max_attempts);
+    super::observe::started(&job);
     let ctx = JobContext::new(
         job,
         held,
@@ -114,7 +115,10 @@ pub(super) async fn record(engine: &EngineInner, ctx: &JobContext, lease: &Lease
     let mut delay = Duration::from_millis(20);
     loop {
         match ctx.held().finish(ctx.store(), &outcome).await {
-            Ok(()) => return debug!("attempt recorded"),
+            Ok(()) => {
+                super::observe::ended(ctx.job(), &outcome, engine.store.clock().now());
+                return debug!("attempt recorded");
+            }
             Err(Error::LeaseLost { .. }) => {
                 return warn!("lease lost; the attempt's result is discarded");
             }

@@ -58,6 +58,19 @@ async fn reap(engine: Arc<EngineInner>, stop: CancellationToken) {
         if let Some(keep) = engine.config.retention {
             purge(&engine, keep).await;
         }
+        // The gauges come from the store's counts, read here rather than on each scrape.
+        match engine.store.queue_stats().await {
+            Ok(stats) => {
+                let served: Vec<_> = engine
+                    .config
+                    .queues
+                    .iter()
+                    .map(|(q, _)| q.clone())
+                    .collect();
+                super::observe::depths(&stats, &served);
+            }
+            Err(e) => warn!(error = %e, "counting the queues failed"),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod attempt;
 mod builder;
 mod maintenance;
+pub mod observe;
 mod operator;
 mod queues;
 mod schedules;
@@ -24,6 +25,7 @@ use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueS
 use crate::{Error, Result};
 
 pub use builder::{EngineBuilder, ExecutorOptions};
+
 pub use operator::{BulkAction, BulkReport, JobFilter, MAX_BULK};
 
 /// The job engine: a cheap, cloneable handle.
@@ -233,6 +235,7 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let quotas = &self.inner.config.quotas;
         let inserted = self.inner.store.submit_within(jobs, quotas).await?;
+        observe::submitted(inserted.iter().filter(|i| i.created).map(|i| &i.job));
         Ok(inserted
             .into_iter()
             .map(|i| Submitted {
@@ -266,6 +269,7 @@ impl Engine {
         let jobs = workflow.into_jobs(id, |new| self.queued(tenant, new));
         let quotas = &self.inner.config.quotas;
         let inserted = self.inner.store.submit_within(jobs, quotas).await?;
+        observe::submitted(inserted.iter().filter(|i| i.created).map(|i| &i.job));
         let jobs: Vec<Job> = inserted.into_iter().map(|i| i.job).collect();
         crate::Workflow::of(&jobs).ok_or(Error::WorkflowNotFound { id })
     }

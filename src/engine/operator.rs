@@ -101,9 +101,6 @@ pub struct BulkReport {
     pub applied: u64,
 }
 
-/// The counter of discarded jobs.
-const DISCARDED: &str = "jobworks_jobs_discarded_total";
-
 impl Engine {
     /// Queues a failed or cancelled job again with a fresh attempt budget; its earlier
     /// attempts stay on its timeline, with an `operator` event saying who retried it.
@@ -154,7 +151,7 @@ impl Engine {
             ("queue", job.queue.to_string()),
             ("type", job.job_type.to_string()),
         ];
-        metrics::counter!(DISCARDED, &labels).increment(1);
+        metrics::counter!(super::observe::DISCARDED, &labels).increment(1);
         Ok(())
     }
 

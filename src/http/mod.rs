@@ -33,6 +33,7 @@ mod error;
 mod etag;
 mod jobs;
 mod limits;
+mod metrics;
 mod operator;
 mod queues;
 #[cfg(feature = "reports")]
@@ -67,6 +68,7 @@ pub use auth::{
 };
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use jobs::MAX_WAIT_SECS;
+pub use metrics::{PrometheusHandle, install_prometheus};
 pub use operator::BulkView;
 pub use queues::{QueueCountsView, QueueListView, QueueView, RateView};
 pub use schedules::{ScheduleJobView, ScheduleView};
@@ -87,6 +89,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub(crate) struct ApiState {
     pub(crate) engine: Engine,
     pub(crate) auth: Auth,
+    pub(crate) metrics: Option<PrometheusHandle>,
     #[cfg(feature = "reports")]
     pub(crate) reports: Option<crate::report::Reports>,
 }
@@ -131,6 +134,7 @@ pub struct JobsApi {
     engine: Engine,
     auth: Auth,
     body_limit: usize,
+    metrics: Option<PrometheusHandle>,
     #[cfg(feature = "reports")]
     reports: Option<crate::report::Reports>,
 }
@@ -152,9 +156,17 @@ impl JobsApi {
             engine,
             auth: Auth::new(authenticator),
             body_limit: DEFAULT_BODY_LIMIT,
+            metrics: None,
             #[cfg(feature = "reports")]
             reports: None,
         }
+    }
+
+    /// Serves `GET /metrics` (scope `operator`) from `handle`, usually
+    /// [`install_prometheus`]'s.
+    pub fn metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     /// Serves the report routes too (preflight, build, build status, stored templates).
@@ -210,6 +222,11 @@ impl JobsApi {
                 schedules::delete
             ))
             .routes(routes!(download::download));
+        let router = if self.metrics.is_some() {
+            router.routes(routes!(metrics::metrics))
+        } else {
+            router
+        };
         #[cfg(feature = "reports")]
         if self.reports.is_some() {
             return router
@@ -238,6 +255,7 @@ impl JobsApi {
         let state = ApiState {
             engine: self.engine,
             auth: self.auth,
+            metrics: self.metrics,
             #[cfg(feature = "reports")]
             reports: self.reports,
         };
@@ -273,6 +291,7 @@ pub fn artifact_downloads(engine: Engine) -> Router {
     let state = ApiState {
         engine,
         auth: Auth::new(StaticCredentials::new()),
+        metrics: None,
         #[cfg(feature = "reports")]
         reports: None,
     };
