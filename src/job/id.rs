@@ -211,6 +211,12 @@ macro_rules! name_type {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The name's shared text (a reference count, no copy).
+            #[allow(dead_code)] // metric labels use it; not every name is one
+            pub(crate) fn shared(&self) -> Arc<str> {
+                Arc::clone(&self.0)
+            }
         }
 
         impl fmt::Display for $name {
