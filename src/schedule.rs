@@ -134,7 +134,7 @@ pub(crate) fn tick_key(id: ScheduleId, at: DateTime<Utc>) -> String {
 /// assert!(nightly.validate().is_ok());
 /// # Ok::<(), jobworks::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct NewSchedule {
     /// A name for people (1 to 128 bytes).
@@ -257,20 +257,9 @@ pub struct Schedule {
     pub id: ScheduleId,
     /// The tenant whose jobs it makes.
     pub tenant: TenantId,
-    /// Its name.
-    pub name: String,
-    /// Its cron expression.
-    pub cron: String,
-    /// The time zone whose wall clock the expression reads.
-    pub timezone: String,
-    /// The job each tick makes.
-    pub job: ScheduleJob,
-    /// What happens to ticks no engine made in time.
-    pub missed: Missed,
-    /// How many missed ticks [`Missed::CatchUp`] makes at most.
-    pub catch_up_limit: u32,
-    /// Paused: no ticks are made.
-    pub paused: bool,
+    /// What it is: name, expression, time zone, job, missed-tick policy, paused flag.
+    #[serde(flatten)]
+    pub spec: NewSchedule,
     /// The tick of the latest job it made.
     pub last_run_at: Option<DateTime<Utc>>,
     /// The next tick it will make (unless paused), filled in by the engine's reads.
@@ -302,13 +291,7 @@ impl Schedule {
         Schedule {
             id: ScheduleId::new(),
             tenant,
-            name: new.name,
-            cron: new.cron,
-            timezone: new.timezone,
-            job: new.job,
-            missed: new.missed,
-            catch_up_limit: new.catch_up_limit,
-            paused: new.paused,
+            spec: new,
             last_run_at: None,
             next_run_at: None,
             cursor: now,
@@ -319,7 +302,10 @@ impl Schedule {
     }
 
     fn parsed(&self) -> Result<(Cron, Tz)> {
-        Ok((parse_cron(&self.cron)?, parse_timezone(&self.timezone)?))
+        Ok((
+            parse_cron(&self.spec.cron)?,
+            parse_timezone(&self.spec.timezone)?,
+        ))
     }
 
     /// The first tick after `after`, if the expression fires again.
@@ -335,7 +321,7 @@ impl Schedule {
     /// `now` with `grace` (`None` while paused).
     pub(crate) fn with_next_run(mut self, now: DateTime<Utc>, grace: Duration) -> Self {
         let on_time = now - chrono::Duration::from_std(grace).unwrap_or_default();
-        self.next_run_at = if self.paused {
+        self.next_run_at = if self.spec.paused {
             None
         } else {
             self.next_after(self.cursor.max(on_time))
@@ -346,7 +332,7 @@ impl Schedule {
     /// The ticks due at `now`: those after the cursor at most `grace` late, and the
     /// newest missed ones the policy makes. `None` when no tick is due.
     pub(crate) fn due(&self, now: DateTime<Utc>, grace: Duration) -> Option<Due> {
-        if self.paused {
+        if self.spec.paused {
             return None;
         }
         let (cron, tz) = self.parsed().ok()?;
@@ -358,10 +344,10 @@ impl Schedule {
             return None;
         }
         let on_time = now - chrono::Duration::from_std(grace).unwrap_or_default();
-        let missed_limit = match self.missed {
+        let missed_limit = match self.spec.missed {
             Missed::Skip => 0,
             Missed::Once => 1,
-            Missed::CatchUp => self.catch_up_limit as usize,
+            Missed::CatchUp => self.spec.catch_up_limit as usize,
         };
         // Newest first, from now back to the cursor.
         let mut ticks = Vec::new();
@@ -435,24 +421,16 @@ impl SchedulePatch {
                 *slot = v.clone();
             }
         }
-        set(&mut next.name, &self.name);
-        set(&mut next.cron, &self.cron);
-        set(&mut next.timezone, &self.timezone);
-        set(&mut next.job, &self.job);
-        set(&mut next.missed, &self.missed);
-        set(&mut next.catch_up_limit, &self.catch_up_limit);
-        set(&mut next.paused, &self.paused);
-        NewSchedule {
-            name: next.name.clone(),
-            cron: next.cron.clone(),
-            timezone: next.timezone.clone(),
-            job: next.job.clone(),
-            missed: next.missed,
-            catch_up_limit: next.catch_up_limit,
-            paused: next.paused,
-        }
-        .validate()?;
-        if schedule.paused && !next.paused {
+        let spec = &mut next.spec;
+        set(&mut spec.name, &self.name);
+        set(&mut spec.cron, &self.cron);
+        set(&mut spec.timezone, &self.timezone);
+        set(&mut spec.job, &self.job);
+        set(&mut spec.missed, &self.missed);
+        set(&mut spec.catch_up_limit, &self.catch_up_limit);
+        set(&mut spec.paused, &self.paused);
+        spec.validate()?;
+        if schedule.spec.paused && !next.spec.paused {
             next.cursor = next.cursor.max(crate::job::truncate(now));
         }
         next.revision += 1;
@@ -536,19 +514,14 @@ mod tests {
         let late = s.due(at("2027-01-01T15:30:00Z"), GRACE).unwrap();
         assert!(late.ticks.is_empty());
         assert_eq!(late.cursor, at("2027-01-01T15:00:00Z"));
-        let once = Schedule {
-            missed: Missed::Once,
-            ..s.clone()
-        };
+        let mut once = s.clone();
+        once.spec.missed = Missed::Once;
         assert_eq!(
             once.due(at("2027-01-01T15:30:00Z"), GRACE).unwrap().ticks,
             [at("2027-01-01T15:00:00Z")]
         );
-        let catch_up = Schedule {
-            missed: Missed::CatchUp,
-            catch_up_limit: 3,
-            ..s.clone()
-        };
+        let mut catch_up = s.clone();
+        catch_up.spec = catch_up.spec.catch_up(3);
         assert_eq!(
             catch_up.due(now, GRACE).unwrap().ticks,
             [

@@ -5,7 +5,9 @@ use tracing::{debug, warn};
 
 use super::Engine;
 use crate::job::{ScheduleId, TenantId};
-use crate::schedule::{MAX_SCHEDULES_PER_TENANT, NewSchedule, Schedule, SchedulePatch};
+use crate::schedule::{
+    MAX_SCHEDULES_PER_TENANT, NewSchedule, Schedule, ScheduleJob, SchedulePatch,
+};
 use crate::{Error, Result};
 
 /// How often a change to a schedule is tried again when a tick wrote it in between.
@@ -23,8 +25,7 @@ impl Engine {
     /// If dropped, the schedule may or may not have been stored.
     pub async fn create_schedule(&self, tenant: &TenantId, new: NewSchedule) -> Result<Schedule> {
         new.validate()?;
-        self.known(&new.job.job_type)
-            .map_err(|e| Error::at(&[&"job", &"type"], e.to_string()))?;
+        self.known_template(&new.job)?;
         let store = &self.inner.store;
         if store.schedules(Some(tenant)).await?.len() >= MAX_SCHEDULES_PER_TENANT {
             return Err(Error::at(
@@ -84,8 +85,7 @@ impl Engine {
         patch: &SchedulePatch,
     ) -> Result<Schedule> {
         if let Some(job) = &patch.job {
-            self.known(&job.job_type)
-                .map_err(|e| Error::at(&[&"job", &"type"], e.to_string()))?;
+            self.known_template(job)?;
         }
         let store = &self.inner.store;
         for _ in 0..PATCH_ATTEMPTS {
@@ -153,7 +153,8 @@ impl Engine {
         let Some(due) = schedule.due(now, self.inner.config.schedule_grace) else {
             return Ok(0);
         };
-        if self.known(&schedule.job.job_type).is_err() {
+        let template = &schedule.spec.job;
+        if self.known(&template.job_type).is_err() {
             debug!(schedule = %schedule.id, "no executor for the schedule's job type here");
             return Ok(0);
         }
@@ -161,7 +162,7 @@ impl Engine {
         next.cursor = due.cursor;
         let mut created = 0;
         for (i, &at) in due.ticks.iter().enumerate() {
-            let job = schedule.job.for_tick(schedule.id, at);
+            let job = template.for_tick(schedule.id, at);
             match self.submit(&schedule.tenant, job).await {
                 Ok(submitted) => created += usize::from(submitted.created),
                 // Made already, before the template changed.
@@ -185,6 +186,12 @@ impl Engine {
             .put_schedule(&next, Some(schedule.revision))
             .await?;
         Ok(created)
+    }
+
+    /// [`Error::InvalidAt`] at `["job", "type"]` unless the template's type has an executor.
+    fn known_template(&self, job: &ScheduleJob) -> Result<()> {
+        self.known(&job.job_type)
+            .map_err(|e| Error::at(&[&"job", &"type"], e.to_string()))
     }
 
     /// `schedule` with its next run as of now.

@@ -66,12 +66,13 @@ pub struct ScheduleView {
 impl ScheduleView {
     /// The view of `schedule`.
     pub fn of(schedule: &Schedule) -> ScheduleView {
-        let job = &schedule.job;
+        let spec = &schedule.spec;
+        let job = &spec.job;
         ScheduleView {
             id: schedule.id.to_string(),
-            name: schedule.name.clone(),
-            cron: schedule.cron.clone(),
-            timezone: schedule.timezone.clone(),
+            name: spec.name.clone(),
+            cron: spec.cron.clone(),
+            timezone: spec.timezone.clone(),
             job: ScheduleJobView {
                 job_type: job.job_type.to_string(),
                 input: job.input.clone(),
@@ -79,9 +80,9 @@ impl ScheduleView {
                 priority: job.priority,
                 max_attempts: job.max_attempts,
             },
-            missed: schedule.missed.as_str().to_owned(),
-            catch_up_limit: schedule.catch_up_limit,
-            paused: schedule.paused,
+            missed: spec.missed.as_str().to_owned(),
+            catch_up_limit: spec.catch_up_limit,
+            paused: spec.paused,
             last_run_at: schedule.last_run_at.map(format_time),
             next_run_at: schedule.next_run_at.map(format_time),
             created_at: format_time(schedule.created_at),

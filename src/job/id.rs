@@ -116,14 +116,16 @@ impl<'de> Deserialize<'de> for JobId {
 macro_rules! ulid_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+        )]
         #[serde(transparent)]
-        pub struct $name(JobId);
+        pub struct $name($crate::JobId);
 
         impl $name {
             /// A fresh id for the current time.
             pub fn new() -> Self {
-                $name(JobId::new())
+                $name($crate::JobId::new())
             }
 
             /// The id's 128 bits.
@@ -133,7 +135,7 @@ macro_rules! ulid_type {
 
             /// Builds an id from its 128 bits.
             pub fn from_u128(bits: u128) -> Self {
-                $name(JobId::from_u128(bits))
+                $name($crate::JobId::from_u128(bits))
             }
         }
 
@@ -143,20 +145,20 @@ macro_rules! ulid_type {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 write!(f, concat!(stringify!($name), "({})"), self)
             }
         }
 
-        impl FromStr for $name {
-            type Err = ParseJobIdError;
+        impl std::str::FromStr for $name {
+            type Err = $crate::ParseJobIdError;
 
             /// A ULID or the same 128 bits as a UUID.
             fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -165,6 +167,8 @@ macro_rules! ulid_type {
         }
     };
 }
+
+pub(crate) use ulid_type;
 
 ulid_type!(
     /// A workflow's id: a ULID like a job's, written and parsed the same two ways.

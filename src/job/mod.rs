@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use event::{Event, EventKind, NewEvent, Visibility};
+pub(crate) use id::ulid_type;
 pub use id::{JobId, JobType, ParseJobIdError, QueueName, ScheduleId, TenantId, WorkflowId};
 pub use status::{InvalidTransition, JobStatus, ParseStatusError};
 

@@ -2,7 +2,6 @@
 //! them (report templates are documents; the report layer gives them their meaning).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,56 +9,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::Result;
-use crate::job::{JobId, ParseJobIdError, TenantId};
+use crate::job::TenantId;
 
-/// A stored document's id: a ULID from the generator of job ids, so ids minted by one
-/// process strictly increase and newest-first listings follow creation order.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DocumentId(u128);
-
-impl DocumentId {
-    /// A fresh id.
-    pub fn new() -> Self {
-        DocumentId(JobId::new().to_u128())
-    }
-
-    /// The id as 128 bits.
-    pub fn to_u128(self) -> u128 {
-        self.0
-    }
-
-    /// The id of 128 bits.
-    pub fn from_u128(bits: u128) -> Self {
-        DocumentId(bits)
-    }
-}
-
-impl Default for DocumentId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for DocumentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&JobId::from_u128(self.0), f)
-    }
-}
-
-impl fmt::Debug for DocumentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DocumentId({self})")
-    }
-}
-
-impl FromStr for DocumentId {
-    type Err = ParseJobIdError;
-
-    /// The two spellings of job ids: a ULID or a UUID.
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        s.parse::<JobId>().map(|id| DocumentId(id.to_u128()))
-    }
-}
+crate::job::ulid_type!(
+    /// A stored document's id: a ULID from the generator of job ids, so ids minted by one
+    /// process strictly increase and newest-first listings follow creation order.
+    DocumentId
+);
 
 /// A document as stored: a tenant's named JSON body.
 #[derive(Debug, Clone, PartialEq)]

@@ -76,7 +76,7 @@ pub async fn schedules_are_guarded_per_tenant(store: &dyn JobStore) {
     );
     let mut stale = first.clone();
     stale.revision = 2;
-    stale.name = "lost".into();
+    stale.spec.name = "lost".into();
     assert!(
         !store
             .put_schedule(&stale, Some(1))
