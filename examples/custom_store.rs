@@ -217,11 +217,13 @@ impl JobStore for MapStore {
         }
     }
 
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
         let limit = params.limit.clamp(1, 1000);
         let state = self.state();
         let matching = state.0.values().rev().map(|(s, _)| &*s.job).filter(|j| {
-            j.tenant == *tenant && params.before.is_none_or(|b| j.id < b) && params.matches(j)
+            tenant.is_none_or(|t| j.tenant == *t)
+                && params.before.is_none_or(|b| j.id < b)
+                && params.matches(j)
         });
         let page = matching.take(limit + 1).cloned().collect();
         Ok(JobPage::of(page, limit))
@@ -269,9 +271,15 @@ impl JobStore for MapStore {
         Ok(matches)
     }
 
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+    async fn queue_stats(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
         let mut all = BTreeMap::<_, QueueStats>::new();
         for (s, _) in self.state().0.values() {
+            if tenant.is_some_and(|t| s.job.tenant != *t) {
+                continue;
+            }
             all.entry(s.job.queue.clone())
                 .or_default()
                 .add(s.job.status, 1);

@@ -429,27 +429,46 @@ impl JobStore for MemoryStore {
         Ok(Job::clone(&self.lock().owned(tenant, id)?.stored.job))
     }
 
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
         let inner = self.lock();
         let limit = params.limit.clamp(1, 1000);
-        let low = (tenant.clone(), JobId::from_u128(0));
-        let high = (
-            tenant.clone(),
-            params.before.unwrap_or(JobId::from_u128(u128::MAX)),
-        );
-        let mut jobs = Vec::with_capacity(limit.min(64));
-        let mut next = None;
-        for (_, id) in inner.by_tenant.range(low..high).rev() {
-            let job = &inner.jobs[id].stored.job;
-            if !params.matches(job) {
-                continue;
+        let before = params.before.unwrap_or(JobId::from_u128(u128::MAX));
+        let selected: Vec<JobId> = match tenant {
+            Some(tenant) => {
+                let low = (tenant.clone(), JobId::from_u128(0));
+                let high = (tenant.clone(), before);
+                inner
+                    .by_tenant
+                    .range(low..high)
+                    .rev()
+                    .map(|(_, id)| *id)
+                    .filter(|id| params.matches(&inner.jobs[id].stored.job))
+                    .take(limit + 1)
+                    .collect()
             }
-            if jobs.len() == limit {
-                next = jobs.last().map(|j: &Job| j.id);
-                break;
+            // Across tenants: the newest `limit + 1` that match, kept in a bounded heap.
+            None => {
+                let mut newest = std::collections::BinaryHeap::with_capacity(limit + 2);
+                for (id, entry) in &inner.jobs {
+                    if *id < before && params.matches(&entry.stored.job) {
+                        newest.push(Reverse(*id));
+                        if newest.len() > limit + 1 {
+                            newest.pop();
+                        }
+                    }
+                }
+                let mut ids: Vec<JobId> = newest.into_iter().map(|Reverse(id)| id).collect();
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids
             }
-            jobs.push(Job::clone(job));
-        }
+        };
+        let jobs: Vec<Job> = selected[..selected.len().min(limit)]
+            .iter()
+            .map(|id| Job::clone(&inner.jobs[id].stored.job))
+            .collect();
+        let next = (selected.len() > limit)
+            .then(|| jobs.last().map(|j| j.id))
+            .flatten();
         Ok(JobPage { jobs, next })
     }
 
@@ -602,9 +621,23 @@ impl JobStore for MemoryStore {
         Ok(true)
     }
 
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+    async fn queue_stats(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
         let inner = self.lock();
         let mut all = BTreeMap::new();
+        if let Some(tenant) = tenant {
+            let low = (tenant.clone(), JobId::from_u128(0));
+            let high = (tenant.clone(), JobId::from_u128(u128::MAX));
+            for (_, id) in inner.by_tenant.range(low..=high) {
+                let job = &inner.jobs[id].stored.job;
+                all.entry(job.queue.clone())
+                    .or_insert_with(QueueStats::default)
+                    .add(job.status, 1);
+            }
+            return Ok(all);
+        }
         for (name, lane) in &inner.lanes {
             let mut stats = QueueStats::default();
             for (status, &n) in JobStatus::ALL.iter().zip(&lane.counts) {

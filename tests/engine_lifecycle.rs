@@ -644,7 +644,7 @@ impl jobworks::JobStore for CountingStore {
     }
     async fn list(
         &self,
-        t: &TenantId,
+        t: Option<&TenantId>,
         p: jobworks::ListParams,
     ) -> jobworks::Result<jobworks::JobPage> {
         self.inner.list(t, p).await
@@ -677,9 +677,10 @@ impl jobworks::JobStore for CountingStore {
     }
     async fn queue_stats(
         &self,
+        t: Option<&TenantId>,
     ) -> jobworks::Result<std::collections::BTreeMap<jobworks::QueueName, jobworks::QueueStats>>
     {
-        self.inner.queue_stats().await
+        self.inner.queue_stats(t).await
     }
     async fn queues(&self) -> jobworks::Result<Vec<jobworks::Queue>> {
         self.inner.queues().await

@@ -59,7 +59,7 @@ async fn reap(engine: Arc<EngineInner>, stop: CancellationToken) {
             purge(&engine, keep).await;
         }
         // The gauges come from the store's counts, read here rather than on each scrape.
-        match engine.store.queue_stats().await {
+        match engine.store.queue_stats(None).await {
             Ok(stats) => {
                 let served: Vec<_> = engine
                     .config

@@ -334,7 +334,7 @@ impl Engine {
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
-        self.inner.store.list(tenant, params).await
+        self.inner.store.list(Some(tenant), params).await
     }
 
     /// A job's timeline after a cursor.

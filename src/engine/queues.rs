@@ -10,7 +10,7 @@ impl Engine {
     /// Every queue that has a job or stored settings, by name, with its counts.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
         let store = self.store();
-        let mut counts = store.queue_stats().await?;
+        let mut counts = store.queue_stats(None).await?;
         let mut queues: Vec<QueueInfo> = store
             .queues()
             .await?
@@ -34,7 +34,11 @@ impl Engine {
     pub async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
         let store = self.store();
         let settings = store.queue(name).await?;
-        let counts = store.queue_stats().await?.remove(name).unwrap_or_default();
+        let counts = store
+            .queue_stats(None)
+            .await?
+            .remove(name)
+            .unwrap_or_default();
         Ok(QueueInfo {
             name: name.clone(),
             settings,

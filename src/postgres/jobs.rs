@@ -181,16 +181,18 @@ impl JobStore for PostgresStore {
         Ok(one(complete(&mut conn, vec![row]).await?))
     }
 
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
         let limit = params.limit.clamp(1, 1000);
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        // A workflow's jobs are read through their own index.
+        // A tenant's jobs are read through its index, a workflow's through their own.
         macro_rules! filtered {
-            ($scope:literal) => {
+            ($tenant:literal, $scope:literal) => {
                 concat!(
                     "SELECT ",
                     job_columns!(),
-                    " FROM jobworks_jobs WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
+                    " FROM jobworks_jobs WHERE ",
+                    $tenant,
+                    " AND ($2::uuid IS NULL OR id < $2) \
                       AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR job_type = $4) \
                       AND ($6::text IS NULL OR queue = $6) ",
                     $scope,
@@ -198,15 +200,26 @@ impl JobStore for PostgresStore {
                 )
             };
         }
-        let sql = match (params.workflow, params.schedule) {
-            (Some(_), _) => {
-                filtered!("AND workflow_id = $7 AND ($8::uuid IS NULL OR schedule_id = $8)")
-            }
-            (None, Some(_)) => filtered!("AND $7::uuid IS NULL AND schedule_id = $8"),
-            (None, None) => filtered!("AND $7::uuid IS NULL AND $8::uuid IS NULL"),
+        macro_rules! scoped {
+            ($tenant:literal) => {
+                match (params.workflow, params.schedule) {
+                    (Some(_), _) => filtered!(
+                        $tenant,
+                        "AND workflow_id = $7 AND ($8::uuid IS NULL OR schedule_id = $8)"
+                    ),
+                    (None, Some(_)) => {
+                        filtered!($tenant, "AND $7::uuid IS NULL AND schedule_id = $8")
+                    }
+                    (None, None) => filtered!($tenant, "AND $7::uuid IS NULL AND $8::uuid IS NULL"),
+                }
+            };
+        }
+        let sql = match tenant {
+            Some(_) => scoped!("tenant = $1"),
+            None => scoped!("$1::text IS NULL"),
         };
         let found = sqlx::query(sql)
-            .bind(tenant.as_str())
+            .bind(tenant.map(TenantId::as_str))
             .bind(params.before.map(uuid))
             .bind(params.status.map(|s| s.as_str()))
             .bind(params.job_type.as_ref().map(|t| t.as_str()))
@@ -325,8 +338,11 @@ impl JobStore for PostgresStore {
         Ok(removed)
     }
 
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
-        self.counts_by_queue().await
+    async fn queue_stats(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.counts_by_queue(tenant).await
     }
 
     async fn queues(&self) -> Result<Vec<Queue>> {

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 
 use super::{BACKEND, PostgresStore, db};
 use crate::Result;
-use crate::job::QueueName;
+use crate::job::{QueueName, TenantId};
 use crate::sql::status;
 use crate::store::{Queue, QueuePatch, QueueSettings, QueueStats, RateLimit};
 
@@ -121,13 +121,25 @@ impl PostgresStore {
     }
 
     /// [`JobStore::queue_stats`](crate::JobStore::queue_stats).
-    pub(super) async fn counts_by_queue(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT queue, status, COUNT(*) FROM jobworks_jobs GROUP BY queue, status",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+    pub(super) async fn counts_by_queue(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let sql = match tenant {
+            Some(_) => {
+                "SELECT queue, status, COUNT(*) FROM jobworks_jobs WHERE tenant = $1 \
+                 GROUP BY queue, status"
+            }
+            None => {
+                "SELECT queue, status, COUNT(*) FROM jobworks_jobs WHERE $1::text IS NULL \
+                 GROUP BY queue, status"
+            }
+        };
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql)
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
         for (queue, st, n) in rows {
             all.entry(QueueName::new(queue)?)

@@ -452,18 +452,20 @@ impl JobStore for SqliteStore {
             .await
     }
 
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
-        let tenant = tenant.clone();
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
+        let tenant = tenant.cloned();
         self.read(move |conn| {
             let limit = params.limit.clamp(1, 1000);
             let before = params.before.map_or([0xff; 16], id_bytes);
-            // A workflow's jobs are read through their own index.
+            // A tenant's jobs are read through its index, a workflow's through their own.
             macro_rules! filtered {
-                ($scope:literal) => {
+                ($tenant:literal, $scope:literal) => {
                     concat!(
                         "SELECT ",
                         job_columns!(),
-                        " FROM jobworks_jobs WHERE tenant = ?1 AND (id < ?2 OR ?3) \
+                        " FROM jobworks_jobs WHERE ",
+                        $tenant,
+                        " AND (id < ?2 OR ?3) \
                           AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR job_type = ?5) \
                           AND (?7 IS NULL OR queue = ?7) ",
                         $scope,
@@ -471,18 +473,29 @@ impl JobStore for SqliteStore {
                     )
                 };
             }
-            let sql = match (params.workflow, params.schedule) {
-                (Some(_), _) => {
-                    filtered!("AND workflow_id = ?8 AND (?9 IS NULL OR schedule_id = ?9)")
-                }
-                (None, Some(_)) => filtered!("AND ?8 IS NULL AND schedule_id = ?9"),
-                (None, None) => filtered!("AND ?8 IS NULL AND ?9 IS NULL"),
+            macro_rules! scoped {
+                ($tenant:literal) => {
+                    match (params.workflow, params.schedule) {
+                        (Some(_), _) => filtered!(
+                            $tenant,
+                            "AND workflow_id = ?8 AND (?9 IS NULL OR schedule_id = ?9)"
+                        ),
+                        (None, Some(_)) => {
+                            filtered!($tenant, "AND ?8 IS NULL AND schedule_id = ?9")
+                        }
+                        (None, None) => filtered!($tenant, "AND ?8 IS NULL AND ?9 IS NULL"),
+                    }
+                };
+            }
+            let sql = match tenant {
+                Some(_) => scoped!("tenant = ?1"),
+                None => scoped!("?1 IS NULL"),
             };
             let rows = load_many(
                 conn,
                 sql,
                 params![
-                    tenant.as_str(),
+                    tenant.as_ref().map(TenantId::as_str),
                     before,
                     params.before.is_none(),
                     params.status.map(|s| s.as_str()),
@@ -557,8 +570,13 @@ impl JobStore for SqliteStore {
             .await
     }
 
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
-        self.read(queues::stats).await
+    async fn queue_stats(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let tenant = tenant.cloned();
+        self.read(move |conn| queues::stats(conn, tenant.as_ref()))
+            .await
     }
 
     async fn queues(&self) -> Result<Vec<Queue>> {

@@ -193,12 +193,24 @@ pub(super) fn update(
 }
 
 /// Job counts by queue and status.
-pub(super) fn stats(conn: &Connection) -> Result<BTreeMap<QueueName, QueueStats>> {
+pub(super) fn stats(
+    conn: &Connection,
+    tenant: Option<&TenantId>,
+) -> Result<BTreeMap<QueueName, QueueStats>> {
     let mut stmt = conn
-        .prepare_cached("SELECT queue, status, COUNT(*) FROM jobworks_jobs GROUP BY queue, status")
+        .prepare_cached(match tenant {
+            Some(_) => {
+                "SELECT queue, status, COUNT(*) FROM jobworks_jobs WHERE tenant = ?1 \
+                 GROUP BY queue, status"
+            }
+            None => {
+                "SELECT queue, status, COUNT(*) FROM jobworks_jobs WHERE ?1 IS NULL \
+                 GROUP BY queue, status"
+            }
+        })
         .map_err(db)?;
     let rows = stmt
-        .query_map([], |r| {
+        .query_map([tenant.map(TenantId::as_str)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,

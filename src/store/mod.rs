@@ -120,8 +120,9 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// missing one.
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job>;
 
-    /// A tenant's jobs, newest first.
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage>;
+    /// A tenant's jobs (every tenant's when `tenant` is `None`: operator reads), newest
+    /// first.
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage>;
 
     /// A tenant's job's events with `seq > params.after`, oldest first.
     async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage>;
@@ -134,8 +135,12 @@ pub trait JobStore: Send + Sync + Debug + 'static {
     /// has `revision` (a guarded delete); `false` when it changed or is gone.
     async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool>;
 
-    /// Counts jobs by queue and status, across tenants (queues without jobs left out).
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>>;
+    /// Counts jobs by queue and status, of `tenant` or across tenants when `None` (queues
+    /// without jobs left out).
+    async fn queue_stats(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>>;
 
     /// Every queue with stored settings, by name.
     async fn queues(&self) -> Result<Vec<Queue>>;
@@ -219,7 +224,7 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         (**self).get(tenant, id).await
     }
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
         (**self).list(tenant, params).await
     }
     async fn events(&self, tenant: &TenantId, id: JobId, p: EventParams) -> Result<EventPage> {
@@ -231,8 +236,11 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
         (**self).remove(tenant, id, revision).await
     }
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
-        (**self).queue_stats().await
+    async fn queue_stats(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        (**self).queue_stats(tenant).await
     }
     async fn queues(&self) -> Result<Vec<Queue>> {
         (**self).queues().await

@@ -339,7 +339,7 @@ impl<S: JobStore + ?Sized> JobStoreExt for S {
 
     async fn stats(&self) -> Result<QueueStats> {
         let mut all = QueueStats::default();
-        for counts in self.queue_stats().await?.values() {
+        for counts in self.queue_stats(None).await?.values() {
             all.merge(counts);
         }
         Ok(all)
@@ -642,7 +642,7 @@ async fn workflow_jobs<S: JobStore + ?Sized>(
             .workflow(id)
             .limit(1000)
             .before(before);
-        let page = store.list(tenant, params).await?;
+        let page = store.list(Some(tenant), params).await?;
         jobs.extend(page.jobs);
         match page.next {
             Some(next) => before = Some(next),

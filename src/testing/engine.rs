@@ -99,7 +99,7 @@ impl JobStore for Stalling {
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         self.inner.get(tenant, id).await
     }
-    async fn list(&self, tenant: &TenantId, params: ListParams) -> Result<JobPage> {
+    async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
         self.inner.list(tenant, params).await
     }
     async fn events(&self, tenant: &TenantId, id: JobId, p: EventParams) -> Result<EventPage> {
@@ -111,8 +111,8 @@ impl JobStore for Stalling {
     async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
         self.inner.remove(tenant, id, revision).await
     }
-    async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
-        self.inner.queue_stats().await
+    async fn queue_stats(&self, t: Option<&TenantId>) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.inner.queue_stats(t).await
     }
     async fn queues(&self) -> Result<Vec<Queue>> {
         self.inner.queues().await

@@ -136,7 +136,7 @@ pub async fn rate_limit_holds_across_engines(a: Arc<dyn JobStore>, b: Arc<dyn Jo
     // The starts as the store recorded them (its clock, at each claim): what the limit
     // spaces. An executor's own clock adds the scheduling delays of a loaded machine.
     let params = crate::ListParams::default().queue(name.clone()).limit(100);
-    let page = a.list(&tenant("acme"), params).await.expect("list");
+    let page = a.list(Some(&tenant("acme")), params).await.expect("list");
     let mut starts: Vec<_> = page.jobs.iter().filter_map(|j| j.started_at).collect();
     assert_eq!(starts.len(), JOBS);
     starts.sort();
@@ -228,7 +228,7 @@ async fn run_limited(
         tokio::spawn(async move {
             let mut most = 0;
             loop {
-                let counts = store.queue_stats().await.expect("stats");
+                let counts = store.queue_stats(None).await.expect("stats");
                 let counted = counts.get(&name).copied().unwrap_or_default();
                 most = most.max(counted.running);
                 if counted.queued + counted.running == 0 {

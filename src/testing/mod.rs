@@ -85,6 +85,7 @@ where
         retry_waits_and_release_refunds,
         purge_removes_old_terminal_jobs,
         list_pages_are_stable,
+        operator_reads_span_tenants,
         stats_count_by_status,
         notifications_fire,
         progress_and_artifacts_are_recorded,

@@ -1,6 +1,6 @@
 //! Conformance cases for inserts, reads, claims and notifications.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use super::{claim_one, insert_one, job, sample_input, tenant, typed_job};
 use crate::store::JobStoreExt;
 use crate::{
     ClaimParams, Error, EventKind, EventParams, Finish, JobId, JobStatus, JobStore, JobType,
-    ListParams,
+    ListParams, QueueName, QueueStats,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -92,7 +92,10 @@ pub async fn idempotent_insert(store: &impl JobStore) {
     globex.idempotency_key = Some("once".into());
     let g = store.submit(vec![globex]).await.expect("other tenant");
     assert!(g[0].created, "keys are scoped to the tenant");
-    let page = store.list(&t, ListParams::default()).await.expect("list");
+    let page = store
+        .list(Some(&t), ListParams::default())
+        .await
+        .expect("list");
     assert_eq!(page.jobs.len(), 1, "no second job was created");
 }
 
@@ -132,7 +135,7 @@ pub async fn tenant_isolation(store: &impl JobStore) {
         missing,
     );
     let listed = store
-        .list(&globex, ListParams::default())
+        .list(Some(&globex), ListParams::default())
         .await
         .expect("list");
     assert!(listed.jobs.is_empty());
@@ -276,7 +279,7 @@ pub async fn list_pages_are_stable(store: &impl JobStore) {
     let mut cursor = None;
     loop {
         let page = store
-            .list(&t, ListParams::default().limit(10).before(cursor))
+            .list(Some(&t), ListParams::default().limit(10).before(cursor))
             .await
             .expect("list");
         // Submits between pages land before the cursor and never shift later pages.
@@ -292,7 +295,7 @@ pub async fn list_pages_are_stable(store: &impl JobStore) {
 
     let other = store
         .list(
-            &t,
+            Some(&t),
             ListParams::default().job_type(JobType::new("OTHER").expect("valid")),
         )
         .await
@@ -300,13 +303,77 @@ pub async fn list_pages_are_stable(store: &impl JobStore) {
     assert_eq!(other.jobs.len(), 5);
     let c = claim_one(store, LONG).await;
     let running = store
-        .list(&t, ListParams::default().status(JobStatus::Running))
+        .list(Some(&t), ListParams::default().status(JobStatus::Running))
         .await
         .expect("list");
     assert_eq!(
         running.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
         vec![c.job.id]
     );
+}
+
+/// Operator reads: `list(None, …)` pages through every tenant's jobs newest first with
+/// the same filters, and `queue_stats` counts one tenant's jobs or everyone's.
+pub async fn operator_reads_span_tenants(store: &impl JobStore) {
+    let mut ids = Vec::new();
+    for (i, name) in ["acme", "globex", "acme", "initech", "globex", "acme"]
+        .into_iter()
+        .enumerate()
+    {
+        let j = if i == 4 {
+            typed_job(name, "OTHER", json!({ "i": i }))
+        } else {
+            job(name, json!({ "i": i }))
+        };
+        ids.push(j.id);
+        store.submit(vec![j]).await.expect("insert");
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(None, ListParams::default().limit(4).before(cursor))
+            .await
+            .expect("list");
+        assert!(page.jobs.len() <= 4);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every tenant's jobs, newest first, each once");
+    let other = store
+        .list(
+            None,
+            ListParams::default().job_type(JobType::new("OTHER").expect("valid")),
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        other.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[1]]
+    );
+
+    let acme = tenant("acme");
+    let claimed = claim_one(store, LONG).await;
+    let queued_of = |counts: &BTreeMap<QueueName, QueueStats>| {
+        counts
+            .values()
+            .map(|c| (c.queued, c.running))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let all = store.queue_stats(None).await.expect("stats");
+    assert_eq!(queued_of(&all), (5, 1));
+    let mine = store.queue_stats(Some(&acme)).await.expect("stats");
+    let expect_running = u64::from(claimed.job.tenant == acme);
+    assert_eq!(queued_of(&mine), (3 - expect_running, expect_running));
+    let nobody = store
+        .queue_stats(Some(&tenant("umbrella")))
+        .await
+        .expect("stats");
+    assert!(nobody.is_empty(), "a tenant without jobs has no counts");
 }
 
 /// Counts by status follow every transition.
@@ -327,7 +394,7 @@ pub async fn stats_count_by_status(store: &impl JobStore) {
         .expect("finish");
     let _running = claim_one(store, LONG).await;
     let page = store
-        .list(&t, ListParams::default().status(JobStatus::Queued))
+        .list(Some(&t), ListParams::default().status(JobStatus::Queued))
         .await
         .expect("list");
     store.cancel(&t, page.jobs[0].id).await.expect("cancel");
@@ -400,6 +467,9 @@ pub async fn latest_event_is_the_newest_public_one(store: &impl JobStore) {
         .expect("append");
     let got = store.get(&t, j.id).await.expect("get");
     assert_eq!(got.latest_event, Some(public.clone()), "get");
-    let listed = store.list(&t, ListParams::default()).await.expect("list");
+    let listed = store
+        .list(Some(&t), ListParams::default())
+        .await
+        .expect("list");
     assert_eq!(listed.jobs[0].latest_event, Some(public), "list");
 }

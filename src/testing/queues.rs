@@ -91,12 +91,12 @@ pub async fn claims_stay_in_their_queue(store: &impl JobStore) {
     );
 
     let listed = store
-        .list(&t, ListParams::default().queue(queue("emails")))
+        .list(Some(&t), ListParams::default().queue(queue("emails")))
         .await
         .expect("list");
     let ids: Vec<_> = listed.jobs.iter().map(|j| j.id).collect();
     assert_eq!(ids, [mail.id]);
-    let counts = store.queue_stats().await.expect("stats");
+    let counts = store.queue_stats(None).await.expect("stats");
     assert_eq!(counts[&queue("emails")].queued, 1);
     assert_eq!(counts[&QueueName::default()].running, 1);
     let all = store.stats().await.expect("stats");

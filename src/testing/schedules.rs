@@ -148,7 +148,7 @@ pub async fn scheduled_jobs_keep_their_tick(store: &dyn JobStore) {
     assert_eq!((plain.schedule_id, plain.scheduled_for), (None, None));
 
     let page = store
-        .list(&t, ListParams::default().schedule(a))
+        .list(Some(&t), ListParams::default().schedule(a))
         .await
         .expect("list");
     let ids: Vec<_> = page.jobs.iter().map(|j| j.id).collect();
@@ -158,7 +158,7 @@ pub async fn scheduled_jobs_keep_their_tick(store: &dyn JobStore) {
         "newest first, only schedule a's"
     );
     let other = store
-        .list(&tenant("globex"), ListParams::default().schedule(a))
+        .list(Some(&tenant("globex")), ListParams::default().schedule(a))
         .await
         .expect("list");
     assert!(other.jobs.is_empty());
@@ -185,7 +185,7 @@ async fn ticks_of(store: &dyn JobStore, schedule: &Schedule) -> Vec<Job> {
     let mut params = ListParams::default().schedule(schedule.id).limit(1000);
     loop {
         let page = store
-            .list(&schedule.tenant, params.clone())
+            .list(Some(&schedule.tenant), params.clone())
             .await
             .expect("list");
         jobs.extend(page.jobs);

@@ -125,7 +125,7 @@ pub async fn workflow_fault_test(store: Arc<dyn JobStore>, workflows: usize) {
     let mut skipped = 0;
     for id in ids {
         let page = store
-            .list(&t, ListParams::default().workflow(id).limit(10))
+            .list(Some(&t), ListParams::default().workflow(id).limit(10))
             .await
             .expect("list");
         assert_eq!(page.jobs.len(), 5, "workflow {id} lost a job");
