@@ -146,8 +146,8 @@ mod workflow;
 pub use artifact::*;
 pub use clock::Clock;
 pub use engine::{
-    BulkAction, BulkReport, Engine, EngineBuilder, ExecutorOptions, JobFilter, MAX_BULK, Submitted,
-    observe,
+    Across, BulkAction, BulkReport, Engine, EngineBuilder, ExecutorOptions, JobFilter, MAX_BULK,
+    Submitted, Tenants, observe,
 };
 pub use error::{BoxError, Error, Result};
 pub use executor::{

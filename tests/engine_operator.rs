@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jobworks::{
     ArtifactSpec, BulkAction, Engine, Error, EventKind, EventParams, JobContext, JobError,
-    JobFilter, JobStatus, JobType, NewJob, Operator, TenantId, from_fn,
+    JobFilter, JobStatus, JobType, ListParams, NewJob, Operator, TenantId, Tenants, from_fn,
 };
 use serde_json::{Value, json};
 
@@ -275,4 +275,86 @@ async fn a_discard_is_counted_by_queue_and_type() {
     assert_eq!(labels["queue"], "default");
     assert_eq!(labels["type"], "FLAKY");
     engine.shutdown().await;
+}
+
+/// Operator reads and bulk actions over a set of tenants see exactly those tenants' jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_read_and_act_across_a_set_of_tenants() {
+    // Not started: the jobs stay queued.
+    let idle = from_fn(|_ctx: JobContext, _input: Value| async move { Ok::<_, JobError>(()) });
+    let engine = Engine::builder().executor("FLAKY", idle).build().unwrap();
+    let ty = JobType::new("FLAKY").unwrap();
+    let names = ["acme", "globex", "initech"];
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        let t = TenantId::new(names[i % 3]).unwrap();
+        let id = engine
+            .submit(&t, NewJob::new(ty.clone(), json!({ "i": i })))
+            .await
+            .unwrap()
+            .job
+            .id;
+        ids.push((t, id));
+    }
+    let two = Tenants::only(["acme", "globex"].map(|n| TenantId::new(n).unwrap()));
+    let across = engine.across(&two);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = across
+            .list(ListParams::default().limit(2).before(cursor))
+            .await
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<_> = ids
+        .iter()
+        .rev()
+        .filter(|(t, _)| t.as_str() != "initech")
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(seen, expected, "newest first, both tenants, no one else's");
+
+    let (foreign_tenant, foreign) = &ids[2];
+    assert_eq!(foreign_tenant.as_str(), "initech");
+    assert!(matches!(
+        across.get(*foreign).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        across.get(ids[1].1).await.unwrap().tenant.as_str(),
+        "globex"
+    );
+    let counts: u64 = across
+        .queue_stats()
+        .await
+        .unwrap()
+        .values()
+        .map(|c| c.queued)
+        .sum();
+    assert_eq!(counts, 6);
+
+    let by = Operator::new("ops");
+    let filter = JobFilter::default().status(JobStatus::Queued);
+    let report = across
+        .bulk(BulkAction::Cancel, &filter, 100, false, &by)
+        .await
+        .unwrap();
+    assert_eq!((report.matched, report.applied), (6, 6));
+    let untouched = engine.get(foreign_tenant, *foreign).await.unwrap();
+    assert_eq!(untouched.status, JobStatus::Queued);
+    let everyone = engine
+        .across(&Tenants::All)
+        .list(ListParams::default().status(JobStatus::Queued))
+        .await
+        .unwrap();
+    assert_eq!(
+        everyone.jobs.len(),
+        3,
+        "only initech's jobs are still queued"
+    );
 }

@@ -1,5 +1,6 @@
 //! The [`Engine`]: submit, read, wait, cancel, and run workers.
 
+mod across;
 mod attempt;
 mod builder;
 mod maintenance;
@@ -24,6 +25,7 @@ use crate::store::JobStoreExt;
 use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueStats};
 use crate::{Error, Result};
 
+pub use across::{Across, Tenants};
 pub use builder::{EngineBuilder, ExecutorOptions};
 
 pub use operator::{BulkAction, BulkReport, JobFilter, MAX_BULK};

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::Engine;
+use super::across::Tenants;
 use crate::job::{Job, JobId, JobStatus, JobType, QueueName, TenantId};
-use crate::store::{JobStoreExt, ListParams, Operator};
+use crate::store::{JobStoreExt, Operator};
 use crate::{Error, Result};
 
 /// The most jobs one bulk action may select.
@@ -170,79 +171,32 @@ impl Engine {
         dry_run: bool,
         by: &Operator,
     ) -> Result<BulkReport> {
-        if !(1..=MAX_BULK).contains(&limit) {
-            return Err(Error::invalid("limit", "must be between 1 and 10000"));
-        }
-        let selected = self.select(tenant, filter, limit).await?;
-        let mut report = BulkReport {
-            matched: selected.len() as u64,
-            applied: 0,
-        };
-        if dry_run {
-            return Ok(report);
-        }
-        for id in selected {
-            let done = match action {
-                BulkAction::Retry => self.retry(tenant, id, by).await.map(drop),
-                BulkAction::Cancel => self.cancel_as(tenant, id, by).await.map(drop),
-                BulkAction::Discard => self.discard(tenant, id, by).await,
-            };
-            match done {
-                Ok(()) => report.applied += 1,
-                // Not one the action applies to (or no longer): matched, not applied.
-                Err(
-                    Error::InvalidTransition { .. }
-                    | Error::Conflict { .. }
-                    | Error::NotFound { .. },
-                ) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(report)
+        let only = Tenants::only([tenant.clone()]);
+        self.across(&only)
+            .bulk(action, filter, limit, dry_run, by)
+            .await
     }
 
-    /// The ids of up to `limit` of the tenant's jobs that `filter` selects, newest first,
-    /// read a page at a time; the store filters by status, type and queue when the
-    /// filter names one of each, and the time bounds limit the pages read.
-    async fn select(
+    /// Applies `action` to one job: `false` when it is not one the action applies to (or
+    /// no longer is).
+    pub(super) async fn apply(
         &self,
+        action: BulkAction,
         tenant: &TenantId,
-        filter: &JobFilter,
-        limit: usize,
-    ) -> Result<Vec<JobId>> {
-        let mut params = ListParams::default().limit(1000);
-        if let [status] = filter.statuses[..] {
-            params = params.status(status);
-        }
-        if let [job_type] = &filter.types[..] {
-            params = params.job_type(job_type.clone());
-        }
-        if let [queue] = &filter.queues[..] {
-            params = params.queue(queue.clone());
-        }
-        // Ids sort by submit time: start after the newest id `until` allows.
-        let mut before = filter.until.and_then(|t| {
-            let ms = u128::try_from(t.timestamp_millis()).ok()?;
-            Some(JobId::from_u128((ms + 1) << 80))
-        });
-        let mut selected = Vec::new();
-        loop {
-            let page = self.list(tenant, params.clone().before(before)).await?;
-            for job in &page.jobs {
-                if filter.since.is_some_and(|t| job.created_at < t) {
-                    return Ok(selected);
-                }
-                if filter.matches(job) {
-                    selected.push(job.id);
-                    if selected.len() == limit {
-                        return Ok(selected);
-                    }
-                }
-            }
-            match page.next {
-                Some(next) => before = Some(next),
-                None => return Ok(selected),
-            }
+        id: JobId,
+        by: &Operator,
+    ) -> Result<bool> {
+        let done = match action {
+            BulkAction::Retry => self.retry(tenant, id, by).await.map(drop),
+            BulkAction::Cancel => self.cancel_as(tenant, id, by).await.map(drop),
+            BulkAction::Discard => self.discard(tenant, id, by).await,
+        };
+        match done {
+            Ok(()) => Ok(true),
+            Err(
+                Error::InvalidTransition { .. } | Error::Conflict { .. } | Error::NotFound { .. },
+            ) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

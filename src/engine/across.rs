@@ -1,0 +1,229 @@
+//! Operator reads and actions over a set of tenants, for a host's operators (the
+//! dashboard's users may see one tenant, several or all). They go through the same store
+//! primitives as a tenant's own reads: `list(None, …)` for every tenant, one list per
+//! tenant merged by id for several.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Engine;
+use super::operator::{BulkAction, BulkReport, JobFilter, MAX_BULK};
+use crate::job::{Job, JobId, QueueName, TenantId};
+use crate::schedule::Schedule;
+use crate::store::{JobPage, ListParams, Operator, QueueStats};
+use crate::{Error, Result};
+
+/// The tenants an operator sees: every one, or a set (which may be empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenants {
+    /// Every tenant, those to come included.
+    All,
+    /// Only these.
+    Only(BTreeSet<TenantId>),
+}
+
+impl Tenants {
+    /// Only `tenants`.
+    pub fn only(tenants: impl IntoIterator<Item = TenantId>) -> Self {
+        Tenants::Only(tenants.into_iter().collect())
+    }
+
+    /// Whether `tenant` is one of them.
+    pub fn contains(&self, tenant: &TenantId) -> bool {
+        match self {
+            Tenants::All => true,
+            Tenants::Only(set) => set.contains(tenant),
+        }
+    }
+}
+
+/// The [`Engine`]'s operator reads and actions over [`Tenants`]: from
+/// [`Engine::across`].
+///
+/// A job of a tenant outside the set reads exactly like a missing one.
+#[derive(Debug, Clone, Copy)]
+pub struct Across<'a> {
+    engine: &'a Engine,
+    tenants: &'a Tenants,
+}
+
+impl Engine {
+    /// Operator reads and actions over `tenants`.
+    pub fn across<'a>(&'a self, tenants: &'a Tenants) -> Across<'a> {
+        Across {
+            engine: self,
+            tenants,
+        }
+    }
+}
+
+impl Across<'_> {
+    /// The tenants' jobs, newest first, filtered and paged as [`Engine::list`] does.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list(&self, params: ListParams) -> Result<JobPage> {
+        let store = self.engine.store();
+        let set = match self.tenants {
+            Tenants::All => return store.list(None, params).await,
+            Tenants::Only(set) => set,
+        };
+        let limit = params.limit.clamp(1, 1000);
+        // Each tenant's newest `limit` before the cursor; the newest `limit` of them all
+        // are the page, and a next page exists when any tenant had more left.
+        let mut jobs = Vec::new();
+        let mut more = false;
+        for tenant in set {
+            let page = store.list(Some(tenant), params.clone()).await?;
+            more |= page.next.is_some();
+            jobs.extend(page.jobs);
+        }
+        jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        more |= jobs.len() > limit;
+        jobs.truncate(limit);
+        let next = if more {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    /// One job of the tenants, with its artifacts and latest event.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a missing job or one of a tenant outside the set.
+    pub async fn get(&self, id: JobId) -> Result<Job> {
+        let tenant = self.tenant_of(id).await?;
+        self.engine.get(&tenant, id).await
+    }
+
+    /// The tenant of job `id`, when it is one of the set.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] otherwise.
+    pub async fn tenant_of(&self, id: JobId) -> Result<TenantId> {
+        let tenant = match self.tenants {
+            Tenants::Only(set) if set.len() == 1 => set.first().cloned(),
+            _ => None,
+        };
+        let found = self.engine.store().load(tenant.as_ref(), &[id]).await?;
+        match found.first() {
+            Some(stored) if self.tenants.contains(&stored.job.tenant) => {
+                Ok(stored.job.tenant.clone())
+            }
+            _ => Err(Error::NotFound { id }),
+        }
+    }
+
+    /// The tenants' jobs counted by queue and status (queues without jobs left out).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let store = self.engine.store();
+        let set = match self.tenants {
+            Tenants::All => return store.queue_stats(None).await,
+            Tenants::Only(set) => set,
+        };
+        let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
+        for tenant in set {
+            for (queue, counts) in store.queue_stats(Some(tenant)).await? {
+                all.entry(queue).or_default().merge(&counts);
+            }
+        }
+        Ok(all)
+    }
+
+    /// The tenants' schedules.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let store = self.engine.store();
+        let set = match self.tenants {
+            Tenants::All => return store.schedules(None).await,
+            Tenants::Only(set) => set,
+        };
+        let mut all = Vec::new();
+        for tenant in set {
+            all.extend(store.schedules(Some(tenant)).await?);
+        }
+        Ok(all)
+    }
+
+    /// [`Engine::bulk`] over the tenants: `action` on up to `limit` (1…[`MAX_BULK`]) of
+    /// their jobs that `filter` selects, newest first; with `dry_run`, only counts them.
+    ///
+    /// # Errors
+    /// As for [`Engine::bulk`].
+    pub async fn bulk(
+        &self,
+        action: BulkAction,
+        filter: &JobFilter,
+        limit: usize,
+        dry_run: bool,
+        by: &Operator,
+    ) -> Result<BulkReport> {
+        if !(1..=MAX_BULK).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 10000"));
+        }
+        let selected = self.select(filter, limit).await?;
+        let mut report = BulkReport {
+            matched: selected.len() as u64,
+            applied: 0,
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        for (tenant, id) in selected {
+            if self.engine.apply(action, &tenant, id, by).await? {
+                report.applied += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The tenants and ids of up to `limit` of the jobs that `filter` selects, newest
+    /// first, read a page at a time; the store filters by status, type and queue when the
+    /// filter names one of each, and the time bounds limit the pages read.
+    pub(super) async fn select(
+        &self,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, JobId)>> {
+        let mut params = ListParams::default().limit(1000);
+        if let [status] = filter.statuses[..] {
+            params = params.status(status);
+        }
+        if let [job_type] = &filter.types[..] {
+            params = params.job_type(job_type.clone());
+        }
+        if let [queue] = &filter.queues[..] {
+            params = params.queue(queue.clone());
+        }
+        // Ids sort by submit time: start after the newest id `until` allows.
+        let mut before = filter.until.and_then(|t| {
+            let ms = u128::try_from(t.timestamp_millis()).ok()?;
+            Some(JobId::from_u128((ms + 1) << 80))
+        });
+        let mut selected = Vec::new();
+        loop {
+            let page = self.list(params.clone().before(before)).await?;
+            for job in page.jobs {
+                if filter.since.is_some_and(|t| job.created_at < t) {
+                    return Ok(selected);
+                }
+                if filter.matches(&job) {
+                    selected.push((job.tenant, job.id));
+                    if selected.len() == limit {
+                        return Ok(selected);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return Ok(selected),
+            }
+        }
+    }
+}
