@@ -77,7 +77,7 @@ impl Across<'_> {
             more |= page.next.is_some();
             jobs.extend(page.jobs);
         }
-        jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.id));
         more |= jobs.len() > limit;
         jobs.truncate(limit);
         let next = if more {
