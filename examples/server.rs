@@ -20,6 +20,15 @@
 //!
 //! Two servers on one SQLite file (or one PostgreSQL database) make each tick once.
 //!
+//! With the `dashboard` feature it also serves the dashboard at `/dashboard`, with two
+//! HTTP Basic logins: `acme-key:acme-secret` sees tenant `acme` and may cancel its jobs,
+//! `ops:ops-secret` sees every tenant and may take every action:
+//!
+//! ```sh
+//! cargo run --example server --features "http dashboard"
+//! # then open http://127.0.0.1:8080/dashboard
+//! ```
+//!
 //! `README.md` has a curl session against it.
 
 mod common;
@@ -40,6 +49,8 @@ async fn main() {
     let api = JobsApi::new(engine.clone(), common::demo_credentials()).metrics(prometheus);
     let api = options.limits(api);
     let app = axum::Router::new().nest("/v1", api.router());
+    #[cfg(feature = "dashboard")]
+    let app = app.nest_service("/dashboard", common::demo_dashboard(engine.clone()));
     println!(
         "jobworks serving on {}/v1 (store {})",
         options.public_url(),
@@ -50,5 +61,11 @@ async fn main() {
     );
     common::print_credentials();
     println!("OpenAPI document: {}/v1/openapi.json", options.public_url());
+    if cfg!(feature = "dashboard") {
+        println!(
+            "dashboard: {}/dashboard (Basic acme-key:acme-secret sees acme and may cancel; ops:ops-secret sees all and may do all)",
+            options.public_url()
+        );
+    }
     common::serve(&options, app, engine).await;
 }

@@ -116,11 +116,15 @@
 //! | `reports` | `jobworks::report`: report templates, preflight, PDF/HTML/CSV rendering as jobs |
 //! | `testing` | `jobworks::testing`: the conformance suite, the fault test, the wake-up test |
 //! | `presign` | presigned artifact URLs through `object_store`'s `Signer` (S3, GCS, Azure) |
+//! | `dashboard` | `jobworks::dashboard`: a server-rendered web page for operators, tenant-scoped (implies `http`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod artifact;
 mod clock;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod engine;
 mod error;
 mod executor;

@@ -280,6 +280,27 @@ pub fn demo_credentials() -> StaticCredentials {
         .basic("acme-key", "acme-secret", Principal::new(acme, "acme-key"))
 }
 
+/// The dashboard of the demo: `acme-key:acme-secret` sees tenant `acme` and may cancel,
+/// `ops:ops-secret` sees every tenant and may take every action.
+#[cfg(feature = "dashboard")]
+pub fn demo_dashboard(engine: jobworks::Engine) -> axum::Router {
+    use jobworks::Tenants;
+    use jobworks::dashboard::{Action, BasicLogins, Dashboard, Viewer};
+    let acme = TenantId::new("acme").unwrap();
+    let logins = BasicLogins::new()
+        .login(
+            "acme-key",
+            "acme-secret",
+            Viewer::new("acme-key", Tenants::only([acme])).may(Action::Cancel),
+        )
+        .login(
+            "ops",
+            "ops-secret",
+            Viewer::new("ops", Tenants::All).may_do_everything(),
+        );
+    Dashboard::new(engine, logins).router()
+}
+
 /// Prints the demo credentials.
 pub fn print_credentials() {
     println!("credentials:");

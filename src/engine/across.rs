@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Engine;
 use super::operator::{BulkAction, BulkReport, JobFilter, MAX_BULK};
-use crate::job::{Job, JobId, QueueName, TenantId};
+use crate::job::{Job, JobId, QueueName, TenantId, WorkflowId};
 use crate::schedule::Schedule;
 use crate::store::{JobPage, ListParams, Operator, QueueStats};
+use crate::workflow::Workflow;
 use crate::{Error, Result};
 
 /// The tenants an operator sees: every one, or a set (which may be empty).
@@ -134,21 +135,57 @@ impl Across<'_> {
         Ok(all)
     }
 
-    /// The tenants' schedules.
+    /// The tenants' schedules, each with its next run.
     ///
     /// # Errors
     /// Store errors.
     pub async fn schedules(&self) -> Result<Vec<Schedule>> {
         let store = self.engine.store();
-        let set = match self.tenants {
-            Tenants::All => return store.schedules(None).await,
-            Tenants::Only(set) => set,
+        let all = match self.tenants {
+            Tenants::All => store.schedules(None).await?,
+            Tenants::Only(set) => {
+                let mut all = Vec::new();
+                for tenant in set {
+                    all.extend(store.schedules(Some(tenant)).await?);
+                }
+                all
+            }
         };
-        let mut all = Vec::new();
-        for tenant in set {
-            all.extend(store.schedules(Some(tenant)).await?);
+        Ok(all.into_iter().map(|s| self.engine.shown(s)).collect())
+    }
+
+    /// A workflow of one of the tenants.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`] for a missing one or one of a tenant outside the set.
+    pub async fn workflow(&self, id: WorkflowId) -> Result<Workflow> {
+        // Its tenant is that of any of its jobs.
+        let one = ListParams::default().workflow(id).limit(1);
+        let tenant = match self.tenants {
+            Tenants::All => self
+                .engine
+                .store()
+                .list(None, one)
+                .await?
+                .jobs
+                .pop()
+                .map(|j| j.tenant),
+            Tenants::Only(set) => {
+                let mut found = None;
+                for tenant in set {
+                    let page = self.engine.store().list(Some(tenant), one.clone()).await?;
+                    if !page.jobs.is_empty() {
+                        found = Some(tenant.clone());
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        match tenant {
+            Some(tenant) => self.engine.workflow(&tenant, id).await,
+            None => Err(Error::WorkflowNotFound { id }),
         }
-        Ok(all)
     }
 
     /// [`Engine::bulk`] over the tenants: `action` on up to `limit` (1…[`MAX_BULK`]) of
@@ -177,6 +214,36 @@ impl Across<'_> {
         }
         for (tenant, id) in selected {
             if self.engine.apply(action, &tenant, id, by).await? {
+                report.applied += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// `action` on each of the jobs `ids` that is one of the tenants' (the others are
+    /// not matched); with `dry_run`, only counts them.
+    ///
+    /// # Errors
+    /// Store errors as they come (the jobs changed before one stay changed).
+    pub async fn bulk_ids(
+        &self,
+        action: BulkAction,
+        ids: &[JobId],
+        dry_run: bool,
+        by: &Operator,
+    ) -> Result<BulkReport> {
+        if ids.len() > MAX_BULK {
+            return Err(Error::invalid("ids", "at most 10000 jobs at once"));
+        }
+        let mut report = BulkReport::default();
+        for &id in ids {
+            let tenant = match self.tenant_of(id).await {
+                Ok(tenant) => tenant,
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            report.matched += 1;
+            if !dry_run && self.engine.apply(action, &tenant, id, by).await? {
                 report.applied += 1;
             }
         }

@@ -195,7 +195,7 @@ impl Engine {
     }
 
     /// `schedule` with its next run as of now.
-    fn shown(&self, schedule: Schedule) -> Schedule {
+    pub(super) fn shown(&self, schedule: Schedule) -> Schedule {
         let now = self.inner.store.clock().now();
         schedule.with_next_run(now, self.inner.config.schedule_grace)
     }

@@ -181,7 +181,7 @@ impl Credentials {
     }
 
     /// A digest of the credentials: what [`StaticCredentials`] keeps and compares.
-    fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         let mut hash = Sha256::new();
         match self {
             Credentials::Bearer(token) => {
@@ -254,15 +254,23 @@ impl StaticCredentials {
 
     /// The principal for `credentials`, looked at in constant time per entry.
     pub fn lookup(&self, credentials: &Credentials) -> Option<&Principal> {
-        let digest = credentials.digest();
-        let mut found = None;
-        for (known, principal) in &self.entries {
-            if bool::from(known.ct_eq(&digest)) {
-                found = Some(principal);
-            }
-        }
-        found
+        lookup(&self.entries, credentials)
     }
+}
+
+/// The value kept for `credentials` among digests, each compared in constant time.
+pub(crate) fn lookup<'a, T>(
+    entries: &'a [([u8; 32], T)],
+    credentials: &Credentials,
+) -> Option<&'a T> {
+    let digest = credentials.digest();
+    let mut found = None;
+    for (known, value) in entries {
+        if bool::from(known.ct_eq(&digest)) {
+            found = Some(value);
+        }
+    }
+    found
 }
 
 #[async_trait]

@@ -62,6 +62,8 @@ use utoipa_axum::routes;
 
 use crate::Engine;
 
+#[cfg(feature = "dashboard")]
+pub(crate) use auth::lookup;
 pub use auth::{
     AUTH_FAILURE_WINDOW, Auth, Authenticator, Credentials, DEFAULT_AUTH_FAILURES, PathParams,
     Principal, Scope, StaticCredentials,
