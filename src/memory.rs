@@ -13,9 +13,9 @@ use crate::job::{Event, Job, JobId, JobStatus, QueueName, ScheduleId, TenantId};
 use crate::schedule::Schedule;
 use crate::store::{
     ClaimParams, Claimed, ClaimedJob, Committed, DocumentId, DocumentPage, DocumentStore,
-    EventPage, EventParams, JobPage, JobStore, Lease, ListParams, NewRecord, Notifier, PurgeParams,
-    Queue, QueuePatch, QueueSettings, QueueStats, Quota, Stored, StoredDocument, Taken, Write,
-    rules,
+    EngineBeat, EventPage, EventParams, JobPage, JobStore, Lease, ListParams, MinuteCounts,
+    NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats, Quota, Stored,
+    StoredDocument, Taken, Write, rules,
 };
 use crate::{Error, Result};
 
@@ -35,6 +35,7 @@ pub struct MemoryStore {
     notifier: Notifier,
     documents: Mutex<HashMap<DocumentId, StoredDocument>>,
     schedules: Mutex<BTreeMap<ScheduleId, Schedule>>,
+    beats: Mutex<HashMap<String, EngineBeat>>,
     clock: Clock,
 }
 
@@ -704,6 +705,49 @@ impl JobStore for MemoryStore {
             all.remove(&id);
         }
         Ok(mine)
+    }
+
+    async fn beat(&self, beat: &EngineBeat) -> Result<()> {
+        let forget = self.clock.now() - crate::store::forget_before();
+        let mut beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        beats.retain(|_, b| b.seen_at >= forget);
+        beats.insert(beat.id.clone(), beat.clone());
+        Ok(())
+    }
+
+    async fn engines(&self, since: DateTime<Utc>) -> Result<Option<Vec<EngineBeat>>> {
+        let beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut alive: Vec<EngineBeat> = beats
+            .values()
+            .filter(|b| b.seen_at >= since)
+            .cloned()
+            .collect();
+        alive.sort_by_key(|b| std::cmp::Reverse(b.seen_at));
+        Ok(Some(alive))
+    }
+
+    async fn finished_by_minute(
+        &self,
+        tenant: Option<&TenantId>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<MinuteCounts>>> {
+        let inner = self.lock();
+        let mut counts = BTreeMap::new();
+        for entry in inner.jobs.values() {
+            let job = &entry.stored.job;
+            let failed = match job.status {
+                JobStatus::Completed => false,
+                JobStatus::Failed => true,
+                _ => continue,
+            };
+            if tenant.is_some_and(|t| job.tenant != *t) {
+                continue;
+            }
+            if let Some(at) = job.completed_at.filter(|at| *at >= since) {
+                crate::store::count_finished(&mut counts, at, failed);
+            }
+        }
+        Ok(Some(counts.into_values().collect()))
     }
 }
 

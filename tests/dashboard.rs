@@ -445,3 +445,38 @@ async fn the_live_feed_answers_new_events_and_the_status() {
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| e["seq"].as_u64().unwrap() > 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_draws_the_last_hour_and_warns_when_no_engine_runs() {
+    let site = Site::start(|d| d).await;
+    site.run("acme", "ECHO").await;
+    site.run("acme", "BROKEN").await;
+    let (_, html) = site.get("", Some(OPS)).await;
+    assert!(html.contains("The last hour") && html.contains("class=\"spark"));
+    assert!(html.contains("Jobs finished each minute of the last hour: 2 in all"));
+    assert!(html.contains("Engines") && !html.contains("No engine is running"));
+    let (_, html) = site.get("", Some(ACME)).await;
+    assert!(
+        html.contains("1 running."),
+        "a tenant's viewer sees a count, not hosts"
+    );
+
+    // A dashboard over an engine that was never started, on a store no engine beats in.
+    let idle = Engine::builder().build().unwrap();
+    let app =
+        axum::Router::new().nest_service("/dashboard", Dashboard::new(idle, logins()).router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jobworks::http::Server::new().serve(listener, app));
+    let html = site
+        .client
+        .get(format!("http://{addr}/dashboard"))
+        .basic_auth("ops", Some("ops-secret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No engine is running"), "{html}");
+}

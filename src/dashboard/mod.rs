@@ -24,7 +24,7 @@
 //! wait as the JSON API's `GET /jobs/{id}/events?wait=`), not by polling the database.
 //!
 //! ```
-//! use jobworks::dashboard::{Action, BasicLogins, Dashboard, Viewer};
+//! use jobworks::dashboard::{BasicLogins, Dashboard, Viewer};
 //! use jobworks::{Engine, Tenants};
 //! # fn main() -> jobworks::Result<()> {
 //! let engine = Engine::builder().build()?;

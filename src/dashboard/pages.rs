@@ -39,8 +39,24 @@ pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> P
     let failures = across
         .list(ListParams::default().status(JobStatus::Failed).limit(5))
         .await?;
+    let now = Utc::now();
+    let start = now - chrono::Duration::minutes(59);
+    let minutes = across.finished_by_minute(start).await?;
+    let engines = state.engine.engines().await?;
     let base = &visit.base;
     let body = html! {
+        @if let Some(engines) = &engines {
+            @if engines.is_empty() {
+                p.alert role="alert" {
+                    strong { "No engine is running. " }
+                    "None has been seen in the last " (crate::ENGINE_ALIVE.as_secs())
+                    " seconds: queued jobs wait until one starts."
+                }
+            }
+        }
+        @if let Some(minutes) = &minutes {
+            (activity(minutes, start))
+        }
         section aria-labelledby="totals" {
             h2 #totals { "Jobs by status" }
             ul.tiles {
@@ -61,6 +77,33 @@ pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> P
             h2 #depths { "Queues" }
             (queue_counts(base, &counts))
         }
+        @if let Some(engines) = engines.as_ref().filter(|e| !e.is_empty()) {
+            section aria-labelledby="engines" {
+                h2 #engines { "Engines" }
+                @if matches!(visit.viewer.tenants, Tenants::All) {
+                    div.scroll {
+                        table {
+                            thead { tr {
+                                th scope="col" { "Host" } th.num scope="col" { "Process" }
+                                th scope="col" { "Queues" } th scope="col" { "Started" }
+                                th scope="col" { "Last seen" }
+                            } }
+                            tbody {
+                                @for e in engines {
+                                    tr {
+                                        td { (e.host) } td.num { (e.pid) }
+                                        td { (e.queues.join(", ")) }
+                                        td { (time(e.started_at)) } td { (time(e.seen_at)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } @else {
+                    p { (engines.len()) " running." }
+                }
+            }
+        }
         section aria-labelledby="recent" {
             h2 #recent { "Recent failures" }
             @if failures.jobs.is_empty() {
@@ -78,6 +121,45 @@ pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> P
         "Overview",
         body,
     ))
+}
+
+/// Jobs finished and failed each minute of the last hour, as sparklines with their sums.
+fn activity(minutes: &[crate::MinuteCounts], start: DateTime<Utc>) -> Markup {
+    let mut completed = [0u64; 60];
+    let mut failed = [0u64; 60];
+    let first = start.timestamp().div_euclid(60);
+    for m in minutes {
+        let i = m.minute.timestamp().div_euclid(60) - first;
+        if let Ok(i @ 0..60) = usize::try_from(i) {
+            completed[i] += m.completed;
+            failed[i] += m.failed;
+        }
+    }
+    let (done, bad): (u64, u64) = (completed.iter().sum(), failed.iter().sum());
+    let peak = completed
+        .iter()
+        .zip(&failed)
+        .map(|(c, f)| c + f)
+        .max()
+        .unwrap_or(0);
+    let finished: Vec<u64> = completed.iter().zip(&failed).map(|(c, f)| c + f).collect();
+    html! {
+        section aria-labelledby="activity" {
+            h2 #activity { "The last hour" }
+            div.cards {
+                div.card {
+                    p.label { "Finished" }
+                    p.n { (done + bad) }
+                    (view::sparkline(&finished, &format!("Jobs finished each minute of the last hour: {} in all, at most {peak} in a minute", done + bad), "s-completed"))
+                }
+                div.card {
+                    p.label { "Failed" }
+                    p.n { (bad) }
+                    (view::sparkline(&failed, &format!("Jobs failed each minute of the last hour: {bad} in all"), "s-failed"))
+                }
+            }
+        }
+    }
 }
 
 fn queue_counts(base: &str, counts: &BTreeMap<QueueName, QueueStats>) -> Markup {

@@ -279,3 +279,32 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     cut.push('…');
     cut
 }
+
+const SPARK_W: f64 = 240.0;
+const SPARK_H: f64 = 48.0;
+
+/// A series as a sparkline: an inline SVG line over a filled area, the largest value at
+/// the top, described for screen readers by `label`.
+pub(super) fn sparkline(values: &[u64], label: &str, class: &str) -> Markup {
+    let peak = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let step = if values.len() > 1 {
+        SPARK_W / (values.len() - 1) as f64
+    } else {
+        SPARK_W
+    };
+    let mut line = String::new();
+    for (i, v) in values.iter().enumerate() {
+        let x = i as f64 * step;
+        let y = SPARK_H - 2.0 - (*v as f64 / peak) * (SPARK_H - 4.0);
+        line.push_str(&format!("{x:.1},{y:.1} "));
+    }
+    let area = format!("0,{SPARK_H} {line}{SPARK_W},{SPARK_H}");
+    html! {
+        svg class={ "spark " (class) } role="img" aria-label=(label) viewBox={ "0 0 " (SPARK_W) " " (SPARK_H) }
+            width=(SPARK_W) height=(SPARK_H) preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg" {
+            title { (label) }
+            polygon.area points=(area) {}
+            polyline.line points=(line.trim_end()) {}
+        }
+    }
+}

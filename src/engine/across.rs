@@ -5,11 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
+
 use super::Engine;
 use super::operator::{BulkAction, BulkReport, JobFilter, MAX_BULK};
 use crate::job::{Job, JobId, QueueName, TenantId, WorkflowId};
 use crate::schedule::Schedule;
-use crate::store::{JobPage, ListParams, Operator, QueueStats};
+use crate::store::{JobPage, ListParams, MinuteCounts, Operator, QueueStats};
 use crate::workflow::Workflow;
 use crate::{Error, Result};
 
@@ -133,6 +135,38 @@ impl Across<'_> {
             }
         }
         Ok(all)
+    }
+
+    /// The tenants' jobs that completed or failed at or after `since`, counted by
+    /// minute, oldest first; `None` when the store cannot count them.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn finished_by_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<MinuteCounts>>> {
+        let store = self.engine.store();
+        let set = match self.tenants {
+            Tenants::All => return store.finished_by_minute(None, since).await,
+            Tenants::Only(set) => set,
+        };
+        let mut all: BTreeMap<DateTime<Utc>, MinuteCounts> = BTreeMap::new();
+        for tenant in set {
+            let Some(counts) = store.finished_by_minute(Some(tenant), since).await? else {
+                return Ok(None);
+            };
+            for c in counts {
+                let entry = all.entry(c.minute).or_insert(MinuteCounts {
+                    minute: c.minute,
+                    completed: 0,
+                    failed: 0,
+                });
+                entry.completed += c.completed;
+                entry.failed += c.failed;
+            }
+        }
+        Ok(Some(all.into_values().collect()))
     }
 
     /// The tenants' schedules, each with its next run.

@@ -9,11 +9,55 @@ use tracing::{debug, warn};
 
 use super::EngineInner;
 use crate::store::JobStoreExt;
-use crate::store::{PurgeParams, ReapParams};
+use crate::store::{ENGINE_BEAT, EngineBeat, PurgeParams, ReapParams};
 
-/// Reaps expired leases, purges old jobs and makes schedules' ticks until stopped.
+/// Reaps expired leases, purges old jobs, makes schedules' ticks and tells the store
+/// that this engine is alive, until stopped.
 pub(super) async fn maintain(engine: Arc<EngineInner>, stop: CancellationToken) {
-    tokio::join!(reap(engine.clone(), stop.clone()), tick(engine, stop));
+    tokio::join!(
+        reap(engine.clone(), stop.clone()),
+        tick(engine.clone(), stop.clone()),
+        beat(engine, stop)
+    );
+}
+
+/// Beats every [`ENGINE_BEAT`]: the store keeps which engines are alive (what the
+/// dashboard's warning that none runs reads).
+async fn beat(engine: Arc<EngineInner>, stop: CancellationToken) {
+    let mut beat = EngineBeat {
+        id: ulid::Ulid::new().to_string(),
+        host: host_name(),
+        pid: std::process::id(),
+        queues: engine
+            .config
+            .queues
+            .iter()
+            .map(|(q, _)| q.to_string())
+            .collect(),
+        started_at: engine.store.clock().now(),
+        seen_at: engine.store.clock().now(),
+    };
+    loop {
+        beat.seen_at = engine.store.clock().now();
+        if let Err(e) = engine.store.beat(&beat).await {
+            warn!(error = %e, "telling the store this engine is alive failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(ENGINE_BEAT) => {}
+        }
+    }
+}
+
+/// This machine's name, as the kernel or the environment gives it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Makes the due ticks of every schedule just after each second of the store's clock

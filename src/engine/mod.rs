@@ -411,6 +411,19 @@ impl Engine {
             .await
     }
 
+    /// The engines on this store that are alive (their latest beat at most
+    /// [`ENGINE_ALIVE`](crate::ENGINE_ALIVE) old), the most recent first; `None` when
+    /// the store keeps no beats. Every started engine beats every
+    /// [`ENGINE_BEAT`](crate::ENGINE_BEAT).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn engines(&self) -> Result<Option<Vec<crate::EngineBeat>>> {
+        let alive = chrono::Duration::seconds(crate::ENGINE_ALIVE.as_secs() as i64);
+        let since = self.inner.store.clock().now() - alive;
+        self.inner.store.engines(since).await
+    }
+
     /// Job counts by status, across tenants.
     ///
     /// # Errors

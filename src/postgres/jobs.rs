@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::types::Uuid;
 use sqlx::{PgConnection, Postgres, Transaction};
 
@@ -14,9 +15,9 @@ use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
 use crate::schedule::Schedule;
 use crate::sql::{json_text, parse_json, status};
 use crate::store::{
-    ClaimParams, Claimed, Committed, EventPage, EventParams, JobPage, JobStore, LeaseChange,
-    ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
-    Quota, Stored, Taken, Write,
+    ClaimParams, Claimed, Committed, EngineBeat, EventPage, EventParams, JobPage, JobStore,
+    LeaseChange, ListParams, MinuteCounts, NewRecord, Notifier, PurgeParams, Queue, QueuePatch,
+    QueueSettings, QueueStats, Quota, Stored, Taken, Write,
 };
 use crate::{Error, Result};
 
@@ -408,5 +409,77 @@ impl JobStore for PostgresStore {
             .await
             .map_err(db)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn beat(&self, beat: &EngineBeat) -> Result<()> {
+        // Seen on the server's clock, like every other time this store keeps.
+        sqlx::query(
+            "WITH beat AS (INSERT INTO jobworks_engines (id, seen_at, body) \
+             VALUES ($1, now(), $2::jsonb) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = now(), body = excluded.body) \
+             DELETE FROM jobworks_engines WHERE seen_at < now() - interval '1 hour' AND id <> $1",
+        )
+        .bind(&beat.id)
+        .bind(json_text(beat))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn engines(&self, since: DateTime<Utc>) -> Result<Option<Vec<EngineBeat>>> {
+        let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT body::text, seen_at FROM jobworks_engines WHERE seen_at >= $1 \
+             ORDER BY seen_at DESC",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut all = Vec::with_capacity(rows.len());
+        for (body, seen_at) in rows {
+            let mut beat: EngineBeat = parse_json(BACKEND, &body)?;
+            beat.seen_at = seen_at;
+            all.push(beat);
+        }
+        Ok(Some(all))
+    }
+
+    async fn finished_by_minute(
+        &self,
+        tenant: Option<&TenantId>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<MinuteCounts>>> {
+        macro_rules! by_minute {
+            ($tenant:literal) => {
+                concat!(
+                    "SELECT date_trunc('minute', completed_at), \
+                     count(*) FILTER (WHERE status = 'completed'), \
+                     count(*) FILTER (WHERE status = 'failed') \
+                     FROM jobworks_jobs WHERE completed_at >= $1 AND ",
+                    $tenant,
+                    " AND status IN ('completed', 'failed') GROUP BY 1 ORDER BY 1"
+                )
+            };
+        }
+        let sql = match tenant {
+            Some(_) => by_minute!("tenant = $2"),
+            None => by_minute!("$2::text IS NULL"),
+        };
+        let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(sql)
+            .bind(since)
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|(minute, completed, failed)| MinuteCounts {
+                    minute,
+                    completed: completed as u64,
+                    failed: failed as u64,
+                })
+                .collect(),
+        ))
     }
 }

@@ -69,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../../migrations/postgres/0008_schedules.sql"),
     ),
+    (
+        9,
+        "activity",
+        include_str!("../../migrations/postgres/0009_activity.sql"),
+    ),
 ];
 
 fn db(e: sqlx::Error) -> Error {

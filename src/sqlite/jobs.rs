@@ -12,15 +12,15 @@ use super::rows::{
     EVENT_COLUMNS, JobRow, complete, decode_event, id_bytes, insert_event, job_columns, load,
     load_many, load_owned, owned_status, save, stored, time, u128_from,
 };
-use super::{BACKEND, SqliteStore, db, queues, schedules};
+use super::{BACKEND, SqliteStore, activity, db, queues, schedules};
 use crate::Result;
 use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
 use crate::schedule::Schedule;
 use crate::sql::{json_text, micros};
 use crate::store::{
-    ClaimParams, Claimed, ClaimedJob, Committed, EventPage, EventParams, JobPage, JobStore, Lease,
-    ListParams, NewRecord, Notifier, PurgeParams, Queue, QueuePatch, QueueSettings, QueueStats,
-    Quota, Stored, Taken, Write, rules,
+    ClaimParams, Claimed, ClaimedJob, Committed, EngineBeat, EventPage, EventParams, JobPage,
+    JobStore, Lease, ListParams, MinuteCounts, NewRecord, Notifier, PurgeParams, Queue, QueuePatch,
+    QueueSettings, QueueStats, Quota, Stored, Taken, Write, rules,
 };
 
 /// How many unfinished jobs `tenant` has (in `queue`, or in all).
@@ -613,6 +613,28 @@ impl JobStore for SqliteStore {
         let tenant = tenant.clone();
         self.writer
             .write(move |conn| schedules::delete(conn, &tenant, id))
+            .await
+    }
+
+    async fn beat(&self, beat: &EngineBeat) -> Result<()> {
+        let beat = beat.clone();
+        self.writer
+            .write(move |conn| activity::beat(conn, &beat))
+            .await
+    }
+
+    async fn engines(&self, since: DateTime<Utc>) -> Result<Option<Vec<EngineBeat>>> {
+        self.read(move |conn| activity::engines(conn, since).map(Some))
+            .await
+    }
+
+    async fn finished_by_minute(
+        &self,
+        tenant: Option<&TenantId>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<MinuteCounts>>> {
+        let tenant = tenant.cloned();
+        self.read(move |conn| activity::finished_by_minute(conn, tenant.as_ref(), since).map(Some))
             .await
     }
 }

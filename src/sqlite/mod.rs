@@ -6,6 +6,7 @@
 //! blocking threads. SQLite runs in the process: a statement costs microseconds, so each
 //! store call is one hop to a thread, not one per statement.
 
+mod activity;
 mod documents;
 mod jobs;
 mod queues;
@@ -66,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "schedules",
         include_str!("../../migrations/sqlite/0008_schedules.sql"),
+    ),
+    (
+        9,
+        "activity",
+        include_str!("../../migrations/sqlite/0009_activity.sql"),
     ),
 ];
 

@@ -8,6 +8,7 @@
 //! refused with [`Error::LeaseLost`](crate::Error::LeaseLost) unless that lease is the
 //! job's current, unexpired one.
 
+mod activity;
 mod documents;
 mod notify;
 mod params;
@@ -20,6 +21,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::Result;
 use crate::clock::Clock;
@@ -28,6 +30,8 @@ use std::collections::BTreeMap;
 use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
 use crate::schedule::Schedule;
 
+pub use activity::{ENGINE_ALIVE, ENGINE_BEAT, ENGINE_FORGET, EngineBeat, MinuteCounts};
+pub(crate) use activity::{count_finished, forget_before};
 pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
 pub use params::{
@@ -185,6 +189,34 @@ pub trait JobStore: Send + Sync + Debug + 'static {
         let _ = (tenant, id);
         Ok(false)
     }
+
+    /// Records that an engine is alive, in place of its earlier beat, and forgets beats
+    /// older than [`ENGINE_FORGET`]. A store that keeps no beats ignores it (the
+    /// default).
+    async fn beat(&self, beat: &EngineBeat) -> Result<()> {
+        let _ = beat;
+        Ok(())
+    }
+
+    /// The engines whose latest beat is at or after `since`, the most recent first;
+    /// `None` when the store keeps no beats (the default), so that nobody is told that
+    /// no engine runs.
+    async fn engines(&self, since: DateTime<Utc>) -> Result<Option<Vec<EngineBeat>>> {
+        let _ = since;
+        Ok(None)
+    }
+
+    /// The jobs of `tenant` (every tenant's when `None`) that completed or failed at or
+    /// after `since`, counted by minute, oldest first (minutes without any left out);
+    /// `None` when the store cannot count them (the default).
+    async fn finished_by_minute(
+        &self,
+        tenant: Option<&TenantId>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<MinuteCounts>>> {
+        let _ = (tenant, since);
+        Ok(None)
+    }
 }
 
 /// Forwards to the store behind the `Arc`, so `Arc<S>` and `Arc<dyn JobStore>` are stores.
@@ -259,5 +291,18 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
         (**self).delete_schedule(tenant, id).await
+    }
+    async fn beat(&self, beat: &EngineBeat) -> Result<()> {
+        (**self).beat(beat).await
+    }
+    async fn engines(&self, since: DateTime<Utc>) -> Result<Option<Vec<EngineBeat>>> {
+        (**self).engines(since).await
+    }
+    async fn finished_by_minute(
+        &self,
+        tenant: Option<&TenantId>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<MinuteCounts>>> {
+        (**self).finished_by_minute(tenant, since).await
     }
 }

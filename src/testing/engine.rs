@@ -140,6 +140,22 @@ impl JobStore for Stalling {
     async fn delete_schedule(&self, tenant: &TenantId, id: crate::ScheduleId) -> Result<bool> {
         self.inner.delete_schedule(tenant, id).await
     }
+    async fn beat(&self, beat: &crate::EngineBeat) -> Result<()> {
+        self.inner.beat(beat).await
+    }
+    async fn engines(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Vec<crate::EngineBeat>>> {
+        self.inner.engines(since).await
+    }
+    async fn finished_by_minute(
+        &self,
+        tenant: Option<&TenantId>,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Vec<crate::MinuteCounts>>> {
+        self.inner.finished_by_minute(tenant, since).await
+    }
 }
 
 /// The artifact store of the fault test's engines: one set of objects for them all.

@@ -86,6 +86,7 @@ where
         purge_removes_old_terminal_jobs,
         list_pages_are_stable,
         operator_reads_span_tenants,
+        activity_is_counted,
         stats_count_by_status,
         notifications_fire,
         progress_and_artifacts_are_recorded,

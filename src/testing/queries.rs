@@ -376,6 +376,101 @@ pub async fn operator_reads_span_tenants(store: &impl JobStore) {
     assert!(nobody.is_empty(), "a tenant without jobs has no counts");
 }
 
+/// Activity: an engine's beats replace each other and are read back while recent, and
+/// finished jobs are counted by minute, per tenant or in all (stores that keep neither
+/// answer `None` and are not asked more).
+pub async fn activity_is_counted(store: &impl JobStore) {
+    let now = store.clock().now();
+    let beat = |id: &str| crate::EngineBeat {
+        id: id.to_owned(),
+        host: "test-host".to_owned(),
+        pid: 7,
+        queues: vec!["default".to_owned()],
+        started_at: now,
+        seen_at: store.clock().now(),
+    };
+    store.beat(&beat("a")).await.expect("beat");
+    store.beat(&beat("b")).await.expect("beat");
+    store.beat(&beat("a")).await.expect("beat");
+    let since = now - chrono::Duration::seconds(30);
+    if let Some(alive) = store.engines(since).await.expect("engines") {
+        let mut ids: Vec<_> = alive.iter().map(|b| b.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["a", "b"], "one entry per engine");
+        assert_eq!(alive[0].host, "test-host");
+        let later = store.clock().now() + chrono::Duration::seconds(60);
+        assert!(
+            store
+                .engines(later)
+                .await
+                .expect("engines")
+                .unwrap_or_default()
+                .is_empty()
+        );
+    }
+
+    for i in 0..3 {
+        insert_one(store, job("acme", json!({ "i": i }))).await;
+    }
+    insert_one(store, job("globex", json!({}))).await;
+    for outcome in [
+        Finish::Completed { result: json!(1) },
+        Finish::Completed { result: json!(2) },
+        Finish::Failed { error: "x".into() },
+    ] {
+        let c = claim_one(store, LONG).await;
+        store.finish(&c.lease, outcome).await.expect("finish");
+    }
+    let hour_ago = now - chrono::Duration::hours(1);
+    let Some(all) = store
+        .finished_by_minute(None, hour_ago)
+        .await
+        .expect("count")
+    else {
+        return;
+    };
+    let sum = |counts: &[crate::MinuteCounts]| {
+        counts
+            .iter()
+            .fold((0, 0), |(c, f), m| (c + m.completed, f + m.failed))
+    };
+    assert_eq!(sum(&all), (2, 1));
+    assert!(
+        all.windows(2).all(|w| w[0].minute < w[1].minute),
+        "oldest first"
+    );
+    assert!(
+        all.iter().all(|m| m.minute.timestamp() % 60 == 0),
+        "whole minutes"
+    );
+    let umbrella = store
+        .finished_by_minute(Some(&tenant("umbrella")), hour_ago)
+        .await
+        .expect("count")
+        .expect("counted");
+    assert!(umbrella.is_empty());
+    let by_tenant = {
+        let acme = store
+            .finished_by_minute(Some(&tenant("acme")), hour_ago)
+            .await;
+        let globex = store
+            .finished_by_minute(Some(&tenant("globex")), hour_ago)
+            .await;
+        let (a, g) = (
+            sum(&acme.expect("count").expect("counted")),
+            sum(&globex.expect("count").expect("counted")),
+        );
+        (a.0 + g.0, a.1 + g.1)
+    };
+    assert_eq!(by_tenant, (2, 1), "the tenants' counts add up to all");
+    let future = store.clock().now() + chrono::Duration::minutes(5);
+    let none = store.finished_by_minute(None, future).await.expect("count");
+    assert!(
+        none.expect("counted").is_empty(),
+        "only jobs finished since the time given"
+    );
+}
+
 /// Counts by status follow every transition.
 pub async fn stats_count_by_status(store: &impl JobStore) {
     let t = tenant("acme");

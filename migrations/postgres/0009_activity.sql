@@ -1,0 +1,14 @@
+-- jobworks schema v9 for PostgreSQL: engines' beats (each started engine says every few
+-- seconds that it is alive), and an index of finished jobs that holds what the count of
+-- finished jobs by minute reads (time, status, tenant), so the count can be an
+-- index-only scan.
+CREATE TABLE jobworks_engines (
+    id TEXT PRIMARY KEY,
+    seen_at TIMESTAMPTZ NOT NULL,
+    body JSONB NOT NULL
+);
+CREATE INDEX jobworks_engines_seen ON jobworks_engines (seen_at);
+
+DROP INDEX jobworks_jobs_ended;
+CREATE INDEX jobworks_jobs_ended ON jobworks_jobs (completed_at, status, tenant)
+    WHERE completed_at IS NOT NULL;
