@@ -177,7 +177,10 @@ async fn every_page_renders_for_an_operator() {
         .unwrap();
     let (failed_id, done_id) = (failed.id.to_string(), done.id.to_string());
     let pages = [
-        ("", vec!["Overview", "Jobs by status", "Recent failures"]),
+        (
+            "",
+            vec!["Overview", "Open jobs", "The last hour", "Recent failures"],
+        ),
         ("/", vec!["Overview"]),
         ("/queues", vec!["default", "Pause"]),
         ("/jobs", vec![&failed_id[..], "globex", "Review"]),
@@ -479,4 +482,27 @@ async fn the_overview_draws_the_last_hour_and_warns_when_no_engine_runs() {
         .await
         .unwrap();
     assert!(html.contains("No engine is running"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessed_logins_are_throttled_per_client_address() {
+    let limit = std::num::NonZeroU32::new(3).unwrap();
+    let site = Site::start(|d| d.login_failure_limit(Some((limit, Duration::from_secs(60))))).await;
+    for _ in 0..3 {
+        let (status, _) = site.get("/jobs", Some(("ops", "guess"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let r = site
+        .client
+        .get(format!("{}/jobs", site.base))
+        .basic_auth("ops", Some("ops-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "blocked, right login or not"
+    );
+    assert!(r.headers().contains_key("retry-after"));
 }

@@ -11,3 +11,8 @@ CREATE INDEX jobworks_engines_seen ON jobworks_engines (seen_at);
 DROP INDEX jobworks_jobs_ended;
 CREATE INDEX jobworks_jobs_ended ON jobworks_jobs (completed_at, status, tenant)
     WHERE completed_at IS NOT NULL;
+
+-- Jobs waiting for their parents, for the counts of open jobs (queued and running jobs
+-- have their own partial indexes already).
+CREATE INDEX jobworks_jobs_waiting ON jobworks_jobs (queue, tenant)
+    WHERE status = 'waiting';

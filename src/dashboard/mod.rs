@@ -6,7 +6,7 @@
 //!
 //! | path | what it shows |
 //! | --- | --- |
-//! | `/` (and the mount itself) | job counts by status, queue depths, recent failures |
+//! | `/` (and the mount itself) | the last hour's finished and failed jobs as sparklines, open jobs by status and queue, the engines (a warning when none runs), recent failures |
 //! | `/queues` | each queue's depth, running jobs and limits; pause and resume |
 //! | `/jobs` | jobs filtered by tenant, queue, type, status and time, paged by cursor; bulk actions on a selection or on the filter, confirmed first and capped |
 //! | `/jobs/{id}` | one job: its timeline (live until it finishes), attempts, error, progress, input and result (through [`Dashboard::redact`]), artifacts with fresh signed links, and its actions |
@@ -88,6 +88,7 @@ pub struct Dashboard {
     read_only: bool,
     csrf_key: [u8; 32],
     redactor: Option<Arc<Redactor>>,
+    failures: Option<(u32, Duration)>,
 }
 
 impl fmt::Debug for Dashboard {
@@ -111,7 +112,20 @@ impl Dashboard {
             read_only: false,
             csrf_key: rand::random(),
             redactor: None,
+            failures: Some((
+                crate::http::DEFAULT_AUTH_FAILURES,
+                crate::http::AUTH_FAILURE_WINDOW,
+            )),
         }
+    }
+
+    /// Blocks a client address for the rest of a `window` once `max` of its requests
+    /// brought credentials the access refused (as the JSON API does: 20 a minute by
+    /// default); `None` turns the limit off. The address is the one
+    /// [`Server`](crate::http::Server) finds (behind trusted proxies too).
+    pub fn login_failure_limit(mut self, limit: Option<(std::num::NonZeroU32, Duration)>) -> Self {
+        self.failures = limit.map(|(max, window)| (max.get(), window));
+        self
     }
 
     /// With `true`, no page offers an action and every `POST` answers `403`, whatever
@@ -148,6 +162,9 @@ impl Dashboard {
             read_only: self.read_only,
             csrf_key: self.csrf_key,
             redactor: self.redactor,
+            failures: self
+                .failures
+                .map(|(max, window)| crate::http::FailedAuth::new(max, window)),
         });
         Router::new()
             .route("/", get(pages::overview))
@@ -199,6 +216,7 @@ struct State {
     read_only: bool,
     csrf_key: [u8; 32],
     redactor: Option<Arc<Redactor>>,
+    failures: Option<crate::http::FailedAuth>,
 }
 
 type Shared = Arc<State>;
@@ -249,7 +267,22 @@ impl FromRequestParts<Shared> for Visit {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let failures = state.failures.as_ref().zip(crate::http::client_addr(parts));
+        if let Some(wait) = failures.and_then(|(f, addr)| f.blocked(addr)) {
+            let seconds = wait.as_secs_f64().ceil() as u64;
+            let message = format!("Too many failed logins from here: try again in {seconds} s.");
+            let mut answer = PageError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+            if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+                answer.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Err(answer);
+        }
         let Some(viewer) = state.access.viewer(parts).await else {
+            if let Some((f, addr)) = failures
+                && parts.headers.contains_key(header::AUTHORIZATION)
+            {
+                f.failed(addr);
+            }
             return Err(state.access.challenge());
         };
         let original = parts

@@ -31,7 +31,7 @@ const DEFAULT_BULK_CAP: usize = 1000;
 
 pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> Page {
     let across = state.engine.across(&visit.viewer.tenants);
-    let counts = across.queue_stats().await?;
+    let counts = across.open_counts().await?;
     let mut total = QueueStats::default();
     for c in counts.values() {
         total.merge(c);
@@ -58,12 +58,11 @@ pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> P
             (activity(minutes, start))
         }
         section aria-labelledby="totals" {
-            h2 #totals { "Jobs by status" }
+            h2 #totals { "Open jobs" }
             ul.tiles {
                 @for (s, n) in [
                     (JobStatus::Waiting, total.waiting), (JobStatus::Queued, total.queued),
-                    (JobStatus::Running, total.running), (JobStatus::Completed, total.completed),
-                    (JobStatus::Failed, total.failed), (JobStatus::Cancelled, total.cancelled),
+                    (JobStatus::Running, total.running),
                 ] {
                     li {
                         a href={ (base) "/jobs?status=" (s.as_str()) } {
@@ -165,21 +164,20 @@ fn activity(minutes: &[crate::MinuteCounts], start: DateTime<Utc>) -> Markup {
 fn queue_counts(base: &str, counts: &BTreeMap<QueueName, QueueStats>) -> Markup {
     html! {
         @if counts.is_empty() {
-            p.empty { "No jobs yet." }
+            p.empty { "No open jobs." }
         } @else {
             div.scroll {
                 table {
                     thead { tr {
                         th scope="col" { "Queue" } th.num scope="col" { "Waiting" }
                         th.num scope="col" { "Queued" } th.num scope="col" { "Running" }
-                        th.num scope="col" { "Failed" }
                     } }
                     tbody {
                         @for (name, c) in counts {
                             tr {
                                 th scope="row" { a href={ (base) "/jobs?queue=" (name) } { (name) } }
                                 td.num { (c.waiting) } td.num { (c.queued) }
-                                td.num { (c.running) } td.num { (c.failed) }
+                                td.num { (c.running) }
                             }
                         }
                     }
@@ -191,7 +189,7 @@ fn queue_counts(base: &str, counts: &BTreeMap<QueueName, QueueStats>) -> Markup 
 
 pub(super) async fn queues(Extract(state): Extract<Shared>, visit: Visit) -> Page {
     let across = state.engine.across(&visit.viewer.tenants);
-    let counts = across.queue_stats().await?;
+    let counts = across.open_counts().await?;
     let mut rows: BTreeMap<QueueName, (crate::store::QueueSettings, QueueStats)> = BTreeMap::new();
     for queue in state.engine.store().queues().await? {
         rows.entry(queue.name).or_default().0 = queue.settings;
@@ -199,12 +197,18 @@ pub(super) async fn queues(Extract(state): Extract<Shared>, visit: Visit) -> Pag
     for (name, c) in counts {
         rows.entry(name).or_default().1 = c;
     }
+    // And the queues that running engines serve, even while they are empty.
+    for beat in state.engine.engines().await?.unwrap_or_default() {
+        for name in beat.queues.iter().filter_map(|q| QueueName::new(q).ok()) {
+            rows.entry(name).or_default();
+        }
+    }
     let may = state.may(&visit.viewer, Action::Queues);
     let token = state.csrf_token(&visit.viewer);
     let base = &visit.base;
     let body = html! {
         @if rows.is_empty() {
-            p.empty { "No queue has jobs or settings yet." }
+            p.empty { "No queue has open jobs, settings or an engine serving it." }
         } @else {
             div.scroll {
                 table {

@@ -169,6 +169,26 @@ impl Across<'_> {
         Ok(Some(all.into_values().collect()))
     }
 
+    /// The tenants' open jobs (waiting, queued, running) counted by queue and status; the
+    /// finished counts are zero. Its cost follows the backlog, not the history.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn open_counts(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let store = self.engine.store();
+        let set = match self.tenants {
+            Tenants::All => return store.open_counts(None).await,
+            Tenants::Only(set) => set,
+        };
+        let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
+        for tenant in set {
+            for (queue, counts) in store.open_counts(Some(tenant)).await? {
+                all.entry(queue).or_default().merge(&counts);
+            }
+        }
+        Ok(all)
+    }
+
     /// The tenants' schedules, each with its next run.
     ///
     /// # Errors

@@ -102,8 +102,9 @@ async fn reap(engine: Arc<EngineInner>, stop: CancellationToken) {
         if let Some(keep) = engine.config.retention {
             purge(&engine, keep).await;
         }
-        // The gauges come from the store's counts, read here rather than on each scrape.
-        match engine.store.queue_stats(None).await {
+        // The gauges come from the store's counts of open jobs, read here rather than on
+        // each scrape.
+        match engine.store.open_counts(None).await {
             Ok(stats) => {
                 let served: Vec<_> = engine
                     .config

@@ -381,7 +381,7 @@ impl Auth {
 }
 
 /// The client address of a request, as [`Auth`] counts it.
-fn client_addr(parts: &Parts) -> Option<IpAddr> {
+pub(crate) fn client_addr(parts: &Parts) -> Option<IpAddr> {
     let served = parts.extensions.get::<ClientAddr>().map(|c| c.0);
     served.or_else(|| {
         parts

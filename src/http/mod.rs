@@ -62,14 +62,16 @@ use utoipa_axum::routes;
 
 use crate::Engine;
 
-#[cfg(feature = "dashboard")]
-pub(crate) use auth::lookup;
 pub use auth::{
     AUTH_FAILURE_WINDOW, Auth, Authenticator, Credentials, DEFAULT_AUTH_FAILURES, PathParams,
     Principal, Scope, StaticCredentials,
 };
+#[cfg(feature = "dashboard")]
+pub(crate) use auth::{client_addr, lookup};
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use jobs::MAX_WAIT_SECS;
+#[cfg(feature = "dashboard")]
+pub(crate) use limits::FailedAuth;
 pub use metrics::{PrometheusHandle, install_prometheus};
 pub use operator::BulkView;
 pub use queues::{QueueCountsView, QueueListView, QueueView, RateView};

@@ -346,6 +346,13 @@ impl JobStore for PostgresStore {
         self.counts_by_queue(tenant).await
     }
 
+    async fn open_counts(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.counts_of_open(tenant).await
+    }
+
     async fn queues(&self) -> Result<Vec<Queue>> {
         self.all_queues().await
     }
@@ -453,7 +460,7 @@ impl JobStore for PostgresStore {
         macro_rules! by_minute {
             ($tenant:literal) => {
                 concat!(
-                    "SELECT date_trunc('minute', completed_at), \
+                    "SELECT floor(extract(epoch FROM completed_at) / 60)::bigint, \
                      count(*) FILTER (WHERE status = 'completed'), \
                      count(*) FILTER (WHERE status = 'failed') \
                      FROM jobworks_jobs WHERE completed_at >= $1 AND ",
@@ -466,7 +473,7 @@ impl JobStore for PostgresStore {
             Some(_) => by_minute!("tenant = $2"),
             None => by_minute!("$2::text IS NULL"),
         };
-        let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(sql)
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(sql)
             .bind(since)
             .bind(tenant.map(TenantId::as_str))
             .fetch_all(&self.pool)
@@ -475,7 +482,8 @@ impl JobStore for PostgresStore {
         Ok(Some(
             rows.into_iter()
                 .map(|(minute, completed, failed)| MinuteCounts {
-                    minute,
+                    minute: DateTime::from_timestamp(minute.saturating_mul(60), 0)
+                        .unwrap_or_default(),
                     completed: completed as u64,
                     failed: failed as u64,
                 })

@@ -148,4 +148,33 @@ impl PostgresStore {
         }
         Ok(all)
     }
+
+    /// The open jobs (waiting, queued, running) by queue and status, each status counted
+    /// from its own partial index.
+    pub(super) async fn counts_of_open(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT queue, 'queued', COUNT(*) FROM jobworks_jobs \
+             WHERE status = 'queued' AND ($1::text IS NULL OR tenant = $1) GROUP BY queue \
+             UNION ALL \
+             SELECT queue, 'running', COUNT(*) FROM jobworks_jobs \
+             WHERE status = 'running' AND ($1::text IS NULL OR tenant = $1) GROUP BY queue \
+             UNION ALL \
+             SELECT queue, 'waiting', COUNT(*) FROM jobworks_jobs \
+             WHERE status = 'waiting' AND ($1::text IS NULL OR tenant = $1) GROUP BY queue",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
+        for (queue, st, n) in rows {
+            all.entry(QueueName::new(queue)?)
+                .or_default()
+                .add(status(BACKEND, &st)?, n as u64);
+        }
+        Ok(all)
+    }
 }

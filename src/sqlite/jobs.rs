@@ -579,6 +579,15 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    async fn open_counts(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let tenant = tenant.cloned();
+        self.read(move |conn| queues::open_counts(conn, tenant.as_ref()))
+            .await
+    }
+
     async fn queues(&self) -> Result<Vec<Queue>> {
         self.read(queues::all).await
     }

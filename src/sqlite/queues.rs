@@ -227,3 +227,40 @@ pub(super) fn stats(
     }
     Ok(all)
 }
+
+/// The open jobs (waiting, queued, running) by queue and status, each status counted from
+/// its own partial index.
+pub(super) fn open_counts(
+    conn: &Connection,
+    tenant: Option<&TenantId>,
+) -> Result<BTreeMap<QueueName, QueueStats>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT queue, 'queued', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_ready \
+             WHERE status = 'queued' AND (?1 IS NULL OR tenant = ?1) GROUP BY queue \
+             UNION ALL \
+             SELECT queue, 'running', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_leases \
+             WHERE status = 'running' AND (?1 IS NULL OR tenant = ?1) GROUP BY queue \
+             UNION ALL \
+             SELECT queue, 'waiting', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_waiting \
+             WHERE status = 'waiting' AND (?1 IS NULL OR tenant = ?1) GROUP BY queue",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([tenant.map(TenantId::as_str)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
+    for row in rows {
+        let (queue, st, n) = row.map_err(db)?;
+        all.entry(QueueName::new(queue)?)
+            .or_default()
+            .add(status(BACKEND, &st)?, n as u64);
+    }
+    Ok(all)
+}

@@ -146,6 +146,23 @@ pub trait JobStore: Send + Sync + Debug + 'static {
         tenant: Option<&TenantId>,
     ) -> Result<BTreeMap<QueueName, QueueStats>>;
 
+    /// Counts the open jobs (waiting, queued, running) by queue and status, of `tenant`
+    /// or of all; the finished counts are left at zero. Unlike
+    /// [`queue_stats`](Self::queue_stats) it reads only open jobs, so its cost follows
+    /// the backlog, not the history: what gauges and pages that refresh often use. By
+    /// default it is `queue_stats` with the finished counts dropped.
+    async fn open_counts(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        let mut all = self.queue_stats(tenant).await?;
+        all.retain(|_, c| {
+            (c.completed, c.failed, c.cancelled) = (0, 0, 0);
+            c.waiting + c.queued + c.running > 0
+        });
+        Ok(all)
+    }
+
     /// Every queue with stored settings, by name.
     async fn queues(&self) -> Result<Vec<Queue>>;
 
@@ -273,6 +290,12 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
         tenant: Option<&TenantId>,
     ) -> Result<BTreeMap<QueueName, QueueStats>> {
         (**self).queue_stats(tenant).await
+    }
+    async fn open_counts(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<BTreeMap<QueueName, QueueStats>> {
+        (**self).open_counts(tenant).await
     }
     async fn queues(&self) -> Result<Vec<Queue>> {
         (**self).queues().await

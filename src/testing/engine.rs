@@ -114,6 +114,9 @@ impl JobStore for Stalling {
     async fn queue_stats(&self, t: Option<&TenantId>) -> Result<BTreeMap<QueueName, QueueStats>> {
         self.inner.queue_stats(t).await
     }
+    async fn open_counts(&self, t: Option<&TenantId>) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.inner.open_counts(t).await
+    }
     async fn queues(&self) -> Result<Vec<Queue>> {
         self.inner.queues().await
     }

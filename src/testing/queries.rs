@@ -374,6 +374,24 @@ pub async fn operator_reads_span_tenants(store: &impl JobStore) {
         .await
         .expect("stats");
     assert!(nobody.is_empty(), "a tenant without jobs has no counts");
+    // The counts of open jobs agree with the full counts, finished ones left at zero.
+    store
+        .finish(&claimed.lease, Finish::Completed { result: json!(1) })
+        .await
+        .expect("finish");
+    for who in [None, Some(&acme)] {
+        let full = store.queue_stats(who).await.expect("stats");
+        let open = store.open_counts(who).await.expect("open counts");
+        for (queue, c) in &full {
+            let o = open.get(queue).copied().unwrap_or_default();
+            assert_eq!(
+                (o.waiting, o.queued, o.running),
+                (c.waiting, c.queued, c.running)
+            );
+            assert_eq!((o.completed, o.failed, o.cancelled), (0, 0, 0));
+        }
+        assert!(open.keys().all(|q| full.contains_key(q)));
+    }
 }
 
 /// Activity: an engine's beats replace each other and are read back while recent, and
