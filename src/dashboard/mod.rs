@@ -37,6 +37,7 @@
 //! ```
 
 mod access;
+mod activity;
 mod pages;
 mod view;
 
@@ -165,6 +166,7 @@ impl Dashboard {
             failures: self
                 .failures
                 .map(|(max, window)| crate::http::FailedAuth::new(max, window)),
+            activity: activity::Activity::default(),
         });
         Router::new()
             .route("/", get(pages::overview))
@@ -217,6 +219,7 @@ struct State {
     csrf_key: [u8; 32],
     redactor: Option<Arc<Redactor>>,
     failures: Option<crate::http::FailedAuth>,
+    activity: activity::Activity,
 }
 
 type Shared = Arc<State>;

@@ -40,8 +40,11 @@ pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> P
         .list(ListParams::default().status(JobStatus::Failed).limit(5))
         .await?;
     let now = Utc::now();
-    let start = now - chrono::Duration::minutes(59);
-    let minutes = across.finished_by_minute(start).await?;
+    let start = super::activity::minute_floor(now) - chrono::Duration::minutes(59);
+    let minutes = state
+        .activity
+        .since(&state.engine, &visit.viewer.tenants, start, now)
+        .await?;
     let engines = state.engine.engines().await?;
     let base = &visit.base;
     let body = html! {
