@@ -39,7 +39,8 @@ pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> P
     let failures = across
         .list(ListParams::default().status(JobStatus::Failed).limit(5))
         .await?;
-    let now = Utc::now();
+    // Finished times are the store's: so is the window.
+    let now = state.engine.store().clock().now();
     let start = super::activity::minute_floor(now) - chrono::Duration::minutes(59);
     let minutes = state
         .activity
