@@ -414,27 +414,13 @@ impl Selection {
         }
     }
 
-    /// The store's filters for a page: one status, type and queue each when the filter
-    /// names one, the cursor, or the newest id the `until` bound allows.
+    /// The store's filters for a page: the filter's, this schedule's, from the cursor.
     fn params(&self) -> ListParams {
-        let f = &self.filter;
-        let mut params = ListParams::default().limit(PAGE_SIZE);
-        if let [s] = f.statuses[..] {
-            params = params.status(s);
-        }
-        if let [t] = &f.types[..] {
-            params = params.job_type(t.clone());
-        }
-        if let [q] = &f.queues[..] {
-            params = params.queue(q.clone());
-        }
+        let mut params = self.filter.list_params(PAGE_SIZE);
         if let Some(s) = self.schedule {
             params = params.schedule(s);
         }
-        let until = f.until.and_then(|t| {
-            let ms = u128::try_from(t.timestamp_millis()).ok()?;
-            Some(JobId::from_u128((ms + 1) << 80))
-        });
+        let until = params.before;
         params.before(self.cursor.or(until))
     }
 }

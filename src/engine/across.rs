@@ -312,21 +312,8 @@ impl Across<'_> {
         filter: &JobFilter,
         limit: usize,
     ) -> Result<Vec<(TenantId, JobId)>> {
-        let mut params = ListParams::default().limit(1000);
-        if let [status] = filter.statuses[..] {
-            params = params.status(status);
-        }
-        if let [job_type] = &filter.types[..] {
-            params = params.job_type(job_type.clone());
-        }
-        if let [queue] = &filter.queues[..] {
-            params = params.queue(queue.clone());
-        }
-        // Ids sort by submit time: start after the newest id `until` allows.
-        let mut before = filter.until.and_then(|t| {
-            let ms = u128::try_from(t.timestamp_millis()).ok()?;
-            Some(JobId::from_u128((ms + 1) << 80))
-        });
+        let params = filter.list_params(1000);
+        let mut before = params.before;
         let mut selected = Vec::new();
         loop {
             let page = self.list(params.clone().before(before)).await?;

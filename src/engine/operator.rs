@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::Engine;
 use super::across::Tenants;
 use crate::job::{Job, JobId, JobStatus, JobType, QueueName, TenantId};
-use crate::store::{JobStoreExt, Operator};
+use crate::store::{JobStoreExt, ListParams, Operator};
 use crate::{Error, Result};
 
 /// The most jobs one bulk action may select.
@@ -75,6 +75,28 @@ impl JobFilter {
         self.since = since;
         self.until = until;
         self
+    }
+
+    /// The store's filters that read what this filter selects a page of `limit` at a
+    /// time: one status, type and queue each when it names one, and a start after the
+    /// newest id the `until` bound allows (ids sort by submit time). The rest is
+    /// [`matches`](Self::matches)' to check.
+    pub fn list_params(&self, limit: usize) -> ListParams {
+        let mut params = ListParams::default().limit(limit);
+        if let [status] = self.statuses[..] {
+            params = params.status(status);
+        }
+        if let [job_type] = &self.types[..] {
+            params = params.job_type(job_type.clone());
+        }
+        if let [queue] = &self.queues[..] {
+            params = params.queue(queue.clone());
+        }
+        let until = self.until.and_then(|t| {
+            let ms = u128::try_from(t.timestamp_millis()).ok()?;
+            Some(JobId::from_u128((ms + 1) << 80))
+        });
+        params.before(until)
     }
 
     /// Whether `job` is selected.

@@ -140,13 +140,7 @@ impl PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
-        for (queue, st, n) in rows {
-            all.entry(QueueName::new(queue)?)
-                .or_default()
-                .add(status(BACKEND, &st)?, n as u64);
-        }
-        Ok(all)
+        counts(rows)
     }
 
     /// The open jobs (waiting, queued, running) by queue and status, each status counted
@@ -169,12 +163,17 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
-        for (queue, st, n) in rows {
-            all.entry(QueueName::new(queue)?)
-                .or_default()
-                .add(status(BACKEND, &st)?, n as u64);
-        }
-        Ok(all)
+        counts(rows)
     }
+}
+
+/// Rows `(queue, status, count)` as counts by queue.
+fn counts(rows: Vec<(String, String, i64)>) -> Result<BTreeMap<QueueName, QueueStats>> {
+    let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
+    for (queue, st, n) in rows {
+        all.entry(QueueName::new(queue)?)
+            .or_default()
+            .add(status(BACKEND, &st)?, n as u64);
+    }
+    Ok(all)
 }

@@ -209,23 +209,7 @@ pub(super) fn stats(
             }
         })
         .map_err(db)?;
-    let rows = stmt
-        .query_map([tenant.map(TenantId::as_str)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(db)?;
-    let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
-    for row in rows {
-        let (queue, st, n) = row.map_err(db)?;
-        all.entry(QueueName::new(queue)?)
-            .or_default()
-            .add(status(BACKEND, &st)?, n as u64);
-    }
-    Ok(all)
+    counts(&mut stmt, tenant)
 }
 
 /// The open jobs (waiting, queued, running) by queue and status, each status counted from
@@ -246,6 +230,14 @@ pub(super) fn open_counts(
              WHERE status = 'waiting' AND (?1 IS NULL OR tenant = ?1) GROUP BY queue",
         )
         .map_err(db)?;
+    counts(&mut stmt, tenant)
+}
+
+/// The rows `(queue, status, count)` of `stmt`, run for `tenant`, as counts by queue.
+fn counts(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    tenant: Option<&TenantId>,
+) -> Result<BTreeMap<QueueName, QueueStats>> {
     let rows = stmt
         .query_map([tenant.map(TenantId::as_str)], |r| {
             Ok((
