@@ -744,7 +744,17 @@ impl JobStore for MemoryStore {
                 continue;
             }
             if let Some(at) = job.completed_at.filter(|at| *at >= since) {
-                crate::store::count_finished(&mut counts, at, failed);
+                let minute = crate::store::minute_of(at);
+                let entry = counts.entry(minute).or_insert(MinuteCounts {
+                    minute,
+                    completed: 0,
+                    failed: 0,
+                });
+                if failed {
+                    entry.failed += 1;
+                } else {
+                    entry.completed += 1;
+                }
             }
         }
         Ok(Some(counts.into_values().collect()))

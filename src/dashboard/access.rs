@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::engine::Tenants;
+use crate::engine::{BulkAction, Tenants};
 use crate::http::Credentials;
 
 /// What a dashboard user may do besides reading. Each is a button on the pages; one the
@@ -49,6 +49,21 @@ impl Action {
             Action::Requeue => "Requeue",
             Action::Discard => "Discard",
             Action::Queues => "Pause or resume queues",
+        }
+    }
+
+    /// The action of that name in paths and forms.
+    pub(super) fn named(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The bulk action it is, if it is one.
+    pub(super) fn bulk(self) -> Option<BulkAction> {
+        match self {
+            Action::Retry => Some(BulkAction::Retry),
+            Action::Cancel => Some(BulkAction::Cancel),
+            Action::Discard => Some(BulkAction::Discard),
+            Action::Requeue | Action::Queues => None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::engine::{Engine, Tenants};
-use crate::store::MinuteCounts;
+use crate::store::{MinuteCounts, minute_of};
 
 /// Minutes still read from the store on every view: the current one and the one before
 /// (a job stamped just before a minute ended may commit just after).
@@ -35,11 +35,6 @@ fn key(tenants: &Tenants) -> String {
     }
 }
 
-/// The start of the minute `at` is in.
-pub(super) fn minute_floor(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(at.timestamp().div_euclid(60) * 60, 0).unwrap_or(at)
-}
-
 impl Activity {
     /// The finished and failed jobs of `tenants` by minute from `start` (a minute's
     /// start) on; `None` when the store cannot count them.
@@ -51,7 +46,7 @@ impl Activity {
         now: DateTime<Utc>,
     ) -> crate::Result<Option<Vec<MinuteCounts>>> {
         let key = key(tenants);
-        let until = minute_floor(now) - Duration::minutes(OPEN_MINUTES - 1);
+        let until = minute_of(now) - Duration::minutes(OPEN_MINUTES - 1);
         let (mut kept, read_from) = {
             let cache = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             match cache.get(&key) {
@@ -105,7 +100,7 @@ mod tests {
         let total = |counts: Option<Vec<MinuteCounts>>| -> u64 {
             counts.unwrap().iter().map(|m| m.completed).sum()
         };
-        let start = minute_floor(Utc::now()) - Duration::minutes(59);
+        let start = minute_of(Utc::now()) - Duration::minutes(59);
         run(&engine, &acme, 3).await;
         let now = Utc::now();
         assert_eq!(
@@ -144,7 +139,7 @@ mod tests {
         );
         // An hour later the kept minutes have left the window.
         let later = now + Duration::minutes(61);
-        let start = minute_floor(later) - Duration::minutes(59);
+        let start = minute_of(later) - Duration::minutes(59);
         assert_eq!(
             total(
                 activity

@@ -333,23 +333,11 @@ impl PageError {
 }
 
 impl From<Error> for PageError {
+    /// The JSON API's answer to the error (its status, and a detail that never carries
+    /// internals; what it logs), as a page.
     fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::NotFound { .. }
-            | Error::WorkflowNotFound { .. }
-            | Error::ScheduleNotFound { .. }
-            | Error::ArtifactNotFound { .. } => StatusCode::NOT_FOUND,
-            Error::InvalidTransition { .. } | Error::Conflict { .. } => StatusCode::CONFLICT,
-            Error::Invalid { .. } | Error::InvalidAt { .. } => StatusCode::BAD_REQUEST,
-            _ => {
-                tracing::error!(error = %e, "dashboard page failed");
-                return PageError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong reading the jobs; the log says what.",
-                );
-            }
-        };
-        PageError::new(status, e.to_string())
+        let api = crate::http::ApiError::from(e);
+        PageError::new(api.status(), api.body().detail.clone())
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::view::{self, Section, action_form, job_path, maybe_time, status, time};
 use super::{ARTIFACT_LINK_TTL, Action, PageError, Part, Shared, Visit};
-use crate::engine::{BulkAction, JobFilter, MAX_BULK, Tenants};
+use crate::engine::{JobFilter, MAX_BULK, Tenants};
 use crate::job::{Job, JobId, JobStatus, JobType, QueueName, ScheduleId, TenantId, WorkflowId};
 use crate::store::{EventParams, ListParams, Operator, QueueStats};
 
@@ -31,22 +31,22 @@ const DEFAULT_BULK_CAP: usize = 1000;
 
 pub(super) async fn overview(Extract(state): Extract<Shared>, visit: Visit) -> Page {
     let across = state.engine.across(&visit.viewer.tenants);
-    let counts = across.open_counts().await?;
+    // Finished times are the store's: so is the window.
+    let now = state.engine.store().clock().now();
+    let start = crate::store::minute_of(now) - chrono::Duration::minutes(59);
+    // Four reads that do not depend on each other, at once.
+    let (counts, failures, minutes, engines) = futures::try_join!(
+        across.open_counts(),
+        across.list(ListParams::default().status(JobStatus::Failed).limit(5)),
+        state
+            .activity
+            .since(&state.engine, &visit.viewer.tenants, start, now),
+        state.engine.engines(),
+    )?;
     let mut total = QueueStats::default();
     for c in counts.values() {
         total.merge(c);
     }
-    let failures = across
-        .list(ListParams::default().status(JobStatus::Failed).limit(5))
-        .await?;
-    // Finished times are the store's: so is the window.
-    let now = state.engine.store().clock().now();
-    let start = super::activity::minute_floor(now) - chrono::Duration::minutes(59);
-    let minutes = state
-        .activity
-        .since(&state.engine, &visit.viewer.tenants, start, now)
-        .await?;
-    let engines = state.engine.engines().await?;
     let base = &visit.base;
     let body = html! {
         @if let Some(engines) = &engines {
@@ -310,9 +310,9 @@ pub(super) struct Filters {
 /// The filters, checked.
 #[derive(Debug, Clone, Default)]
 struct Selection {
-    tenants: Option<TenantId>,
+    /// The one tenant asked for, if any.
+    tenant: Option<TenantId>,
     filter: JobFilter,
-    schedule: Option<ScheduleId>,
     cursor: Option<JobId>,
 }
 
@@ -331,6 +331,7 @@ impl Filters {
             error: get("error"),
             since: get("since"),
             until: get("until"),
+            schedule: get("schedule"),
             ..Filters::default()
         }
     }
@@ -353,16 +354,15 @@ impl Filters {
         let since = some(&self.since).map(parse_time).transpose()?;
         let until = some(&self.until).map(parse_time).transpose()?;
         filter = filter.submitted(since, until);
+        if let Some(s) = some(&self.schedule) {
+            filter = filter.schedule(s.parse::<ScheduleId>().map_err(|e| bad(&e))?);
+        }
         Ok(Selection {
-            tenants: some(&self.tenant)
+            tenant: some(&self.tenant)
                 .map(TenantId::new)
                 .transpose()
                 .map_err(|e| bad(&e))?,
             filter,
-            schedule: some(&self.schedule)
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| bad(&e))?,
             cursor: some(&self.cursor)
                 .map(str::parse)
                 .transpose()
@@ -407,19 +407,16 @@ impl Selection {
     /// The tenants to read: the viewer's, or the one of them the filter names (none when
     /// it names another).
     fn tenants(&self, viewer: &Tenants) -> Tenants {
-        match &self.tenants {
+        match &self.tenant {
             None => viewer.clone(),
             Some(t) if viewer.contains(t) => Tenants::only([t.clone()]),
             Some(_) => Tenants::only([]),
         }
     }
 
-    /// The store's filters for a page: the filter's, this schedule's, from the cursor.
+    /// The store's filters for a page: the filter's, from the cursor.
     fn params(&self) -> ListParams {
-        let mut params = self.filter.list_params(PAGE_SIZE);
-        if let Some(s) = self.schedule {
-            params = params.schedule(s);
-        }
+        let params = self.filter.list_params(PAGE_SIZE);
         let until = params.before;
         params.before(self.cursor.or(until))
     }
@@ -473,9 +470,9 @@ pub(super) async fn jobs(
     let (jobs, next) = read_page(&state, &visit, &selection).await?;
     let base = &visit.base;
     let query = filters.query();
-    let bulk: Vec<Action> = [Action::Retry, Action::Cancel, Action::Discard]
+    let bulk: Vec<Action> = Action::ALL
         .into_iter()
-        .filter(|a| state.may(&visit.viewer, *a))
+        .filter(|a| a.bulk().is_some() && state.may(&visit.viewer, *a))
         .collect();
     let token = state.csrf_token(&visit.viewer);
     let body = html! {
@@ -695,14 +692,14 @@ pub(super) async fn job(
     for a in &job.artifacts {
         let url = state
             .engine
-            .signed_url(&job.tenant, id, &a.name, Some(ARTIFACT_LINK_TTL))
+            .sign(&job, &a.name, Some(ARTIFACT_LINK_TTL))
             .await
             .ok();
         links.push((a, url));
     }
     let base = &visit.base;
     let token = state.csrf_token(&visit.viewer);
-    let now = Utc::now();
+    let now = state.engine.store().clock().now();
     let offered: Vec<Action> = [
         (
             Action::Retry,
@@ -905,17 +902,6 @@ fn guard(state: &Shared, visit: &Visit, form: &Form, action: Action) -> Result<(
     Ok(())
 }
 
-fn action_named(name: &str) -> Option<Action> {
-    [
-        Action::Retry,
-        Action::Cancel,
-        Action::Requeue,
-        Action::Discard,
-    ]
-    .into_iter()
-    .find(|a| a.as_str() == name)
-}
-
 fn operator(visit: &Visit) -> Operator {
     Operator::new(visit.viewer.name.clone()).reason("from the dashboard")
 }
@@ -927,7 +913,8 @@ pub(super) async fn job_action(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let form = Form::parse(&body);
-    let action = action_named(&action)
+    let action = Action::named(&action)
+        .filter(|a| *a != Action::Queues)
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "No such action."))?;
     guard(&state, &visit, &form, action)?;
     let id = parse_id(&id)?;
@@ -960,11 +947,12 @@ pub(super) async fn bulk(
     body: Bytes,
 ) -> Result<Html<String>, PageError> {
     let form = Form::parse(&body);
-    let (action, bulk_action) = match form.get("action") {
-        Some("retry") => (Action::Retry, BulkAction::Retry),
-        Some("cancel") => (Action::Cancel, BulkAction::Cancel),
-        Some("discard") => (Action::Discard, BulkAction::Discard),
-        _ => return Err(PageError::bad_request("Choose retry, cancel or discard.")),
+    let Some((action, bulk_action)) = form
+        .get("action")
+        .and_then(Action::named)
+        .and_then(|a| Some((a, a.bulk()?)))
+    else {
+        return Err(PageError::bad_request("Choose retry, cancel or discard."));
     };
     guard(&state, &visit, &form, action)?;
     let limit: usize = form

@@ -96,8 +96,16 @@ impl Across<'_> {
     /// # Errors
     /// [`Error::NotFound`] for a missing job or one of a tenant outside the set.
     pub async fn get(&self, id: JobId) -> Result<Job> {
-        let tenant = self.tenant_of(id).await?;
-        self.engine.get(&tenant, id).await
+        // With one tenant the store reads only its rows; otherwise the tenant is checked.
+        let tenant = match self.tenants {
+            Tenants::Only(set) if set.len() == 1 => set.first(),
+            _ => None,
+        };
+        let found = self.engine.store().load(tenant, &[id]).await?;
+        match found.into_iter().next() {
+            Some(stored) if self.tenants.contains(&stored.job.tenant) => Ok(*stored.job),
+            _ => Err(Error::NotFound { id }),
+        }
     }
 
     /// The tenant of job `id`, when it is one of the set.
@@ -105,17 +113,7 @@ impl Across<'_> {
     /// # Errors
     /// [`Error::NotFound`] otherwise.
     pub async fn tenant_of(&self, id: JobId) -> Result<TenantId> {
-        let tenant = match self.tenants {
-            Tenants::Only(set) if set.len() == 1 => set.first().cloned(),
-            _ => None,
-        };
-        let found = self.engine.store().load(tenant.as_ref(), &[id]).await?;
-        match found.first() {
-            Some(stored) if self.tenants.contains(&stored.job.tenant) => {
-                Ok(stored.job.tenant.clone())
-            }
-            _ => Err(Error::NotFound { id }),
-        }
+        Ok(self.get(id).await?.tenant)
     }
 
     /// The tenants' jobs counted by queue and status (queues without jobs left out).
@@ -123,14 +121,36 @@ impl Across<'_> {
     /// # Errors
     /// Store errors.
     pub async fn queue_stats(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.counts(false).await
+    }
+
+    /// The tenants' open jobs (waiting, queued, running) counted by queue and status; the
+    /// finished counts are zero. Its cost follows the backlog, not the history.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn open_counts(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
+        self.counts(true).await
+    }
+
+    /// The store's counts (of open jobs only, or all), of every tenant at once or summed
+    /// over the set.
+    async fn counts(&self, open: bool) -> Result<BTreeMap<QueueName, QueueStats>> {
         let store = self.engine.store();
+        let read = |tenant| {
+            if open {
+                store.open_counts(tenant)
+            } else {
+                store.queue_stats(tenant)
+            }
+        };
         let set = match self.tenants {
-            Tenants::All => return store.queue_stats(None).await,
+            Tenants::All => return read(None).await,
             Tenants::Only(set) => set,
         };
         let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
         for tenant in set {
-            for (queue, counts) in store.queue_stats(Some(tenant)).await? {
+            for (queue, counts) in read(Some(tenant)).await? {
                 all.entry(queue).or_default().merge(&counts);
             }
         }
@@ -167,26 +187,6 @@ impl Across<'_> {
             }
         }
         Ok(Some(all.into_values().collect()))
-    }
-
-    /// The tenants' open jobs (waiting, queued, running) counted by queue and status; the
-    /// finished counts are zero. Its cost follows the backlog, not the history.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub async fn open_counts(&self) -> Result<BTreeMap<QueueName, QueueStats>> {
-        let store = self.engine.store();
-        let set = match self.tenants {
-            Tenants::All => return store.open_counts(None).await,
-            Tenants::Only(set) => set,
-        };
-        let mut all: BTreeMap<QueueName, QueueStats> = BTreeMap::new();
-        for tenant in set {
-            for (queue, counts) in store.open_counts(Some(tenant)).await? {
-                all.entry(queue).or_default().merge(&counts);
-            }
-        }
-        Ok(all)
     }
 
     /// The tenants' schedules, each with its next run.

@@ -396,15 +396,25 @@ impl Engine {
         ttl: Option<Duration>,
     ) -> Result<SignedUrl> {
         let job = self.get(tenant, id).await?;
+        self.sign(&job, name, ttl).await
+    }
+
+    /// [`signed_url`](Self::signed_url) for a job already read.
+    pub(crate) async fn sign(
+        &self,
+        job: &Job,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<SignedUrl> {
         let artifact = job
             .artifacts
             .iter()
             .find(|a| a.name == name)
             .ok_or_else(|| Error::ArtifactNotFound {
-                id,
+                id: job.id,
                 name: name.to_owned(),
             })?;
-        let key = ArtifactKey::of_record(tenant.clone(), id, artifact)?;
+        let key = ArtifactKey::of_record(job.tenant.clone(), job.id, artifact)?;
         self.inner
             .artifacts
             .signed_url(&key, &artifact.content_type, ttl.unwrap_or(DEFAULT_URL_TTL))

@@ -91,6 +91,11 @@ pub(crate) fn ended(job: &Job, outcome: &Finish, now: DateTime<Utc>) {
     metrics::counter!(counter, labels).increment(1);
 }
 
+/// Counts an operator's discard.
+pub(crate) fn discarded(job: &Job) {
+    metrics::counter!(DISCARDED, labels(job)).increment(1);
+}
+
 /// Sets the gauges of every queue from the store's counts; queues that no longer have
 /// jobs read zero.
 pub(crate) fn depths(stats: &BTreeMap<QueueName, QueueStats>, known: &[QueueName]) {

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::Engine;
 use super::across::Tenants;
-use crate::job::{Job, JobId, JobStatus, JobType, QueueName, TenantId};
+use crate::job::{Job, JobId, JobStatus, JobType, QueueName, ScheduleId, TenantId};
 use crate::store::{JobStoreExt, ListParams, Operator};
 use crate::{Error, Result};
 
@@ -43,6 +43,8 @@ pub struct JobFilter {
     pub since: Option<DateTime<Utc>>,
     /// Submitted at or before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Made by this schedule's ticks.
+    pub schedule: Option<ScheduleId>,
 }
 
 impl JobFilter {
@@ -92,11 +94,20 @@ impl JobFilter {
         if let [queue] = &self.queues[..] {
             params = params.queue(queue.clone());
         }
+        if let Some(schedule) = self.schedule {
+            params = params.schedule(schedule);
+        }
         let until = self.until.and_then(|t| {
             let ms = u128::try_from(t.timestamp_millis()).ok()?;
             Some(JobId::from_u128((ms + 1) << 80))
         });
         params.before(until)
+    }
+
+    /// Selects only jobs made by `schedule`'s ticks.
+    pub fn schedule(mut self, schedule: ScheduleId) -> Self {
+        self.schedule = Some(schedule);
+        self
     }
 
     /// Whether `job` is selected.
@@ -111,6 +122,7 @@ impl JobFilter {
             })
             && self.since.is_none_or(|t| job.created_at >= t)
             && self.until.is_none_or(|t| job.created_at <= t)
+            && self.schedule.is_none_or(|s| job.schedule_id == Some(s))
     }
 }
 
@@ -170,11 +182,7 @@ impl Engine {
             job = %id, tenant = %tenant, status = %job.status, actor = %by.actor,
             reason = by.reason.as_deref().unwrap_or(""), "job discarded"
         );
-        let labels = [
-            ("queue", job.queue.to_string()),
-            ("type", job.job_type.to_string()),
-        ];
-        metrics::counter!(super::observe::DISCARDED, &labels).increment(1);
+        super::observe::discarded(&job);
         Ok(())
     }
 

@@ -51,22 +51,3 @@ pub(crate) fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
     let secs = at.timestamp().div_euclid(60) * 60;
     DateTime::from_timestamp(secs, 0).unwrap_or(at)
 }
-
-/// Adds one finished job to per-minute counts kept in minute order.
-pub(crate) fn count_finished(
-    counts: &mut std::collections::BTreeMap<DateTime<Utc>, MinuteCounts>,
-    at: DateTime<Utc>,
-    failed: bool,
-) {
-    let minute = minute_of(at);
-    let entry = counts.entry(minute).or_insert(MinuteCounts {
-        minute,
-        completed: 0,
-        failed: 0,
-    });
-    if failed {
-        entry.failed += 1;
-    } else {
-        entry.completed += 1;
-    }
-}

@@ -31,7 +31,7 @@ use crate::job::{Job, JobId, QueueName, ScheduleId, TenantId};
 use crate::schedule::Schedule;
 
 pub use activity::{ENGINE_ALIVE, ENGINE_BEAT, ENGINE_FORGET, EngineBeat, MinuteCounts};
-pub(crate) use activity::{count_finished, forget_before};
+pub(crate) use activity::{forget_before, minute_of};
 pub use documents::{DocumentId, DocumentPage, DocumentStore, StoredDocument};
 pub use notify::{JobWatch, Notifier};
 pub use params::{
