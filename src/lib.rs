@@ -117,6 +117,7 @@
 //! | `testing` | `jobworks::testing`: the conformance suite, the fault test, the wake-up test |
 //! | `presign` | presigned artifact URLs through `object_store`'s `Signer` (S3, GCS, Azure) |
 //! | `dashboard` | `jobworks::dashboard`: a server-rendered web page for operators, tenant-scoped (implies `http`) |
+//! | `otel` | OpenTelemetry trace context: each job's spans are children of the span that submitted it |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

@@ -116,6 +116,16 @@ impl NewWorkflow {
         self
     }
 
+    /// Continues the trace `cx` in every job (and the finalizer) that names no trace of
+    /// its own.
+    pub fn trace(mut self, cx: &crate::TraceContext) -> Self {
+        let jobs = self.jobs.iter_mut().map(|j| &mut j.job);
+        for job in jobs.chain(self.finalizer.as_mut()) {
+            job.trace.get_or_insert_with(|| cx.clone());
+        }
+        self
+    }
+
     /// Checks the graph: 1 to 1,000 jobs, keys unique and well formed, every parent
     /// known, no job its own ancestor, and every job's own fields.
     ///

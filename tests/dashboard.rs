@@ -175,8 +175,23 @@ async fn every_page_renders_for_an_operator() {
         )
         .await
         .unwrap();
+    let traced = NewJob::new(JobType::new("ECHO").unwrap(), json!(3)).trace(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let traced = site
+        .engine
+        .submit(&tenant("acme"), traced)
+        .await
+        .unwrap()
+        .job;
     let (failed_id, done_id) = (failed.id.to_string(), done.id.to_string());
     let pages = [
+        (
+            &format!("/jobs/{}", traced.id)[..],
+            vec!["Trace", "4bf92f3577b34da6a3ce929d0e0e4736"],
+        ),
         (
             "",
             vec!["Overview", "Open jobs", "The last hour", "Recent failures"],

@@ -210,6 +210,73 @@ impl AnyId for jobworks::JobId {
     }
 }
 
+/// Without an OpenTelemetry layer, the job keeps the headers' context as sent; one it
+/// cannot read is ignored, not refused.
+#[tokio::test]
+async fn a_submit_keeps_its_trace_context() {
+    let kept = std::sync::Arc::new(std::sync::OnceLock::new());
+    let engine_slot = kept.clone();
+    let s = serve_with("/v1", move |e| {
+        engine_slot.set(e.clone()).unwrap();
+        axum::Router::new().nest("/v1", JobsApi::new(e, credentials()).router())
+    })
+    .await;
+    let engine: &Engine = kept.get().unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = |rb: reqwest::RequestBuilder| {
+        rb.header("traceparent", parent)
+            .header("tracestate", "rojo=00f067aa0ba902b7")
+            .header("tracestate", "congo=t61rcWkgMzE")
+    };
+
+    let (status, _, job) = s
+        .send(traced(s.req(Method::POST, "/jobs", "acme")).json(&json!({"type": "ECHO"})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().parse().unwrap();
+    let cx = engine.get(&acme, id).await.unwrap().trace.expect("kept");
+    assert_eq!(cx.traceparent(), parent);
+    assert_eq!(
+        cx.tracestate(),
+        Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+    );
+    // The wire shape of the job does not change.
+    assert!(
+        job.get("trace").is_none() && job.get("traceparent").is_none(),
+        "{job}"
+    );
+
+    let flow = json!({"jobs": [{"key": "a", "type": "ECHO"}, {"key": "b", "type": "ECHO", "depends_on": ["a"]}]});
+    let (status, _, workflow) = s
+        .send(traced(s.req(Method::POST, "/workflows", "acme")).json(&flow))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{workflow}");
+    let nodes = workflow["jobs"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{workflow}");
+    for node in nodes {
+        let id = node["id"].as_str().unwrap().parse().unwrap();
+        let cx = engine.get(&acme, id).await.unwrap().trace.expect("kept");
+        assert_eq!(cx.traceparent(), parent);
+    }
+
+    for bad in [
+        &parent.to_uppercase(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+    ] {
+        let (status, _, job) = s
+            .send(
+                s.req(Method::POST, "/jobs", "acme")
+                    .header("traceparent", bad)
+                    .json(&json!({"type": "ECHO"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        let id = job["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(engine.get(&acme, id).await.unwrap().trace, None, "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn queued_jobs_carry_a_polling_hint_and_cancel_at_once() {
     let s = serve().await;

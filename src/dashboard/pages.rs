@@ -764,6 +764,7 @@ pub(super) async fn job(
                     dt { "Schedule" }
                     dd { a href={ (base) "/jobs?schedule=" (s) } { (s) } " for " (maybe_time(job.scheduled_for)) }
                 }
+                @if let Some(cx) = &job.trace { dt { "Trace" } dd { code { (cx.trace_id()) } } }
             }
         }
         (view::json_block("Input", &state.redacted(&job, Part::Input, &job.input)))

@@ -195,6 +195,7 @@ impl Engine {
     }
 
     fn queued(&self, tenant: &TenantId, new: NewJob) -> Job {
+        let new = new.traced();
         let attempts = self.inner.executors[&new.job_type].retry.attempts();
         Job::new_queued_at(
             tenant.clone(),

@@ -328,7 +328,17 @@ fn spawn_job(
         r#type = %claimed.job.job_type,
         tenant = %claimed.job.tenant,
         attempt = claimed.job.attempts,
+        trace_id = tracing::field::Empty,
     );
+    if let Some(cx) = &claimed.job.trace {
+        span.record("trace_id", cx.trace_id());
+        #[cfg(feature = "otel")]
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            // Refused only when no OpenTelemetry layer records the span: nothing to join.
+            let _ = span.set_parent(cx.to_otel_context());
+        }
+    }
     let task_shared = shared.clone();
     let lane = lane.clone();
     let handle = tokio::spawn(

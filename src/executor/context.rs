@@ -154,6 +154,12 @@ impl JobContext {
         &self.inner.job
     }
 
+    /// The trace context the job was submitted under, if any: what to send on as
+    /// `traceparent` when the executor calls another service.
+    pub fn trace(&self) -> Option<&crate::TraceContext> {
+        self.inner.job.trace.as_ref()
+    }
+
     /// The raw JSON input.
     pub fn raw_input(&self) -> &Value {
         &self.inner.job.input

@@ -174,7 +174,11 @@ pub(super) fn new_job_at(
 /// Submit a job.
 #[utoipa::path(post, path = "/jobs", tag = "jobs",
     request_body = SubmitRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the submit idempotent (same as the body field)")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the submit idempotent (same as the body field)"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: the job's spans continue this trace (ignored when it cannot be read)"),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state kept with the `traceparent`"),
+    ),
     responses(
         (status = 202, description = "Accepted: the job is queued", body = JobView,
             headers(("Location" = String, description = "Where to poll the job"), ("ETag" = String, description = "The body's version"))),
@@ -202,7 +206,8 @@ pub(crate) async fn submit(
             ));
         }
     };
-    let job = new_job(&body, header_key, state.engine.job_types())?;
+    let mut job = new_job(&body, header_key, state.engine.job_types())?;
+    job.trace = super::trace::submitter(&headers);
     let submitted = state.engine.submit(&principal.tenant, job).await?;
     let status = if submitted.created {
         StatusCode::ACCEPTED

@@ -42,6 +42,7 @@ mod schedules;
 mod serve;
 #[cfg(feature = "reports")]
 mod templates;
+mod trace;
 mod view;
 mod workflows;
 
@@ -283,7 +284,9 @@ impl JobsApi {
             // Answers a declared `Content-Length` over the limit before reading the body.
             .layer(RequestBodyLimitLayer::new(self.body_limit))
             .layer(middleware::from_fn(envelope))
-            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(trace::request_span),
+            )
             .with_state(state)
     }
 }

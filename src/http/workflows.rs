@@ -1,7 +1,7 @@
 //! The workflow routes: submit a graph of jobs, read it, cancel it.
 
 use axum::extract::{OriginalUri, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -170,6 +170,10 @@ fn new_workflow(body: &Value, known: &[crate::JobType]) -> Result<NewWorkflow, A
 /// Submit a workflow: jobs with dependencies, all or none.
 #[utoipa::path(post, path = "/workflows", tag = "workflows", operation_id = "submit_workflow",
     request_body = WorkflowRequest,
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: every job's spans continue this trace (ignored when it cannot be read)"),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state kept with the `traceparent`"),
+    ),
     responses(
         (status = 202, description = "Accepted: roots are queued, the others wait", body = WorkflowView,
             headers(("Location" = String, description = "Where to read the workflow"))),
@@ -182,10 +186,14 @@ pub(crate) async fn submit(
     principal: Principal,
     OriginalUri(original): OriginalUri,
     uri: Uri,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Write)?;
-    let flow = new_workflow(&body, state.engine.job_types())?;
+    let mut flow = new_workflow(&body, state.engine.job_types())?;
+    if let Some(cx) = super::trace::submitter(&headers) {
+        flow = flow.trace(&cx);
+    }
     let workflow = state
         .engine
         .submit_workflow(&principal.tenant, flow)

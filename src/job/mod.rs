@@ -3,6 +3,7 @@
 mod event;
 mod id;
 mod status;
+mod trace;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ pub use event::{Event, EventKind, NewEvent, Visibility};
 pub(crate) use id::ulid_type;
 pub use id::{JobId, JobType, ParseJobIdError, QueueName, ScheduleId, TenantId, WorkflowId};
 pub use status::{InvalidTransition, JobStatus, ParseStatusError};
+pub use trace::{MAX_TRACESTATE_LEN, ParseTraceError, TraceContext};
 
 /// The current time at the microsecond precision every store keeps, so that a job reads
 /// back exactly as it was written.
@@ -103,6 +105,9 @@ pub struct Job {
     /// The tick it was made for (on the second), if a schedule made it.
     #[serde(default)]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// The trace context of whoever submitted it: each attempt's `job` span continues it.
+    #[serde(default)]
+    pub trace: Option<TraceContext>,
 }
 
 /// A job's place in a workflow: what the state machine needs to unblock, skip and
@@ -182,6 +187,7 @@ impl Job {
             workflow: None,
             schedule_id: new.tick.map(|(id, _)| id),
             scheduled_for: new.tick.map(|(_, at)| at),
+            trace: new.trace,
         }
     }
 
@@ -222,6 +228,9 @@ pub struct NewJob {
     pub queue: QueueName,
     /// Jobs sharing a key count together against their queue's `max_running_per_key`.
     pub concurrency_key: Option<String>,
+    /// The submitter's trace context: the parent of the job's spans. With the `otel`
+    /// feature the engine fills it from the current span when it is left unset.
+    pub trace: Option<TraceContext>,
     /// The schedule and tick that made it (set only by the engine's ticks).
     pub(crate) tick: Option<(ScheduleId, DateTime<Utc>)>,
 }
@@ -238,6 +247,7 @@ impl NewJob {
             idempotency_key: None,
             queue: QueueName::default(),
             concurrency_key: None,
+            trace: None,
             tick: None,
         }
     }
@@ -275,6 +285,25 @@ impl NewJob {
     /// Sets the concurrency key (at most 128 bytes, no control characters).
     pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
         self.concurrency_key = Some(key.into());
+        self
+    }
+
+    /// Continues the trace `cx` (for example a request's `traceparent`).
+    pub fn trace(mut self, cx: TraceContext) -> Self {
+        self.trace = Some(cx);
+        self
+    }
+
+    /// With `otel`, takes the current span's trace context when the job names none; a
+    /// schedule's ticks start traces of their own.
+    pub(crate) fn traced(self) -> Self {
+        #[cfg(feature = "otel")]
+        if self.trace.is_none() && self.tick.is_none() {
+            return NewJob {
+                trace: TraceContext::current(),
+                ..self
+            };
+        }
         self
     }
 

@@ -118,18 +118,18 @@ impl PostgresStore {
                 INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
                     priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
                     revision, event_seq, queue, concurrency_key, parents, workflow_id, workflow,
-                    schedule_id, scheduled_for)
+                    schedule_id, scheduled_for, trace)
                 SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
                     u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq,
                     u.queue, u.concurrency_key, u.parents::jsonb, u.workflow_id, u.workflow::jsonb,
-                    u.schedule_id, u.scheduled_for
+                    u.schedule_id, u.scheduled_for, u.trace
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                             $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
                             $11::timestamptz[], $12::bigint[], $13::bigint[], $19::text[], $20::text[],
-                            $21::text[], $22::uuid[], $23::text[], $24::uuid[], $25::timestamptz[])
+                            $21::text[], $22::uuid[], $23::text[], $24::uuid[], $25::timestamptz[], $26::text[])
                     AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
                          status, updated_at, revision, seq, queue, concurrency_key, parents,
-                         workflow_id, workflow, schedule_id, scheduled_for)
+                         workflow_id, workflow, schedule_id, scheduled_for, trace)
                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING id
             ), first AS (
@@ -184,6 +184,11 @@ impl PostgresStore {
                 .collect::<Vec<_>>(),
         )
         .bind(jobs().map(|j| j.scheduled_for).collect::<Vec<_>>())
+        .bind(
+            jobs()
+                .map(|j| j.trace.as_ref().map(json_text))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;

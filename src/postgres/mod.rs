@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "activity",
         include_str!("../../migrations/postgres/0009_activity.sql"),
     ),
+    (
+        10,
+        "trace",
+        include_str!("../../migrations/postgres/0010_trace.sql"),
+    ),
 ];
 
 fn db(e: sqlx::Error) -> Error {

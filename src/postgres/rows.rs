@@ -22,7 +22,7 @@ macro_rules! job_columns {
         "id, tenant, job_type, input::text, status, result::text, error, attempts, max_attempts, \
          priority, run_at, created_at, started_at, completed_at, updated_at, idempotency_key, \
          progress::text, cancel_requested, revision, event_seq, lease_id, lease_expires_at, \
-         queue, concurrency_key, parents::text, workflow::text, schedule_id, scheduled_for"
+         queue, concurrency_key, parents::text, workflow::text, schedule_id, scheduled_for, trace"
     };
 }
 pub(super) use job_columns;
@@ -81,6 +81,7 @@ pub(super) fn decode_job(row: &PgRow) -> Result<JobRow> {
         workflow: opt_json(get(row, 25)?)?,
         schedule_id: get::<Option<Uuid>>(row, 26)?.map(|u| ScheduleId::from_u128(u.as_u128())),
         scheduled_for: get(row, 27)?,
+        trace: opt_json(get(row, 28)?)?,
     };
     Ok(JobRow {
         job,

@@ -69,9 +69,9 @@ fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Res
         .prepare_cached(
             "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts, \
              priority, run_at, created_at, updated_at, idempotency_key, cancel_requested, revision, event_seq, \
-             queue, concurrency_key, parents, workflow_id, workflow, schedule_id, scheduled_for) \
+             queue, concurrency_key, parents, workflow_id, workflow, schedule_id, scheduled_for, trace) \
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-             ?19, ?20)",
+             ?19, ?20, ?21)",
         )
         .map_err(db)?;
     for NewRecord { job, event } in records {
@@ -96,6 +96,7 @@ fn insert_all(conn: &Connection, records: &[NewRecord], quotas: &[Quota]) -> Res
             job.workflow.as_ref().map(json_text),
             job.schedule_id.map(|s| s.to_u128().to_be_bytes()),
             job.scheduled_for.map(micros),
+            job.trace.as_ref().map(json_text),
         ])
         .map_err(db)?;
         insert_event(conn, job.id, event)?;

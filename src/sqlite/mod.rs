@@ -73,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "activity",
         include_str!("../../migrations/sqlite/0009_activity.sql"),
     ),
+    (
+        10,
+        "trace",
+        include_str!("../../migrations/sqlite/0010_trace.sql"),
+    ),
 ];
 
 /// When a commit is durable. See [`SqliteStoreBuilder::synchronous`].

@@ -18,7 +18,7 @@ macro_rules! job_columns {
         "id, tenant, job_type, input, status, result, error, attempts, max_attempts, priority, \
          run_at, created_at, started_at, completed_at, updated_at, idempotency_key, progress, \
          cancel_requested, revision, event_seq, lease_id, lease_expires_at, queue, concurrency_key, \
-         parents, workflow, schedule_id, scheduled_for"
+         parents, workflow, schedule_id, scheduled_for, trace"
     };
 }
 pub(super) use job_columns;
@@ -161,6 +161,7 @@ pub(super) fn decode_job(row: &Row<'_>) -> Result<JobRow> {
             .map(|b| u128_from(&b).map(ScheduleId::from_u128))
             .transpose()?,
         scheduled_for: opt_time(row.get(27).map_err(db)?)?,
+        trace: opt_json(row.get(28).map_err(db)?)?,
     };
     Ok(JobRow {
         job,

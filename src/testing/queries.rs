@@ -45,6 +45,22 @@ pub async fn insert_then_get(store: &impl JobStore) {
         store.get(&t, JobId::new()).await,
         Err(Error::NotFound { .. })
     ));
+    assert_eq!(got.trace, None);
+
+    // The trace context a job was submitted under reads back, and comes with its claim.
+    let cx = crate::TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .and_then(|cx| cx.with_tracestate("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"))
+        .expect("a valid context");
+    let mut traced = job("acme", json!({}));
+    traced.trace = Some(cx.clone());
+    traced.priority = 1000;
+    insert_one(store, traced.clone()).await;
+    assert_eq!(
+        store.get(&t, traced.id).await.expect("get").trace,
+        Some(cx.clone())
+    );
+    let claimed = claim_one(store, LONG).await;
+    assert_eq!((claimed.job.id, claimed.job.trace), (traced.id, Some(cx)));
 }
 
 /// The same key with the same work returns the first job; with other work it conflicts;
