@@ -1,6 +1,7 @@
 //! The five-minute tour: an engine on embedded defaults (no server: a SQLite file and
 //! artifacts on disk), one custom executor that reports stages and writes a final artifact,
-//! a job polled to completion, its timeline, and a signed download URL. Jobs persist: a
+//! a job polled to completion, its timeline, the artifact's bytes, and the signed link an
+//! HTTP host would hand out for them. Jobs persist: a
 //! second run finds the first run's jobs in the data folder.
 //!
 //! ```sh
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use jobworks::{
-    ArtifactSpec, Engine, EventParams, JobContext, JobError, JobType, ListParams, NewJob,
-    ObjectStoreArtifacts, SqliteStore, TenantId, UrlSigner, from_fn,
+    ArtifactKey, ArtifactSpec, Engine, EventParams, JobContext, JobError, JobType, ListParams,
+    NewJob, ObjectStoreArtifacts, SqliteStore, TenantId, UrlSigner, from_fn,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -105,11 +107,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    // The artifact's bytes, read back through the artifact store.
+    let record = job
+        .artifacts
+        .iter()
+        .find(|a| a.name == "report.txt")
+        .ok_or("the job wrote no report.txt")?;
+    let key = ArtifactKey::of_record(tenant.clone(), job.id, record)?;
+    let body = engine.artifacts().get(&key, None).await?;
+    let bytes: Vec<bytes::Bytes> = body.stream.try_collect().await?;
+    print!(
+        "report.txt ({} bytes): {}",
+        record.size_bytes,
+        String::from_utf8_lossy(&bytes.concat())
+    );
+
+    // What an HTTP host hands a client instead: a short-lived signed link. Nothing serves
+    // links in this process; the `server` example does.
     let url = engine
         .signed_url(&tenant, job.id, "report.txt", None)
         .await?;
     println!(
-        "report.txt (valid until {}):\n  {}",
+        "signed link (valid until {}, served only by an HTTP host such as
+  `cargo run --example server --features http`):
+  {}",
         url.expires_at, url.url
     );
 
