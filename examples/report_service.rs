@@ -1,6 +1,8 @@
 //! The reports API for an AI red-team platform: preflight, build, poll and download PDF
 //! reports of findings, and stored templates, under
-//! `/api/v1/org/{org}/ws/{ws}/projects/{project}`.
+//! `/api/v1/org/{org}/ws/{ws}/airt/projects/{project}` (and, as before,
+//! `/api/v1/org/{org}/ws/{ws}/projects/{project}`). Ids are accepted as ULIDs or as UUIDs
+//! in either case (`2489E9AD-2EE2-8E00-8EC9-32D5F69181C0`).
 //!
 //! ```sh
 //! cargo run --example report_service --features "http reports"
@@ -15,14 +17,21 @@
 mod common;
 
 use async_trait::async_trait;
+use axum::Router;
 use axum::http::request::Parts;
 use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, StaticCredentials};
 use jobworks::report::{
     Filter, Finding, FindingStatus, REPORT_JOB_TYPE, ReportData, Reports, Section, Severity,
 };
-use jobworks::{TenantId, http::artifact_downloads};
+use jobworks::{Engine, TenantId, http::artifact_downloads};
 
-const PREFIX: &str = "/api/v1/org/{org}/ws/{ws}/projects/{project}";
+/// Where the API is mounted: the platform's path, and the one it had before `airt`.
+const PREFIXES: [&str; 2] = [
+    "/api/v1/org/{org}/ws/{ws}/airt/projects/{project}",
+    "/api/v1/org/{org}/ws/{ws}/projects/{project}",
+];
+/// The one fixed route of signed downloads, outside the parameterised prefixes.
+const FILES: &str = "/api/v1/files";
 
 /// Tokens of an organisation; each project under it is a tenant of its own.
 #[derive(Debug)]
@@ -127,12 +136,21 @@ impl ReportData for DemoFindings {
     }
 }
 
+/// The API under both prefixes (sharing its limits), and the signed downloads.
+fn app(api: JobsApi, engine: Engine) -> Router {
+    PREFIXES
+        .iter()
+        .fold(Router::new(), |app, prefix| {
+            app.nest(prefix, api.clone().router())
+        })
+        .nest(FILES, artifact_downloads(engine))
+}
+
 #[tokio::main]
 async fn main() {
     let options = common::Options::from_args();
     let stores = options.stores().await;
-    // Signed URLs point at one fixed route, outside the parameterised prefix.
-    let artifacts = options.artifacts("/api/v1/files");
+    let artifacts = options.artifacts(FILES);
     let reports = Reports::new(DemoFindings::new(), stores.documents);
     let engine = common::demo_engine(&options, stores.jobs, artifacts)
         .executor(REPORT_JOB_TYPE, reports.executor())
@@ -141,14 +159,136 @@ async fn main() {
     engine.start().expect("workers");
     let api =
         JobsApi::new(engine.clone(), ProjectAuth(common::demo_credentials())).reports(reports);
-    let api = options.limits(api);
-    let app = axum::Router::new()
-        .nest(PREFIX, api.router())
-        .nest("/api/v1/files", artifact_downloads(engine.clone()));
+    let app = app(options.limits(api), engine.clone());
     let url = options.public_url();
-    println!("reports API: {url}/api/v1/org/{{org}}/ws/{{ws}}/projects/{{project}}/reports/…");
-    println!("try:         {url}/api/v1/org/acme/ws/main/projects/demo/reports/preflight");
+    println!("reports API: {url}/api/v1/org/{{org}}/ws/{{ws}}/airt/projects/{{project}}/reports/…");
+    println!("try:         {url}/api/v1/org/acme/ws/main/airt/projects/demo/reports/preflight");
     println!("the project `empty` has no findings");
     common::print_credentials();
     common::serve(&options, app, engine).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", "Bearer demo-acme")
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, json)
+    }
+
+    /// Both prefixes reach the same tenant's builds, and every id answers in its ULID,
+    /// lower-case UUID and upper-case UUID forms alike.
+    #[tokio::test]
+    async fn both_prefixes_and_every_form_of_an_id_answer() {
+        let options = common::Options::from_args_in(["--store", "memory"]);
+        let stores = options.stores().await;
+        let reports = Reports::new(DemoFindings::new(), stores.documents);
+        let engine = common::demo_engine(&options, stores.jobs, options.artifacts(FILES))
+            .executor(REPORT_JOB_TYPE, reports.executor())
+            .build()
+            .unwrap();
+        let api =
+            JobsApi::new(engine.clone(), ProjectAuth(common::demo_credentials())).reports(reports);
+        let app = app(api, engine.clone());
+        let airt = "/api/v1/org/acme/ws/main/airt/projects/demo";
+        let old = "/api/v1/org/acme/ws/main/projects/demo";
+
+        let body = json!({"name": "weekly", "template": {"title": "Weekly", "sections": [{"title": "Summary", "kind": "summary"}]}});
+        let (status, template) = call(
+            &app,
+            "POST",
+            &format!("{airt}/reports/templates"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{template}");
+        let template_id: jobworks::report::TemplateId =
+            template["id"].as_str().unwrap().parse().unwrap();
+
+        let (status, build) = call(
+            &app,
+            "POST",
+            &format!("{old}/reports/build"),
+            Some(json!({"template_id": template_id.to_string()})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{build}");
+        let build_id: jobworks::JobId = build["id"].as_str().unwrap().parse().unwrap();
+
+        for prefix in [airt, old] {
+            for id in [
+                build_id.to_string(),
+                build_id.to_uuid_string(),
+                build_id.to_uuid_string().to_uppercase(),
+            ] {
+                let (status, got) =
+                    call(&app, "GET", &format!("{prefix}/reports/build/{id}"), None).await;
+                assert_eq!(status, StatusCode::OK, "{prefix} {id}: {got}");
+                assert_eq!(got["id"], build["id"]);
+                let (status, _) = call(&app, "GET", &format!("{prefix}/jobs/{id}"), None).await;
+                assert_eq!(status, StatusCode::OK, "{prefix} {id}");
+            }
+            for id in [
+                template_id.to_string(),
+                template_id.to_uuid_string().to_uppercase(),
+            ] {
+                let (status, got) = call(
+                    &app,
+                    "GET",
+                    &format!("{prefix}/reports/templates/{id}"),
+                    None,
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{prefix} {id}: {got}");
+                assert_eq!(got["id"], template["id"]);
+            }
+        }
+        let (status, _) = call(
+            &app,
+            "GET",
+            "/api/v1/org/acme/ws/main/airt/projects/other/jobs",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "another project is another tenant");
+        let (status, _) = call(
+            &app,
+            "GET",
+            &format!("/api/v1/org/acme/ws/main/airt/projects/other/reports/build/{build_id}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "and does not see this project's build"
+        );
+    }
 }

@@ -137,6 +137,11 @@ macro_rules! ulid_type {
             pub fn from_u128(bits: u128) -> Self {
                 $name($crate::JobId::from_u128(bits))
             }
+
+            /// The id written as a hyphenated lowercase UUID.
+            pub fn to_uuid_string(self) -> String {
+                self.0.to_uuid_string()
+            }
         }
 
         impl Default for $name {
@@ -383,6 +388,18 @@ mod tests {
         assert_eq!(id.to_uuid_string().parse::<JobId>().unwrap(), id);
         let plain = id.to_uuid_string().replace('-', "");
         assert_eq!(plain.parse::<JobId>().unwrap(), id);
+        // Platforms that write UUIDs in upper case reach the same id.
+        assert_eq!(
+            id.to_uuid_string().to_uppercase().parse::<JobId>().unwrap(),
+            id
+        );
+        assert_eq!(plain.to_uppercase().parse::<JobId>().unwrap(), id);
+        let upper = "2489E9AD-2EE2-8E00-8EC9-32D5F69181C0";
+        let seed: JobId = upper.parse().unwrap();
+        assert_eq!(seed.to_uuid_string(), upper.to_lowercase());
+        let workflow = WorkflowId::new();
+        let upper = workflow.to_uuid_string().to_uppercase();
+        assert_eq!(upper.parse::<WorkflowId>().unwrap(), workflow);
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(json, format!("\"{id}\""));
         assert_eq!(serde_json::from_str::<JobId>(&json).unwrap(), id);
