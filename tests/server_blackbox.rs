@@ -33,8 +33,13 @@ fn example_binary() -> std::path::PathBuf {
     let path = dir.join("examples").join("server");
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let features = if cfg!(feature = "s3") {
+            "http sqlite s3"
+        } else {
+            "http sqlite"
+        };
         let status = Command::new(cargo)
-            .args(["build", "--example", "server", "--features", "http sqlite"])
+            .args(["build", "--example", "server", "--features", features])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "the server example builds");
@@ -46,6 +51,11 @@ impl Server {
     /// Starts the example on a free loopback port with an in-memory store and `flags`,
     /// and waits until it answers.
     async fn start(flags: &[&str]) -> Server {
+        Self::start_with(flags, &[]).await
+    }
+
+    /// [`start`](Self::start) with `env` set for the server's process.
+    async fn start_with(flags: &[&str], env: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -61,6 +71,7 @@ impl Server {
                 "10",
             ])
             .args(flags)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -843,4 +854,183 @@ async fn schedules_over_the_wire() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _, _) = a.call(Method::GET, &path, "demo-acme", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Artifacts in S3: the `server` example with `--artifacts s3://BUCKET` against an
+/// S3-speaking server (`moto_server`, which `.ci/run` starts) named by
+/// `JOBWORKS_TEST_S3_ENDPOINT`.
+#[cfg(feature = "s3")]
+mod s3 {
+    use super::*;
+
+    fn endpoint() -> String {
+        std::env::var("JOBWORKS_TEST_S3_ENDPOINT").expect("JOBWORKS_TEST_S3_ENDPOINT")
+    }
+
+    /// In CI (`CI` set) the S3 test must run, never show as ignored.
+    #[test]
+    fn s3_tests_are_not_ignored_in_ci() {
+        if std::env::var_os("CI").is_some() && !cfg!(jobworks_s3_tests) {
+            panic!("CI must set JOBWORKS_TEST_S3_ENDPOINT: the S3 test would be ignored");
+        }
+    }
+
+    /// The expiry a presigned S3 URL states: `X-Amz-Date` + `X-Amz-Expires`.
+    fn stated_expiry(url: &str) -> DateTime<Utc> {
+        let query = url.split_once('?').expect("a query").1;
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("{name} in {url}"))
+        };
+        let signed = chrono::NaiveDateTime::parse_from_str(param("X-Amz-Date"), "%Y%m%dT%H%M%SZ")
+            .expect("an X-Amz-Date")
+            .and_utc();
+        signed + chrono::Duration::seconds(param("X-Amz-Expires").parse().expect("seconds"))
+    }
+
+    /// Every string of `body` outside a `url` field, and every field name.
+    fn texts<'a>(body: &'a Value, out: &mut Vec<&'a str>) {
+        match body {
+            Value::String(s) => out.push(s),
+            Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+            Value::Object(fields) => {
+                for (name, value) in fields {
+                    out.push(name);
+                    if name != "url" {
+                        texts(value, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(jobworks_s3_tests),
+        ignore = "set JOBWORKS_TEST_S3_ENDPOINT (a moto_server) to run the S3 test"
+    )]
+    async fn artifacts_live_in_s3_behind_presigned_urls() {
+        let endpoint = endpoint();
+        let http = Client::new();
+        let bucket = format!(
+            "jobworks-{}",
+            jobworks::JobId::new().to_string().to_lowercase()
+        );
+        let made = http
+            .put(format!("{endpoint}/{bucket}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            made.status().is_success(),
+            "the bucket is made: {}",
+            made.status()
+        );
+        let server = Server::start_with(
+            &["--artifacts", &format!("s3://{bucket}")],
+            &[
+                ("AWS_ENDPOINT_URL", &endpoint),
+                ("AWS_ACCESS_KEY_ID", "jobworks-test"),
+                ("AWS_SECRET_ACCESS_KEY", "jobworks-test-secret"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ALLOW_HTTP", "true"),
+            ],
+        )
+        .await;
+
+        let job = server
+            .submit(
+                "demo-acme",
+                json!({"type": "RENDER", "input": {"title": "s3"}}),
+            )
+            .await;
+        let id = id(&job);
+        server.wait_for("demo-acme", &id, "completed").await;
+        let before = Utc::now();
+        let (status, headers, job) = server
+            .call(Method::GET, &format!("/jobs/{id}"), "demo-acme", None)
+            .await;
+        let after = Utc::now();
+        assert_eq!(status, StatusCode::OK);
+        let output = job["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "output.txt")
+            .expect("the rendered artifact");
+        let url = output["url"].as_str().unwrap();
+
+        // The URL is S3's own: a plain client downloads the bytes from the bucket.
+        assert!(url.starts_with(&format!("{endpoint}/{bucket}/")), "{url}");
+        let download = http.get(url).send().await.unwrap();
+        assert_eq!(download.status(), StatusCode::OK);
+        assert_eq!(
+            download.text().await.unwrap(),
+            "rendered {\"title\":\"s3\"}\n"
+        );
+
+        // `url_expires_at` is the signature's own expiry, never past the TTL (an hour).
+        let expires = DateTime::parse_from_rfc3339(output["url_expires_at"].as_str().unwrap())
+            .unwrap()
+            .to_utc();
+        assert_eq!(expires, stated_expiry(url));
+        let ttl = chrono::Duration::hours(1);
+        assert!(expires <= after + ttl, "{expires} is past the TTL");
+        assert!(
+            expires >= before + ttl - chrono::Duration::minutes(5) - chrono::Duration::seconds(1)
+        );
+
+        // Polls in one window see the same URLs: one ETag, and 304 for it.
+        let etag = headers["etag"].clone();
+        let (_, again, second) = server
+            .call(Method::GET, &format!("/jobs/{id}"), "demo-acme", None)
+            .await;
+        assert_eq!(again["etag"], etag);
+        assert_eq!(second, job);
+        let unchanged = http
+            .get(format!("{}/jobs/{id}", server.base))
+            .bearer_auth("demo-acme")
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+
+        // No storage key in the body, outside the URLs themselves.
+        let mut seen = Vec::new();
+        texts(&job, &mut seen);
+        let key_part = format!("acme/{id}");
+        for text in seen {
+            assert!(
+                !text.contains(&key_part),
+                "a storage key in the body: {text}"
+            );
+            assert!(!["key", "path", "storage_key", "object_key", "bucket"].contains(&text));
+        }
+
+        // Discarding the job removes its objects from the bucket.
+        let (status, _, body) = server
+            .call(
+                Method::DELETE,
+                &format!("/jobs/{id}"),
+                "demo-acme-admin",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        let gone = http.get(url).send().await.unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        let listing = http
+            .get(format!("{endpoint}/{bucket}?list-type=2&prefix=acme/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(listing.contains("<KeyCount>0</KeyCount>"), "{listing}");
+    }
 }

@@ -30,8 +30,9 @@ pub struct Options {
 }
 
 const USAGE: &str = "flags: --addr HOST:PORT (127.0.0.1:8080)  --store memory|sqlite:PATH|postgres:URL \
-(sqlite:jobworks-data/jobs.db; a bare postgres://… URL works too)  --artifacts DIR \
-(jobworks-data/artifacts; in memory with --store memory)  --public-url URL (http://ADDR)  \
+(sqlite:jobworks-data/jobs.db; a bare postgres://… URL works too)  --artifacts DIR|s3://BUCKET \
+(jobworks-data/artifacts; in memory with --store memory; a bucket needs --features s3 and \
+reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP)  --public-url URL (http://ADDR)  \
 --rate-limit N (per second per principal; off)  --auth-failures N (per minute per client \
 address before 429; 20, 0 for no limit)  --retry-base-ms N (1000)  \
 --trusted-proxy IP|CIDR (repeatable: proxies whose X-Forwarded-For names the client)  \
@@ -165,6 +166,13 @@ impl Options {
     /// The artifact store: a folder on disk, or memory with `--store memory`, signing URLs
     /// under `{public url}{mount}`.
     pub fn artifacts(&self, mount: &str) -> ObjectStoreArtifacts {
+        if let Some(bucket) = self
+            .artifacts
+            .as_deref()
+            .and_then(|a| a.strip_prefix("s3://"))
+        {
+            return s3_artifacts(bucket);
+        }
         let signer = UrlSigner::random(format!("{}{mount}", self.public_url()));
         let dir = match (&self.artifacts, self.store.as_str()) {
             (Some(dir), _) => dir.clone(),
@@ -188,6 +196,21 @@ impl Options {
             .max_attempts(5)
             .base(Duration::from_millis(self.retry_base_ms))
     }
+}
+
+/// Artifacts in an S3 bucket, configured by the `AWS_*` variables; S3 presigns the URLs.
+#[cfg(feature = "s3")]
+fn s3_artifacts(bucket: &str) -> ObjectStoreArtifacts {
+    ObjectStoreArtifacts::s3_from_env(bucket).unwrap_or_else(|e| {
+        eprintln!("cannot use the bucket {bucket}: {e}");
+        std::process::exit(1)
+    })
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_artifacts(_: &str) -> ObjectStoreArtifacts {
+    eprintln!("--artifacts s3://… needs the s3 feature (--features s3)");
+    std::process::exit(2)
 }
 
 /// One store, seen as the traits the examples need.

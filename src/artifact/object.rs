@@ -198,6 +198,34 @@ impl ObjectStoreArtifacts {
         self
     }
 
+    /// Artifacts in the S3 bucket `bucket`, configured from the environment as the AWS
+    /// tools are (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and for an
+    /// S3-compatible server `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true`), with S3's own
+    /// presigned URLs: clients download from the bucket, not through the host.
+    ///
+    /// ```no_run
+    /// let artifacts = jobworks::ObjectStoreArtifacts::s3_from_env("reports")?;
+    /// let engine = jobworks::Engine::builder().artifacts(artifacts).build()?;
+    /// # drop(engine);
+    /// # Ok::<(), jobworks::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the variables do not make a client (no region, a bad
+    /// endpoint).
+    #[cfg(feature = "s3")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "s3")))]
+    pub fn s3_from_env(bucket: &str) -> Result<Self> {
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(backend)?;
+        let s3 = Arc::new(s3);
+        // Never used to sign: the presigner signs every URL.
+        let unused = UrlSigner::random(format!("s3://{bucket}"));
+        Ok(Self::new(s3.clone(), unused).with_presigner(s3))
+    }
+
     /// The HMAC signer.
     pub fn url_signer(&self) -> &UrlSigner {
         &self.signer
