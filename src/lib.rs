@@ -108,17 +108,9 @@
 //!
 //! ## Features
 //!
-//! | feature | what it adds |
-//! | --- | --- |
-//! | `sqlite` (default) | `SqliteStore` |
-//! | `postgres` | `PostgresStore` |
-//! | `http` | `jobworks::http`: the wire contract as an axum 0.8 `Router`, authenticators, rate limits, OpenAPI 3.1 |
-//! | `reports` | `jobworks::report`: report templates, preflight, PDF/HTML/CSV rendering as jobs |
-//! | `testing` | `jobworks::testing`: the conformance suite, the fault test, the wake-up test |
-//! | `presign` | presigned artifact URLs through `object_store`'s `Signer` (S3, GCS, Azure) |
-//! | `s3` | artifacts in S3 (or an S3-compatible server) with S3's presigned URLs, configured from `AWS_*` variables (implies `presign`) |
-//! | `dashboard` | `jobworks::dashboard`: a server-rendered web page for operators, tenant-scoped (implies `http`) |
-//! | `otel` | OpenTelemetry trace context: each job's spans are children of the span that submitted it |
+//! Every backend and adapter is behind a feature; items that need one say so on docs.rs.
+//!
+#![doc = document_features::document_features!()]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
