@@ -1,5 +1,5 @@
-//! The HTTP adapter (feature `http`): the wire contract of `HTTP-API.md` as an axum 0.8
-//! [`Router`] over an [`Engine`].
+//! The HTTP adapter (feature `http`): the wire contract (the repository's
+//! `docs/http-api.md`) as an axum 0.8 [`Router`] over an [`Engine`].
 //!
 //! [`JobsApi`] builds the router; mount it under any prefix, beside your own routes and
 //! layers. Requests are authenticated by an [`Authenticator`] (for example
