@@ -1,10 +1,9 @@
 //! Two other real-world shapes of the same polling API, served from one engine beside the
-//! canonical one (under `/v1`), each in a few dozen lines built from the adapter's public
-//! pieces: the `Principal` extractor, the `ApiError` envelope and the engine.
+//! canonical one (under `/v1`), each a `JobShape`: configuration, no handlers.
 //!
 //! - `GET /api/jobs/{id}`: UUID ids, `PENDING | PROCESSING | COMPLETED | FAILED`, camelCase
-//!   (a snoozed or retried job is `PENDING` again; a cancelled one `FAILED` with the error
-//!   `cancelled`).
+//!   (a waiting, snoozed or retried job is `PENDING`; a cancelled one `FAILED` with the
+//!   error `cancelled`).
 //! - `GET /api/jobs/{type}/{id}`: `{"data": {"job_id", "type", "status", "result", "error"}}`
 //!   with `created | running | done | failed`.
 //!
@@ -15,110 +14,58 @@
 
 mod common;
 
-use axum::extract::{FromRef, Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
-use jobworks::http::{ApiError, Auth, JobsApi, Principal, Scope, format_time};
-use jobworks::{Engine, Job, JobId, JobStatus, JobType};
-use serde_json::{Value, json};
+use axum::Router;
+use jobworks::http::{Auth, FieldCase, IdForm, JobShape, JobsApi};
+use jobworks::{Engine, JobStatus};
 
-#[derive(Clone)]
-struct Dialects {
-    engine: Engine,
-    auth: Auth,
+/// UUIDs, upper-case status words and camelCase.
+fn camel_case() -> JobShape {
+    JobShape::new()
+        .case(FieldCase::Camel)
+        .ids(IdForm::Uuid)
+        .status(JobStatus::Waiting, "PENDING")
+        .status(JobStatus::Queued, "PENDING")
+        .status(JobStatus::Running, "PROCESSING")
+        .status(JobStatus::Completed, "COMPLETED")
+        .status(JobStatus::Failed, "FAILED")
+        .status(JobStatus::Cancelled, "FAILED")
+        .cancelled_error("cancelled")
+        .fields([
+            "id",
+            "type",
+            "status",
+            "queue",
+            "concurrency_key",
+            "attempts",
+            "result",
+            "error",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "updated_at",
+        ])
 }
 
-impl FromRef<Dialects> for Auth {
-    fn from_ref(state: &Dialects) -> Auth {
-        state.auth.clone()
-    }
-}
-
-/// Only the hyphenated UUID form: anything else is `400 invalid_id`.
-fn uuid_id(raw: &str) -> Result<JobId, ApiError> {
-    match raw.len() {
-        36 => raw.parse().map_err(|_| ApiError::invalid_id(raw)),
-        _ => Err(ApiError::invalid_id(raw)),
-    }
-}
-
-async fn read(state: &Dialects, principal: &Principal, id: JobId) -> Result<Job, ApiError> {
-    principal.require(Scope::Read)?;
-    Ok(state.engine.get(&principal.tenant, id).await?)
-}
-
-/// Dialect 1: `GET /api/jobs/{id}`.
-async fn camel_case(
-    State(state): State<Dialects>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let job = read(&state, &principal, uuid_id(&id)?).await?;
-    let status = match job.status {
-        JobStatus::Queued => "PENDING",
-        JobStatus::Running => "PROCESSING",
-        JobStatus::Completed => "COMPLETED",
-        _ => "FAILED",
-    };
-    let error = job
-        .error
-        .clone()
-        .or_else(|| (job.status == JobStatus::Cancelled).then(|| "cancelled".into()));
-    Ok(Json(json!({
-        "id": job.id.to_uuid_string(),
-        "status": status,
-        "queue": job.queue.as_str(),
-        "concurrencyKey": job.concurrency_key,
-        "attempts": job.attempts,
-        "result": job.result,
-        "error": error,
-        "createdAt": format_time(job.created_at),
-        "startedAt": job.started_at.map(format_time),
-        "completedAt": job.completed_at.map(format_time),
-        "updatedAt": format_time(job.updated_at),
-    })))
-}
-
-/// Dialect 2: `GET /api/jobs/{type}/{id}`.
-async fn enveloped(
-    State(state): State<Dialects>,
-    principal: Principal,
-    Path((job_type, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let known = state.engine.job_types();
-    let Some(job_type) = JobType::new(&job_type).ok().filter(|t| known.contains(t)) else {
-        let known: Vec<String> = known.iter().map(ToString::to_string).collect();
-        return Err(ApiError::from(jobworks::Error::UnknownJobType {
-            job_type,
-            known,
-        }));
-    };
-    let id = uuid_id(&id)?;
-    let job = read(&state, &principal, id).await?;
-    if job.job_type != job_type {
-        return Err(jobworks::Error::NotFound { id }.into());
-    }
-    let status = match job.status {
-        JobStatus::Queued => "created",
-        JobStatus::Running => "running",
-        JobStatus::Completed => "done",
-        _ => "failed",
-    };
-    Ok(Json(json!({ "data": {
-        "job_id": job.id.to_uuid_string(),
-        "type": job.job_type.as_str(),
-        "status": status,
-        "result": job.result,
-        "error": job.error,
-    }})))
+/// `{"data": …}` with a few fields and lower-case words.
+fn enveloped() -> JobShape {
+    JobShape::new()
+        .ids(IdForm::Uuid)
+        .status(JobStatus::Waiting, "created")
+        .status(JobStatus::Queued, "created")
+        .status(JobStatus::Running, "running")
+        .status(JobStatus::Completed, "done")
+        .status(JobStatus::Failed, "failed")
+        .status(JobStatus::Cancelled, "failed")
+        .fields(["id", "type", "status", "result", "error"])
+        .rename("id", "job_id")
+        .wrap("data")
 }
 
 fn app(engine: Engine, api: JobsApi, auth: Auth) -> Router {
-    let dialects = Router::new()
-        .route("/api/jobs/{id}", get(camel_case))
-        .route("/api/jobs/{job_type}/{id}", get(enveloped))
-        .with_state(Dialects { engine, auth });
-    Router::new().nest("/v1", api.router()).merge(dialects)
+    Router::new()
+        .nest("/v1", api.router())
+        .merge(camel_case().poll_route("/api/jobs/{id}", engine.clone(), auth.clone()))
+        .merge(enveloped().poll_route("/api/jobs/{type}/{id}", engine, auth))
 }
 
 #[tokio::main]
@@ -148,7 +95,8 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use jobworks::{NewJob, TenantId};
+    use jobworks::{JobType, NewJob, TenantId};
+    use serde_json::{Value, json};
     use tower::ServiceExt;
 
     async fn call(app: &Router, path: &str, token: &str) -> (StatusCode, Value) {
@@ -198,6 +146,30 @@ mod tests {
             (&body["queue"], &body["concurrencyKey"]),
             (&json!("default"), &Value::Null)
         );
+        assert_eq!(body["type"], "ECHO");
+        let mut keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut expected = [
+            "id",
+            "type",
+            "status",
+            "queue",
+            "concurrencyKey",
+            "attempts",
+            "result",
+            "error",
+            "createdAt",
+            "startedAt",
+            "completedAt",
+            "updatedAt",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "every field of the shape, and no other");
         let (status, body) = call(&app, &format!("/api/jobs/{id}"), "demo-acme").await;
         assert_eq!(
             (status, &body["type"]),
@@ -208,8 +180,11 @@ mod tests {
 
         let (status, body) = call(&app, &format!("/api/jobs/ECHO/{uuid}"), "demo-acme").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["data"]["status"], "done");
-        assert_eq!(body["data"]["job_id"], json!(uuid));
+        assert_eq!(
+            body,
+            json!({"data": {"job_id": uuid, "type": "ECHO", "status": "done",
+                            "result": {"hi": 1}, "error": null}})
+        );
         let (status, body) = call(&app, &format!("/api/jobs/SLEEP/{uuid}"), "demo-acme").await;
         assert_eq!(
             (status, &body["type"]),

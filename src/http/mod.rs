@@ -40,6 +40,7 @@ mod queues;
 mod reports;
 mod schedules;
 mod serve;
+mod shape;
 #[cfg(feature = "reports")]
 mod templates;
 mod trace;
@@ -81,6 +82,7 @@ pub use serve::{
     ClientAddr, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_READ_TIMEOUT,
     Server,
 };
+pub use shape::{FieldCase, IdForm, JobShape};
 pub use view::{
     ArtifactView, EventView, EventsView, JobListView, JobView, ProgressView, format_time,
 };
