@@ -112,6 +112,84 @@ fn a_long_findings_table_pages_with_headers_footers_and_numbers() {
     assert!(all.contains("Critical or high"), "metrics section");
 }
 
+/// The text of a PDF string (UTF-16 with its mark, or PDFDocEncoding's ASCII part).
+fn text_of(object: &lopdf::Object) -> String {
+    let bytes = object.as_str().expect("a string");
+    match bytes.strip_prefix(&[0xfe, 0xff]) {
+        Some(utf16) => {
+            let units: Vec<u16> = utf16
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).expect("UTF-16")
+        }
+        None => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// Read back with a PDF library: one top-level bookmark per section, in order, each
+/// opening the page its heading is on; and the document's title, producer and creation
+/// date.
+#[test]
+fn the_outline_has_a_bookmark_per_section_and_the_metadata_is_set() {
+    let t = template(&["summary", "findings", "metrics"], StandardFont::Helvetica);
+    let rows = sample_findings(400);
+    let pdf = render(&t, &[rows.clone(), rows.clone(), rows], ReportFormat::Pdf).unwrap();
+    let doc = lopdf::Document::load_mem(&pdf).expect("a PDF a library can read");
+    let catalog = doc.catalog().unwrap();
+    assert_eq!(
+        catalog.get(b"PageMode").unwrap().as_name().unwrap(),
+        b"UseOutlines"
+    );
+    let outline = doc
+        .get_dictionary(catalog.get(b"Outlines").unwrap().as_reference().unwrap())
+        .unwrap();
+    assert_eq!(outline.get(b"Count").unwrap().as_i64().unwrap(), 3);
+    let pages: Vec<lopdf::ObjectId> = doc.get_pages().into_values().collect();
+    let mut item = outline.get(b"First").unwrap().as_reference().ok();
+    let mut seen = Vec::new();
+    while let Some(id) = item {
+        let entry = doc.get_dictionary(id).unwrap();
+        let dest = entry.get(b"Dest").unwrap().as_array().unwrap();
+        let page = dest[0].as_reference().unwrap();
+        let index = pages
+            .iter()
+            .position(|p| *p == page)
+            .expect("a page of the file");
+        seen.push((text_of(entry.get(b"Title").unwrap()), index));
+        assert!(entry.get(b"First").is_err(), "top-level bookmarks only");
+        item = entry
+            .get(b"Next")
+            .and_then(lopdf::Object::as_reference)
+            .ok();
+    }
+    let titles: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+    let expected: Vec<&str> = t.sections.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(titles, expected);
+    assert_eq!(seen[0].1, 0, "the summary opens the first page");
+    assert!(
+        seen[2].1 > 5,
+        "the metrics come after the long table: {seen:?}"
+    );
+    if let Some(texts) = pdf_text(&pdf) {
+        for (title, index) in &seen {
+            assert!(
+                texts[*index].contains(title.as_str()),
+                "{title} on page {index}"
+            );
+        }
+    }
+
+    let info = doc
+        .get_dictionary(doc.trailer.get(b"Info").unwrap().as_reference().unwrap())
+        .unwrap();
+    assert_eq!(text_of(info.get(b"Title").unwrap()), "Q3 assessment");
+    assert!(text_of(info.get(b"Producer").unwrap()).starts_with("jobworks "));
+    let created = text_of(info.get(b"CreationDate").unwrap());
+    let year = chrono::Utc::now().format("D:%Y").to_string();
+    assert!(created.starts_with(&year), "{created}");
+}
+
 #[test]
 fn long_words_wrap_and_foreign_characters_are_replaced() {
     let mut t = template(&["findings"], StandardFont::TimesRoman);

@@ -28,6 +28,8 @@ pub(crate) struct Document {
     pub(crate) header: Option<String>,
     pub(crate) footer: Option<String>,
     pub(crate) blocks: Vec<Block>,
+    /// When it was made: the PDF's creation date.
+    pub(crate) created: DateTime<Utc>,
 }
 
 fn cell(finding: &Finding, column: Column) -> String {
@@ -161,5 +163,6 @@ pub(crate) fn build(
         header: template.branding.header.clone(),
         footer: template.branding.footer.clone(),
         blocks,
+        created: now,
     }
 }

@@ -46,6 +46,8 @@ pub(super) struct Layout {
     bottom: f32,
     y: f32,
     pub(super) pages: Vec<Vec<Op>>,
+    /// Each heading: its text, its page (from 0) and the top of its line.
+    pub(super) headings: Vec<(String, usize, f32)>,
     pub(super) meter: Meter,
 }
 
@@ -113,6 +115,7 @@ impl Layout {
             bottom: MARGIN + size * 2.0,
             y: top,
             pages: vec![Vec::new()],
+            headings: Vec::new(),
             meter,
         }
     }
@@ -190,6 +193,8 @@ impl Layout {
         // Keep a heading with at least two lines of what follows.
         self.room_for(size * 1.3 + self.leading * 3.0)?;
         self.y -= self.size * 0.5;
+        self.headings
+            .push((text.to_owned(), self.pages.len() - 1, self.y));
         self.paragraph(text, true, size, self.size * 0.3)
     }
 

@@ -1,7 +1,9 @@
 //! PDF output over pdf-writer: every laid-out page written with its header, and its
 //! footer with "Page X of Y", now that the count is known.
 
-use pdf_writer::{Content, Filter, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
+use chrono::{Datelike, Timelike};
+use pdf_writer::types::PageMode;
+use pdf_writer::{Content, Date, Filter, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
 use super::budget::{BudgetExceeded, Meter};
 use super::document::Document;
@@ -60,8 +62,16 @@ fn write(
             .pair(Name(BOLD), bold_font);
         page.finish();
     }
-    pdf.pages(tree).kids(kids).count(count as i32);
-    pdf.catalog(catalog).pages(tree);
+    pdf.pages(tree)
+        .kids(kids.iter().copied())
+        .count(count as i32);
+    let outline = outline(&mut pdf, layout, &kids, &mut id);
+    let mut cat = pdf.catalog(catalog);
+    cat.pages(tree);
+    if let Some(outline) = outline {
+        cat.outlines(outline).page_mode(PageMode::UseOutlines);
+    }
+    cat.finish();
     for (font_id, font) in [(body_font, style.font), (bold_font, style.font.bold())] {
         let mut f = pdf.type1_font(font_id);
         f.base_font(Name(font.name().as_bytes()));
@@ -69,10 +79,51 @@ fn write(
             f.encoding_predefined(Name(b"WinAnsiEncoding"));
         }
     }
+    let t = doc.created;
+    let created = Date::new(u16::try_from(t.year()).unwrap_or(0))
+        .month(t.month() as u8)
+        .day(t.day() as u8)
+        .hour(t.hour() as u8)
+        .minute(t.minute() as u8)
+        .second(t.second() as u8)
+        .utc_offset_hour(0);
     pdf.document_info(info)
         .title(TextStr(&doc.title))
-        .producer(TextStr("jobworks"));
+        .producer(TextStr(concat!("jobworks ", env!("CARGO_PKG_VERSION"))))
+        .creation_date(created);
     Ok(pdf.finish())
+}
+
+/// The document outline: one top-level bookmark per section heading, each opening its
+/// page at the heading. `None` when the report has no sections.
+fn outline(
+    pdf: &mut Pdf,
+    layout: &Layout,
+    pages: &[Ref],
+    id: &mut impl FnMut() -> Ref,
+) -> Option<Ref> {
+    if layout.headings.is_empty() {
+        return None;
+    }
+    let root = id();
+    let items: Vec<Ref> = layout.headings.iter().map(|_| id()).collect();
+    for (i, (title, page, top)) in layout.headings.iter().enumerate() {
+        let mut item = pdf.outline_item(items[i]);
+        item.title(TextStr(title)).parent(root);
+        if i > 0 {
+            item.prev(items[i - 1]);
+        }
+        if let Some(next) = items.get(i + 1) {
+            item.next(*next);
+        }
+        item.dest().page(pages[*page]).xyz(MARGIN, *top, None);
+    }
+    let (first, last) = (items[0], items[items.len() - 1]);
+    pdf.outline(root)
+        .first(first)
+        .last(last)
+        .count(items.len() as i32);
+    Some(root)
 }
 
 /// One page's content stream: header, body operations, footer with the page number.
@@ -195,6 +246,7 @@ mod tests {
                 header: vec!["a".into()],
                 rows: vec![vec!["x".into()]; 50],
             }],
+            created: chrono::Utc::now(),
         };
         for size in [0.0, -3.0, 1e30, f32::NAN] {
             let style = Style {

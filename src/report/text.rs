@@ -97,6 +97,7 @@ mod tests {
             header: None,
             footer: None,
             blocks: vec![Block::Paragraph("\"x\"".into())],
+            created: chrono::Utc::now(),
         };
         let page = String::from_utf8(html(&doc, "Helvetica", 10.0)).unwrap();
         assert!(!page.contains("<script>"));
