@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use jobworks::report::{
-    Branding, BudgetExceeded, Column, Filter, MAX_COLUMNS, MAX_SECTIONS, MAX_TEMPLATE_BYTES,
+    Branding, BudgetExceeded, Chart, Column, Filter, MAX_COLUMNS, MAX_SECTIONS, MAX_TEMPLATE_BYTES,
     Preset, RenderBudget, ReportFormat, ReportTemplate, Section, SectionKind, StandardFont, Style,
     render, render_within,
 };
@@ -245,6 +245,62 @@ fn sections_of_templates_and_other_formats() {
     let Some(pages) = pdf_text(&pdf) else { return };
     assert!(pages[0].contains("No findings match this report."));
     assert!(pages[0].contains("Page 1 of 1"));
+}
+
+/// `"chart": "bar"` on a metrics section draws a bar per metric under its table (in the
+/// PDF as filled rectangles, in HTML as inline SVG); presets ask for it; a chart anywhere
+/// else is refused.
+#[test]
+fn a_metrics_chart_draws_a_bar_per_metric() {
+    let preset = template(&["metrics"], StandardFont::Helvetica);
+    assert_eq!(preset.sections[0].chart, Some(Chart::Bar));
+    let rows = sample_findings(40);
+    let with = render(&preset, &[rows.clone()], ReportFormat::Pdf).unwrap();
+    let mut plain = preset.clone();
+    plain.sections[0].chart = None;
+    let without = render(&plain, &[rows.clone()], ReportFormat::Pdf).unwrap();
+
+    // Every bar is a filled rectangle in dark grey on the page.
+    let bars = |pdf: &[u8]| {
+        let doc = lopdf::Document::load_mem(pdf).unwrap();
+        let pages = doc.get_pages();
+        pages
+            .values()
+            .map(|page| {
+                String::from_utf8_lossy(&doc.get_page_content(*page))
+                    .matches("0.35 g")
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    // As many metrics as the table has rows.
+    let html = String::from_utf8(render(&preset, &[rows], ReportFormat::Html).unwrap()).unwrap();
+    let metrics = html.matches("<tr>").count() - 1;
+    assert!(metrics >= 10, "{html}");
+    assert!(html.contains("<svg") && html.matches("<rect").count() == metrics);
+    assert_eq!(
+        bars(&with),
+        2 * metrics,
+        "an axis piece and a bar per metric"
+    );
+    assert_eq!(bars(&without), 0);
+    if let (Some(with), Some(without)) = (pdf_text(&with), pdf_text(&without)) {
+        let (with, without) = (with.concat(), without.concat());
+        assert_eq!(
+            with.matches("Severity: critical").count(),
+            2,
+            "a label beside its bar"
+        );
+        assert_eq!(without.matches("Severity: critical").count(), 1);
+    }
+
+    let mut wrong = plain;
+    wrong
+        .sections
+        .push(Section::new(SectionKind::Findings, "All"));
+    wrong.sections[1].chart = Some(Chart::Bar);
+    let problems = wrong.validate().unwrap_err();
+    assert_eq!(problems[0].path, ["sections", "1", "chart"]);
 }
 
 /// A template at every limit but one step inside: 32 sections, 12 columns per findings

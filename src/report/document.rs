@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::data::{Finding, Metrics};
 use super::data::{FindingStatus, Severity};
-use super::model::{Column, ReportTemplate, Section, SectionKind};
+use super::model::{Chart, Column, ReportTemplate, Section, SectionKind};
 
 /// A piece of a report's body.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,8 @@ pub(crate) enum Block {
         header: Vec<String>,
         rows: Vec<Vec<String>>,
     },
+    /// A horizontal bar chart: a label and a count per bar.
+    Bars(Vec<(String, usize)>),
 }
 
 /// A whole report, ready for a renderer.
@@ -128,6 +130,18 @@ fn metrics(m: &Metrics) -> Block {
     }
 }
 
+/// A bar per row of a metrics table: its label and count.
+fn bars_of(table: &Block) -> Block {
+    let Block::Table { rows, .. } = table else {
+        return Block::Bars(Vec::new());
+    };
+    Block::Bars(
+        rows.iter()
+            .filter_map(|row| Some((row.first()?.clone(), row.get(1)?.parse().ok()?)))
+            .collect(),
+    )
+}
+
 /// Lays out `template` over each section's findings (`data[i]` for section `i`).
 pub(crate) fn build(
     template: &ReportTemplate,
@@ -150,7 +164,12 @@ pub(crate) fn build(
         blocks.push(Block::Heading(section.title.clone()));
         match section.kind {
             SectionKind::Summary => blocks.extend(summary(section, &Metrics::of(findings))),
-            SectionKind::Metrics => blocks.push(metrics(&Metrics::of(findings))),
+            SectionKind::Metrics => {
+                let table = metrics(&Metrics::of(findings));
+                let bars = section.chart.map(|Chart::Bar| bars_of(&table));
+                blocks.push(table);
+                blocks.extend(bars);
+            }
             SectionKind::Findings if findings.is_empty() => {
                 blocks.push(Block::Paragraph("No findings match this report.".into()));
             }

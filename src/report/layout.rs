@@ -35,6 +35,13 @@ pub(super) enum Op {
         w: f32,
         h: f32,
     },
+    /// A dark grey filled rectangle: a chart's bar or axis.
+    Bar {
+        x: f32,
+        y: f32,
+        w: f32,
+        h: f32,
+    },
 }
 
 pub(super) struct Layout {
@@ -307,6 +314,83 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// A horizontal bar chart: labels on the left, a bar per count scaled to the largest,
+    /// the count after each bar, an axis at the bars' start; rows break across pages.
+    fn bars(&mut self, bars: &[(String, usize)]) -> Result<(), BudgetExceeded> {
+        let Some(most) = bars.iter().map(|(_, n)| *n).max() else {
+            return Ok(());
+        };
+        let total = PAGE_W - 2.0 * MARGIN;
+        let widest = bars
+            .iter()
+            .map(|(label, _)| self.body.width(label, self.size))
+            .fold(0.0, f32::max);
+        let label_w = (widest + 2.0 * PAD).min(total * 0.4);
+        let value_w = self.body.width(&most.to_string(), self.size) + 2.0 * PAD;
+        let area = (total - label_w - value_w).max(1.0);
+        let (row, bar) = (self.leading * 1.2, self.size * 0.9);
+        let axis = MARGIN + label_w;
+        self.y -= self.size * 0.5;
+        for (label, count) in bars {
+            self.room_for(row)?;
+            let baseline = self.y - (row + self.size * 0.7) / 2.0;
+            let label = self.fit(label, label_w - 2.0 * PAD);
+            self.text(MARGIN, baseline, false, self.size, label);
+            let w = if most == 0 {
+                0.0
+            } else {
+                area * (*count as f32 / most as f32)
+            };
+            let (y, top) = (self.y - row, self.y);
+            self.meter.held(2 * std::mem::size_of::<Op>());
+            self.page().push(Op::Bar {
+                x: axis,
+                y,
+                w: 0.8,
+                h: top - y,
+            });
+            if w > 0.0 {
+                self.page().push(Op::Bar {
+                    x: axis,
+                    y: y + (row - bar) / 2.0,
+                    w,
+                    h: bar,
+                });
+            }
+            self.text(
+                axis + w + PAD,
+                baseline,
+                false,
+                self.size,
+                count.to_string(),
+            );
+            self.y -= row;
+        }
+        self.y -= self.size * 0.6;
+        Ok(())
+    }
+
+    /// `text` cut to `max` wide, ending in "…" when it was cut.
+    fn fit(&self, text: &str, max: f32) -> String {
+        if self.body.width(text, self.size) <= max {
+            return text.to_owned();
+        }
+        let mut out = String::new();
+        let room = max - self.body.width("…", self.size);
+        let mut width = 0.0;
+        for c in text.chars() {
+            width += self.body.char_width(c, self.size);
+            if width > room {
+                break;
+            }
+            out.push(c);
+        }
+        out.push('…');
+        out
+    }
+}
+
 /// Lays out `doc` in `style` within the budget `meter` keeps.
 ///
 /// # Errors
@@ -325,6 +409,7 @@ pub(super) fn lay_out(
                 layout.paragraph(text, false, layout.size, layout.size * 0.6)?;
             }
             Block::Table { header, rows } => layout.table(header, rows)?,
+            Block::Bars(bars) => layout.bars(bars)?,
         }
     }
     Ok(layout)

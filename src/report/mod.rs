@@ -51,7 +51,7 @@ pub use data::{
 };
 pub use fonts::StandardFont;
 pub use model::{
-    Branding, Column, MAX_COLUMNS, MAX_FONT_SIZE, MAX_SECTIONS, MAX_SUMMARY_LEN,
+    Branding, Chart, Column, MAX_COLUMNS, MAX_FONT_SIZE, MAX_SECTIONS, MAX_SUMMARY_LEN,
     MAX_TEMPLATE_BYTES, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem, ReportTemplate,
     Section, SectionKind, Style,
 };

@@ -122,6 +122,16 @@ impl Column {
     }
 }
 
+/// A chart drawn under a section's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub enum Chart {
+    /// A horizontal bar per row of the metrics table, its length the row's count: shapes
+    /// and grey, legible in print without colour.
+    Bar,
+}
+
 /// One section of a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +150,9 @@ pub struct Section {
     /// The paragraph of a summary (a generated sentence when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// A chart under a metrics section's table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Chart>,
 }
 
 impl Section {
@@ -151,6 +164,7 @@ impl Section {
             kind,
             columns: Vec::new(),
             text: None,
+            chart: None,
         }
     }
 
@@ -225,6 +239,9 @@ impl Preset {
                 };
                 let mut section = Section::new(kind, title);
                 section.key = Some(key.clone());
+                if kind == SectionKind::Metrics {
+                    section.chart = Some(Chart::Bar);
+                }
                 section
             })
             .collect();
@@ -279,6 +296,10 @@ impl ReportTemplate {
                 p.push(&["sections", &i, "columns"], "invalid", msg);
             }
             p.count(&["sections", &i, "columns"], s.columns.len(), MAX_COLUMNS);
+            if s.chart.is_some() && s.kind != SectionKind::Metrics {
+                let msg = "only a metrics section has a chart";
+                p.push(&["sections", &i, "chart"], "invalid", msg);
+            }
         }
         check_common(&mut p, &self.branding, &self.style, &self.filter);
         // Only when every part is within its own bound, so this is cheap.

@@ -221,6 +221,16 @@ fn page_content(
                     .fill_nonzero()
                     .set_fill_gray(0.0);
             }
+            Op::Bar { x, y, w, h } => {
+                if in_text {
+                    c.end_text();
+                    in_text = false;
+                }
+                c.set_fill_gray(0.35)
+                    .rect(*x, *y, *w, *h)
+                    .fill_nonzero()
+                    .set_fill_gray(0.0);
+            }
         }
     }
     if in_text {

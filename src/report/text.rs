@@ -54,6 +54,7 @@ pub(crate) fn html(doc: &Document, font: &str, size: f32) -> Vec<u8> {
                 }
                 out.push_str("</tbody></table>\n");
             }
+            Block::Bars(bars) => out.push_str(&svg_bars(bars)),
         }
     }
     if let Some(f) = &doc.footer {
@@ -61,6 +62,34 @@ pub(crate) fn html(doc: &Document, font: &str, size: f32) -> Vec<u8> {
     }
     out.push_str("</body></html>\n");
     out.into_bytes()
+}
+
+/// A horizontal bar chart as inline SVG, bars in grey scaled to the largest count.
+fn svg_bars(bars: &[(String, usize)]) -> String {
+    let most = bars.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let (label_w, area, row) = (220.0, 320.0, 22.0);
+    let height = row * bars.len() as f64;
+    let mut svg = format!(
+        "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" \
+         viewBox=\"0 0 600 {height}\" style=\"max-width:100%\" font-size=\"12\">\n"
+    );
+    for (i, (label, count)) in bars.iter().enumerate() {
+        let y = row * i as f64;
+        let w = area * *count as f64 / most as f64;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{label_w}\" y=\"{}\" width=\"{w:.1}\" height=\"14\" fill=\"#595959\"/>\
+             <text x=\"{:.1}\" y=\"{}\">{count}</text>\n",
+            label_w - 6.0,
+            y + 15.0,
+            escape(label),
+            y + 4.0,
+            label_w + w + 4.0,
+            y + 15.0,
+        ));
+    }
+    svg.push_str("</svg></figure>\n");
+    svg
 }
 
 /// A CSV field: quoted, and defused when a spreadsheet would read it as a formula.
