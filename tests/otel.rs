@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use jobworks::http::{JobsApi, Principal, StaticCredentials};
-use jobworks::{Engine, JobContext, JobError, JobId, NewJob, RetryPolicy, TenantId, from_fn};
+use jobworks::{Engine, Job, JobContext, JobError, JobId, NewJob, RetryPolicy, TenantId, from_fn};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{Value, json};
@@ -91,8 +91,11 @@ async fn post(url: &str, headers: &[(&str, &str)], body: Value) -> Value {
     response.json().await.unwrap()
 }
 
-fn id_of(view: &Value) -> JobId {
-    view["id"].as_str().unwrap().parse().unwrap()
+/// Submits `body` over HTTP with `headers`, and waits until the job is terminal.
+async fn run(engine: &Engine, url: &str, headers: &[(&str, &str)], body: Value) -> Job {
+    let view = post(url, headers, body).await;
+    let id: JobId = view["id"].as_str().unwrap().parse().unwrap();
+    engine.wait_until_terminal(&acme(), id, WAIT).await.unwrap()
 }
 
 /// The finished spans named `name` of `trace`, once there are `n` of them.
@@ -126,11 +129,13 @@ async fn a_traceparent_on_submit_parents_every_attempt() {
     let engine = engine();
     let base = serve(&engine).await;
     let headers = [("traceparent", PARENT), ("tracestate", "congo=t61rcWkgMzE")];
-    let view = post(&format!("{base}/jobs"), &headers, json!({"type": "FLAKY"})).await;
-    let done = engine
-        .wait_until_terminal(&acme(), id_of(&view), WAIT)
-        .await
-        .unwrap();
+    let done = run(
+        &engine,
+        &format!("{base}/jobs"),
+        &headers,
+        json!({"type": "FLAKY"}),
+    )
+    .await;
 
     let trace = TraceId::from_hex(&PARENT[3..35]).unwrap();
     let request = spans("request", trace, 1).await.remove(0);
@@ -215,16 +220,13 @@ async fn a_host_span_around_the_api_wins_over_the_header() {
     tokio::spawn(jobworks::http::Server::new().serve(listener, app));
 
     let parent = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01";
-    let view = post(
+    let done = run(
+        &engine,
         &format!("{base}/jobs"),
         &[("traceparent", parent)],
         json!({"type": "ECHO"}),
     )
     .await;
-    let done = engine
-        .wait_until_terminal(&acme(), id_of(&view), WAIT)
-        .await
-        .unwrap();
     let kept = done.trace.expect("the API's request span");
     assert_ne!(kept.trace_id(), &parent[3..35]);
     let trace = TraceId::from_hex(kept.trace_id()).unwrap();
@@ -279,16 +281,13 @@ async fn an_unreadable_traceparent_starts_a_trace_of_its_own() {
     let engine = engine();
     let base = serve(&engine).await;
     let bad = PARENT.replace("-01", "-0x");
-    let view = post(
+    let done = run(
+        &engine,
         &format!("{base}/jobs"),
         &[("traceparent", bad.as_str())],
         json!({"type": "ECHO"}),
     )
     .await;
-    let done = engine
-        .wait_until_terminal(&acme(), id_of(&view), WAIT)
-        .await
-        .unwrap();
     // It continues the request's span instead, in a trace of its own.
     let kept = done.trace.expect("the request span's context");
     assert_ne!(kept.trace_id(), &PARENT[3..35]);

@@ -13,6 +13,10 @@ pub(super) const PAGE_H: f32 = 842.0;
 pub(super) const MARGIN: f32 = 50.0;
 /// Space inside table cells.
 const PAD: f32 = 4.0;
+/// The grey of a table's header row.
+const SHADE: f32 = 0.9;
+/// The grey of a chart's bars: dark enough to print, light enough to tell from text.
+const INK: f32 = 0.35;
 
 /// One drawing operation of a page.
 #[derive(Debug, Clone)]
@@ -29,18 +33,14 @@ pub(super) enum Op {
         x1: f32,
         x2: f32,
     },
-    Shade {
+    /// A filled rectangle in `gray` (0 black, 1 white): a table header's shade, a
+    /// chart's bar or axis.
+    Fill {
         x: f32,
         y: f32,
         w: f32,
         h: f32,
-    },
-    /// A dark grey filled rectangle: a chart's bar or axis.
-    Bar {
-        x: f32,
-        y: f32,
-        w: f32,
-        h: f32,
+        gray: f32,
     },
 }
 
@@ -289,11 +289,12 @@ impl Layout {
         let height = n as f32 * self.leading + 2.0 * PAD;
         if bold {
             let (y, w) = (self.y - height, PAGE_W - 2.0 * MARGIN);
-            self.page().push(Op::Shade {
+            self.page().push(Op::Fill {
                 x: MARGIN,
                 y,
                 w,
                 h: height,
+                gray: SHADE,
             });
         }
         let mut x = MARGIN;
@@ -344,18 +345,20 @@ impl Layout {
             };
             let (y, top) = (self.y - row, self.y);
             self.meter.held(2 * std::mem::size_of::<Op>());
-            self.page().push(Op::Bar {
+            self.page().push(Op::Fill {
                 x: axis,
                 y,
                 w: 0.8,
                 h: top - y,
+                gray: INK,
             });
             if w > 0.0 {
-                self.page().push(Op::Bar {
+                self.page().push(Op::Fill {
                     x: axis,
                     y: y + (row - bar) / 2.0,
                     w,
                     h: bar,
+                    gray: INK,
                 });
             }
             self.text(

@@ -211,22 +211,12 @@ fn page_content(
                 }
                 c.move_to(*x1, *y).line_to(*x2, *y).stroke();
             }
-            Op::Shade { x, y, w, h } => {
+            Op::Fill { x, y, w, h, gray } => {
                 if in_text {
                     c.end_text();
                     in_text = false;
                 }
-                c.set_fill_gray(0.9)
-                    .rect(*x, *y, *w, *h)
-                    .fill_nonzero()
-                    .set_fill_gray(0.0);
-            }
-            Op::Bar { x, y, w, h } => {
-                if in_text {
-                    c.end_text();
-                    in_text = false;
-                }
-                c.set_fill_gray(0.35)
+                c.set_fill_gray(*gray)
                     .rect(*x, *y, *w, *h)
                     .fill_nonzero()
                     .set_fill_gray(0.0);
