@@ -88,58 +88,43 @@ fn summary(section: &Section, m: &Metrics) -> Vec<Block> {
     ]
 }
 
-fn metrics(m: &Metrics) -> Block {
-    let mut rows = Vec::new();
-    rows.push(vec![
-        "Findings".to_owned(),
-        m.total.to_string(),
-        String::new(),
-    ]);
+/// The derived metrics: a label and a count each, the first (the total) without a share.
+fn metric_counts(m: &Metrics) -> Vec<(String, usize)> {
+    let mut counts = vec![("Findings".to_owned(), m.total)];
     for (s, n) in &m.by_severity {
-        rows.push(vec![
-            format!("Severity: {}", s.as_str()),
-            n.to_string(),
-            m.rate(*n),
-        ]);
+        counts.push((format!("Severity: {}", s.as_str()), *n));
     }
     for (s, n) in &m.by_status {
-        rows.push(vec![
-            format!("Status: {}", s.as_str()),
-            n.to_string(),
-            m.rate(*n),
-        ]);
+        counts.push((format!("Status: {}", s.as_str()), *n));
     }
     for (c, n) in &m.by_category {
-        rows.push(vec![format!("Category: {c}"), n.to_string(), m.rate(*n)]);
+        counts.push((format!("Category: {c}"), *n));
     }
-    let fixed = m.status(FindingStatus::Fixed);
-    rows.push(vec![
-        "Fix rate".to_owned(),
-        fixed.to_string(),
-        m.rate(fixed),
-    ]);
+    counts.push(("Fix rate".to_owned(), m.status(FindingStatus::Fixed)));
     let severe = m.severity(Severity::Critical) + m.severity(Severity::High);
-    rows.push(vec![
-        "Critical or high".to_owned(),
-        severe.to_string(),
-        m.rate(severe),
-    ]);
-    Block::Table {
-        header: vec!["Metric".into(), "Count".into(), "Share".into()],
-        rows,
-    }
+    counts.push(("Critical or high".to_owned(), severe));
+    counts
 }
 
-/// A bar per row of a metrics table: its label and count.
-fn bars_of(table: &Block) -> Block {
-    let Block::Table { rows, .. } = table else {
-        return Block::Bars(Vec::new());
+/// The metrics table, and its bar chart when the section asks for one.
+fn metrics(section: &Section, m: &Metrics) -> Vec<Block> {
+    let counts = metric_counts(m);
+    let rows = counts
+        .iter()
+        .enumerate()
+        .map(|(i, (label, n))| {
+            let share = if i == 0 { String::new() } else { m.rate(*n) };
+            vec![label.clone(), n.to_string(), share]
+        })
+        .collect();
+    let table = Block::Table {
+        header: vec!["Metric".into(), "Count".into(), "Share".into()],
+        rows,
     };
-    Block::Bars(
-        rows.iter()
-            .filter_map(|row| Some((row.first()?.clone(), row.get(1)?.parse().ok()?)))
-            .collect(),
-    )
+    match section.chart {
+        Some(Chart::Bar) => vec![table, Block::Bars(counts)],
+        None => vec![table],
+    }
 }
 
 /// Lays out `template` over each section's findings (`data[i]` for section `i`).
@@ -164,12 +149,7 @@ pub(crate) fn build(
         blocks.push(Block::Heading(section.title.clone()));
         match section.kind {
             SectionKind::Summary => blocks.extend(summary(section, &Metrics::of(findings))),
-            SectionKind::Metrics => {
-                let table = metrics(&Metrics::of(findings));
-                let bars = section.chart.map(|Chart::Bar| bars_of(&table));
-                blocks.push(table);
-                blocks.extend(bars);
-            }
+            SectionKind::Metrics => blocks.extend(metrics(section, &Metrics::of(findings))),
             SectionKind::Findings if findings.is_empty() => {
                 blocks.push(Block::Paragraph("No findings match this report.".into()));
             }
