@@ -255,10 +255,10 @@ fn a_metrics_chart_draws_a_bar_per_metric() {
     let preset = template(&["metrics"], StandardFont::Helvetica);
     assert_eq!(preset.sections[0].chart, Some(Chart::Bar));
     let rows = sample_findings(40);
-    let with = render(&preset, &[rows.clone()], ReportFormat::Pdf).unwrap();
+    let with = render(&preset, std::slice::from_ref(&rows), ReportFormat::Pdf).unwrap();
     let mut plain = preset.clone();
     plain.sections[0].chart = None;
-    let without = render(&plain, &[rows.clone()], ReportFormat::Pdf).unwrap();
+    let without = render(&plain, std::slice::from_ref(&rows), ReportFormat::Pdf).unwrap();
 
     // Every bar is a filled rectangle in dark grey on the page.
     let bars = |pdf: &[u8]| {
