@@ -403,6 +403,106 @@ async fn idempotency_by_header_or_body() {
     assert_eq!(body["errors"][0]["loc"], json!(["body", "idempotency_key"]));
 }
 
+/// How many jobs the tenant `acme` has.
+async fn stored_jobs(s: &Server) -> usize {
+    let (_, _, list) = s.send(s.req(Method::GET, "/jobs?limit=1000", "acme")).await;
+    list["jobs"].as_array().unwrap().len()
+}
+
+/// `POST /jobs/batch`: all or none, in order, each job checked as a single submit.
+#[tokio::test]
+async fn a_batch_is_submitted_whole_or_not_at_all() {
+    let s = serve().await;
+    let batch = |jobs: Value| {
+        s.req(Method::POST, "/jobs/batch", "acme")
+            .json(&json!({ "jobs": jobs }))
+    };
+
+    let (status, _, body) = s
+        .send(batch(json!([
+            {"type": "ECHO", "input": {"n": 0}},
+            {"type": "ECHO", "input": {"n": 1}, "priority": 5, "idempotency_key": "b-1"},
+            {"type": "SLEEP", "input": 1, "queue": "default"},
+        ])))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let jobs = body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j["type"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["ECHO", "ECHO", "SLEEP"]
+    );
+    assert_eq!(
+        (&jobs[1]["input"], &jobs[1]["priority"]),
+        (&json!({"n": 1}), &json!(5))
+    );
+    assert!(jobs.iter().all(|j| j["status"] == "queued"));
+    let stored = stored_jobs(&s).await;
+    assert_eq!(stored, 3);
+
+    // A bad job anywhere: 422 at its place, and none of the others is created.
+    let (status, _, body) = s
+        .send(batch(json!([
+            {"type": "ECHO"},
+            {"type": "ECHO", "priority": 5000},
+        ])))
+        .await;
+    assert_envelope(&body, 422, "validation_error");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "jobs", "1", "priority"])
+    );
+    let (status, _, body) = s
+        .send(batch(json!([{"type": "ECHO"}, {"type": "NOPE"}])))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_envelope(&body, 400, "unknown_job_type");
+    let (_, _, body) = s
+        .send(batch(
+            json!([{"type": "ECHO"}, {"type": "ECHO", "idempotency_key": "b-1"}]),
+        ))
+        .await;
+    assert_envelope(&body, 409, "already_exists");
+    assert_eq!(
+        stored_jobs(&s).await,
+        stored,
+        "nothing of a refused batch is stored"
+    );
+
+    // A replayed batch is the same jobs, and 200.
+    let (status, _, again) = s
+        .send(batch(
+            json!([{"type": "ECHO", "input": {"n": 1}, "priority": 5, "idempotency_key": "b-1"}]),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["jobs"][0]["id"], jobs[1]["id"]);
+
+    // 1 to 1,000 jobs, and nothing but `jobs`.
+    for bad in [
+        json!({"jobs": []}),
+        json!({"jobs": vec![json!({"type": "ECHO"}); 1001]}),
+        json!({"jobs": {}}),
+        json!({"jobs": [], "extra": 1}),
+    ] {
+        let (status, _, body) = s
+            .send(s.req(Method::POST, "/jobs/batch", "acme").json(&bad))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    let (status, _, _) = s
+        .send(
+            s.req(Method::POST, "/jobs/batch", "reader")
+                .json(&json!({"jobs": [{"type": "ECHO"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(stored_jobs(&s).await, stored);
+}
+
 #[tokio::test]
 async fn bad_input_gets_the_envelope() {
     let s = serve().await;

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::body::{Fields, JsonBody, QueryFields, RouteParam};
 use super::etag::{client_has, tagged_json};
-use super::view::{EventView, EventsView, JobListView, JobView, StatusName};
+use super::view::{EventView, EventsView, JobBatchView, JobListView, JobView, StatusName};
 use super::{ApiError, ApiState, Principal, Scope, located};
 use crate::{
     EventParams, Job, JobId, JobStatus, JobType, ListParams, MAX_ATTEMPTS_LIMIT,
@@ -217,6 +217,81 @@ pub(crate) async fn submit(
     let response = job_response(&state, status, &submitted.job, &HeaderMap::new()).await?;
     let path = format!("/jobs/{}", submitted.job.id);
     Ok(located(response, &original, &uri, &path))
+}
+
+/// Most jobs one `POST /jobs/batch` may submit.
+pub const MAX_BATCH_JOBS: usize = 1000;
+
+/// The body of `POST /jobs/batch` (documentation; the handler reads fields one by one).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BatchRequest {
+    /// 1 to 1,000 jobs, each the body of `POST /jobs`.
+    #[schema(min_items = 1, max_items = 1000)]
+    jobs: Vec<SubmitRequest>,
+}
+
+/// Submit many jobs at once: all of them or none.
+#[utoipa::path(post, path = "/jobs/batch", tag = "jobs", operation_id = "submit_batch",
+    request_body = BatchRequest,
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, for every job (ignored when it cannot be read)"),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state kept with the `traceparent`"),
+    ),
+    responses(
+        (status = 202, description = "Accepted: every job is stored, in order (a job whose idempotency key matched an earlier one is that one)", body = JobBatchView),
+        (status = 200, description = "Every job was an earlier one with the same idempotency key, type and input", body = JobBatchView),
+        (status = 400, description = "An unknown job type (`unknown_job_type`); nothing was created", body = super::ErrorBody),
+        (status = 409, description = "An idempotency key was used for other work (`already_exists`); nothing was created", body = super::ErrorBody),
+        (status = 422, description = "A bad job (`validation_error`, `loc` from `[\"body\", \"jobs\", i]`) or not 1 to 1,000 jobs; nothing was created", body = super::ErrorBody),
+        (status = 429, description = "The tenant's quota would be passed (`quota_exceeded`); nothing was created", body = super::ErrorBody),
+    ))]
+pub(crate) async fn submit_batch(
+    State(state): State<ApiState>,
+    principal: Principal,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Write)?;
+    let mut f = Fields::of(&body, "body")?;
+    f.refuse_others(&["jobs"]);
+    let jobs = match f.required("jobs").map(Value::as_array) {
+        Some(Some(jobs)) if (1..=MAX_BATCH_JOBS).contains(&jobs.len()) => Some(jobs),
+        Some(Some(_)) => {
+            let msg = format!("must have 1 to {MAX_BATCH_JOBS} jobs");
+            f.error("jobs", "out_of_range", msg);
+            None
+        }
+        Some(None) => {
+            f.error("jobs", "type_error", "must be an array");
+            None
+        }
+        None => None,
+    };
+    f.finish()?;
+    let trace = super::trace::submitter(&headers);
+    let known = state.engine.job_types();
+    let jobs = jobs
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut job = new_job_at(body, &format!("body.jobs.{i}"), None, known)?;
+            job.trace.clone_from(&trace);
+            Ok(job)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let submitted = state.engine.submit_many(&principal.tenant, jobs).await?;
+    let status = if submitted.iter().any(|s| s.created) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut views = Vec::with_capacity(submitted.len());
+    for s in &submitted {
+        views.push(JobView::build(&state.engine, &s.job).await?);
+    }
+    Ok((status, axum::Json(JobBatchView { jobs: views })).into_response())
 }
 
 /// Poll a job; `?wait=` long-polls for a change.

@@ -71,7 +71,7 @@ pub use auth::{
 #[cfg(feature = "dashboard")]
 pub(crate) use auth::{client_addr, lookup};
 pub use error::{ApiError, ErrorBody, FieldError};
-pub use jobs::MAX_WAIT_SECS;
+pub use jobs::{MAX_BATCH_JOBS, MAX_WAIT_SECS};
 #[cfg(feature = "dashboard")]
 pub(crate) use limits::FailedAuth;
 pub use metrics::{PrometheusHandle, install_prometheus};
@@ -84,7 +84,8 @@ pub use serve::{
 };
 pub use shape::{FieldCase, IdForm, JobShape};
 pub use view::{
-    ArtifactView, EventView, EventsView, JobListView, JobView, ProgressView, format_time,
+    ArtifactView, EventView, EventsView, JobBatchView, JobListView, JobView, ProgressView,
+    format_time,
 };
 pub use workflows::{WorkflowNodeView, WorkflowView};
 
@@ -209,6 +210,7 @@ impl JobsApi {
     fn routes(&self) -> OpenApiRouter<ApiState> {
         let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(jobs::submit, jobs::list))
+            .routes(routes!(jobs::submit_batch))
             .routes(routes!(jobs::get_job, operator::discard))
             .routes(routes!(operator::retry))
             .routes(routes!(operator::requeue))

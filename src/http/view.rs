@@ -206,6 +206,13 @@ pub struct JobListView {
     pub next_cursor: Option<String>,
 }
 
+/// The answer of `POST /jobs/batch`: the jobs, in the order they were given.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobBatchView {
+    /// One job per job of the request, in its order.
+    pub jobs: Vec<JobView>,
+}
+
 /// The six statuses, as the wire writes them (documentation).
 #[derive(Debug, ToSchema)]
 #[schema(rename_all = "lowercase")]
