@@ -487,6 +487,8 @@ async fn a_batch_is_submitted_whole_or_not_at_all() {
         json!({"jobs": vec![json!({"type": "ECHO"}); 1001]}),
         json!({"jobs": {}}),
         json!({"jobs": [], "extra": 1}),
+        json!({"jobs": [1]}),
+        json!({"jobs": [{"type": "ECHO"}, null]}),
     ] {
         let (status, _, body) = s
             .send(s.req(Method::POST, "/jobs/batch", "acme").json(&bad))
