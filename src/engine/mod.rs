@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::artifact::{ArtifactKey, ArtifactStore, DEFAULT_URL_TTL, SignedUrl};
 use crate::executor::Executor;
-use crate::job::{Job, JobId, JobType, NewJob, QueueName, TenantId};
+use crate::job::{Job, JobId, JobType, NewJob, QueueName, TenantId, TraceContext};
 use crate::retry::RetryPolicy;
 use crate::store::JobStoreExt;
 use crate::store::{EventPage, EventParams, JobPage, JobStore, ListParams, QueueStats};
@@ -194,8 +194,10 @@ impl Engine {
         }
     }
 
-    fn queued(&self, tenant: &TenantId, new: NewJob) -> Job {
-        let new = new.traced();
+    /// The job `new` of `tenant` as stored, continuing the trace `current` unless it
+    /// names its own.
+    fn queued(&self, tenant: &TenantId, new: NewJob, current: Option<&TraceContext>) -> Job {
+        let new = new.traced(current);
         let attempts = self.inner.executors[&new.job_type].retry.attempts();
         Job::new_queued_at(
             tenant.clone(),
@@ -232,9 +234,10 @@ impl Engine {
         tenant: &TenantId,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Submitted>> {
+        let current = crate::job::trace::current();
         let jobs = jobs
             .into_iter()
-            .map(|new| Ok(self.queued(tenant, self.checked(new)?)))
+            .map(|new| Ok(self.queued(tenant, self.checked(new)?, current.as_ref())))
             .collect::<Result<Vec<_>>>()?;
         let quotas = &self.inner.config.quotas;
         let inserted = self.inner.store.submit_within(jobs, quotas).await?;
@@ -269,7 +272,8 @@ impl Engine {
             self.known(&new.job_type)?;
         }
         let id = crate::WorkflowId::new();
-        let jobs = workflow.into_jobs(id, |new| self.queued(tenant, new));
+        let current = crate::job::trace::current();
+        let jobs = workflow.into_jobs(id, |new| self.queued(tenant, new, current.as_ref()));
         let quotas = &self.inner.config.quotas;
         let inserted = self.inner.store.submit_within(jobs, quotas).await?;
         observe::submitted(inserted.iter().filter(|i| i.created).map(|i| &i.job));

@@ -3,7 +3,7 @@
 mod event;
 mod id;
 mod status;
-mod trace;
+pub(crate) mod trace;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -294,15 +294,11 @@ impl NewJob {
         self
     }
 
-    /// With `otel`, takes the current span's trace context when the job names none; a
-    /// schedule's ticks start traces of their own.
-    pub(crate) fn traced(self) -> Self {
-        #[cfg(feature = "otel")]
+    /// Continues `current` (the submitting span's context) when the job names no trace
+    /// of its own; a schedule's ticks start traces of their own.
+    pub(crate) fn traced(mut self, current: Option<&TraceContext>) -> Self {
         if self.trace.is_none() && self.tick.is_none() {
-            return NewJob {
-                trace: TraceContext::current(),
-                ..self
-            };
+            self.trace = current.cloned();
         }
         self
     }

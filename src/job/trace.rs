@@ -183,6 +183,15 @@ impl FromStr for TraceContext {
     }
 }
 
+/// The current span's context with the `otel` feature (and an OpenTelemetry layer that
+/// records it); `None` without.
+pub(crate) fn current() -> Option<TraceContext> {
+    #[cfg(feature = "otel")]
+    return TraceContext::current();
+    #[cfg(not(feature = "otel"))]
+    None
+}
+
 fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
