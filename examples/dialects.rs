@@ -93,23 +93,12 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::StatusCode;
     use jobworks::{JobType, NewJob, TenantId};
     use serde_json::{Value, json};
-    use tower::ServiceExt;
 
     async fn call(app: &Router, path: &str, token: &str) -> (StatusCode, Value) {
-        let request = Request::get(path)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap())
+        common::call(app, "GET", path, token, None).await
     }
 
     #[tokio::test]

@@ -444,6 +444,38 @@ pub async fn serve(options: &Options, app: axum::Router, engine: Engine) {
     engine.shutdown().await;
 }
 
+/// Sends a request to `app` in process as the bearer `token`, with `body` as JSON, and
+/// answers the status and the JSON body (`null` when empty): for the examples' tests.
+#[cfg(test)]
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (axum::http::StatusCode, Value) {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,6 +178,21 @@ impl<'a> Fields<'a> {
         v
     }
 
+    /// A required array of 1 to `max` items.
+    pub(crate) fn required_list(&mut self, name: &str, max: usize) -> Option<&'a [Value]> {
+        match self.required(name)?.as_array() {
+            Some(items) if (1..=max).contains(&items.len()) => Some(items),
+            Some(_) => {
+                self.error(name, "out_of_range", format!("must have 1 to {max} {name}"));
+                None
+            }
+            None => {
+                self.error(name, "type_error", "must be an array");
+                None
+            }
+        }
+    }
+
     /// An optional string of at most `max` characters.
     pub(crate) fn string(&mut self, name: &str, max: usize) -> Option<String> {
         let v = self.value(name)?;

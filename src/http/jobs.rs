@@ -176,8 +176,7 @@ pub(super) fn new_job_at(
     request_body = SubmitRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the submit idempotent (same as the body field)"),
-        ("traceparent" = Option<String>, Header, description = "W3C trace context: the job's spans continue this trace (ignored when it cannot be read)"),
-        ("tracestate" = Option<String>, Header, description = "W3C trace state kept with the `traceparent`"),
+        super::trace::TraceHeaders,
     ),
     responses(
         (status = 202, description = "Accepted: the job is queued", body = JobView,
@@ -235,8 +234,7 @@ pub(crate) struct BatchRequest {
 #[utoipa::path(post, path = "/jobs/batch", tag = "jobs", operation_id = "submit_batch",
     request_body = BatchRequest,
     params(
-        ("traceparent" = Option<String>, Header, description = "W3C trace context, for every job (ignored when it cannot be read)"),
-        ("tracestate" = Option<String>, Header, description = "W3C trace state kept with the `traceparent`"),
+        super::trace::TraceHeaders,
     ),
     responses(
         (status = 202, description = "Accepted: every job is stored, in order (a job whose idempotency key matched an earlier one is that one)", body = JobBatchView),
@@ -255,19 +253,7 @@ pub(crate) async fn submit_batch(
     principal.require(Scope::Write)?;
     let mut f = Fields::of(&body, "body")?;
     f.refuse_others(&["jobs"]);
-    let jobs = match f.required("jobs").map(Value::as_array) {
-        Some(Some(jobs)) if (1..=MAX_BATCH_JOBS).contains(&jobs.len()) => Some(jobs),
-        Some(Some(_)) => {
-            let msg = format!("must have 1 to {MAX_BATCH_JOBS} jobs");
-            f.error("jobs", "out_of_range", msg);
-            None
-        }
-        Some(None) => {
-            f.error("jobs", "type_error", "must be an array");
-            None
-        }
-        None => None,
-    };
+    let jobs = f.required_list("jobs", MAX_BATCH_JOBS);
     f.finish()?;
     let trace = super::trace::submitter(&headers);
     let known = state.engine.job_types();

@@ -4,6 +4,18 @@ use axum::http::HeaderMap;
 
 use crate::TraceContext;
 
+/// The trace headers a submit reads (documentation for the OpenAPI document).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct TraceHeaders {
+    /// W3C trace context: the spans of the submitted jobs continue this trace (ignored
+    /// when it cannot be read).
+    traceparent: Option<String>,
+    /// W3C trace state kept with the `traceparent`.
+    tracestate: Option<String>,
+}
+
 /// The request's trace context, if it sends a valid one.
 ///
 /// As the W3C specification asks of a receiver, a context that cannot be read is ignored,

@@ -111,19 +111,7 @@ fn new_workflow(body: &Value, known: &[crate::JobType]) -> Result<NewWorkflow, A
     let mut f = Fields::of(body, "body")?;
     f.refuse_others(&["name", "jobs", "finalizer"]);
     let name = f.string("name", 128);
-    let jobs = match f.required("jobs").map(Value::as_array) {
-        Some(Some(jobs)) if (1..=MAX_WORKFLOW_JOBS).contains(&jobs.len()) => Some(jobs),
-        Some(Some(_)) => {
-            let msg = format!("must have 1 to {MAX_WORKFLOW_JOBS} jobs");
-            f.error("jobs", "out_of_range", msg);
-            None
-        }
-        Some(None) => {
-            f.error("jobs", "type_error", "must be an array");
-            None
-        }
-        None => None,
-    };
+    let jobs = f.required_list("jobs", MAX_WORKFLOW_JOBS);
     let finalizer = f.value("finalizer");
     f.finish()?;
     let mut flow = NewWorkflow::new();
@@ -171,8 +159,7 @@ fn new_workflow(body: &Value, known: &[crate::JobType]) -> Result<NewWorkflow, A
 #[utoipa::path(post, path = "/workflows", tag = "workflows", operation_id = "submit_workflow",
     request_body = WorkflowRequest,
     params(
-        ("traceparent" = Option<String>, Header, description = "W3C trace context: every job's spans continue this trace (ignored when it cannot be read)"),
-        ("tracestate" = Option<String>, Header, description = "W3C trace state kept with the `traceparent`"),
+        super::trace::TraceHeaders,
     ),
     responses(
         (status = 202, description = "Accepted: roots are queued, the others wait", body = WorkflowView,
