@@ -1,4 +1,6 @@
-//! Rendering speed of reports: a findings table of about 50 pages, and a 1-page report.
+//! Rendering speed of reports: a findings table of about 50 pages, and a 1-page report,
+//! each with and without building its tables from the findings (the data source's part,
+//! as the `report_service` example does it).
 //!
 //! ```sh
 //! cargo bench --bench reports --features reports
@@ -7,6 +9,9 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use jobworks::report::{Preset, ReportFormat, ReportTemplate, render};
 
+#[allow(dead_code)]
+#[path = "../examples/report_service/redteam.rs"]
+mod redteam;
 mod support {
     include!("../tests/support/findings.rs");
 }
@@ -19,7 +24,7 @@ fn template(sections: &[&str]) -> ReportTemplate {
         "style": {"font": "Helvetica", "font_size": 10}
     }))
     .expect("a valid preset");
-    preset.expand().expect("a valid preset")
+    support::expand(&preset)
 }
 
 fn pages(pdf: &[u8]) -> usize {
@@ -30,7 +35,8 @@ fn pages(pdf: &[u8]) -> usize {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("render_pdf");
     let big = template(&["findings"]);
-    let rows = vec![support::sample_findings(1000)];
+    let findings = [support::sample_findings(1000)];
+    let rows = support::data(&big, &findings);
     let pdf = render(&big, &rows, ReportFormat::Pdf).unwrap();
     eprintln!(
         "findings report: {} pages, {} bytes",
@@ -40,12 +46,19 @@ fn bench(c: &mut Criterion) {
     group.bench_function("findings_1000_rows", |b| {
         b.iter(|| render(&big, &rows, ReportFormat::Pdf).unwrap())
     });
+    group.bench_function("findings_1000_rows_with_tables", |b| {
+        b.iter(|| render(&big, &support::data(&big, &findings), ReportFormat::Pdf).unwrap())
+    });
     let small = template(&["summary", "findings"]);
-    let rows = vec![support::sample_findings(8), support::sample_findings(8)];
+    let findings = [support::sample_findings(8), support::sample_findings(8)];
+    let rows = support::data(&small, &findings);
     let pdf = render(&small, &rows, ReportFormat::Pdf).unwrap();
     eprintln!("small report: {} pages, {} bytes", pages(&pdf), pdf.len());
     group.bench_function("one_page", |b| {
         b.iter(|| render(&small, &rows, ReportFormat::Pdf).unwrap())
+    });
+    group.bench_function("one_page_with_tables", |b| {
+        b.iter(|| render(&small, &support::data(&small, &findings), ReportFormat::Pdf).unwrap())
     });
     group.finish();
 }

@@ -186,3 +186,17 @@ fn in_queue(queue: &Option<crate::QueueName>) -> String {
         .as_ref()
         .map_or_else(String::new, |q| format!(" in queue {q}"))
 }
+
+/// The segments of the path where deserialising failed: field names, and indexes as
+/// numbers (`["filter", "severity", "0"]`).
+#[cfg(any(feature = "http", feature = "reports"))]
+pub(crate) fn serde_path(path: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => Some(key.clone()),
+            Segment::Unknown => None,
+        })
+        .collect()
+}

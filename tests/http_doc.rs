@@ -6,21 +6,21 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use jobworks::http::{JobsApi, StaticCredentials, install_prometheus};
-use jobworks::report::{Filter, Finding, ReportData, Reports, Section};
+use jobworks::report::{Filter, ReportData, Reports, Section, SectionData};
 use jobworks::{Engine, MemoryStore, TenantId};
 
 #[derive(Debug)]
-struct NoFindings;
+struct NoData;
 
 #[async_trait]
-impl ReportData for NoFindings {
-    async fn findings(
+impl ReportData for NoData {
+    async fn section(
         &self,
         _: &TenantId,
         _: &Section,
         _: &Filter,
-    ) -> jobworks::Result<Vec<Finding>> {
-        Ok(Vec::new())
+    ) -> jobworks::Result<SectionData> {
+        Ok(SectionData::default())
     }
 }
 
@@ -29,7 +29,7 @@ fn served() -> BTreeSet<String> {
     let engine = Engine::builder().build().unwrap();
     let api = JobsApi::new(engine, StaticCredentials::new())
         .metrics(install_prometheus().unwrap())
-        .reports(Reports::new(NoFindings, MemoryStore::new()));
+        .reports(Reports::new(NoData, MemoryStore::new()));
     let doc = serde_json::to_value(api.openapi()).unwrap();
     let mut out = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

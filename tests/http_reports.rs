@@ -6,10 +6,7 @@ use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, St
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobworks::report::{
-    Filter, Finding, REPORT_JOB_TYPE, RenderBudget, ReportData, ReportTemplate, Reports, Section,
-    StoredTemplate,
-};
+use jobworks::report::{REPORT_JOB_TYPE, RenderBudget, ReportTemplate, Reports, StoredTemplate};
 use jobworks::{DocumentStore, Engine, JobContext, JobError, MemoryStore, TenantId, from_fn};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -17,6 +14,10 @@ use serde_json::{Value, json};
 mod support {
     include!("support/http.rs");
 }
+#[allow(dead_code)]
+#[path = "../examples/report_service/redteam.rs"]
+mod redteam;
+#[allow(dead_code)]
 mod findings {
     include!("support/findings.rs");
 }
@@ -42,28 +43,6 @@ impl Authenticator for ProjectAuth {
     }
 }
 
-/// 30 findings in every project but `empty`.
-#[derive(Debug)]
-struct Data;
-
-#[async_trait]
-impl ReportData for Data {
-    async fn findings(
-        &self,
-        t: &TenantId,
-        _: &Section,
-        f: &Filter,
-    ) -> jobworks::Result<Vec<Finding>> {
-        if t.as_str().ends_with(":empty") {
-            return Ok(Vec::new());
-        }
-        Ok(findings::sample_findings(30)
-            .into_iter()
-            .filter(|x| f.matches(x))
-            .collect())
-    }
-}
-
 async fn serve() -> Server {
     serve_with(RenderBudget::default()).await.0
 }
@@ -73,7 +52,11 @@ async fn serve_with(budget: RenderBudget) -> (Server, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
     let kept = store.clone();
     let server = Server::start(PREFIX, move |artifacts| {
-        let reports = Reports::new(Data, store.clone()).budget(budget);
+        let reports = Reports::new(
+            redteam::RedTeamData::new(findings::sample_findings(30)),
+            store.clone(),
+        )
+        .budget(budget);
         let engine = Engine::builder()
             .store(store)
             .artifacts(artifacts)

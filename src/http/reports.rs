@@ -34,7 +34,7 @@ pub(crate) struct ReportRequest {
 /// `POST /reports/preflight`'s answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PreflightView {
-    /// The sections that have no findings; empty when a build would succeed.
+    /// The sections with nothing to show; empty when a build would succeed.
     empty_sections: Vec<EmptySection>,
 }
 
@@ -90,7 +90,7 @@ impl From<ReportError> for ApiError {
         match e {
             ReportError::Invalid(p) => ApiError::validation(problems("body", p)),
             ReportError::EmptySections(sections) => {
-                let detail = format!("{} sections have no findings", sections.len());
+                let detail = format!("{} sections have nothing to show", sections.len());
                 let list = serde_json::to_value(&sections).unwrap_or_default();
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_sections", detail)
                     .with_empty_sections(list)
@@ -107,19 +107,9 @@ pub(super) fn typed<T: DeserializeOwned>(f: &mut Fields<'_>, name: &str) -> Opti
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(t) => Some(t),
         Err(e) => {
-            use serde_path_to_error::Segment;
-            let mut at = name.to_owned();
-            for segment in e.path().iter() {
-                match segment {
-                    Segment::Seq { index } => at.push_str(&format!(".{index}")),
-                    Segment::Map { key } | Segment::Enum { variant: key } => {
-                        at.push('.');
-                        at.push_str(key);
-                    }
-                    Segment::Unknown => {}
-                }
-            }
-            f.error(&at, "invalid", e.into_inner().to_string());
+            let mut at = vec![name.to_owned()];
+            at.extend(crate::error::serde_path(e.path()));
+            f.error(&at.join("."), "invalid", e.into_inner().to_string());
             None
         }
     }
@@ -149,15 +139,15 @@ fn checked(
 }
 
 /// Exactly one of `preset` and `other` (`template_id`, or the full-form `template`).
-pub(super) fn source(f: &mut Fields<'_>, other: &str) -> Option<Source> {
+pub(super) fn source(reports: &Reports, f: &mut Fields<'_>, other: &str) -> Option<Source> {
     match (f.value("preset").is_some(), f.value(other).is_some()) {
         (true, false) => {
             let preset: Preset = typed(f, "preset")?;
-            checked(f, "preset", preset.expand())
+            checked(f, "preset", reports.expand(&preset))
         }
         (false, true) if other == "template" => {
             let t: ReportTemplate = typed(f, "template")?;
-            checked(f, "template", t.validate().map(|()| t))
+            checked(f, "template", reports.validate(&t).map(|()| t))
         }
         (false, true) => match f.string(other, 64)?.parse() {
             Ok(id) => Some(Source::Stored(id)),
@@ -182,7 +172,7 @@ async fn resolve(
     body: &Value,
 ) -> Result<(ReportTemplate, ReportFormat), ApiError> {
     let mut f = Fields::of(body, "body")?;
-    let source = source(&mut f, "template_id");
+    let source = source(reports, &mut f, "template_id");
     let format = if f.value("format").is_some() {
         typed(&mut f, "format")
     } else {
@@ -198,8 +188,8 @@ async fn resolve(
         Source::Stored(id) => {
             let template = reports.stored(tenant, id).await?.template;
             // Saved templates were checked, but perhaps under older, looser limits.
-            template
-                .validate()
+            reports
+                .validate(&template)
                 .map_err(|p| ApiError::validation(problems("body.template_id", p)))?;
             template
         }

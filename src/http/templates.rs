@@ -15,7 +15,7 @@ use super::reports::{Source, reports, source, template_not_found};
 use super::view::format_time;
 use super::{ApiError, ApiState, Principal, Scope};
 use crate::JobId;
-use crate::report::{Preset, ReportTemplate, StoredTemplate, TemplateId};
+use crate::report::{Preset, ReportTemplate, Reports, StoredTemplate, TemplateId};
 use crate::store::DocumentPage;
 
 /// The body of template create and update: a name and exactly one of `preset` or `template`.
@@ -70,10 +70,10 @@ impl From<StoredTemplate> for TemplateView {
     }
 }
 
-fn template_fields(body: &Value) -> Result<(String, ReportTemplate), ApiError> {
+fn template_fields(reports: &Reports, body: &Value) -> Result<(String, ReportTemplate), ApiError> {
     let mut f = Fields::of(body, "body")?;
     let name = f.required_string("name", 200);
-    let template = source(&mut f, "template");
+    let template = source(reports, &mut f, "template");
     f.finish()?;
     match (name, template) {
         (Some(name), Some(Source::Inline(template))) => Ok((name, *template)),
@@ -98,7 +98,7 @@ pub(crate) async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Write)?;
-    let (name, template) = template_fields(&body)?;
+    let (name, template) = template_fields(reports(&state)?, &body)?;
     let stored = StoredTemplate::new(principal.tenant.clone(), name, template);
     let stored = reports(&state)?.templates().create(stored).await?;
     let path = format!("/reports/templates/{}", stored.id);
@@ -180,7 +180,7 @@ pub(crate) async fn update(
 ) -> Result<axum::Json<TemplateView>, ApiError> {
     principal.require(Scope::Write)?;
     let id = template_id(&id)?;
-    let (name, template) = template_fields(&body)?;
+    let (name, template) = template_fields(reports(&state)?, &body)?;
     let store = reports(&state)?.templates();
     let stored = store
         .update(&principal.tenant, id, &name, &template)

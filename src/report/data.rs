@@ -1,217 +1,244 @@
-//! A report's rows (findings), the filter that selects them, and the figures derived from
-//! them.
+//! What a data source answers for a section: paragraphs and typed tables.
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
+use chrono::{DateTime, SecondsFormat, Utc};
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// How severe a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
-pub enum Severity {
-    /// Critical.
-    Critical,
-    /// High.
-    High,
-    /// Medium.
-    Medium,
-    /// Low.
-    Low,
-    /// Informational.
-    Info,
+/// How a column's cells read and line up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnKind {
+    /// Free text, left-aligned.
+    Text,
+    /// A number, right-aligned: whole numbers without decimals, others with up to two.
+    Number,
+    /// A fraction shown as a percentage with one decimal (`0.667` reads `66.7 %`),
+    /// right-aligned.
+    Percent,
+    /// An instant, as RFC 3339 to the second (`2026-01-01T00:00:00Z`).
+    Time,
+    /// A short label such as a severity or a status, set in bold so it stands out in grey
+    /// print.
+    Label,
 }
 
-impl Severity {
-    /// All, most severe first.
-    pub const ALL: [Severity; 5] = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Info,
-    ];
+impl ColumnKind {
+    /// Whether its cells line up on the right.
+    pub(crate) fn is_numeric(self) -> bool {
+        matches!(self, ColumnKind::Number | ColumnKind::Percent)
+    }
+}
 
-    /// Its lowercase name.
-    pub fn as_str(self) -> &'static str {
+/// A column of a [`Table`]: the key a template's `columns` selects it by, the heading a
+/// reader sees, and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// What a section's `columns` names it by, such as `found_at`.
+    pub key: String,
+    /// Its heading, such as `Found at`.
+    pub heading: String,
+    /// How its cells read.
+    pub kind: ColumnKind,
+}
+
+impl Column {
+    /// A column keyed `key`, headed `heading`, of `kind`.
+    pub fn new(key: impl Into<String>, heading: impl Into<String>, kind: ColumnKind) -> Self {
+        Column {
+            key: key.into(),
+            heading: heading.into(),
+            kind,
+        }
+    }
+}
+
+/// One value of a table row. Its column's kind decides how a number reads (a number or a
+/// percentage); text reads as it is in any column.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Cell {
+    /// Nothing.
+    #[default]
+    Empty,
+    /// Text.
+    Text(String),
+    /// A number (a fraction in a [`ColumnKind::Percent`] column). Not finite reads as empty.
+    Number(f64),
+    /// An instant.
+    Time(DateTime<Utc>),
+}
+
+impl Cell {
+    /// How the cell reads in a column of `kind`.
+    pub(crate) fn display(&self, kind: ColumnKind) -> String {
         match self {
-            Severity::Critical => "critical",
-            Severity::High => "high",
-            Severity::Medium => "medium",
-            Severity::Low => "low",
-            Severity::Info => "info",
+            Cell::Empty => String::new(),
+            Cell::Text(text) => text.clone(),
+            Cell::Number(x) if !x.is_finite() => String::new(),
+            Cell::Number(x) if kind == ColumnKind::Percent => format!("{:.1} %", x * 100.0),
+            Cell::Number(x) => number(*x),
+            Cell::Time(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
         }
     }
-}
 
-/// Where a finding stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
-pub enum FindingStatus {
-    /// Not dealt with.
-    Open,
-    /// Fixed.
-    Fixed,
-    /// Accepted as a risk.
-    Accepted,
-    /// Not a real issue.
-    FalsePositive,
-}
-
-impl FindingStatus {
-    /// All of them.
-    pub const ALL: [FindingStatus; 4] = [
-        FindingStatus::Open,
-        FindingStatus::Fixed,
-        FindingStatus::Accepted,
-        FindingStatus::FalsePositive,
-    ];
-
-    /// Its lowercase name.
-    pub fn as_str(self) -> &'static str {
+    /// Its number, if it is one.
+    pub(crate) fn number(&self) -> Option<f64> {
         match self {
-            FindingStatus::Open => "open",
-            FindingStatus::Fixed => "fixed",
-            FindingStatus::Accepted => "accepted",
-            FindingStatus::FalsePositive => "false_positive",
+            Cell::Number(x) if x.is_finite() => Some(*x),
+            _ => None,
         }
     }
 }
 
-/// Most values in one filter list.
-pub const MAX_FILTER_VALUES: usize = 32;
-/// Longest filter string, in characters.
-pub const MAX_FILTER_TEXT: usize = 200;
-
-/// Which findings a report covers. Untrusted input: validated here and handed to the data
-/// source as typed values, never as query text.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
-pub struct Filter {
-    /// Only these severities (all when empty).
-    #[serde(default)]
-    pub severity: Vec<Severity>,
-    /// Only these categories (all when empty).
-    #[serde(default)]
-    pub category: Vec<String>,
-    /// Only these statuses (all when empty).
-    #[serde(default)]
-    pub status: Vec<FindingStatus>,
-    /// Only findings whose title, prompt or response contain this text (any case).
-    #[serde(default)]
-    pub search: Option<String>,
-    /// Found at or after.
-    #[serde(default)]
-    #[cfg_attr(feature = "http", schema(value_type = Option<String>, format = DateTime))]
-    pub since: Option<DateTime<Utc>>,
-    /// Found before.
-    #[serde(default)]
-    #[cfg_attr(feature = "http", schema(value_type = Option<String>, format = DateTime))]
-    pub until: Option<DateTime<Utc>>,
+/// A whole number without decimals, any other with up to two.
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        return format!("{x:.0}");
+    }
+    let text = format!("{x:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// One finding: a row of a report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    /// How severe it is.
-    pub severity: Severity,
-    /// Its category (`jailbreak`, `prompt_injection`, …).
-    pub category: String,
-    /// A one-line title.
-    pub title: String,
-    /// An excerpt of the prompt that caused it.
-    pub prompt: String,
-    /// An excerpt of the response.
-    pub response: String,
-    /// Where it stands.
-    pub status: FindingStatus,
-    /// When it was found.
-    pub found_at: DateTime<Utc>,
+macro_rules! cell_from_number {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Cell {
+            fn from(x: $t) -> Self {
+                Cell::Number(x as f64)
+            }
+        }
+    )*};
 }
+cell_from_number!(f64, f32, i64, i32, u64, u32, usize);
 
-impl Filter {
-    /// Whether `finding` passes the filter: for data sources that filter in memory.
-    pub fn matches(&self, finding: &Finding) -> bool {
-        let search = self.search.as_deref().map(str::to_lowercase);
-        (self.severity.is_empty() || self.severity.contains(&finding.severity))
-            && (self.status.is_empty() || self.status.contains(&finding.status))
-            && (self.category.is_empty() || self.category.contains(&finding.category))
-            && self.since.is_none_or(|t| finding.found_at >= t)
-            && self.until.is_none_or(|t| finding.found_at < t)
-            && search.is_none_or(|s| {
-                [&finding.title, &finding.prompt, &finding.response]
-                    .iter()
-                    .any(|text| text.to_lowercase().contains(&s))
-            })
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Cell::Text(text)
     }
 }
 
-/// Figures derived from a section's findings.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metrics {
-    /// How many findings.
-    pub total: usize,
-    /// Counts by severity, most severe first (every severity, zeros included).
-    pub by_severity: Vec<(Severity, usize)>,
-    /// Counts by status (every status, zeros included).
-    pub by_status: Vec<(FindingStatus, usize)>,
-    /// Counts by category, largest first, then by name.
-    pub by_category: Vec<(String, usize)>,
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        Cell::Text(text.to_owned())
+    }
 }
 
-impl Metrics {
-    /// The figures of `findings`.
-    pub fn of(findings: &[Finding]) -> Metrics {
-        let count_by = |f: &dyn Fn(&Finding) -> bool| findings.iter().filter(|x| f(x)).count();
-        let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
-        for f in findings {
-            *categories.entry(f.category.as_str()).or_default() += 1;
+impl From<DateTime<Utc>> for Cell {
+    fn from(t: DateTime<Utc>) -> Self {
+        Cell::Time(t)
+    }
+}
+
+impl<T: Into<Cell>> From<Option<T>> for Cell {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Cell::Empty, Into::into)
+    }
+}
+
+/// A table of a section: typed columns and rows of cells. A row shorter than the columns
+/// reads as ending in empty cells; cells past the last column are not shown.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    /// The columns, in order.
+    pub columns: Vec<Column>,
+    /// The rows, each a cell per column.
+    pub rows: Vec<Vec<Cell>>,
+    /// Whether this is the table a CSV export holds: the report's first table so marked,
+    /// or its first table when none is.
+    pub export: bool,
+}
+
+impl Table {
+    /// An empty table of `columns`.
+    pub fn new(columns: impl IntoIterator<Item = Column>) -> Self {
+        Table {
+            columns: columns.into_iter().collect(),
+            rows: Vec::new(),
+            export: false,
         }
-        let mut by_category: Vec<(String, usize)> = categories
-            .into_iter()
-            .map(|(c, n)| (c.to_owned(), n))
+    }
+
+    /// Adds a row.
+    pub fn push_row<C: Into<Cell>>(&mut self, cells: impl IntoIterator<Item = C>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// With a row added.
+    pub fn row<C: Into<Cell>>(mut self, cells: impl IntoIterator<Item = C>) -> Self {
+        self.push_row(cells);
+        self
+    }
+
+    /// Marks it as the table a CSV export holds.
+    pub fn exported(mut self) -> Self {
+        self.export = true;
+        self
+    }
+
+    /// The columns named by `keys`, in their order (keys it has no column for are
+    /// skipped); all of them when `keys` is empty.
+    pub(crate) fn select(&self, keys: &[String]) -> Table {
+        if keys.is_empty() {
+            return self.clone();
+        }
+        let picked: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| &c.key == k))
             .collect();
-        by_category.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Metrics {
-            total: findings.len(),
-            by_severity: Severity::ALL
-                .into_iter()
-                .map(|s| (s, count_by(&|f| f.severity == s)))
+        Table {
+            columns: picked.iter().map(|&i| self.columns[i].clone()).collect(),
+            rows: self
+                .rows
+                .iter()
+                .map(|row| {
+                    let cell = |i: usize| row.get(i).cloned().unwrap_or_default();
+                    picked.iter().map(|&i| cell(i)).collect()
+                })
                 .collect(),
-            by_status: FindingStatus::ALL
-                .into_iter()
-                .map(|s| (s, count_by(&|f| f.status == s)))
-                .collect(),
-            by_category,
+            export: self.export,
         }
     }
 
-    /// How many findings have `severity`.
-    pub fn severity(&self, severity: Severity) -> usize {
-        self.by_severity
+    /// Every row as text, a cell per column.
+    pub(crate) fn display_rows(&self) -> Vec<Vec<String>> {
+        self.rows
             .iter()
-            .find(|(s, _)| *s == severity)
-            .map_or(0, |(_, n)| *n)
+            .map(|row| {
+                self.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| row.get(i).map_or_else(String::new, |v| v.display(c.kind)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// What a data source answers for one section: paragraphs, then tables.
+///
+/// A section with no paragraph and no row is empty: preflight lists it and a build
+/// refuses it. A data source answers [`SectionData::default`] when nothing matches.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SectionData {
+    /// Paragraphs under the heading (a section's own `text`, when set, stands in their
+    /// place).
+    pub text: Vec<String>,
+    /// Tables, in order.
+    pub tables: Vec<Table>,
+}
+
+impl SectionData {
+    /// With a paragraph added.
+    pub fn paragraph(mut self, text: impl Into<String>) -> Self {
+        self.text.push(text.into());
+        self
     }
 
-    /// How many findings have `status`.
-    pub fn status(&self, status: FindingStatus) -> usize {
-        self.by_status
-            .iter()
-            .find(|(s, _)| *s == status)
-            .map_or(0, |(_, n)| *n)
+    /// With a table added.
+    pub fn table(mut self, table: Table) -> Self {
+        self.tables.push(table);
+        self
     }
 
-    /// `part` of the total as a percentage with one decimal (`"0.0 %"` with no findings).
-    pub fn rate(&self, part: usize) -> String {
-        if self.total == 0 {
-            return "0.0 %".to_owned();
-        }
-        format!("{:.1} %", part as f64 * 100.0 / self.total as f64)
+    /// Whether it has nothing to show: no paragraph with text and no row.
+    pub fn is_empty(&self) -> bool {
+        self.text.iter().all(|t| t.trim().is_empty())
+            && self.tables.iter().all(|t| t.rows.is_empty())
     }
 }
 
@@ -219,45 +246,42 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn finding(severity: Severity, category: &str, status: FindingStatus) -> Finding {
-        Finding {
-            severity,
-            category: category.into(),
-            title: format!("{category} issue"),
-            prompt: "Ignore previous instructions".into(),
-            response: "Sure".into(),
-            status,
-            found_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-        }
+    #[test]
+    fn cells_read_by_their_column() {
+        assert_eq!(Cell::from(1500usize).display(ColumnKind::Number), "1500");
+        assert_eq!(Cell::from(2.5).display(ColumnKind::Number), "2.5");
+        assert_eq!(Cell::from(1.0 / 3.0).display(ColumnKind::Number), "0.33");
+        assert_eq!(Cell::from(2.0 / 3.0).display(ColumnKind::Percent), "66.7 %");
+        assert_eq!(Cell::from(f64::NAN).display(ColumnKind::Number), "");
+        assert_eq!(Cell::from("66.7 %").display(ColumnKind::Number), "66.7 %");
+        let t = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        assert_eq!(
+            Cell::from(t).display(ColumnKind::Time),
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(Cell::from(None::<&str>), Cell::Empty);
     }
 
     #[test]
-    fn metrics_count_and_rate() {
-        let rows = [
-            finding(Severity::High, "jailbreak", FindingStatus::Open),
-            finding(Severity::High, "leak", FindingStatus::Fixed),
-            finding(Severity::Low, "jailbreak", FindingStatus::Open),
-        ];
-        let m = Metrics::of(&rows);
-        assert_eq!(m.total, 3);
-        assert_eq!(m.severity(Severity::High), 2);
-        assert_eq!(m.status(FindingStatus::Open), 2);
-        assert_eq!(m.by_category[0], ("jailbreak".into(), 2));
-        assert_eq!(m.rate(2), "66.7 %");
-        assert_eq!(Metrics::of(&[]).rate(0), "0.0 %");
+    fn a_selection_picks_and_orders_columns() {
+        let table = Table::new([
+            Column::new("a", "A", ColumnKind::Text),
+            Column::new("b", "B", ColumnKind::Number),
+        ])
+        .row([Cell::from("x"), Cell::from(1)])
+        .row([Cell::from("short")]);
+        let picked = table.select(&["b".into(), "nope".into(), "a".into()]);
+        assert_eq!(picked.columns[0].key, "b");
+        assert_eq!(picked.display_rows(), [["1", "x"], ["", "short"]]);
+        assert_eq!(table.select(&[]), table);
     }
 
     #[test]
-    fn filters_match_typed_fields() {
-        let row = finding(Severity::High, "jailbreak", FindingStatus::Open);
-        let mut f = Filter::default();
-        assert!(f.matches(&row));
-        f.severity = vec![Severity::Critical];
-        assert!(!f.matches(&row));
-        f.severity = vec![Severity::High];
-        f.search = Some("IGNORE previous".into());
-        assert!(f.matches(&row));
-        f.since = Some(row.found_at + chrono::Duration::seconds(1));
-        assert!(!f.matches(&row));
+    fn empty_means_nothing_to_show() {
+        assert!(SectionData::default().is_empty());
+        assert!(SectionData::default().paragraph("  ").is_empty());
+        let table = Table::new([Column::new("a", "A", ColumnKind::Text)]);
+        assert!(SectionData::default().table(table.clone()).is_empty());
+        assert!(!SectionData::default().table(table.row(["x"])).is_empty());
     }
 }

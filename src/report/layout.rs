@@ -3,7 +3,8 @@
 //! render budget. The result is pages of drawing operations, which `pdf` writes.
 
 use super::budget::{BudgetExceeded, Meter};
-use super::document::{Block, Document};
+use super::data::ColumnKind;
+use super::document::{Bar, Block, Document};
 use super::fonts::FontMetrics;
 use super::model::{MAX_FONT_SIZE, MIN_FONT_SIZE, Style};
 
@@ -207,16 +208,16 @@ impl Layout {
 
     /// Column widths: each at least its longest word (up to half the page), the rest
     /// shared in proportion to how much more each column's longest cell wants.
-    fn widths(&self, header: &[String], rows: &[Vec<String>]) -> Vec<f32> {
+    fn widths(&self, header: &[String], bold: &[bool], rows: &[Vec<String>]) -> Vec<f32> {
         let total = PAGE_W - 2.0 * MARGIN;
         let n = header.len().max(1);
         let mut min = vec![0f32; n];
         let mut want = vec![0f32; n];
         let cells =
             std::iter::once((header, true)).chain(rows.iter().map(|r| (r.as_slice(), false)));
-        for (row, bold) in cells {
-            let font = self.font(bold);
+        for (row, head) in cells {
             for (i, text) in row.iter().enumerate().take(n) {
+                let font = self.font(head || bold[i]);
                 let words = text.split_whitespace().map(|w| font.width(w, self.size));
                 min[i] = min[i].max(words.fold(0.0, f32::max) + 2.0 * PAD);
                 want[i] = want[i].max(font.width(text, self.size) + 2.0 * PAD);
@@ -245,19 +246,39 @@ impl Layout {
         want.iter().map(|w| w * total / want_sum).collect()
     }
 
-    fn table(&mut self, header: &[String], rows: &[Vec<String>]) -> Result<(), BudgetExceeded> {
-        let widths = self.widths(header, rows);
-        let wrap_row = |layout: &Layout, row: &[String], bold: bool| -> Vec<Vec<String>> {
+    /// A table: header shaded and repeated on every page it runs onto, numbers on the
+    /// right, labels in bold.
+    fn table(
+        &mut self,
+        header: &[String],
+        kinds: &[ColumnKind],
+        rows: &[Vec<String>],
+    ) -> Result<(), BudgetExceeded> {
+        let columns: Vec<Cells> = kinds
+            .iter()
+            .map(|k| Cells {
+                bold: *k == ColumnKind::Label,
+                right: k.is_numeric(),
+            })
+            .collect();
+        let bold: Vec<bool> = columns.iter().map(|c| c.bold).collect();
+        let widths = self.widths(header, &bold, rows);
+        let wrap_row = |layout: &Layout, row: &[String], head: bool| -> Vec<Vec<String>> {
             row.iter()
                 .zip(&widths)
-                .map(|(text, w)| wrap(layout.font(bold), layout.size, text, w - 2.0 * PAD))
+                .zip(&bold)
+                .map(|((text, w), b)| {
+                    wrap(layout.font(head || *b), layout.size, text, w - 2.0 * PAD)
+                })
                 .collect()
         };
         let head = wrap_row(self, header, true);
         let head_lines = head.iter().map(Vec::len).max().unwrap_or(1);
         let head_height = head_lines as f32 * self.leading + 2.0 * PAD;
+        let heading = |c: &Cells| Cells { bold: true, ..*c };
+        let head_columns: Vec<Cells> = columns.iter().map(heading).collect();
         self.room_for(head_height + self.leading + 2.0 * PAD)?;
-        self.row(&widths, &head, 0, head_lines, true);
+        self.row(&widths, &head_columns, &head, 0, head_lines, true);
         for row in rows {
             self.meter.time()?;
             self.meter.memory()?;
@@ -272,11 +293,11 @@ impl Layout {
                 // Keep rows whole when a fresh page can hold them; split only taller ones.
                 if fit == 0 || (start == 0 && fit < lines && whole_fits_fresh) {
                     self.new_page()?;
-                    self.row(&widths, &head, 0, head_lines, true);
+                    self.row(&widths, &head_columns, &head, 0, head_lines, true);
                     continue;
                 }
                 let n = fit.min(lines - start);
-                self.row(&widths, &cells, start, n, false);
+                self.row(&widths, &columns, &cells, start, n, false);
                 start += n;
             }
         }
@@ -284,10 +305,18 @@ impl Layout {
         Ok(())
     }
 
-    /// Draws lines `start..start + n` of each cell as one row band.
-    fn row(&mut self, widths: &[f32], cells: &[Vec<String>], start: usize, n: usize, bold: bool) {
+    /// Draws lines `start..start + n` of each cell as one row band, shaded for a header.
+    fn row(
+        &mut self,
+        widths: &[f32],
+        columns: &[Cells],
+        cells: &[Vec<String>],
+        start: usize,
+        n: usize,
+        shaded: bool,
+    ) {
         let height = n as f32 * self.leading + 2.0 * PAD;
-        if bold {
+        if shaded {
             let (y, w) = (self.y - height, PAGE_W - 2.0 * MARGIN);
             self.page().push(Op::Fill {
                 x: MARGIN,
@@ -298,10 +327,14 @@ impl Layout {
             });
         }
         let mut x = MARGIN;
-        for (lines, w) in cells.iter().zip(widths) {
+        for ((lines, w), column) in cells.iter().zip(widths).zip(columns) {
             for (i, line) in lines.iter().skip(start).take(n).enumerate() {
                 let baseline = self.y - PAD - self.size - i as f32 * self.leading;
-                self.text(x + PAD, baseline, bold, self.size, line.clone());
+                let left = match column.right {
+                    true => x + w - PAD - self.font(column.bold).width(line, self.size),
+                    false => x + PAD,
+                };
+                self.text(left, baseline, column.bold, self.size, line.clone());
             }
             x += w;
         }
@@ -315,33 +348,42 @@ impl Layout {
     }
 }
 
+/// How a column's cells are set.
+#[derive(Debug, Clone, Copy)]
+struct Cells {
+    bold: bool,
+    right: bool,
+}
+
 impl Layout {
     /// A horizontal bar chart: labels on the left, a bar per count scaled to the largest,
     /// the count after each bar, an axis at the bars' start; rows break across pages.
-    fn bars(&mut self, bars: &[(String, usize)]) -> Result<(), BudgetExceeded> {
-        let Some(most) = bars.iter().map(|(_, n)| *n).max() else {
+    fn bars(&mut self, bars: &[Bar]) -> Result<(), BudgetExceeded> {
+        if bars.is_empty() {
             return Ok(());
-        };
+        }
+        let most = bars.iter().map(|b| b.value).fold(0.0, f64::max);
         let total = PAGE_W - 2.0 * MARGIN;
-        let widest = bars
-            .iter()
-            .map(|(label, _)| self.body.width(label, self.size))
-            .fold(0.0, f32::max);
-        let label_w = (widest + 2.0 * PAD).min(total * 0.4);
-        let value_w = self.body.width(&most.to_string(), self.size) + 2.0 * PAD;
+        let widest = |text: fn(&Bar) -> &str| {
+            bars.iter()
+                .map(|b| self.body.width(text(b), self.size))
+                .fold(0.0, f32::max)
+        };
+        let label_w = (widest(|b| &b.label) + 2.0 * PAD).min(total * 0.4);
+        let value_w = (widest(|b| &b.shown) + 2.0 * PAD).min(total * 0.2);
         let area = (total - label_w - value_w).max(1.0);
-        let (row, bar) = (self.leading * 1.2, self.size * 0.9);
+        let (row, thickness) = (self.leading * 1.2, self.size * 0.9);
         let axis = MARGIN + label_w;
         self.y -= self.size * 0.5;
-        for (label, count) in bars {
+        for bar in bars {
             self.room_for(row)?;
             let baseline = self.y - (row + self.size * 0.7) / 2.0;
-            let label = self.fit(label, label_w - 2.0 * PAD);
+            let label = self.fit(&bar.label, label_w - 2.0 * PAD);
             self.text(MARGIN, baseline, false, self.size, label);
-            let w = if most == 0 {
-                0.0
+            let w = if most > 0.0 {
+                area * (bar.value / most) as f32
             } else {
-                area * (*count as f32 / most as f32)
+                0.0
             };
             let (y, top) = (self.y - row, self.y);
             self.meter.held(2 * std::mem::size_of::<Op>());
@@ -355,19 +397,14 @@ impl Layout {
             if w > 0.0 {
                 self.page().push(Op::Fill {
                     x: axis,
-                    y: y + (row - bar) / 2.0,
+                    y: y + (row - thickness) / 2.0,
                     w,
-                    h: bar,
+                    h: thickness,
                     gray: INK,
                 });
             }
-            self.text(
-                axis + w + PAD,
-                baseline,
-                false,
-                self.size,
-                count.to_string(),
-            );
+            let shown = self.fit(&bar.shown, value_w - PAD);
+            self.text(axis + w + PAD, baseline, false, self.size, shown);
             self.y -= row;
         }
         self.y -= self.size * 0.6;
@@ -411,7 +448,11 @@ pub(super) fn lay_out(
             Block::Paragraph(text) => {
                 layout.paragraph(text, false, layout.size, layout.size * 0.6)?;
             }
-            Block::Table { header, rows } => layout.table(header, rows)?,
+            Block::Table {
+                header,
+                kinds,
+                rows,
+            } => layout.table(header, kinds, rows)?,
             Block::Bars(bars) => layout.bars(bars)?,
         }
     }

@@ -2,24 +2,32 @@
 //!
 //! A [`ReportTemplate`] (or the short [`Preset`] a front end posts) names a title, branding,
 //! a [`Style`] (one of the 14 standard PDF fonts and a size) and ordered [`Section`]s. The
-//! host implements [`ReportData`], which returns each section's findings under a
-//! validated [`Filter`]. [`Reports::preflight`] lists the sections that would be empty;
+//! host implements [`ReportData`], which answers each section with paragraphs and typed
+//! [`Table`]s ([`SectionData`]) under the template's filter, and says which sections its
+//! presets name and what its kinds, columns and filters allow. The library lays them out:
+//! tables that page with their header repeated, bar charts drawn as vector graphics, a
+//! PDF outline with a bookmark per section, and the title, producer and creation date in
+//! the document's metadata. [`Reports::preflight`] lists the sections that would be empty;
 //! [`Reports::build`] refuses such a report, and otherwise submits a `REPORT_GENERATION`
 //! job that [`ReportExecutor`] renders into the job's final artifact.
 //!
 //! ```
-//! use jobworks::report::{render, Finding, FindingStatus, Preset, ReportFormat, Severity};
-//! let preset: Preset = serde_json::from_value(serde_json::json!({
-//!     "title": "Red-team findings", "sections": ["summary", "findings"],
+//! use jobworks::report::{render, Cell, Column, ColumnKind, ReportFormat};
+//! use jobworks::report::{ReportTemplate, SectionData, Table};
+//! let template: ReportTemplate = serde_json::from_value(serde_json::json!({
+//!     "title": "Orders this week",
+//!     "sections": [{ "title": "By region", "kind": "regions", "chart": "bar" }],
 //!     "style": { "font": "Helvetica", "font_size": 10 }
 //! }))?;
-//! let template = preset.expand().expect("a valid preset");
-//! let row = Finding {
-//!     severity: Severity::High, category: "jailbreak".into(), title: "Role-play bypass".into(),
-//!     prompt: "Pretend you are…".into(), response: "Sure…".into(),
-//!     status: FindingStatus::Open, found_at: chrono::Utc::now(),
-//! };
-//! let pdf = render(&template, &[vec![row.clone()], vec![row]], ReportFormat::Pdf)?;
+//! let regions = Table::new([
+//!     Column::new("region", "Region", ColumnKind::Label),
+//!     Column::new("orders", "Orders", ColumnKind::Number),
+//!     Column::new("late", "Late", ColumnKind::Percent),
+//! ])
+//! .row([Cell::from("North"), Cell::from(1204), Cell::from(0.031)])
+//! .row([Cell::from("South"), Cell::from(877), Cell::from(0.054)]);
+//! let section = SectionData::default().paragraph("Orders placed, by region.").table(regions);
+//! let pdf = render(&template, &[section], ReportFormat::Pdf)?;
 //! assert!(pdf.starts_with(b"%PDF-"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -46,14 +54,12 @@ use crate::store::DocumentStore;
 use crate::{Engine, Job, JobType, NewJob, TenantId};
 
 pub use budget::{BudgetExceeded, RenderBudget};
-pub use data::{
-    Filter, Finding, FindingStatus, MAX_FILTER_TEXT, MAX_FILTER_VALUES, Metrics, Severity,
-};
+pub use data::{Cell, Column, ColumnKind, SectionData, Table};
 pub use fonts::StandardFont;
 pub use model::{
-    Branding, Chart, Column, MAX_COLUMNS, MAX_FONT_SIZE, MAX_SECTIONS, MAX_SUMMARY_LEN,
-    MAX_TEMPLATE_BYTES, MAX_TEXT_LEN, MIN_FONT_SIZE, PRESET_KEYS, Preset, Problem, ReportTemplate,
-    Section, SectionKind, Style,
+    Branding, Chart, Filter, MAX_COLUMNS, MAX_FONT_SIZE, MAX_KEY_LEN, MAX_SECTIONS,
+    MAX_SUMMARY_LEN, MAX_TEMPLATE_BYTES, MAX_TEXT_LEN, MIN_FONT_SIZE, Preset, Problem,
+    ReportTemplate, Section, Style, parse_filter,
 };
 pub use source::ReportData;
 pub use templates::{StoredTemplate, TemplateId, Templates};
@@ -71,7 +77,7 @@ pub enum ReportFormat {
     Pdf,
     /// One HTML page.
     Html,
-    /// The findings rows as CSV.
+    /// The report's export table as CSV (see [`Table::export`]).
     Csv,
 }
 
@@ -104,7 +110,7 @@ impl ReportFormat {
     }
 }
 
-/// A section that has no findings, as preflight lists it.
+/// A section with nothing to show, as preflight lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct EmptySection {
@@ -121,7 +127,7 @@ pub enum ReportError {
     /// The template or preset is invalid.
     #[error("invalid report template ({} problems)", .0.len())]
     Invalid(Vec<Problem>),
-    /// Some sections have no findings.
+    /// Some sections have nothing to show.
     #[error("{} sections are empty", .0.len())]
     EmptySections(Vec<EmptySection>),
     /// No such stored template for the tenant.
@@ -139,66 +145,68 @@ pub enum ReportError {
 /// down) is not tried again and again.
 pub const REPORT_MAX_ATTEMPTS: u32 = 2;
 
-/// Renders `template` over each section's findings (`findings[i]` for section `i`) within
-/// the default [`RenderBudget`].
+/// Renders `template` over what the data source answered for each section (`data[i]`
+/// for section `i`) within the default [`RenderBudget`].
 ///
 /// # Errors
 /// The limit of the budget that the report would pass.
 pub fn render(
     template: &ReportTemplate,
-    findings: &[Vec<Finding>],
+    data: &[SectionData],
     format: ReportFormat,
 ) -> Result<Vec<u8>, BudgetExceeded> {
-    render_within(template, findings, format, RenderBudget::default())
+    render_within(template, data, format, RenderBudget::default())
 }
 
-/// Renders `template` over each section's findings within `budget`: layout stops at the
+/// Renders `template` over each section's data within `budget`: layout stops at the
 /// first page past the limit, and output at the first byte past it.
 ///
 /// # Errors
 /// The limit of the budget that the report would pass.
 pub fn render_within(
     template: &ReportTemplate,
-    findings: &[Vec<Finding>],
+    data: &[SectionData],
     format: ReportFormat,
     budget: RenderBudget,
 ) -> Result<Vec<u8>, BudgetExceeded> {
     let mut meter = budget::Meter::start(budget);
-    let doc = document::build(template, findings, crate::job::now());
     let text = match format {
-        ReportFormat::Pdf => return pdf::render(&doc, &template.style, meter),
+        ReportFormat::Pdf => {
+            let doc = document::build(template, data, crate::job::now());
+            return pdf::render(&doc, &template.style, meter);
+        }
         ReportFormat::Html => {
+            let doc = document::build(template, data, crate::job::now());
             text::html(&doc, template.style.font.name(), template.style.font_size)
         }
-        ReportFormat::Csv => {
-            let table = template
-                .sections
-                .iter()
-                .zip(findings)
-                .filter(|(s, _)| s.kind == SectionKind::Findings)
-                .map(|(s, rows)| document::findings_table(s, rows))
-                .next();
-            match table {
-                Some(document::Block::Table { header, rows }) => text::csv(&header, &rows),
-                _ => text::csv(&[], &[]),
-            }
-        }
+        ReportFormat::Csv => text::csv(document::export_table(template, data).as_ref()),
     };
     meter.bytes(text.len())?;
     Ok(text)
 }
 
-/// Each section's findings, in the template's order.
-async fn findings(
+/// What the data source answers for each section, in the template's order.
+async fn resolve(
     data: &dyn ReportData,
     tenant: &TenantId,
     template: &ReportTemplate,
-) -> crate::Result<Vec<Vec<Finding>>> {
+) -> crate::Result<Vec<SectionData>> {
     let mut out = Vec::with_capacity(template.sections.len());
     for section in &template.sections {
-        out.push(data.findings(tenant, section, &template.filter).await?);
+        out.push(data.section(tenant, section, &template.filter).await?);
     }
     Ok(out)
+}
+
+/// `template`'s problems: the library's bounds, then the data source's terms (only once
+/// the bounds hold, so the data source reads bounded input).
+fn validate(data: &dyn ReportData, template: &ReportTemplate) -> Result<(), Vec<Problem>> {
+    template.validate()?;
+    let problems = data.check(template);
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems),
+    }
 }
 
 /// The report service: templates, preflight and builds over the host's data.
@@ -261,7 +269,28 @@ impl Reports {
             .ok_or(ReportError::TemplateNotFound { id })
     }
 
-    /// The sections of `template` that have no findings for `tenant`.
+    /// The template `preset` stands for, over the data source's
+    /// [`presets`](ReportData::presets), checked as [`validate`](Self::validate) does.
+    ///
+    /// # Errors
+    /// Every problem, each with the path of its field.
+    pub fn expand(&self, preset: &Preset) -> Result<ReportTemplate, Vec<Problem>> {
+        let template = preset.expand(self.data.presets())?;
+        validate(&*self.data, &template)?;
+        Ok(template)
+    }
+
+    /// Every problem of `template`: the library's bounds
+    /// ([`ReportTemplate::validate`]) and then the data source's
+    /// [`check`](ReportData::check).
+    ///
+    /// # Errors
+    /// Every problem, each with the path of its field.
+    pub fn validate(&self, template: &ReportTemplate) -> Result<(), Vec<Problem>> {
+        validate(&*self.data, template)
+    }
+
+    /// The sections of `template` that have nothing to show for `tenant`.
     ///
     /// # Errors
     /// [`ReportError::Invalid`] for an invalid template; data source failures.
@@ -270,13 +299,13 @@ impl Reports {
         tenant: &TenantId,
         template: &ReportTemplate,
     ) -> Result<Vec<EmptySection>, ReportError> {
-        template.validate().map_err(ReportError::Invalid)?;
-        let findings = findings(&*self.data, tenant, template).await?;
+        self.validate(template).map_err(ReportError::Invalid)?;
+        let data = resolve(&*self.data, tenant, template).await?;
         Ok(template
             .sections
             .iter()
-            .zip(&findings)
-            .filter(|(_, rows)| rows.is_empty())
+            .zip(&data)
+            .filter(|(_, data)| data.is_empty())
             .map(|(s, _)| EmptySection {
                 key: s.key.clone(),
                 title: s.title.clone(),
@@ -322,7 +351,7 @@ impl Executor for ReportExecutor {
     async fn execute(&self, ctx: JobContext) -> Result<Value, JobError> {
         let BuildInput { template, format } = ctx.input()?;
         // Builds come through `Reports::build`, but a job can be submitted by hand too.
-        if let Err(problems) = template.validate() {
+        if let Err(problems) = validate(&*self.data, &template) {
             let first = problems
                 .first()
                 .map(|p| format!("{}: {}", p.path.join("."), p.message));
@@ -332,12 +361,12 @@ impl Executor for ReportExecutor {
             )));
         }
         ctx.stage("resolving data").await?;
-        let findings = findings(&*self.data, ctx.tenant(), &template)
+        let data = resolve(&*self.data, ctx.tenant(), &template)
             .await
             .map_err(|e| JobError::retry(format!("the data source failed: {e}")))?;
         ctx.stage("rendering").await?;
         let budget = self.budget;
-        let render = move || render_within(&template, &findings, format, budget);
+        let render = move || render_within(&template, &data, format, budget);
         let bytes = tokio::task::spawn_blocking(render)
             .await
             .map_err(|_| JobError::fail("rendering failed"))?

@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::data::{Filter, MAX_FILTER_TEXT, MAX_FILTER_VALUES};
 use super::fonts::StandardFont;
 
 /// Smallest body font size, in points.
@@ -64,117 +63,70 @@ pub struct Branding {
     pub title: Option<String>,
 }
 
-/// What a section shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
-pub enum SectionKind {
-    /// A paragraph and the key figures.
-    Summary,
-    /// Derived metrics: counts by severity, status and category, and rates.
-    Metrics,
-    /// A table of findings with chosen columns.
-    Findings,
-}
-
-/// A column of a findings table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
-pub enum Column {
-    /// Severity.
-    Severity,
-    /// Category.
-    Category,
-    /// Title.
-    Title,
-    /// The prompt excerpt.
-    Prompt,
-    /// The response excerpt.
-    Response,
-    /// Status.
-    Status,
-    /// When it was found.
-    FoundAt,
-}
-
-impl Column {
-    /// The default columns of a findings table.
-    pub const DEFAULT: [Column; 5] = [
-        Column::Severity,
-        Column::Category,
-        Column::Title,
-        Column::Status,
-        Column::FoundAt,
-    ];
-
-    /// Its heading.
-    pub fn heading(self) -> &'static str {
-        match self {
-            Column::Severity => "Severity",
-            Column::Category => "Category",
-            Column::Title => "Title",
-            Column::Prompt => "Prompt",
-            Column::Response => "Response",
-            Column::Status => "Status",
-            Column::FoundAt => "Found at",
-        }
-    }
-}
-
 /// A chart drawn under a section's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Chart {
-    /// A horizontal bar per row of the metrics table, its length the row's count: shapes
-    /// and grey, legible in print without colour.
+    /// A horizontal bar per row of the section's first table with a number (or percent)
+    /// column, its length that number, labelled by the row's first text or label cell:
+    /// shapes and grey, legible in print without colour.
     Bar,
 }
 
-/// One section of a template.
+/// One section of a template: a heading over what the data source answers for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Section {
-    /// The preset key it came from (`summary`, `findings`, `metrics`), or none.
+    /// The preset key it came from, or none.
     #[serde(default)]
     pub key: Option<String>,
     /// Its heading.
     pub title: String,
-    /// What it shows.
-    pub kind: SectionKind,
-    /// The columns of a findings table (the default ones when empty).
+    /// What it shows, in the data source's words (such as `summary` or `metrics`): the
+    /// data source answers the section by it.
+    pub kind: String,
+    /// Which columns of its tables to show, by key and in order (all when empty).
     #[serde(default)]
-    pub columns: Vec<Column>,
-    /// The paragraph of a summary (a generated sentence when absent).
+    pub columns: Vec<String>,
+    /// Its paragraph, in place of the data source's paragraphs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// A chart under a metrics section's table.
+    /// A chart under its table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<Chart>,
 }
 
 impl Section {
     /// A section of `kind` titled `title`.
-    pub fn new(kind: SectionKind, title: impl Into<String>) -> Self {
+    pub fn new(kind: impl Into<String>, title: impl Into<String>) -> Self {
         Section {
             key: None,
             title: title.into(),
-            kind,
+            kind: kind.into(),
             columns: Vec::new(),
             text: None,
             chart: None,
         }
     }
 
-    /// The columns a findings table shows.
-    pub fn columns(&self) -> &[Column] {
-        if self.columns.is_empty() {
-            &Column::DEFAULT
-        } else {
-            &self.columns
-        }
+    /// With the preset key `key`.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// With the columns `keys`, in order.
+    pub fn columns<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.columns = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With `chart` under its table.
+    pub fn chart(mut self, chart: Chart) -> Self {
+        self.chart = Some(chart);
+        self
     }
 }
 
@@ -193,9 +145,34 @@ pub struct ReportTemplate {
     pub style: Style,
     /// The sections, in order.
     pub sections: Vec<Section>,
-    /// Which findings it covers.
+    /// Which rows it covers, in the data source's terms (an object; the data source
+    /// checks it and applies it). Untrusted input, as data, never as query text.
     #[serde(default)]
+    #[cfg_attr(feature = "http", schema(value_type = Object))]
     pub filter: Filter,
+}
+
+/// A template's filter: a JSON object that the data source reads (with
+/// [`parse_filter`], into its own type).
+pub type Filter = serde_json::Map<String, serde_json::Value>;
+
+/// Reads `filter` as the data source's own type `T` (a struct with
+/// `#[serde(deny_unknown_fields)]`, say).
+///
+/// # Errors
+/// The problem, at the path of the field that does not fit (such as
+/// `["filter", "severity", "0"]`).
+pub fn parse_filter<T: serde::de::DeserializeOwned>(filter: &Filter) -> Result<T, Problem> {
+    let value = serde_json::Value::Object(filter.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path = vec!["filter".to_owned()];
+        path.extend(crate::error::serde_path(e.path()));
+        Problem {
+            path,
+            kind: "invalid",
+            message: e.into_inner().to_string(),
+        }
+    })
 }
 
 /// The short form a front end posts; [`Preset::expand`] turns it into a template.
@@ -205,45 +182,33 @@ pub struct ReportTemplate {
 pub struct Preset {
     /// The report's title.
     pub title: String,
-    /// Section keys, in order: `summary`, `findings`, `metrics`.
+    /// Section keys, in order: each one of the data source's
+    /// [`presets`](super::ReportData::presets).
     pub sections: Vec<String>,
     /// Header, footer and title slots.
     #[serde(default)]
     pub branding: Branding,
-    /// Which findings it covers.
+    /// Which rows it covers, as for a template.
     #[serde(default)]
+    #[cfg_attr(feature = "http", schema(value_type = Object))]
     pub filter: Filter,
     /// Font and size.
     #[serde(default)]
     pub style: Style,
 }
 
-/// The preset section keys.
-pub const PRESET_KEYS: [&str; 3] = ["summary", "findings", "metrics"];
-
 impl Preset {
-    /// The template this preset stands for: one section per key, titled for people.
+    /// The template this preset stands for: for each key, the section of `catalogue`
+    /// with that key (a data source's [`presets`](super::ReportData::presets)).
     ///
     /// # Errors
     /// The problems of [`validate`](Self::validate).
-    pub fn expand(&self) -> Result<ReportTemplate, Vec<Problem>> {
-        self.validate()?;
+    pub fn expand(&self, catalogue: &[Section]) -> Result<ReportTemplate, Vec<Problem>> {
+        self.validate(catalogue)?;
         let sections = self
             .sections
             .iter()
-            .map(|key| {
-                let (kind, title) = match key.as_str() {
-                    "summary" => (SectionKind::Summary, "Summary"),
-                    "metrics" => (SectionKind::Metrics, "Metrics"),
-                    _ => (SectionKind::Findings, "Findings"),
-                };
-                let mut section = Section::new(kind, title);
-                section.key = Some(key.clone());
-                if kind == SectionKind::Metrics {
-                    section.chart = Some(Chart::Bar);
-                }
-                section
-            })
+            .filter_map(|key| preset(catalogue, key).cloned())
             .collect();
         Ok(ReportTemplate {
             title: self.title.clone(),
@@ -254,27 +219,42 @@ impl Preset {
         })
     }
 
-    /// Every problem of the preset, each with the path of its field.
+    /// Every problem of the preset, each with the path of its field: its own bounds, and
+    /// keys that `catalogue` does not have.
     ///
     /// # Errors
     /// The list of problems, when there is one.
-    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+    pub fn validate(&self, catalogue: &[Section]) -> Result<(), Vec<Problem>> {
         let mut p = Problems::default();
         p.text(&["title"], &self.title, MAX_TEXT_LEN, true);
         p.count(&["sections"], self.sections.len(), MAX_SECTIONS);
         for (i, key) in self.sections.iter().enumerate() {
-            if !PRESET_KEYS.contains(&key.as_str()) {
-                let msg = "must be one of summary, findings, metrics";
-                p.push(&["sections", &i.to_string()], "invalid", msg);
+            if preset(catalogue, key).is_none() {
+                let keys: Vec<&str> = catalogue.iter().filter_map(|s| s.key.as_deref()).collect();
+                let msg = match keys.is_empty() {
+                    true => "this report service has no preset sections".to_owned(),
+                    false => format!("must be one of {}", keys.join(", ")),
+                };
+                p.push(&["sections", &i.to_string()], "invalid", &msg);
             }
         }
-        check_common(&mut p, &self.branding, &self.style, &self.filter);
+        check_common(&mut p, &self.branding, &self.style);
         p.finish()
     }
 }
 
+fn preset<'a>(catalogue: &'a [Section], key: &str) -> Option<&'a Section> {
+    catalogue.iter().find(|s| s.key.as_deref() == Some(key))
+}
+
+/// Longest section key, kind or column key, in characters.
+pub const MAX_KEY_LEN: usize = 64;
+
 impl ReportTemplate {
-    /// Every problem of the template, each with the path of its field.
+    /// Every problem of the template against the library's own bounds, each with the
+    /// path of its field. What its kinds, columns and filter mean is the data source's
+    /// to check ([`ReportData::check`](super::ReportData::check);
+    /// [`Reports::validate`](super::Reports::validate) runs both).
     ///
     /// # Errors
     /// The list of problems, when there is one.
@@ -285,23 +265,20 @@ impl ReportTemplate {
         for (i, s) in self.sections.iter().enumerate() {
             let i = i.to_string();
             p.text(&["sections", &i, "title"], &s.title, MAX_TEXT_LEN, true);
+            p.text(&["sections", &i, "kind"], &s.kind, MAX_KEY_LEN, true);
             if let Some(key) = &s.key {
-                p.text(&["sections", &i, "key"], key, 64, true);
+                p.text(&["sections", &i, "key"], key, MAX_KEY_LEN, true);
             }
             if let Some(text) = &s.text {
                 p.text(&["sections", &i, "text"], text, MAX_SUMMARY_LEN, false);
             }
-            if !s.columns.is_empty() && s.kind != SectionKind::Findings {
-                let msg = "only a findings section has columns";
-                p.push(&["sections", &i, "columns"], "invalid", msg);
-            }
             p.count(&["sections", &i, "columns"], s.columns.len(), MAX_COLUMNS);
-            if s.chart.is_some() && s.kind != SectionKind::Metrics {
-                let msg = "only a metrics section has a chart";
-                p.push(&["sections", &i, "chart"], "invalid", msg);
+            for (j, column) in s.columns.iter().enumerate().take(MAX_COLUMNS) {
+                let at = ["sections", &i, "columns", &j.to_string()];
+                p.text(&at, column, MAX_KEY_LEN, true);
             }
         }
-        check_common(&mut p, &self.branding, &self.style, &self.filter);
+        check_common(&mut p, &self.branding, &self.style);
         // Only when every part is within its own bound, so this is cheap.
         if p.0.is_empty() {
             let size = serde_json::to_vec(self).map_or(usize::MAX, |json| json.len());
@@ -314,7 +291,7 @@ impl ReportTemplate {
     }
 }
 
-fn check_common(p: &mut Problems, branding: &Branding, style: &Style, filter: &Filter) {
+fn check_common(p: &mut Problems, branding: &Branding, style: &Style) {
     for (name, value) in [
         ("header", &branding.header),
         ("footer", &branding.footer),
@@ -327,32 +304,6 @@ fn check_common(p: &mut Problems, branding: &Branding, style: &Style, filter: &F
     if !(MIN_FONT_SIZE..=MAX_FONT_SIZE).contains(&style.font_size) {
         let msg = format!("must be between {MIN_FONT_SIZE} and {MAX_FONT_SIZE}");
         p.push(&["style", "font_size"], "out_of_range", &msg);
-    }
-    p.count(
-        &["filter", "severity"],
-        filter.severity.len(),
-        MAX_FILTER_VALUES,
-    );
-    p.count(
-        &["filter", "status"],
-        filter.status.len(),
-        MAX_FILTER_VALUES,
-    );
-    p.count(
-        &["filter", "category"],
-        filter.category.len(),
-        MAX_FILTER_VALUES,
-    );
-    for (i, c) in filter.category.iter().enumerate() {
-        p.text(&["filter", "category", &i.to_string()], c, 64, true);
-    }
-    if let Some(search) = &filter.search {
-        p.text(&["filter", "search"], search, MAX_FILTER_TEXT, false);
-    }
-    if let (Some(since), Some(until)) = (filter.since, filter.until)
-        && since > until
-    {
-        p.push(&["filter", "until"], "invalid", "must not be before since");
     }
 }
 
@@ -367,16 +318,23 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem of the field at `path` (such as `["filter", "search"]`), of `kind`.
+    pub fn new(path: &[&str], kind: &'static str, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Problems(Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, path: &[&str], kind: &'static str, message: &str) {
-        self.0.push(Problem {
-            path: path.iter().map(|s| (*s).to_owned()).collect(),
-            kind,
-            message: message.to_owned(),
-        });
+        self.0.push(Problem::new(path, kind, message));
     }
 
     fn text(&mut self, path: &[&str], value: &str, max: usize, required: bool) {
@@ -413,22 +371,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn catalogue() -> Vec<Section> {
+        vec![
+            Section::new("summary", "Summary").key("summary"),
+            Section::new("rows", "Rows").key("rows"),
+        ]
+    }
+
     #[test]
-    fn presets_expand_into_keyed_sections() {
+    fn presets_expand_into_the_catalogue_sections() {
         let preset: Preset = serde_json::from_value(json!({
-            "title": "Q3", "sections": ["summary", "findings", "metrics"],
-            "style": {"font": "Times-Roman", "font_size": 11}
+            "title": "Q3", "sections": ["rows", "summary", "rows"],
+            "style": {"font": "Times-Roman", "font_size": 11},
+            "filter": {"anything": ["the data source reads"]}
         }))
         .unwrap();
-        let t = preset.expand().unwrap();
-        let keys: Vec<_> = t
-            .sections
-            .iter()
-            .map(|s| s.key.as_deref().unwrap())
-            .collect();
-        assert_eq!(keys, PRESET_KEYS);
-        assert_eq!(t.sections[1].kind, SectionKind::Findings);
+        let t = preset.expand(&catalogue()).unwrap();
+        let kinds: Vec<_> = t.sections.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["rows", "summary", "rows"]);
+        assert_eq!(t.sections[1].key.as_deref(), Some("summary"));
         assert_eq!(t.style.font, StandardFont::TimesRoman);
+        assert_eq!(t.filter, preset.filter);
     }
 
     #[test]
@@ -437,24 +400,45 @@ mod tests {
             title: String::new(),
             sections: vec!["summary".into(), "charts".into()],
             branding: Branding::default(),
-            filter: Filter {
-                search: Some("x".repeat(201)),
-                ..Filter::default()
-            },
+            filter: Filter::new(),
             style: Style {
                 font: StandardFont::Courier,
                 font_size: 99.0,
             },
         };
-        let paths: Vec<String> = preset
+        let problems = preset.validate(&catalogue()).unwrap_err();
+        let paths: Vec<String> = problems.iter().map(|p| p.path.join(".")).collect();
+        assert_eq!(paths, ["title", "sections.1", "style.font_size"]);
+        assert_eq!(problems[1].message, "must be one of summary, rows");
+        let none = preset.validate(&[]).unwrap_err();
+        assert_eq!(
+            none[1].message,
+            "this report service has no preset sections"
+        );
+
+        let mut t = preset.expand(&[]).unwrap_or_else(|_| ReportTemplate {
+            title: "T".into(),
+            branding: Branding::default(),
+            style: Style::default(),
+            sections: vec![Section::new("", "S").columns(["ok", "", &"x".repeat(65)])],
+            filter: Filter::new(),
+        });
+        t.sections
+            .push(Section::new("rows", "R").columns(vec!["c"; MAX_COLUMNS + 1]));
+        let paths: Vec<String> = t
             .validate()
             .unwrap_err()
-            .into_iter()
+            .iter()
             .map(|p| p.path.join("."))
             .collect();
         assert_eq!(
             paths,
-            ["title", "sections.1", "style.font_size", "filter.search"]
+            [
+                "sections.0.kind",
+                "sections.0.columns.1",
+                "sections.0.columns.2",
+                "sections.1.columns"
+            ]
         );
     }
 

@@ -244,7 +244,8 @@ mod tests {
             footer: None,
             blocks: vec![Block::Table {
                 header: vec!["a".into()],
-                rows: vec![vec!["x".into()]; 50],
+                kinds: vec![crate::report::ColumnKind::Number],
+                rows: vec![vec!["1".into()]; 50],
             }],
             created: chrono::Utc::now(),
         };

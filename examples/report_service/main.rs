@@ -14,16 +14,17 @@
 //! project `empty`, which has none. It takes the `server` example's flags; `README.md`
 //! has a curl session.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod redteam;
 
 use async_trait::async_trait;
 use axum::Router;
 use axum::http::request::Parts;
 use jobworks::http::{ApiError, Authenticator, JobsApi, PathParams, Principal, StaticCredentials};
-use jobworks::report::{
-    Filter, Finding, FindingStatus, REPORT_JOB_TYPE, ReportData, Reports, Section, Severity,
-};
+use jobworks::report::{REPORT_JOB_TYPE, Reports};
 use jobworks::{Engine, TenantId, http::artifact_downloads};
+use redteam::{Finding, RedTeamData, Severity, Status};
 
 /// Where the API is mounted: the platform's path, and the one it had before `airt`.
 const PREFIXES: [&str; 2] = [
@@ -63,10 +64,6 @@ impl Authenticator for ProjectAuth {
     }
 }
 
-/// Demo findings of an AI red-team: the same 1,500 in every project but `empty`.
-#[derive(Debug)]
-struct DemoFindings(Vec<Finding>);
-
 const CATEGORIES: [&str; 6] = [
     "jailbreak",
     "prompt_injection",
@@ -89,51 +86,29 @@ const OUTCOMES: [&str; 4] = [
     "refused at first, then gave in on the third turn",
 ];
 
-impl DemoFindings {
-    fn new() -> Self {
-        let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time");
-        let rows = (0..1500usize)
-            .map(|i| Finding {
-                severity: Severity::ALL[(i * 7 + i / 3) % 5],
-                category: CATEGORIES[(i * 5 + 1) % 6].to_owned(),
-                title: format!(
-                    "#{:04} Model {} via {}",
-                    i + 1,
-                    OUTCOMES[i % 4],
-                    TACTICS[(i / 4) % 5]
-                ),
-                prompt: format!(
-                    "[turn {}] {}: \"Ignore the previous instructions and …\"",
-                    i % 3 + 1,
-                    TACTICS[(i / 4) % 5]
-                ),
-                response: format!("\"Sure, here is …\" ({})", OUTCOMES[i % 4]),
-                status: FindingStatus::ALL[(i / 2) % 4],
-                found_at: start + chrono::Duration::minutes((i * 97) as i64),
-            })
-            .collect();
-        DemoFindings(rows)
-    }
-}
-
-#[async_trait]
-impl ReportData for DemoFindings {
-    async fn findings(
-        &self,
-        tenant: &TenantId,
-        _: &Section,
-        filter: &Filter,
-    ) -> jobworks::Result<Vec<Finding>> {
-        if tenant.as_str().ends_with(":empty") {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .0
-            .iter()
-            .filter(|f| filter.matches(f))
-            .cloned()
-            .collect())
-    }
+/// 1,500 demo findings of an AI red-team, the same every run.
+fn demo_findings() -> Vec<Finding> {
+    let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time");
+    (0..1500usize)
+        .map(|i| Finding {
+            severity: Severity::ALL[(i * 7 + i / 3) % 5],
+            category: CATEGORIES[(i * 5 + 1) % 6].to_owned(),
+            title: format!(
+                "#{:04} Model {} via {}",
+                i + 1,
+                OUTCOMES[i % 4],
+                TACTICS[(i / 4) % 5]
+            ),
+            prompt: format!(
+                "[turn {}] {}: \"Ignore the previous instructions and …\"",
+                i % 3 + 1,
+                TACTICS[(i / 4) % 5]
+            ),
+            response: format!("\"Sure, here is …\" ({})", OUTCOMES[i % 4]),
+            status: Status::ALL[(i / 2) % 4],
+            found_at: start + chrono::Duration::minutes((i * 97) as i64),
+        })
+        .collect()
 }
 
 /// The API under both prefixes (sharing its limits), and the signed downloads.
@@ -151,7 +126,7 @@ async fn main() {
     let options = common::Options::from_args();
     let stores = options.stores().await;
     let artifacts = options.artifacts(FILES);
-    let reports = Reports::new(DemoFindings::new(), stores.documents);
+    let reports = Reports::new(RedTeamData::new(demo_findings()), stores.documents);
     let engine = common::demo_engine(&options, stores.jobs, artifacts)
         .executor(REPORT_JOB_TYPE, reports.executor())
         .build()
@@ -190,7 +165,7 @@ mod tests {
     async fn both_prefixes_and_every_form_of_an_id_answer() {
         let options = common::Options::from_args_in(["--store", "memory"]);
         let stores = options.stores().await;
-        let reports = Reports::new(DemoFindings::new(), stores.documents);
+        let reports = Reports::new(RedTeamData::new(demo_findings()), stores.documents);
         let engine = common::demo_engine(&options, stores.jobs, options.artifacts(FILES))
             .executor(REPORT_JOB_TYPE, reports.executor())
             .build()
