@@ -263,3 +263,117 @@ async fn postgres_store_passes_the_schedule_suite() {
     jobworks::testing::run_schedule_suite(|| schemas.fresh(&url)).await;
     schemas.drop_all(&url).await;
 }
+
+/// A schema that an older jobworks left at the previous version, without checksums and
+/// holding a queued job, migrates to the latest with the job intact, and the job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_upgrades_from_the_previous_version_with_its_jobs() {
+    use jobworks::{Engine, JobContext, JobError, JobStatus, JobStore, TenantId, from_fn};
+    use serde_json::{Value, json};
+
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    let store = schemas.unmigrated(&url).await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mut scripts: Vec<_> = std::fs::read_dir("migrations/postgres")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    sqlx::raw_sql(
+        "CREATE TABLE jobworks_schema (version bigint PRIMARY KEY, name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    for (i, script) in scripts.iter().take(scripts.len() - 1).enumerate() {
+        let text = std::fs::read_to_string(script).unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(text))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO jobworks_schema (version, name) VALUES ($1, 'old')")
+            .bind(i as i64 + 1)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let id = jobworks::JobId::new();
+    sqlx::query(
+        "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts,
+            max_attempts, priority, run_at, created_at, updated_at, revision, event_seq)
+         VALUES ($1, 'acme', 'WORK', '{\"n\": 9}', 'queued', 0, 3, 0, now(), now(), now(), 1, 0)",
+    )
+    .bind(uuid::Uuid::from_u128(id.to_u128()))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), scripts.len() as i64);
+    let unrecorded: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobworks_schema WHERE checksum IS NULL")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(unrecorded, 0, "every migration's checksum is recorded");
+    let tenant = TenantId::new("acme").unwrap();
+    let job = store.get(&tenant, id).await.unwrap();
+    assert_eq!(
+        (job.status, job.input.clone()),
+        (JobStatus::Queued, json!({"n": 9}))
+    );
+    assert!(job.trace.is_none());
+
+    let echo = from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) });
+    let engine = Engine::builder()
+        .store(store)
+        .executor("WORK", echo)
+        .build()
+        .unwrap();
+    engine.start().unwrap();
+    let wait = std::time::Duration::from_secs(20);
+    let done = engine.wait_until_terminal(&tenant, id, wait).await.unwrap();
+    assert_eq!(done.result, Some(json!({"n": 9})));
+    engine.shutdown().await;
+    schemas.drop_all(&url).await;
+}
+
+/// An applied migration that this build changed, or a version it does not know, is
+/// refused; one applied without a checksum gets it recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jobworks_postgres_tests),
+    ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn postgres_refuses_a_changed_or_unknown_migration() {
+    let url = pg::url();
+    let schemas = pg::Schemas::default();
+    let store = schemas.fresh(&url).await;
+    let tamper = |sql: &'static str| {
+        let pool = store.pool().clone();
+        async move { sqlx::raw_sql(sql).execute(&pool).await.unwrap() }
+    };
+    tamper("UPDATE jobworks_schema SET checksum = 'edited' WHERE version = 3").await;
+    let e = format!("{:?}", store.migrate().await.unwrap_err());
+    assert!(
+        e.contains("migration 3") && e.contains("forward-only"),
+        "{e}"
+    );
+    tamper("UPDATE jobworks_schema SET checksum = NULL WHERE version = 3").await;
+    store.migrate().await.expect("recorded again");
+    tamper("INSERT INTO jobworks_schema (version, name, checksum) VALUES (99, 'future', 'x')")
+        .await;
+    let e = format!("{:?}", store.migrate().await.unwrap_err());
+    assert!(
+        e.contains("schema version 99, newer than this build"),
+        "{e}"
+    );
+    schemas.drop_all(&url).await;
+}

@@ -202,3 +202,119 @@ async fn two_engines_on_one_file_never_run_a_job_twice() {
     assert_eq!(executions.len() as u64, total, "every job ran");
     assert!(executions.values().all(|&n| n == 1), "a job ran twice");
 }
+
+/// A database that an older jobworks left at the previous schema version, without
+/// checksums, holding a queued job: every migration of `migrations/sqlite` but the last,
+/// and the job's row as version 1's columns have it. Answers the latest version.
+fn previous_version_database(path: &std::path::Path, id: jobworks::JobId) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE jobworks_schema (version INTEGER PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .unwrap();
+    let mut scripts: Vec<_> = std::fs::read_dir("migrations/sqlite")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    for (i, script) in scripts.iter().take(scripts.len() - 1).enumerate() {
+        conn.execute_batch(&std::fs::read_to_string(script).unwrap())
+            .unwrap();
+        conn.execute(
+            "INSERT INTO jobworks_schema VALUES (?1, 'old', 0)",
+            [i as i64 + 1],
+        )
+        .unwrap();
+    }
+    let now = chrono::Utc::now().timestamp_micros();
+    conn.execute(
+        "INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts,
+            max_attempts, priority, run_at, created_at, updated_at, revision, event_seq)
+         VALUES (?1, 'acme', 'WORK', '{\"n\":9}', 'queued', 0, 3, 0, ?2, ?2, ?2, 1, 0)",
+        rusqlite::params![id.to_u128().to_be_bytes().to_vec(), now],
+    )
+    .unwrap();
+    scripts.len() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_previous_version_upgrades_with_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let id = jobworks::JobId::new();
+    let latest = previous_version_database(&path, id);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), latest);
+    let job = store.get(&tenant(), id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.input, json!({"n": 9}));
+    assert_eq!(job.queue.as_str(), "default");
+    assert!(job.trace.is_none());
+    drop(store);
+
+    // The upgrade recorded a checksum for every migration, the old ones included.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let unrecorded: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM jobworks_schema WHERE checksum IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unrecorded, 0);
+    drop(conn);
+
+    // And the job runs on the new version.
+    let engine = Engine::builder()
+        .store(SqliteStore::open(&path).await.unwrap())
+        .executor(
+            "WORK",
+            from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) }),
+        )
+        .build()
+        .unwrap();
+    engine.start().unwrap();
+    let done = engine
+        .wait_until_terminal(&tenant(), id, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.result, Some(json!({"n": 9})));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_or_unknown_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    SqliteStore::open(&path).await.unwrap();
+    let tamper = |sql: &str| {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    let refusal = |path| async move {
+        let e = SqliteStore::open(path).await.unwrap_err();
+        format!("{e:?}")
+    };
+
+    tamper("UPDATE jobworks_schema SET checksum = 'edited' WHERE version = 3");
+    let e = refusal(path.clone()).await;
+    assert!(
+        e.contains("migration 3") && e.contains("forward-only"),
+        "{e}"
+    );
+
+    tamper("UPDATE jobworks_schema SET checksum = NULL WHERE version = 3");
+    SqliteStore::open(&path).await.expect("recorded again");
+
+    tamper("INSERT INTO jobworks_schema VALUES (99, 'future', 0, 'x')");
+    let e = refusal(path.clone()).await;
+    assert!(
+        e.contains("schema version 99, newer than this build"),
+        "{e}"
+    );
+}

@@ -28,7 +28,7 @@ use crate::{Error, JobId, Result};
 const BACKEND: &str = "postgres";
 
 /// The schema migrations, in order, embedded in the crate.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &[crate::sql::Migration] = &[
     (
         1,
         "init",
@@ -415,10 +415,13 @@ impl PostgresStore {
     }
 
     /// Creates the schema if needed and applies the embedded migrations it lacks, in one
-    /// transaction; concurrent callers wait for each other.
+    /// transaction; concurrent callers wait for each other. Each applied migration's
+    /// checksum is kept (and recorded for those an older jobworks applied without one).
     ///
     /// # Errors
-    /// [`Error::Backend`] when a migration fails; it is rolled back.
+    /// [`Error::Backend`] when a migration fails (it is rolled back), when an applied
+    /// migration differs from this build's (migrations are forward-only), or when the
+    /// database is at a version this build does not know.
     pub async fn migrate(&self) -> Result<()> {
         let mut tx = self.begin().await?;
         // The schema name was validated: lowercase letters, digits and underscores only.
@@ -435,24 +438,38 @@ impl PostgresStore {
             "CREATE TABLE IF NOT EXISTS jobworks_schema (
                 version bigint PRIMARY KEY,
                 name text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now())",
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                checksum text);
+             ALTER TABLE jobworks_schema ADD COLUMN IF NOT EXISTS checksum text",
         )
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema")
-                .fetch_one(&mut *tx)
+        let applied: Vec<(i64, Option<String>)> =
+            sqlx::query_as("SELECT version, checksum FROM jobworks_schema ORDER BY version")
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?;
-        for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query("INSERT INTO jobworks_schema (version, name) VALUES ($1, $2)")
+        for (version, checksum) in crate::sql::check_applied(BACKEND, MIGRATIONS, &applied)? {
+            sqlx::query("UPDATE jobworks_schema SET checksum = $2 WHERE version = $1")
                 .bind(version)
-                .bind(name)
+                .bind(checksum)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
+        }
+        let current = applied.last().map_or(0, |a| a.0);
+        for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(
+                "INSERT INTO jobworks_schema (version, name, checksum) VALUES ($1, $2, $3)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(crate::sql::migration_checksum(script))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }

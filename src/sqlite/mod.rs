@@ -27,7 +27,7 @@ use crate::{Error, Result};
 const BACKEND: &str = "sqlite";
 
 /// The schema migrations, in order, embedded in the crate.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &[crate::sql::Migration] = &[
     (
         1,
         "init",
@@ -273,15 +273,50 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS jobworks_schema (
             version INTEGER PRIMARY KEY NOT NULL,
             name TEXT NOT NULL,
-            applied_at INTEGER NOT NULL)",
+            applied_at INTEGER NOT NULL,
+            checksum TEXT)",
     )
     .map_err(db)?;
-    let current = current_version(&tx)?;
+    let has_checksums: bool = tx
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('jobworks_schema') WHERE name = 'checksum'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if !has_checksums {
+        // Kept by an older jobworks, before checksums.
+        tx.execute_batch("ALTER TABLE jobworks_schema ADD COLUMN checksum TEXT")
+            .map_err(db)?;
+    }
+    let applied = {
+        let mut rows = tx
+            .prepare("SELECT version, checksum FROM jobworks_schema ORDER BY version")
+            .map_err(db)?;
+        rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<(i64, Option<String>)>>>()
+            .map_err(db)?
+    };
+    for (version, checksum) in crate::sql::check_applied(BACKEND, MIGRATIONS, &applied)? {
+        tx.execute(
+            "UPDATE jobworks_schema SET checksum = ?2 WHERE version = ?1",
+            rusqlite::params![version, checksum],
+        )
+        .map_err(db)?;
+    }
+    let current = applied.last().map_or(0, |a| a.0);
     for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         tx.execute_batch(script).map_err(db)?;
         tx.execute(
-            "INSERT INTO jobworks_schema (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            rusqlite::params![version, name, crate::job::now().timestamp_micros()],
+            "INSERT INTO jobworks_schema (version, name, applied_at, checksum)
+             VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                version,
+                name,
+                crate::job::now().timestamp_micros(),
+                crate::sql::migration_checksum(script)
+            ],
         )
         .map_err(db)?;
     }

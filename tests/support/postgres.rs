@@ -26,6 +26,22 @@ impl Schemas {
         url: &str,
         tweak: impl FnOnce(jobworks::PostgresStoreBuilder) -> jobworks::PostgresStoreBuilder,
     ) -> jobworks::PostgresStore {
+        let store = self.unmigrated_with(url, tweak).await;
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// A store on a fresh, empty schema (created, but without a table).
+    #[allow(dead_code)]
+    pub(super) async fn unmigrated(&self, url: &str) -> jobworks::PostgresStore {
+        self.unmigrated_with(url, |b| b).await
+    }
+
+    async fn unmigrated_with(
+        &self,
+        url: &str,
+        tweak: impl FnOnce(jobworks::PostgresStoreBuilder) -> jobworks::PostgresStoreBuilder,
+    ) -> jobworks::PostgresStore {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let schema = format!("jwt_{}_{}_{n}", std::process::id(), rand::random::<u32>());
@@ -33,7 +49,11 @@ impl Schemas {
             .connect()
             .await
             .expect("connect");
-        store.migrate().await.expect("migrate");
+        let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(store.pool())
+            .await
+            .expect("create the schema");
         self.made.lock().unwrap().push(schema);
         store
     }
