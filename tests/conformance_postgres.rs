@@ -377,3 +377,202 @@ async fn postgres_refuses_a_changed_or_unknown_migration() {
     );
     schemas.drop_all(&url).await;
 }
+
+mod transactional {
+    use std::time::Duration;
+
+    use jobworks::{
+        Engine, Error, JobContext, JobError, JobStatus, JobType, NewJob, TenantId, from_fn,
+    };
+    use serde_json::{Value, json};
+    use sqlx::postgres::PgListener;
+
+    use super::pg;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn tenant() -> TenantId {
+        TenantId::new("acme").unwrap()
+    }
+
+    fn job(n: u32) -> NewJob {
+        NewJob::new(JobType::new("WORK").unwrap(), json!({ "n": n }))
+    }
+
+    async fn engine(schemas: &pg::Schemas, url: &str) -> (Engine, String) {
+        let store = schemas.fresh(url).await;
+        let schema = store.schema().to_owned();
+        let echo = from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) });
+        let engine = Engine::builder()
+            .store(store)
+            .executor("WORK", echo)
+            .build()
+            .unwrap();
+        (engine, schema)
+    }
+
+    /// The host's own pool, on the default `search_path`.
+    async fn host(url: &str) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(url)
+            .await
+            .unwrap()
+    }
+
+    async fn search_path(conn: &mut sqlx::PgConnection) -> String {
+        sqlx::query_scalar("SELECT current_setting('search_path')")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// Committed: the job exists from the commit on, its wake-up arrives then, and it
+    /// runs. The host's `search_path` is as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(jobworks_postgres_tests),
+        ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+    )]
+    async fn a_job_submitted_in_a_committed_transaction_runs() {
+        let url = pg::url();
+        let schemas = pg::Schemas::default();
+        let (engine, schema) = engine(&schemas, &url).await;
+        let host = host(&url).await;
+        let mut listener = PgListener::connect(&url).await.unwrap();
+        listener
+            .listen(&format!("jobworks_{schema}"))
+            .await
+            .unwrap();
+
+        let mut tx = host.begin().await.unwrap();
+        let before = search_path(&mut tx).await;
+        let submitted = engine.submit_in(&mut tx, &tenant(), job(1)).await.unwrap();
+        assert!(submitted.created);
+        assert_eq!(search_path(&mut tx).await, before);
+        let id = submitted.job.id;
+        assert!(
+            matches!(engine.get(&tenant(), id).await, Err(Error::NotFound { .. })),
+            "not visible before the commit"
+        );
+        let early = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+        assert!(early.is_err(), "no wake-up before the commit: {early:?}");
+        tx.commit().await.unwrap();
+        let woke = tokio::time::timeout(WAIT, listener.recv()).await;
+        assert!(woke.is_ok(), "the wake-up arrives at the commit");
+
+        engine.start().unwrap();
+        let done = engine
+            .wait_until_terminal(&tenant(), id, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(done.status, JobStatus::Completed);
+        assert_eq!(done.result, Some(json!({"n": 1})));
+        engine.shutdown().await;
+        schemas.drop_all(&url).await;
+    }
+
+    /// Rolled back: no job, no event, no wake-up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(jobworks_postgres_tests),
+        ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+    )]
+    async fn a_job_submitted_in_a_rolled_back_transaction_never_was() {
+        let url = pg::url();
+        let schemas = pg::Schemas::default();
+        let (engine, schema) = engine(&schemas, &url).await;
+        let host = host(&url).await;
+        let mut listener = PgListener::connect(&url).await.unwrap();
+        listener
+            .listen(&format!("jobworks_{schema}"))
+            .await
+            .unwrap();
+
+        let mut tx = host.begin().await.unwrap();
+        let jobs = vec![job(1), job(2)];
+        let submitted = engine
+            .submit_many_in(&mut tx, &tenant(), jobs)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        for s in &submitted {
+            let got = engine.get(&tenant(), s.job.id).await;
+            assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
+            let events = engine.events(&tenant(), s.job.id, Default::default()).await;
+            assert!(events.is_err() || events.unwrap().events.is_empty());
+        }
+        let woke = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+        assert!(woke.is_err(), "no wake-up: {woke:?}");
+        let page = engine.list(&tenant(), Default::default()).await.unwrap();
+        assert!(page.jobs.is_empty());
+        schemas.drop_all(&url).await;
+    }
+
+    /// A key used twice in one transaction is a replay; a key reused with other input
+    /// fails that submit alone and leaves the transaction usable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(jobworks_postgres_tests),
+        ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+    )]
+    async fn idempotency_keys_hold_inside_the_transaction() {
+        let url = pg::url();
+        let schemas = pg::Schemas::default();
+        let (engine, _) = engine(&schemas, &url).await;
+        let host = host(&url).await;
+
+        let mut tx = host.begin().await.unwrap();
+        let first = engine
+            .submit_in(&mut tx, &tenant(), job(1).idempotency_key("order-7"))
+            .await
+            .unwrap();
+        let again = engine
+            .submit_in(&mut tx, &tenant(), job(1).idempotency_key("order-7"))
+            .await
+            .unwrap();
+        assert!(first.created && !again.created);
+        assert_eq!(again.job.id, first.job.id);
+        let other = engine
+            .submit_in(&mut tx, &tenant(), job(2).idempotency_key("order-7"))
+            .await;
+        assert!(
+            matches!(other, Err(Error::AlreadyExists { .. })),
+            "{other:?}"
+        );
+        let alive: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(alive, 1, "the transaction is still usable");
+        tx.commit().await.unwrap();
+        let page = engine.list(&tenant(), Default::default()).await.unwrap();
+        assert_eq!(page.jobs.len(), 1);
+        assert_eq!(page.jobs[0].id, first.job.id);
+        schemas.drop_all(&url).await;
+    }
+
+    /// An engine on another store says so.
+    #[tokio::test]
+    #[cfg_attr(
+        not(jobworks_postgres_tests),
+        ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
+    )]
+    async fn submitting_in_a_transaction_needs_a_postgres_store() {
+        let url = pg::url();
+        let host = host(&url).await;
+        let engine = Engine::builder()
+            .executor(
+                "WORK",
+                from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) }),
+            )
+            .build()
+            .unwrap();
+        let mut tx = host.begin().await.unwrap();
+        let e = engine
+            .submit_in(&mut tx, &tenant(), job(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+    }
+}

@@ -39,6 +39,9 @@ impl ExecutorOptions {
 #[derive(Debug)]
 pub struct EngineBuilder {
     store: Option<Arc<dyn JobStore>>,
+    /// The same store when it is a PostgreSQL one, for submits in a host's transaction.
+    #[cfg(feature = "postgres")]
+    postgres: Option<Arc<crate::PostgresStore>>,
     artifacts: Option<Arc<dyn ArtifactStore>>,
     executors: Vec<(String, Arc<dyn Executor>, ExecutorOptions)>,
     retry: RetryPolicy,
@@ -60,6 +63,8 @@ impl EngineBuilder {
     pub(crate) fn new() -> Self {
         EngineBuilder {
             store: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
             artifacts: None,
             executors: Vec::new(),
             retry: RetryPolicy::default(),
@@ -72,7 +77,20 @@ impl EngineBuilder {
 
     /// The job store; a [`MemoryStore`] by default.
     pub fn store(mut self, store: impl JobStore) -> Self {
-        self.store = Some(Arc::new(store));
+        let store = Arc::new(store);
+        #[cfg(feature = "postgres")]
+        {
+            use crate::PostgresStore;
+            let any: Arc<dyn std::any::Any + Send + Sync> = store.clone();
+            self.postgres = match any.downcast::<PostgresStore>() {
+                Ok(pg) => Some(pg),
+                Err(any) => any
+                    .downcast::<Arc<PostgresStore>>()
+                    .ok()
+                    .map(|pg| (*pg).clone()),
+            };
+        }
+        self.store = Some(store);
         self
     }
 
@@ -262,8 +280,14 @@ impl EngineBuilder {
             .unwrap_or_else(|| Arc::new(ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080")));
         let mut types: Vec<JobType> = executors.keys().cloned().collect();
         types.sort();
+        #[allow(unused_mut)]
+        let mut inner = EngineInner::new(store, artifacts, executors, types, config);
+        #[cfg(feature = "postgres")]
+        {
+            inner.postgres = self.postgres;
+        }
         Ok(Engine {
-            inner: Arc::new(EngineInner::new(store, artifacts, executors, types, config)),
+            inner: Arc::new(inner),
         })
     }
 }

@@ -110,6 +110,9 @@ impl Default for WorkerConfig {
 #[derive(Debug)]
 struct EngineInner {
     store: Arc<dyn JobStore>,
+    /// The store again when it is a PostgreSQL one ([`Engine::submit_in`]).
+    #[cfg(feature = "postgres")]
+    postgres: Option<Arc<crate::PostgresStore>>,
     artifacts: Arc<dyn ArtifactStore>,
     executors: HashMap<JobType, Registration>,
     types: Vec<JobType>,
@@ -132,6 +135,8 @@ impl EngineInner {
     ) -> Self {
         EngineInner {
             store,
+            #[cfg(feature = "postgres")]
+            postgres: None,
             artifacts,
             executors,
             types,
@@ -234,21 +239,69 @@ impl Engine {
         tenant: &TenantId,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Submitted>> {
-        let current = crate::job::trace::current();
-        let jobs = jobs
-            .into_iter()
-            .map(|new| Ok(self.queued(tenant, self.checked(new)?, current.as_ref())))
-            .collect::<Result<Vec<_>>>()?;
+        let jobs = self.prepared(tenant, jobs)?;
         let quotas = &self.inner.config.quotas;
         let inserted = self.inner.store.submit_within(jobs, quotas).await?;
-        observe::submitted(inserted.iter().filter(|i| i.created).map(|i| &i.job));
-        Ok(inserted
-            .into_iter()
-            .map(|i| Submitted {
-                job: i.job,
-                created: i.created,
-            })
-            .collect())
+        Ok(submitted(inserted))
+    }
+
+    /// Submits a job inside the host's own PostgreSQL transaction: it exists if and only
+    /// if that transaction commits, and workers hear of it (`NOTIFY`) at the commit.
+    /// Idempotency keys and quotas work as for [`submit`](Self::submit); a key held by a
+    /// job of the same transaction is a replay too.
+    ///
+    /// Pass a transaction begun through sqlx (`&mut *tx` of `pool.begin()`): the submit
+    /// runs in a savepoint of it, so a failed submit leaves the rest of the transaction
+    /// usable. Its connection may come from any pool on the same database; the store's
+    /// schema is used for the submit only. The host's `search_path` is set back before
+    /// this returns.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit); [`Error::Invalid`] when the engine's store is not a
+    /// [`PostgresStore`](crate::PostgresStore).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn submit_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        job: NewJob,
+    ) -> Result<Submitted> {
+        let mut out = self.submit_many_in(conn, tenant, vec![job]).await?;
+        Ok(out.pop().expect("one job in, one out"))
+    }
+
+    /// [`submit_many`](Self::submit_many) inside the host's PostgreSQL transaction, as
+    /// [`submit_in`](Self::submit_in): all or none, and none unless it commits.
+    ///
+    /// # Errors
+    /// As [`submit_in`](Self::submit_in).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn submit_many_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Submitted>> {
+        let Some(store) = &self.inner.postgres else {
+            let msg = "submitting in a transaction needs the engine's store to be a PostgresStore";
+            return Err(Error::invalid("store", msg));
+        };
+        let jobs = self.prepared(tenant, jobs)?;
+        let inserted = store
+            .submit_in(conn, jobs, &self.inner.config.quotas)
+            .await?;
+        Ok(submitted(inserted))
+    }
+
+    /// `jobs` checked and made into queued jobs of `tenant`, with the submitting span's
+    /// trace.
+    fn prepared(&self, tenant: &TenantId, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let current = crate::job::trace::current();
+        jobs.into_iter()
+            .map(|new| Ok(self.queued(tenant, self.checked(new)?, current.as_ref())))
+            .collect()
     }
 
     /// Submits a workflow: its jobs and their dependencies in one store call, all or none.
@@ -505,4 +558,16 @@ impl Engine {
             workers.abort(&self.inner);
         }
     }
+}
+
+/// The answers of a submit, counted in the metrics.
+fn submitted(inserted: Vec<crate::store::Inserted>) -> Vec<Submitted> {
+    observe::submitted(inserted.iter().filter(|i| i.created).map(|i| &i.job));
+    inserted
+        .into_iter()
+        .map(|i| Submitted {
+            job: i.job,
+            created: i.created,
+        })
+        .collect()
 }

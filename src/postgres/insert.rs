@@ -2,17 +2,90 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::PgConnection;
 use sqlx::types::Uuid;
+use sqlx::{Connection, PgConnection};
 
 use super::rows::uuid;
 use super::{BACKEND, PostgresStore, db};
 use crate::job::{Job, JobId};
 use crate::sql::json_text;
-use crate::store::{NewRecord, Quota, Taken};
+use crate::store::{Inserted, Inserter, NewRecord, Quota, Taken, submit_with};
 use crate::{Error, Result};
 
+/// A host's transaction as an [`Inserter`]: each insert and read runs in a savepoint of
+/// it, on the store's schema.
+struct InTransaction<'a> {
+    store: &'a PostgresStore,
+    conn: &'a mut PgConnection,
+}
+
+impl InTransaction<'_> {
+    /// Points `conn`'s `search_path` at the store's schema until the transaction ends
+    /// (or the savepoint is rolled back), and answers what it was.
+    async fn enter(conn: &mut PgConnection, schema: &str) -> Result<String> {
+        let previous = sqlx::query_scalar("SELECT current_setting('search_path')")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        sqlx::query("SELECT set_config('search_path', quote_ident($1), true)")
+            .bind(schema)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(previous)
+    }
+
+    /// Sets `search_path` back to `previous`.
+    async fn leave(conn: &mut PgConnection, previous: &str) -> Result<()> {
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(previous)
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Inserter for InTransaction<'_> {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn insert(&mut self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
+        let mut sp = self.conn.begin().await.map_err(db)?;
+        let previous = Self::enter(&mut sp, &self.store.inner.schema).await?;
+        let taken = self.store.insert_on(&mut sp, &records, quotas).await?;
+        Self::leave(&mut sp, &previous).await?;
+        if taken.is_empty() {
+            sp.commit().await.map_err(db)?;
+        } else {
+            sp.rollback().await.map_err(db)?;
+        }
+        Ok(taken)
+    }
+
+    async fn holder(&mut self, id: JobId) -> Result<Option<Job>> {
+        let mut sp = self.conn.begin().await.map_err(db)?;
+        let previous = Self::enter(&mut sp, &self.store.inner.schema).await?;
+        let found = super::jobs::load_in(&mut sp, None, &[id]).await?.pop();
+        Self::leave(&mut sp, &previous).await?;
+        sp.commit().await.map_err(db)?;
+        Ok(found.map(|s| *s.job))
+    }
+}
+
 impl PostgresStore {
+    /// Submits `jobs` in the host's transaction on `conn` ([`Engine::submit_in`](crate::Engine::submit_in)).
+    pub(crate) async fn submit_in(
+        &self,
+        conn: &mut PgConnection,
+        jobs: Vec<Job>,
+        quotas: &[Quota],
+    ) -> Result<Vec<Inserted>> {
+        let now = self.inner.clock.now();
+        submit_with(&mut InTransaction { store: self, conn }, jobs, quotas, now).await
+    }
+
     /// [`JobStore::insert_within`](crate::JobStore::insert_within) (`insert` without
     /// quotas).
     pub(super) async fn insert_records(
@@ -27,22 +100,37 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
+        let taken = self.insert_on(&mut tx, &records, quotas).await?;
+        if taken.is_empty() {
+            tx.commit().await.map_err(db)?;
+        } else {
+            tx.rollback().await.map_err(db)?;
+        }
+        Ok(taken)
+    }
+
+    /// Inserts `records` within quotas in the transaction on `conn`, which the caller
+    /// commits when none was taken and rolls back otherwise (all or none: a taken key
+    /// rolls the others back, and their wake-up with them).
+    async fn insert_on(
+        &self,
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+        quotas: &[Quota],
+    ) -> Result<Vec<Taken>> {
         if !quotas.is_empty() {
             // One submit of a tenant at a time until commit, on every engine: the count
             // below sees every job committed before.
-            Self::lock_tenants(&mut tx, &records).await?;
+            Self::lock_tenants(conn, records).await?;
         }
-        let inserted = self.insert_rows(&mut tx, &records).await?;
+        let inserted = self.insert_rows(conn, records).await?;
         if inserted.len() == records.len() {
             if !quotas.is_empty() {
-                Self::check_quotas(&mut tx, &records, quotas).await?;
+                Self::check_quotas(conn, records, quotas).await?;
             }
-            tx.commit().await.map_err(db)?;
             return Ok(Vec::new());
         }
-        // All or none: a taken key rolls the others back (and their wake-up with them).
-        let taken = Self::holders(&mut tx, &records, &inserted).await?;
-        tx.rollback().await.map_err(db)?;
+        let taken = Self::holders(conn, records, &inserted).await?;
         if taken.is_empty() {
             // The holder went between the insert and the lookup (purged): try again.
             return Err(Error::Unavailable {

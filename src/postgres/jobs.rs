@@ -26,6 +26,26 @@ type Tx = Transaction<'static, Postgres>;
 /// Loads the row of job `id` if it belongs to `tenant`. The tenant is part of the lookup,
 /// so another tenant's row is never read (nor its input decoded), and costs what a
 /// missing one does.
+/// The records of `ids` (of `tenant`, when given) as `conn` sees them.
+pub(super) async fn load_in(
+    conn: &mut PgConnection,
+    tenant: Option<&TenantId>,
+    ids: &[JobId],
+) -> Result<Vec<Stored>> {
+    let found = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobworks_jobs WHERE id = ANY($1) AND ($2::text IS NULL OR tenant = $2)"
+    ))
+    .bind(ids.iter().map(|&id| uuid(id)).collect::<Vec<_>>())
+    .bind(tenant.map(TenantId::as_str))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let rows = found.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
+    stored(conn, rows).await
+}
+
 async fn owned(conn: &mut PgConnection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
     let row = sqlx::query(concat!(
         "SELECT ",
@@ -104,18 +124,7 @@ impl JobStore for PostgresStore {
 
     async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        let found = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE id = ANY($1) AND ($2::text IS NULL OR tenant = $2)"
-        ))
-        .bind(ids.iter().map(|&id| uuid(id)).collect::<Vec<_>>())
-        .bind(tenant.map(TenantId::as_str))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-        let rows = found.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
-        stored(&mut conn, rows).await
+        load_in(&mut conn, tenant, ids).await
     }
 
     async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {

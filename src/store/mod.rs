@@ -40,6 +40,8 @@ pub use params::{
 };
 pub(crate) use protocol::Held;
 pub use protocol::JobStoreExt;
+#[cfg(feature = "postgres")]
+pub(crate) use protocol::{Inserter, submit_with};
 pub use queues::{MAX_QUEUE_LIMIT, Queue, QueueInfo, QueuePatch, QueueSettings, Quota, RateLimit};
 pub use record::{Committed, LeaseChange, NewRecord, Step, Stored, Taken, Write};
 

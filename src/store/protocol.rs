@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::{
     Append, ClaimParams, Claimed, ClaimedJob, Committed, Finish, Inserted, JobStore, Lease,
     LeaseStatus, ListParams, NewRecord, Operator, QueuePatch, QueueSettings, QueueStats, Quota,
-    ReapParams, ReapReport, Step, Stored, Write, rules, rules::ParentMove,
+    ReapParams, ReapReport, Step, Stored, Taken, Write, rules, rules::ParentMove,
 };
 use crate::job::{
     Event, EventKind, Job, JobId, JobStatus, NewEvent, QueueName, TenantId, WorkflowId,
@@ -660,14 +660,65 @@ async fn load_one<S: JobStore + ?Sized>(
     Ok(store.load(tenant, &[id]).await?.pop())
 }
 
-/// Submits with idempotency keys resolved here: a key taken by the same request is a
-/// replay, by another a conflict; a key used twice in one call goes to the first job.
+/// Where a submit inserts new records and finds the jobs holding their keys: the store
+/// itself, or (PostgreSQL) a transaction of the host's.
+pub(crate) trait Inserter: Send {
+    /// The backend's name, for errors.
+    fn backend(&self) -> &'static str;
+
+    /// [`JobStore::insert_within`].
+    fn insert(
+        &mut self,
+        records: Vec<NewRecord>,
+        quotas: &[Quota],
+    ) -> impl Future<Output = Result<Vec<Taken>>> + Send;
+
+    /// The job `id` as this inserter sees it (`None` when it is gone).
+    fn holder(&mut self, id: JobId) -> impl Future<Output = Result<Option<Job>>> + Send;
+
+    /// Called once new records were inserted.
+    fn inserted(&self) {}
+}
+
+/// A store as an [`Inserter`]: its own inserts, its own reads, a local wake-up.
+struct Direct<'a, S: ?Sized>(&'a S);
+
+impl<S: JobStore + ?Sized> Inserter for Direct<'_, S> {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    async fn insert(&mut self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
+        self.0.insert_within(records, quotas).await
+    }
+
+    async fn holder(&mut self, id: JobId) -> Result<Option<Job>> {
+        Ok(load_one(self.0, id, None).await?.map(|s| *s.job))
+    }
+
+    fn inserted(&self) {
+        self.0.notifier().work_available();
+    }
+}
+
 async fn submit<S: JobStore + ?Sized>(
     store: &S,
     jobs: Vec<Job>,
     quotas: &[Quota],
 ) -> Result<Vec<Inserted>> {
     let now = store.clock().now();
+    submit_with(&mut Direct(store), jobs, quotas, now).await
+}
+
+/// Submits through `ins` with idempotency keys resolved here: a key taken by the same
+/// request is a replay, by another a conflict; a key used twice in one call goes to the
+/// first job.
+pub(crate) async fn submit_with(
+    ins: &mut impl Inserter,
+    jobs: Vec<Job>,
+    quotas: &[Quota],
+    now: DateTime<Utc>,
+) -> Result<Vec<Inserted>> {
     if jobs.iter().all(|j| j.idempotency_key.is_none()) {
         // Nothing can be taken: one insert, the records moved into it.
         let records: Vec<NewRecord> = jobs.into_iter().map(|j| queued(j, now)).collect();
@@ -679,15 +730,15 @@ async fn submit<S: JobStore + ?Sized>(
             })
             .collect();
         if !records.is_empty() {
-            let taken = store.insert_within(records, quotas).await?;
+            let taken = ins.insert(records, quotas).await?;
             if let Some(t) = taken.first() {
                 return Err(Error::Backend {
-                    backend: store.backend(),
+                    backend: ins.backend(),
                     source: format!("reported a key taken by {} for jobs without keys", t.by)
                         .into(),
                 });
             }
-            store.notifier().work_available();
+            ins.inserted();
         }
         return Ok(answers);
     }
@@ -721,11 +772,11 @@ async fn submit<S: JobStore + ?Sized>(
             Vec::new()
         } else {
             let records = pending.iter().map(|&i| fresh[i].clone()).collect();
-            store.insert_within(records, quotas).await?
+            ins.insert(records, quotas).await?
         };
         if taken.is_empty() {
             if !pending.is_empty() {
-                store.notifier().work_available();
+                ins.inserted();
             }
             // Backwards, so a reused key's answer copies its first job before that one
             // is moved into its own answer.
@@ -745,17 +796,17 @@ async fn submit<S: JobStore + ?Sized>(
         }
         for t in taken {
             let index = pending[t.index];
-            let Some(holder) = load_one(store, t.by, None).await? else {
+            let Some(holder) = ins.holder(t.by).await? else {
                 continue; // purged meanwhile: the key is free again
             };
-            if !holder.job.same_request(&fresh[index].job) {
-                return Err(Error::AlreadyExists { id: holder.job.id });
+            if !holder.same_request(&fresh[index].job) {
+                return Err(Error::AlreadyExists { id: holder.id });
             }
-            holders[index] = Some(*holder.job);
+            holders[index] = Some(holder);
         }
     }
     Err(Error::Unavailable {
-        backend: store.backend(),
+        backend: ins.backend(),
         source: "idempotency keys kept being taken while submitting".into(),
     })
 }
