@@ -420,6 +420,16 @@ mod transactional {
             .unwrap()
     }
 
+    /// A listener for the wake-ups of the store on `schema`.
+    async fn wake_ups(url: &str, schema: &str) -> PgListener {
+        let mut listener = PgListener::connect(url).await.unwrap();
+        listener
+            .listen(&format!("jobworks_{schema}"))
+            .await
+            .unwrap();
+        listener
+    }
+
     async fn search_path(conn: &mut sqlx::PgConnection) -> String {
         sqlx::query_scalar("SELECT current_setting('search_path')")
             .fetch_one(conn)
@@ -439,11 +449,7 @@ mod transactional {
         let schemas = pg::Schemas::default();
         let (engine, schema) = engine(&schemas, &url).await;
         let host = host(&url).await;
-        let mut listener = PgListener::connect(&url).await.unwrap();
-        listener
-            .listen(&format!("jobworks_{schema}"))
-            .await
-            .unwrap();
+        let mut listener = wake_ups(&url, &schema).await;
 
         let mut tx = host.begin().await.unwrap();
         let before = search_path(&mut tx).await;
@@ -483,11 +489,7 @@ mod transactional {
         let schemas = pg::Schemas::default();
         let (engine, schema) = engine(&schemas, &url).await;
         let host = host(&url).await;
-        let mut listener = PgListener::connect(&url).await.unwrap();
-        listener
-            .listen(&format!("jobworks_{schema}"))
-            .await
-            .unwrap();
+        let mut listener = wake_ups(&url, &schema).await;
 
         let mut tx = host.begin().await.unwrap();
         let jobs = vec![job(1), job(2)];
