@@ -217,12 +217,9 @@ pub(crate) fn presets() -> Vec<Section> {
 pub(crate) fn check(template: &ReportTemplate) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, s) in template.sections.iter().enumerate() {
-        let at = |field: &str| Problem::new(&["sections", &i.to_string(), field], "invalid", "");
+        let i = i.to_string();
         let mut push = |field: &str, message: String| {
-            problems.push(Problem {
-                message,
-                ..at(field)
-            });
+            problems.push(Problem::new(&["sections", &i, field], "invalid", message));
         };
         if !KINDS.contains(&s.kind.as_str()) {
             push("kind", format!("must be one of {}", KINDS.join(", ")));
