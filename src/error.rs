@@ -189,7 +189,7 @@ fn in_queue(queue: &Option<crate::QueueName>) -> String {
 
 /// The segments of the path where deserialising failed: field names, and indexes as
 /// numbers (`["filter", "severity", "0"]`).
-#[cfg(any(feature = "http", feature = "reports"))]
+#[cfg(feature = "reports")]
 pub(crate) fn serde_path(path: &serde_path_to_error::Path) -> Vec<String> {
     use serde_path_to_error::Segment;
     path.iter()
