@@ -264,6 +264,20 @@ async fn postgres_store_passes_the_schedule_suite() {
     schemas.drop_all(&url).await;
 }
 
+/// An engine running `WORK` jobs, which answer their input, on `store` (the memory store
+/// when `None`).
+fn echo_engine(store: Option<PostgresStore>) -> jobworks::Engine {
+    use jobworks::{JobContext, JobError, from_fn};
+    let echo = from_fn(|_c: JobContext, v: serde_json::Value| async move { Ok::<_, JobError>(v) });
+    let builder = jobworks::Engine::builder().executor("WORK", echo);
+    match store {
+        Some(store) => builder.store(store),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
 /// A schema that an older jobworks left at the previous version, without checksums and
 /// holding a queued job, migrates to the latest with the job intact, and the job runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,8 +286,8 @@ async fn postgres_store_passes_the_schedule_suite() {
     ignore = "set JOBWORKS_TEST_POSTGRES_URL to run the PostgreSQL tests"
 )]
 async fn postgres_upgrades_from_the_previous_version_with_its_jobs() {
-    use jobworks::{Engine, JobContext, JobError, JobStatus, JobStore, TenantId, from_fn};
-    use serde_json::{Value, json};
+    use jobworks::{JobStatus, JobStore, TenantId};
+    use serde_json::json;
 
     let url = pg::url();
     let schemas = pg::Schemas::default();
@@ -331,12 +345,7 @@ async fn postgres_upgrades_from_the_previous_version_with_its_jobs() {
     );
     assert!(job.trace.is_none());
 
-    let echo = from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) });
-    let engine = Engine::builder()
-        .store(store)
-        .executor("WORK", echo)
-        .build()
-        .unwrap();
+    let engine = echo_engine(Some(store));
     engine.start().unwrap();
     let wait = std::time::Duration::from_secs(20);
     let done = engine.wait_until_terminal(&tenant, id, wait).await.unwrap();
@@ -381,10 +390,8 @@ async fn postgres_refuses_a_changed_or_unknown_migration() {
 mod transactional {
     use std::time::Duration;
 
-    use jobworks::{
-        Engine, Error, JobContext, JobError, JobStatus, JobType, NewJob, TenantId, from_fn,
-    };
-    use serde_json::{Value, json};
+    use jobworks::{Engine, Error, JobStatus, JobType, NewJob, TenantId};
+    use serde_json::json;
     use sqlx::postgres::PgListener;
 
     use super::pg;
@@ -402,13 +409,7 @@ mod transactional {
     async fn engine(schemas: &pg::Schemas, url: &str) -> (Engine, String) {
         let store = schemas.fresh(url).await;
         let schema = store.schema().to_owned();
-        let echo = from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) });
-        let engine = Engine::builder()
-            .store(store)
-            .executor("WORK", echo)
-            .build()
-            .unwrap();
-        (engine, schema)
+        (super::echo_engine(Some(store)), schema)
     }
 
     /// The host's own pool, on the default `search_path`.
@@ -563,13 +564,7 @@ mod transactional {
     async fn submitting_in_a_transaction_needs_a_postgres_store() {
         let url = pg::url();
         let host = host(&url).await;
-        let engine = Engine::builder()
-            .executor(
-                "WORK",
-                from_fn(|_c: JobContext, v: Value| async move { Ok::<_, JobError>(v) }),
-            )
-            .build()
-            .unwrap();
+        let engine = super::echo_engine(None);
         let mut tx = host.begin().await.unwrap();
         let e = engine
             .submit_in(&mut tx, &tenant(), job(1))

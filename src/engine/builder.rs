@@ -280,12 +280,15 @@ impl EngineBuilder {
             .unwrap_or_else(|| Arc::new(ObjectStoreArtifacts::in_memory("http://127.0.0.1:8080")));
         let mut types: Vec<JobType> = executors.keys().cloned().collect();
         types.sort();
-        #[allow(unused_mut)]
-        let mut inner = EngineInner::new(store, artifacts, executors, types, config);
-        #[cfg(feature = "postgres")]
-        {
-            inner.postgres = self.postgres;
-        }
+        let inner = EngineInner::new(
+            store,
+            #[cfg(feature = "postgres")]
+            self.postgres,
+            artifacts,
+            executors,
+            types,
+            config,
+        );
         Ok(Engine {
             inner: Arc::new(inner),
         })

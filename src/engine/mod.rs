@@ -128,6 +128,7 @@ struct EngineInner {
 impl EngineInner {
     fn new(
         store: Arc<dyn JobStore>,
+        #[cfg(feature = "postgres")] postgres: Option<Arc<crate::PostgresStore>>,
         artifacts: Arc<dyn ArtifactStore>,
         executors: HashMap<JobType, Registration>,
         types: Vec<JobType>,
@@ -136,7 +137,7 @@ impl EngineInner {
         EngineInner {
             store,
             #[cfg(feature = "postgres")]
-            postgres: None,
+            postgres,
             artifacts,
             executors,
             types,

@@ -23,9 +23,6 @@ use crate::{Error, Result};
 
 type Tx = Transaction<'static, Postgres>;
 
-/// Loads the row of job `id` if it belongs to `tenant`. The tenant is part of the lookup,
-/// so another tenant's row is never read (nor its input decoded), and costs what a
-/// missing one does.
 /// The records of `ids` (of `tenant`, when given) as `conn` sees them.
 pub(super) async fn load_in(
     conn: &mut PgConnection,
@@ -46,6 +43,9 @@ pub(super) async fn load_in(
     stored(conn, rows).await
 }
 
+/// Loads the row of job `id` if it belongs to `tenant`. The tenant is part of the lookup,
+/// so another tenant's row is never read (nor its input decoded), and costs what a
+/// missing one does.
 async fn owned(conn: &mut PgConnection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
     let row = sqlx::query(concat!(
         "SELECT ",

@@ -1,5 +1,7 @@
 //! What a data source answers for a section: paragraphs and typed tables.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// How a column's cells read and line up.
@@ -171,16 +173,17 @@ impl Table {
     }
 
     /// The columns named by `keys`, in their order (keys it has no column for are
-    /// skipped); all of them when `keys` is empty.
-    pub(crate) fn select(&self, keys: &[String]) -> Table {
-        if keys.is_empty() {
-            return self.clone();
+    /// skipped); all of them when `keys` is empty. Borrowed when that is the table as
+    /// it is.
+    pub(crate) fn select(&self, keys: &[String]) -> Cow<'_, Table> {
+        if keys.is_empty() || self.columns.iter().map(|c| &c.key).eq(keys) {
+            return Cow::Borrowed(self);
         }
         let picked: Vec<usize> = keys
             .iter()
             .filter_map(|k| self.columns.iter().position(|c| &c.key == k))
             .collect();
-        Table {
+        Cow::Owned(Table {
             columns: picked.iter().map(|&i| self.columns[i].clone()).collect(),
             rows: self
                 .rows
@@ -191,7 +194,7 @@ impl Table {
                 })
                 .collect(),
             export: self.export,
-        }
+        })
     }
 
     /// Every row as text, a cell per column.
@@ -273,7 +276,7 @@ mod tests {
         let picked = table.select(&["b".into(), "nope".into(), "a".into()]);
         assert_eq!(picked.columns[0].key, "b");
         assert_eq!(picked.display_rows(), [["1", "x"], ["", "short"]]);
-        assert_eq!(table.select(&[]), table);
+        assert_eq!(*table.select(&[]), table);
     }
 
     #[test]

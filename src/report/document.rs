@@ -1,5 +1,7 @@
 //! A report as blocks of text, tables and charts, before any output format.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::data::{ColumnKind, SectionData, Table};
@@ -109,7 +111,10 @@ fn section_blocks(section: &Section, data: &SectionData, blocks: &mut Vec<Block>
 
 /// The table a CSV export holds: the first one marked [`Table::export`], else the first,
 /// each with its section's column selection.
-pub(crate) fn export_table(template: &ReportTemplate, data: &[SectionData]) -> Option<Table> {
+pub(crate) fn export_table<'a>(
+    template: &ReportTemplate,
+    data: &'a [SectionData],
+) -> Option<Cow<'a, Table>> {
     let all = || {
         template
             .sections

@@ -208,7 +208,7 @@ impl Layout {
 
     /// Column widths: each at least its longest word (up to half the page), the rest
     /// shared in proportion to how much more each column's longest cell wants.
-    fn widths(&self, header: &[String], bold: &[bool], rows: &[Vec<String>]) -> Vec<f32> {
+    fn widths(&self, header: &[String], columns: &[Cells], rows: &[Vec<String>]) -> Vec<f32> {
         let total = PAGE_W - 2.0 * MARGIN;
         let n = header.len().max(1);
         let mut min = vec![0f32; n];
@@ -217,7 +217,7 @@ impl Layout {
             std::iter::once((header, true)).chain(rows.iter().map(|r| (r.as_slice(), false)));
         for (row, head) in cells {
             for (i, text) in row.iter().enumerate().take(n) {
-                let font = self.font(head || bold[i]);
+                let font = self.font(head || columns[i].bold);
                 let words = text.split_whitespace().map(|w| font.width(w, self.size));
                 min[i] = min[i].max(words.fold(0.0, f32::max) + 2.0 * PAD);
                 want[i] = want[i].max(font.width(text, self.size) + 2.0 * PAD);
@@ -261,14 +261,18 @@ impl Layout {
                 right: k.is_numeric(),
             })
             .collect();
-        let bold: Vec<bool> = columns.iter().map(|c| c.bold).collect();
-        let widths = self.widths(header, &bold, rows);
+        let widths = self.widths(header, &columns, rows);
         let wrap_row = |layout: &Layout, row: &[String], head: bool| -> Vec<Vec<String>> {
             row.iter()
                 .zip(&widths)
-                .zip(&bold)
-                .map(|((text, w), b)| {
-                    wrap(layout.font(head || *b), layout.size, text, w - 2.0 * PAD)
+                .zip(&columns)
+                .map(|((text, w), c)| {
+                    wrap(
+                        layout.font(head || c.bold),
+                        layout.size,
+                        text,
+                        w - 2.0 * PAD,
+                    )
                 })
                 .collect()
         };

@@ -179,7 +179,7 @@ pub fn render_within(
             let doc = document::build(template, data, crate::job::now());
             text::html(&doc, template.style.font.name(), template.style.font_size)
         }
-        ReportFormat::Csv => text::csv(document::export_table(template, data).as_ref()),
+        ReportFormat::Csv => text::csv(document::export_table(template, data).as_deref()),
     };
     meter.bytes(text.len())?;
     Ok(text)
