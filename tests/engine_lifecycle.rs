@@ -593,11 +593,61 @@ async fn retention_purges_old_jobs_and_their_artifacts() {
     assert!(gone, "the job or its artifacts were not purged");
 }
 
-/// A memory store that counts claims.
+/// Retention keeps up with a busy store: one round purges batch after batch until a
+/// batch comes back short, rather than one batch per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_every_due_job_in_one_round() {
+    let store = Arc::new(CountingStore::default());
+    let round = Duration::from_secs(2);
+    let engine = Engine::builder()
+        .store(store.clone())
+        .executor(
+            "A",
+            from_fn(|_: JobContext, _: Value| async { Ok::<_, JobError>(()) }),
+        )
+        .retention(Duration::ZERO)
+        .reap_interval(round)
+        .build()
+        .unwrap();
+    let ty = JobType::new("A").unwrap();
+    let jobs: Vec<NewJob> = (0..2_500)
+        .map(|_| NewJob::new(ty.clone(), json!({})))
+        .collect();
+    engine.submit_many(&tenant(), jobs).await.unwrap();
+    engine.start().unwrap();
+    // The drain takes a fraction of a round; the first round then purges.
+    engine.wait_idle().await;
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = engine.stats().await.unwrap();
+        left = stats.completed;
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(left, 0, "every completed job was purged");
+    let purges = store.purges.lock().unwrap().clone();
+    let removing: Vec<_> = purges.iter().filter(|p| p.1 > 0).collect();
+    assert_eq!(
+        removing.iter().map(|p| p.1).sum::<usize>(),
+        2_500,
+        "{purges:?}"
+    );
+    let spread = removing.last().unwrap().0 - removing.first().unwrap().0;
+    assert!(
+        removing.len() >= 3 && spread < round / 2,
+        "batches of one round: {purges:?}"
+    );
+    engine.shutdown().await;
+}
+
+/// A memory store that counts claims and keeps when each purge ran and what it removed.
 #[derive(Debug, Default)]
 struct CountingStore {
     inner: jobworks::MemoryStore,
     claims: std::sync::atomic::AtomicUsize,
+    purges: std::sync::Mutex<Vec<(std::time::Instant, usize)>>,
 }
 
 #[async_trait::async_trait]
@@ -665,7 +715,10 @@ impl jobworks::JobStore for CountingStore {
         &self,
         p: jobworks::PurgeParams,
     ) -> jobworks::Result<Vec<(TenantId, jobworks::JobId)>> {
-        self.inner.purge(p).await
+        let purged = self.inner.purge(p).await?;
+        let at = std::time::Instant::now();
+        self.purges.lock().unwrap().push((at, purged.len()));
+        Ok(purged)
     }
     async fn remove(
         &self,

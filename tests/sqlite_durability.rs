@@ -68,7 +68,7 @@ async fn jobs_timelines_and_artifact_records_survive_reopening() {
         .await
         .unwrap();
     assert_eq!(events, before_events);
-    assert_eq!(reopened.schema_version().await.unwrap(), 10);
+    assert_eq!(reopened.schema_version().await.unwrap(), 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,7 +100,7 @@ async fn reap(engine: Arc<EngineInner>, stop: CancellationToken) {
             }
         }
         if let Some(keep) = engine.config.retention {
-            purge(&engine, keep).await;
+            purge(&engine, keep, &stop).await;
         }
         // The gauges come from the store's counts of open jobs, read here rather than on
         // each scrape.
@@ -119,19 +119,31 @@ async fn reap(engine: Arc<EngineInner>, stop: CancellationToken) {
     }
 }
 
-async fn purge(engine: &EngineInner, keep: Duration) {
+/// Purges the jobs that ended more than `keep` ago, in batches of the store's (each batch
+/// one transaction that deletes the jobs, their events and artifact records), until a
+/// batch comes back short: a busy store's retention keeps up however fast jobs end.
+async fn purge(engine: &EngineInner, keep: Duration, stop: &CancellationToken) {
     let Ok(keep) = chrono::Duration::from_std(keep) else {
         return;
     };
     let params = PurgeParams::before(engine.store.clock().now() - keep);
-    match engine.store.purge(params).await {
-        Ok(purged) => {
-            for (tenant, id) in purged {
-                if let Err(e) = engine.artifacts.delete_job(&tenant, id).await {
-                    warn!(error = %e, job = %id, "could not delete a purged job's artifacts");
+    while !stop.is_cancelled() {
+        match engine.store.purge(params).await {
+            Ok(purged) => {
+                let short = purged.len() < params.limit;
+                for (tenant, id) in purged {
+                    if let Err(e) = engine.artifacts.delete_job(&tenant, id).await {
+                        warn!(error = %e, job = %id, "could not delete a purged job's artifacts");
+                    }
+                }
+                if short {
+                    return;
                 }
             }
+            Err(e) => {
+                warn!(error = %e, "purging failed");
+                return;
+            }
         }
-        Err(e) => warn!(error = %e, "purging failed"),
     }
 }

@@ -78,6 +78,11 @@ const MIGRATIONS: &[crate::sql::Migration] = &[
         "trace",
         include_str!("../../migrations/sqlite/0010_trace.sql"),
     ),
+    (
+        11,
+        "running",
+        include_str!("../../migrations/sqlite/0011_running.sql"),
+    ),
 ];
 
 /// When a commit is durable. See [`SqliteStoreBuilder::synchronous`].

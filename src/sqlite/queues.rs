@@ -223,7 +223,7 @@ pub(super) fn open_counts(
             "SELECT queue, 'queued', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_ready \
              WHERE status = 'queued' AND (?1 IS NULL OR tenant = ?1) GROUP BY queue \
              UNION ALL \
-             SELECT queue, 'running', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_leases \
+             SELECT queue, 'running', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_running \
              WHERE status = 'running' AND (?1 IS NULL OR tenant = ?1) GROUP BY queue \
              UNION ALL \
              SELECT queue, 'waiting', COUNT(*) FROM jobworks_jobs INDEXED BY jobworks_jobs_waiting \
