@@ -74,6 +74,44 @@ impl Inserter for InTransaction<'_> {
     }
 }
 
+/// The insert of [`PostgresStore::insert_rows`], with `$conflict` after its rows: the
+/// arbiter of idempotency keys, or nothing when no record has a key (a plain insert skips
+/// the speculative insertion and its confirmation record in the WAL).
+macro_rules! insert_sql {
+    ($conflict:literal) => {
+        concat!(
+            "WITH inserted AS (
+                INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
+                    priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
+                    revision, event_seq, queue, concurrency_key, parents, workflow_id, workflow,
+                    schedule_id, scheduled_for, trace)
+                SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
+                    u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq,
+                    u.queue, u.concurrency_key, u.parents::jsonb, u.workflow_id, u.workflow::jsonb,
+                    u.schedule_id, u.scheduled_for, u.trace
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
+                            $11::timestamptz[], $12::bigint[], $13::bigint[], $19::text[], $20::text[],
+                            $21::text[], $22::uuid[], $23::text[], $24::uuid[], $25::timestamptz[], $26::text[])
+                    AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
+                         status, updated_at, revision, seq, queue, concurrency_key, parents,
+                         workflow_id, workflow, schedule_id, scheduled_for, trace) ",
+            $conflict,
+            " RETURNING id
+            ), first AS (
+                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
+                SELECT e.id, e.seq, e.kind, e.visibility, e.message, e.created_at
+                FROM unnest($1::uuid[], $13::bigint[], $14::text[], $15::text[], $16::text[],
+                            $17::timestamptz[])
+                    AS e(id, seq, kind, visibility, message, created_at)
+            ), told AS (
+                SELECT pg_notify($18, 'w') FROM inserted HAVING count(*) > 0
+            )
+            SELECT id FROM inserted, (SELECT count(*) FROM told) AS t",
+        )
+    };
+}
+
 impl PostgresStore {
     /// Submits `jobs` in the host's transaction on `conn` ([`Engine::submit_in`](crate::Engine::submit_in)).
     pub(crate) async fn submit_in(
@@ -201,85 +239,97 @@ impl PostgresStore {
         records: &[NewRecord],
     ) -> Result<HashSet<Uuid>> {
         let jobs = || records.iter().map(|r| &r.job);
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "WITH inserted AS (
-                INSERT INTO jobworks_jobs (id, tenant, job_type, input, status, attempts, max_attempts,
-                    priority, run_at, created_at, updated_at, idempotency_key, cancel_requested,
-                    revision, event_seq, queue, concurrency_key, parents, workflow_id, workflow,
-                    schedule_id, scheduled_for, trace)
-                SELECT u.id, u.tenant, u.job_type, u.input::jsonb, u.status, 0, u.max_attempts,
-                    u.priority, u.run_at, u.created_at, u.updated_at, u.key, false, u.revision, u.seq,
-                    u.queue, u.concurrency_key, u.parents::jsonb, u.workflow_id, u.workflow::jsonb,
-                    u.schedule_id, u.scheduled_for, u.trace
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
-                            $11::timestamptz[], $12::bigint[], $13::bigint[], $19::text[], $20::text[],
-                            $21::text[], $22::uuid[], $23::text[], $24::uuid[], $25::timestamptz[], $26::text[])
-                    AS u(id, tenant, job_type, input, max_attempts, priority, run_at, created_at, key,
-                         status, updated_at, revision, seq, queue, concurrency_key, parents,
-                         workflow_id, workflow, schedule_id, scheduled_for, trace)
-                ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                RETURNING id
-            ), first AS (
-                INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
-                SELECT e.id, e.seq, e.kind, e.visibility, e.message, e.created_at
-                FROM unnest($1::uuid[], $13::bigint[], $14::text[], $15::text[], $16::text[],
-                            $17::timestamptz[])
-                    AS e(id, seq, kind, visibility, message, created_at)
-            ), told AS (
-                SELECT pg_notify($18, 'w') FROM inserted HAVING count(*) > 0
+        let keyed = records.iter().any(|r| r.job.idempotency_key.is_some());
+        let sql = if keyed {
+            insert_sql!(
+                "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
             )
-            SELECT id FROM inserted, (SELECT count(*) FROM told) AS t",
-        )
-        .bind(jobs().map(|j| uuid(j.id)).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
-        .bind(jobs().map(|j| json_text(&j.input)).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.max_attempts as i32).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.priority).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.run_at).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.created_at).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.status.as_str()).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.updated_at).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.revision as i64).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event.seq as i64).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event.kind.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event.visibility.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event.message.to_string()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event.created_at).collect::<Vec<_>>())
-        .bind(self.channel())
-        .bind(jobs().map(|j| j.queue.to_string()).collect::<Vec<_>>())
-        .bind(jobs().map(|j| j.concurrency_key.clone()).collect::<Vec<_>>())
-        .bind(
-            jobs()
-                .map(|j| (!j.parents.is_empty()).then(|| json_text(&j.parents)))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs()
-                .map(|j| j.workflow.as_ref().map(|l| Uuid::from_u128(l.id.to_u128())))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs()
-                .map(|j| j.workflow.as_ref().map(json_text))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            jobs()
-                .map(|j| j.schedule_id.map(|s| Uuid::from_u128(s.to_u128())))
-                .collect::<Vec<_>>(),
-        )
-        .bind(jobs().map(|j| j.scheduled_for).collect::<Vec<_>>())
-        .bind(
-            jobs()
-                .map(|j| j.trace.as_ref().map(json_text))
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+        } else {
+            insert_sql!("")
+        };
+        let inserted: Vec<Uuid> = sqlx::query_scalar(sql)
+            .bind(jobs().map(|j| uuid(j.id)).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
+            .bind(jobs().map(|j| json_text(&j.input)).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.max_attempts as i32).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.priority).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.run_at).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.created_at).collect::<Vec<_>>())
+            .bind(
+                jobs()
+                    .map(|j| j.idempotency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(jobs().map(|j| j.status.as_str()).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.updated_at).collect::<Vec<_>>())
+            .bind(jobs().map(|j| j.revision as i64).collect::<Vec<_>>())
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.event.seq as i64)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.event.kind.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.event.visibility.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.event.message.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.event.created_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(self.channel())
+            .bind(jobs().map(|j| j.queue.to_string()).collect::<Vec<_>>())
+            .bind(
+                jobs()
+                    .map(|j| j.concurrency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs()
+                    .map(|j| (!j.parents.is_empty()).then(|| json_text(&j.parents)))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs()
+                    .map(|j| j.workflow.as_ref().map(|l| Uuid::from_u128(l.id.to_u128())))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs()
+                    .map(|j| j.workflow.as_ref().map(json_text))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs()
+                    .map(|j| j.schedule_id.map(|s| Uuid::from_u128(s.to_u128())))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(jobs().map(|j| j.scheduled_for).collect::<Vec<_>>())
+            .bind(
+                jobs()
+                    .map(|j| j.trace.as_ref().map(json_text))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         Ok(inserted.into_iter().collect())
     }
 

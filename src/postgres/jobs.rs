@@ -294,11 +294,15 @@ impl JobStore for PostgresStore {
 
     async fn purge(&self, params: PurgeParams) -> Result<Vec<(TenantId, JobId)>> {
         let mut tx = self.begin().await?;
+        // No row locks taken to pick the rows (each would be a WAL record): the delete
+        // checks the condition again on the row's latest version, so a job retried or
+        // changed meanwhile stays.
         let doomed: Vec<(Uuid, String)> = sqlx::query_as(
             "DELETE FROM jobworks_jobs WHERE id IN (
                  SELECT id FROM jobworks_jobs WHERE completed_at < $1
                      AND status IN ('completed', 'failed', 'cancelled')
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 LIMIT $2)
+                 AND completed_at < $1 AND status IN ('completed', 'failed', 'cancelled')
              RETURNING id, tenant",
         )
         .bind(params.completed_before)
