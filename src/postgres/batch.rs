@@ -30,7 +30,7 @@ pub(super) async fn run(pool: PgPool, shared: Arc<Shared>, mut rx: mpsc::Receive
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests = std::mem::take(&mut batch);
         let writes: Vec<&Write> = requests.iter().flat_map(|r| &r.writes).collect();
-        match commit(&pool, &shared.channel, &writes).await {
+        match commit(&pool, &shared, &writes).await {
             Ok(answers) => {
                 let mut answers = answers.into_iter();
                 for request in requests {
@@ -54,7 +54,7 @@ pub(super) async fn run(pool: PgPool, shared: Arc<Shared>, mut rx: mpsc::Receive
 /// revision and is a conflict unless it expected it. A write with the same guard (job,
 /// revision, lease) as an earlier one in the batch is a conflict without a statement:
 /// whether the earlier one applied or not, that guard no longer holds.
-async fn commit(pool: &PgPool, channel: &str, writes: &[&Write]) -> Result<Vec<Committed>> {
+async fn commit(pool: &PgPool, shared: &Shared, writes: &[&Write]) -> Result<Vec<Committed>> {
     let mut conn = pool.acquire().await.map_err(db)?;
     let mut answers = vec![Committed::Conflict; writes.len()];
     let mut guards = HashSet::with_capacity(writes.len());
@@ -66,7 +66,7 @@ async fn commit(pool: &PgPool, channel: &str, writes: &[&Write]) -> Result<Vec<C
         let (now, later): (Vec<usize>, Vec<usize>) =
             left.into_iter().partition(|&i| seen.insert(writes[i].id()));
         let round: Vec<&Write> = now.iter().map(|&i| writes[i]).collect();
-        let saved = save(&mut conn, &round, channel, false).await?;
+        let saved = save(&mut conn, &round, shared, false).await?;
         for i in now {
             if saved.contains(&uuid(writes[i].id())) {
                 answers[i] = Committed::Applied;

@@ -13,8 +13,8 @@ use crate::store::{ClaimParams, Claimed, ClaimedJob, Lease, rules};
 
 /// The claim from a queue without limiting settings whose queued jobs are all one
 /// tenant's, as common table expressions: `only_tenant` (empty when the claim is not
-/// that case), `claimed` (the rows after the claim), `told` and `relaxed`, and the turn
-/// moved to the tenant when it changed.
+/// that case), `claimed` (the rows after the claim) and `relaxed`, and the turn moved to
+/// the tenant when it changed.
 macro_rules! claim_one_tenant {
     () => {
         "unlimited AS (
@@ -47,10 +47,6 @@ macro_rules! claim_one_tenant {
             INSERT INTO jobworks_events (job_id, seq, kind, visibility, message, created_at)
             SELECT c.id, c.event_seq, 'started', 'public', 'attempt ' || c.attempts, $1
             FROM claimed c
-        ), told AS (
-            SELECT pg_notify($5, CASE WHEN count(*) > 200 THEN '*'
-                ELSE string_agg(c.id::text, ',') END)
-            FROM claimed c HAVING count(*) > 0
         ), turned AS (
             INSERT INTO jobworks_turns (queue, tenant)
             SELECT $6, o.tenant FROM only_tenant o
@@ -102,7 +98,7 @@ impl PostgresStore {
                 SELECT (c.claimed_row).*,
                     row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS pos,
                     $3 AS room, NULL::timestamptz AS next_token, false AS held_back
-                FROM claimed c, (SELECT count(*) FROM told) AS t, relaxed
+                FROM claimed c, relaxed
                 UNION ALL
                 SELECT (NULL::jobworks_jobs).*, NULL, $3, NULL, false FROM only_tenant
                 UNION ALL
@@ -113,6 +109,8 @@ impl PostgresStore {
         .bind(&types)
         .bind(i32::try_from(params.limit).unwrap_or(i32::MAX))
         .bind(expires_at)
+        // Unused since schema v11 (claims announce after they commit), kept in the
+        // function's signature.
         .bind(self.channel())
         .bind(params.queue.as_str())
         .fetch_all(&mut *conn)
@@ -161,6 +159,8 @@ impl PostgresStore {
                 artifacts.insert(job.id, job.artifacts);
             }
         }
+        let started: Vec<String> = rows.iter().map(|r| r.job.id.to_string()).collect();
+        self.inner.announce(&started.join(","));
         let mut jobs = Vec::with_capacity(rows.len());
         for mut row in rows {
             let (lease_id, expires_at) = row

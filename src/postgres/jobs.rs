@@ -171,13 +171,13 @@ impl JobStore for PostgresStore {
         if writes.is_empty() {
             return Ok(Committed::Applied);
         }
-        // One statement, so one transaction: it writes every row or none (its
-        // notification goes with it; two writes about one job lock one row, fewer than
+        // One statement, so one transaction: it writes every row or none (and is
+        // announced only once it did; two writes about one job lock one row, fewer than
         // the writes, so they are a conflict). Two such statements that lock the same rows take
         // them in one order; should the server still see a deadlock, nothing was written.
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let refs: Vec<&Write> = writes.iter().collect();
-        match super::rows::save(&mut conn, &refs, self.channel(), true).await {
+        match super::rows::save(&mut conn, &refs, &self.inner, true).await {
             Ok(saved) if saved.len() == writes.len() => Ok(Committed::Applied),
             Ok(_) => Ok(Committed::Conflict),
             Err(Error::Backend { source, .. }) if deadlock(&*source) => Ok(Committed::Conflict),

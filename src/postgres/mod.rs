@@ -5,6 +5,7 @@
 //! announced with `NOTIFY` on the schema's channel, and a `LISTEN`ing task in every
 //! process wakes its idle workers and long-polling readers.
 
+mod announce;
 mod batch;
 mod claim;
 mod documents;
@@ -82,8 +83,8 @@ const MIGRATIONS: &[crate::sql::Migration] = &[
     ),
     (
         11,
-        "running",
-        include_str!("../../migrations/postgres/0011_running.sql"),
+        "scale",
+        include_str!("../../migrations/postgres/0011_scale.sql"),
     ),
 ];
 
@@ -145,6 +146,22 @@ struct Shared {
     schema: String,
     channel: String,
     clock: crate::Clock,
+    /// This store's mark on its notifications, `~` and a random number.
+    tag: String,
+    /// What claims and finishes changed, for the next notification ([`announce`]).
+    changes: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Shared {
+    /// Tells this process's watchers about a committed change at once, and the other
+    /// processes with the next notification. `payload` is in the listener's format.
+    fn announce(&self, payload: &str) {
+        if payload.is_empty() {
+            return;
+        }
+        dispatch(&self.notifier, payload);
+        let _ = self.changes.send(payload.to_owned());
+    }
 }
 
 impl Drop for PostgresStore {
@@ -293,11 +310,14 @@ impl PostgresStoreBuilder {
         correct_clock(&pool, &self.clock)
             .await
             .map_err(|e| in_context("reading the server's clock".into(), e))?;
+        let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             notifier: Notifier::default(),
             channel: format!("jobworks_{}", self.schema),
             schema: self.schema,
             clock: self.clock,
+            tag: format!("~{:016x}", rand::random::<u64>()),
+            changes,
         });
         let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
         listener.listen(&shared.channel).await.map_err(db)?;
@@ -306,6 +326,12 @@ impl PostgresStoreBuilder {
             tokio::spawn(listen(listener, shared.clone())),
             tokio::spawn(batch::run(pool.clone(), shared.clone(), requests)),
             tokio::spawn(follow_server_clock(pool.clone(), shared.clone())),
+            tokio::spawn(announce::run(
+                pool.clone(),
+                shared.channel.clone(),
+                shared.tag.clone(),
+                changed,
+            )),
         ];
         if let Some(threshold) = self.vacuum_threshold {
             tasks.push(tokio::spawn(vacuum::run(pool.clone(), threshold)));
@@ -381,6 +407,8 @@ async fn follow_server_clock(pool: PgPool, shared: Arc<Shared>) {
 async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
     loop {
         match listener.try_recv().await {
+            // This store's own announcements were dispatched when they were made.
+            Ok(Some(n)) if is_from(n.payload(), &shared.tag) => {}
             Ok(Some(n)) => dispatch(&shared.notifier, n.payload()),
             Ok(None) => {
                 shared.notifier.work_available();
@@ -396,9 +424,15 @@ async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
     }
 }
 
+/// Whether `payload` carries `tag` as its first part.
+fn is_from(payload: &str, tag: &str) -> bool {
+    payload.split(',').next() == Some(tag)
+}
+
 /// Payloads: `w` (work available) and `s` (a slot of a limited queue freed), then
 /// `,`-separated job ids that changed, or `*` when too many changed to list (a payload
-/// holds at most 8000 bytes).
+/// holds at most 8000 bytes). A part that is none of these (a sender's `~` tag) is
+/// ignored.
 fn dispatch(notifier: &Notifier, payload: &str) {
     for part in payload.split(',') {
         if part == "w" {

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Uuid;
 use sqlx::{PgConnection, Row};
 
-use super::{BACKEND, db};
+use super::{BACKEND, Shared, db};
 use crate::Result;
 use crate::job::{
     Artifact, ArtifactRole, Event, EventKind, Job, JobId, JobStatus, JobType, QueueName,
@@ -151,7 +151,7 @@ macro_rules! save_sql {
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bool[],
                         $12::bigint[], $13::bigint[], $14::bool[], $15::uuid[], $16::timestamptz[],
-                        $17::bigint[], $18::uuid[], $19::bool[], $39::bool[], $40::text[])
+                        $17::bigint[], $18::uuid[], $19::bool[], $38::bool[], $39::text[])
                 AS u(id, status, result, error, attempts, run_at, started_at, completed_at, updated_at,
                      progress, cancel_requested, revision, event_seq, keep_lease, lease_id,
                      lease_expires_at, expected_revision, expected_lease, tells, freed, workflow)
@@ -186,11 +186,11 @@ macro_rules! save_sql {
         SELECT array(SELECT id FROM saved),
                (SELECT count(*) FROM appended),
                (SELECT count(*) FROM recorded),
-               (SELECT pg_notify($38, CASE WHEN bool_or(status = 'queued') THEN 'w,' ELSE '' END
+               (SELECT CASE WHEN bool_or(status = 'queued') THEN 'w,' ELSE '' END
                     || CASE WHEN bool_or(freed AND queue IN
                         (SELECT name FROM jobworks_queues WHERE max_running IS NOT NULL))
                        THEN 's,' ELSE '' END
-                    || CASE WHEN count(*) > 200 THEN '*' ELSE string_agg(id::text, ',') END)::text
+                    || CASE WHEN count(*) > 200 THEN '*' ELSE string_agg(id::text, ',') END
                 FROM saved WHERE tells HAVING count(*) > 0)"
         )
     };
@@ -198,13 +198,14 @@ macro_rules! save_sql {
 
 /// Applies guarded writes, at most one per job, in one statement: each row that still
 /// has the revision and lease its write expects gets the new fields and lease, its events
-/// and its artifact records; the others are left alone. Sends one notification for the
-/// rows written that have new events (`w,` first when one of them is queued). Returns the
-/// ids written.
+/// and its artifact records; the others are left alone. The statement is its own
+/// transaction: once it returns, the rows written that have new events are announced
+/// (`w,` first when one of them is queued, `s,` when one freed a slot of a limited
+/// queue). Returns the ids written.
 pub(super) async fn save(
     conn: &mut PgConnection,
     writes: &[&Write],
-    channel: &str,
+    shared: &Shared,
     whole: bool,
 ) -> Result<HashSet<Uuid>> {
     let mut c = Columns::default();
@@ -291,7 +292,7 @@ pub(super) async fn save(
     } else {
         save_sql!("WITH ", "")
     };
-    let rows: Vec<(Vec<Uuid>,)> = sqlx::query_as(sql)
+    let rows: Vec<(Vec<Uuid>, i64, i64, Option<String>)> = sqlx::query_as(sql)
         .bind(c.id)
         .bind(c.status)
         .bind(c.result)
@@ -329,14 +330,17 @@ pub(super) async fn save(
         .bind(a.metadata)
         .bind(a.created_at)
         .bind(a.attempt)
-        .bind(channel)
         .bind(c.freed)
         .bind(c.workflow)
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-    let saved = rows.into_iter().flat_map(|(ids,)| ids);
-    Ok(saved.collect())
+    let mut saved = HashSet::new();
+    for (ids, _, _, changed) in rows {
+        saved.extend(ids);
+        shared.announce(changed.as_deref().unwrap_or_default());
+    }
+    Ok(saved)
 }
 
 #[derive(Default)]

@@ -80,8 +80,8 @@ const MIGRATIONS: &[crate::sql::Migration] = &[
     ),
     (
         11,
-        "running",
-        include_str!("../../migrations/sqlite/0011_running.sql"),
+        "scale",
+        include_str!("../../migrations/sqlite/0011_scale.sql"),
     ),
 ];
 
