@@ -13,8 +13,9 @@
 //! pool, 10). A worker alone: `--worker` with the same `--url` and `--schema` runs an
 //! engine until no job is queued or running, then prints `ran N jobs`.
 //!
-//! Each process holds at most `--connections` + 2 connections: its pool, one more for
-//! the pool's own headroom, and the one that `LISTEN`s.
+//! Each process holds at most `--connections` + 1 connections: its store's pool, which
+//! keeps one more than asked for the connection that `LISTEN`s (and, while connecting,
+//! one short-lived connection that checks the server answers).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

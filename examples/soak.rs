@@ -156,7 +156,7 @@ impl Storage {
                 let wal = std::fs::metadata(&wal_path).map_or(0, |m| m.len() as i64);
                 Ok(Reading {
                     relations: vec![
-                        ("file".into(), file, 0, free),
+                        (format!("file ({} MB free)", mb(free)), file, 0, 0),
                         ("wal file".into(), wal, 0, 0),
                     ],
                     ..Reading::default()

@@ -232,7 +232,9 @@ async fn four_engine_processes_drain_100k_jobs_each_once() {
     let mut out = String::new();
     std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(status.success(), "{out}");
-    // The coordinator's store and each worker's: a pool of CONNECTIONS + 1, and a listener.
+    // The coordinator's store and each worker's: a pool of CONNECTIONS + 1, the listener's
+    // connection among them, and while a store connects, the short-lived connection
+    // that checks the server answers (the workers connect at the same time).
     assert!(
         most > CONNECTIONS && most <= (PROCESSES + 1) * (CONNECTIONS + 2),
         "{most} connections at most"

@@ -202,7 +202,9 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The pool's size (10 by default); one connection more is kept for `LISTEN`.
+    /// The pool's size (10 by default); the store opens one connection more, which
+    /// `LISTEN`s. With [`durable_finishes(false)`](Self::durable_finishes) it opens one
+    /// more again, for those finishes.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
