@@ -2,12 +2,13 @@
 //!
 //! A `NOTIFY` in a transaction takes a lock of the whole database at its commit, so
 //! claims and finishes that each notified went through that lock one after another:
-//! four engine processes drained a queue about 30 % slower than with the lock out of
-//! the way (`BENCHMARKS.md`). Claims and finishes now say what changed after they
-//! commit: this process's watchers hear it at once, and a task sends the other processes
-//! one notification for everything that changed since its last one (while one is being
-//! sent, the next gathers). Submits still notify in their transaction, so a job submitted
-//! in a host's transaction wakes workers exactly when it commits.
+//! four engine processes drained a queue about a quarter slower than with no
+//! notification at all (`BENCHMARKS.md`). Claims and finishes now say what changed after
+//! they commit: this process's watchers hear it at once, and a task sends the other
+//! processes one notification for everything that changed in the [`LINGER`] after the
+//! first change (and while the previous one was being sent). Submits still notify in
+//! their transaction, so a job submitted in a host's transaction wakes workers exactly
+//! when it commits.
 //!
 //! Each store tags its notifications (`~` and a random number, a part that older builds
 //! ignore), and its listener skips its own.

@@ -2,8 +2,10 @@
 //!
 //! Claims take due rows with `FOR UPDATE SKIP LOCKED`; every transition is one transaction
 //! that locks the job's row, so concurrent workers never step on each other. Changes are
-//! announced with `NOTIFY` on the schema's channel, and a `LISTEN`ing task in every
-//! process wakes its idle workers and long-polling readers.
+//! announced with `NOTIFY` on the schema's channel (a submit's in its transaction, claims'
+//! and finishes' after they commit, many in one), and a `LISTEN`ing task in every process
+//! wakes its idle workers and long-polling readers. The store vacuums its busiest tables
+//! itself when their dead rows pile up.
 
 mod announce;
 mod batch;
