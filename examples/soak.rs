@@ -295,7 +295,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
-    // A fresh depth gauge for the first window: the submitter fills the queue first.
+    // The submitter puts a few batches in the queue before the engine starts.
     while submitted.load(Ordering::Relaxed) < BATCH as u64 * 5 && a.jobs > BATCH as u64 * 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -12,6 +12,10 @@ mod pg {
     include!("support/postgres.rs");
 }
 
+mod example {
+    include!("support/example.rs");
+}
+
 /// An engine of `NOOP` jobs that purges finished jobs at once.
 fn noop_engine(store: Arc<PostgresStore>) -> Engine {
     Engine::builder()
@@ -151,29 +155,6 @@ async fn postgres_heartbeats_are_hot_updates() {
     schemas.drop_all(&url).await;
 }
 
-/// The built `postgres_workers` example, next to this test's binary (built first when
-/// missing).
-fn workers_example() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join("postgres_workers");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--example",
-                "postgres_workers",
-                "--features",
-                "postgres",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "the example builds");
-    }
-    path
-}
-
 /// A child process, killed if the test ends before it.
 struct KillOnDrop(std::process::Child);
 
@@ -198,7 +179,7 @@ async fn four_engine_processes_drain_100k_jobs_each_once() {
     const CONNECTIONS: i64 = 3;
     let url = pg::url();
     let schema = format!("jwt_workers_{}", std::process::id());
-    let child = std::process::Command::new(workers_example())
+    let child = std::process::Command::new(example::binary("postgres_workers", "postgres"))
         .args(["--url", &url, "--schema", &schema])
         .args(["--processes", &PROCESSES.to_string()])
         .args(["--jobs", &JOBS.to_string()])

@@ -26,25 +26,18 @@ impl Drop for Server {
     }
 }
 
-/// The built example: next to this test's binary, built first when missing.
+mod example {
+    include!("support/example.rs");
+}
+
+/// The built `server` example.
 fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join("server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let features = if cfg!(feature = "s3") {
-            "http sqlite s3"
-        } else {
-            "http sqlite"
-        };
-        let status = Command::new(cargo)
-            .args(["build", "--example", "server", "--features", features])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "the server example builds");
-    }
-    path
+    let features = if cfg!(feature = "s3") {
+        "http sqlite s3"
+    } else {
+        "http sqlite"
+    };
+    example::binary("server", features)
 }
 
 impl Server {

@@ -1,6 +1,7 @@
 //! The claim: one statement that applies the claim rule in SQL.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use sqlx::Row;
 use sqlx::types::Uuid;
@@ -159,8 +160,18 @@ impl PostgresStore {
                 artifacts.insert(job.id, job.artifacts);
             }
         }
-        let started: Vec<String> = rows.iter().map(|r| r.job.id.to_string()).collect();
-        self.inner.announce(&started.join(","));
+        if !rows.is_empty() {
+            // This process's watchers by id, the others by the payload.
+            let mut started = String::with_capacity(rows.len() * 27);
+            for row in &rows {
+                self.inner.notifier.job_changed(row.job.id);
+                if !started.is_empty() {
+                    started.push(',');
+                }
+                let _ = write!(started, "{}", row.job.id);
+            }
+            self.inner.tell_others(started);
+        }
         let mut jobs = Vec::with_capacity(rows.len());
         for mut row in rows {
             let (lease_id, expires_at) = row

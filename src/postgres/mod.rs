@@ -162,7 +162,13 @@ impl Shared {
             return;
         }
         dispatch(&self.notifier, payload);
-        let _ = self.changes.send(payload.to_owned());
+        self.tell_others(payload.to_owned());
+    }
+
+    /// The half of [`announce`](Self::announce) for the other processes, for a caller
+    /// that told this process's watchers itself.
+    fn tell_others(&self, payload: String) {
+        let _ = self.changes.send(payload);
     }
 }
 

@@ -7,8 +7,8 @@
 //! within minutes (see `BENCHMARKS.md`). Autovacuum is off on some servers, and where it
 //! is on it looks only once a minute (`autovacuum_naptime`) and waits for a fifth of the
 //! table to be dead. So the store looks every second and vacuums a table once its dead
-//! rows pass the threshold, on a connection of its pool. A table another session is vacuuming (autovacuum or another
-//! engine) is skipped (`SKIP_LOCKED`).
+//! rows pass the threshold, on a connection of its pool. A table another session is
+//! vacuuming (autovacuum or another engine) is skipped (`SKIP_LOCKED`).
 
 use std::time::Duration;
 
