@@ -232,6 +232,20 @@ async fn stores() -> Result {
     Ok(())
 }
 
+/// Compiled, never run: it names hosts of the reader's network.
+#[rustfmt::skip]
+async fn pooled() -> Result {
+    // README
+    let store = jobworks::PostgresStore::builder("postgres://app@pgbouncer:6432/app")
+        .transaction_pooler(true)
+        .listen_url("postgres://app@db:5432/app")
+        .connect()
+        .await?;
+    // END
+    drop(store);
+    Ok(())
+}
+
 #[rustfmt::skip]
 async fn http(engine: jobworks::Engine) -> Result<axum::Router> {
     // README

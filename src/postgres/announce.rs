@@ -16,7 +16,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use super::db::Db;
+
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -80,7 +81,7 @@ impl Pending {
 /// Sends one notification for whatever arrived since the last, until the store is
 /// dropped. A failed send is tried again (with what arrived meanwhile) until it goes.
 pub(super) async fn run(
-    pool: PgPool,
+    store: Db,
     channel: String,
     tag: String,
     mut rx: mpsc::UnboundedReceiver<String>,
@@ -98,11 +99,7 @@ pub(super) async fn run(
         }
         loop {
             let payload = pending.payload(&tag);
-            let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&channel)
-                .bind(&payload)
-                .execute(&pool)
-                .await;
+            let sent = notify(&store, &channel, &payload).await;
             match sent {
                 Ok(_) => break,
                 Err(e) => {
@@ -115,6 +112,19 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+async fn notify(store: &Db, channel: &str, payload: &str) -> crate::Result<()> {
+    let mut conn = store.conn().await?;
+    store
+        .sql()
+        .query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await
+        .map_err(super::db)?;
+    conn.done().await
 }
 
 #[cfg(test)]

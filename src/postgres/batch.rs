@@ -8,11 +8,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::db::Db;
 use super::rows::{save, uuid};
-use super::{BACKEND, Shared, db};
+use super::{BACKEND, Shared};
 use crate::store::{Committed, Write};
 use crate::{Error, Result};
 
@@ -25,12 +25,12 @@ pub(super) struct Request {
 }
 
 /// Commits writes, a batch at a time, until every sender is gone.
-pub(super) async fn run(pool: PgPool, shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
+pub(super) async fn run(db: Db, shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let requests = std::mem::take(&mut batch);
         let writes: Vec<&Write> = requests.iter().flat_map(|r| &r.writes).collect();
-        match commit(&pool, &shared, &writes).await {
+        match commit(&db, &shared, &writes).await {
             Ok(answers) => {
                 let mut answers = answers.into_iter();
                 for request in requests {
@@ -54,8 +54,12 @@ pub(super) async fn run(pool: PgPool, shared: Arc<Shared>, mut rx: mpsc::Receive
 /// revision and is a conflict unless it expected it. A write with the same guard (job,
 /// revision, lease) as an earlier one in the batch is a conflict without a statement:
 /// whether the earlier one applied or not, that guard no longer holds.
-async fn commit(pool: &PgPool, shared: &Shared, writes: &[&Write]) -> Result<Vec<Committed>> {
-    let mut conn = pool.acquire().await.map_err(db)?;
+///
+/// Behind a transaction-mode pooler all the statements are one transaction; otherwise
+/// each is its own. The changes are announced once all are committed.
+async fn commit(db: &Db, shared: &Shared, writes: &[&Write]) -> Result<Vec<Committed>> {
+    let mut conn = db.conn().await?;
+    let mut saves = Vec::new();
     let mut answers = vec![Committed::Conflict; writes.len()];
     let mut guards = HashSet::with_capacity(writes.len());
     let mut left: Vec<usize> = (0..writes.len())
@@ -68,11 +72,16 @@ async fn commit(pool: &PgPool, shared: &Shared, writes: &[&Write]) -> Result<Vec
         let round: Vec<&Write> = now.iter().map(|&i| writes[i]).collect();
         let saved = save(&mut conn, &round, shared, false).await?;
         for i in now {
-            if saved.contains(&uuid(writes[i].id())) {
+            if saved.ids.contains(&uuid(writes[i].id())) {
                 answers[i] = Committed::Applied;
             }
         }
+        saves.push(saved);
         left = later;
+    }
+    conn.done().await?;
+    for saved in saves {
+        saved.announce(shared);
     }
     Ok(answers)
 }

@@ -66,7 +66,7 @@ impl PostgresStore {
     pub(super) async fn claim_due(&self, params: ClaimParams) -> Result<Claimed> {
         // The time once a connection is at hand: a claim never predates a commit that
         // made a job claimable while it waited for one (only the round trip remains).
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.db.conn().await?;
         let now = self.inner.clock.now();
         let expires_at = rules::lease_until(now, params.lease_ttl)?;
         let types: Option<Vec<String>> = params
@@ -85,17 +85,19 @@ impl PostgresStore {
         // Its commit does not wait for the disk: a claim lost in a server crash leaves the
         // job queued without a lease, so it runs again and the lost lease can write
         // nothing; a later synchronous commit (a finish) flushes it anyway.
-        let found = sqlx::query(concat!(
-            "WITH ",
-            claim_one_tenant!(),
-            ", slow AS (
+        let found = self
+            .sql()
+            .query(concat!(
+                "WITH ",
+                claim_one_tenant!(),
+                ", slow AS (
                 SELECT (r.job).*, r.pos, r.room, r.next_token, r.held_back
                 FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM only_tenant)) AS go,
                     LATERAL jobworks_claim($6, $1, $2, $3, $4, $5) AS r
             )
             SELECT ",
-            job_columns!(),
-            ", room, next_token, held_back FROM (
+                job_columns!(),
+                ", room, next_token, held_back FROM (
                 SELECT (c.claimed_row).*,
                     row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS pos,
                     $3 AS room, NULL::timestamptz AS next_token, false AS held_back
@@ -105,19 +107,19 @@ impl PostgresStore {
                 UNION ALL
                 SELECT * FROM slow
             ) AS x ORDER BY pos"
-        ))
-        .bind(now)
-        .bind(&types)
-        .bind(i32::try_from(params.limit).unwrap_or(i32::MAX))
-        .bind(expires_at)
-        // Unused since schema v11 (claims announce after they commit), kept in the
-        // function's signature.
-        .bind(self.channel())
-        .bind(params.queue.as_str())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-        drop(conn);
+            ))
+            .bind(now)
+            .bind(&types)
+            .bind(i32::try_from(params.limit).unwrap_or(i32::MAX))
+            .bind(expires_at)
+            // Unused since schema v11 (claims announce after they commit), kept in the
+            // function's signature.
+            .bind(self.channel())
+            .bind(params.queue.as_str())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         // The row without a job says what room the claim had and when the rate limit
         // lets the next job start.
         let marker = found
@@ -147,7 +149,7 @@ impl PostgresStore {
         }
         let mut artifacts = HashMap::new();
         if !retried.is_empty() {
-            let mut conn = self.pool.acquire().await.map_err(db)?;
+            let mut conn = self.db.conn().await?;
             let earlier: Vec<JobRow> = retried
                 .iter()
                 .map(|&i| JobRow {
@@ -156,9 +158,10 @@ impl PostgresStore {
                     lease: rows[i].lease,
                 })
                 .collect();
-            for job in complete(&mut conn, earlier).await? {
+            for job in complete(&mut conn, self.sql(), earlier).await? {
                 artifacts.insert(job.id, job.artifacts);
             }
+            conn.done().await?;
         }
         if !rows.is_empty() {
             // This process's watchers by id, the others by the payload.
@@ -193,16 +196,21 @@ impl PostgresStore {
             });
         }
         let scheduled = if jobs.len() < params.limit && !paused {
-            sqlx::query_scalar(
-                "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = $3 AND status = 'queued' \
+            let mut conn = self.db.conn().await?;
+            let scheduled = self
+                .sql()
+                .query_scalar(
+                    "SELECT MIN(run_at) FROM jobworks_jobs WHERE queue = $3 AND status = 'queued' \
                  AND run_at > $1 AND ($2::text[] IS NULL OR job_type = ANY($2))",
-            )
-            .bind(now)
-            .bind(&types)
-            .bind(params.queue.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?
+                )
+                .bind(now)
+                .bind(&types)
+                .bind(params.queue.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            conn.done().await?;
+            scheduled
         } else {
             None
         };

@@ -36,19 +36,22 @@ fn decode(row: &PgRow) -> Result<StoredDocument> {
 #[async_trait]
 impl DocumentStore for PostgresStore {
     async fn create_document(&self, t: StoredDocument) -> Result<StoredDocument> {
-        sqlx::query(
-            "INSERT INTO jobworks_documents (id, tenant, name, body, created_at, updated_at)
+        let mut conn = self.db.conn().await?;
+        self.sql()
+            .query(
+                "INSERT INTO jobworks_documents (id, tenant, name, body, created_at, updated_at)
              VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
-        )
-        .bind(uuid(t.id))
-        .bind(t.tenant.as_str())
-        .bind(&t.name)
-        .bind(json_text(&t.body))
-        .bind(t.created_at)
-        .bind(t.updated_at)
-        .execute(self.pool())
-        .await
-        .map_err(db)?;
+            )
+            .bind(uuid(t.id))
+            .bind(t.tenant.as_str())
+            .bind(&t.name)
+            .bind(json_text(&t.body))
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         Ok(t)
     }
 
@@ -58,15 +61,17 @@ impl DocumentStore for PostgresStore {
             columns!(),
             " FROM jobworks_documents WHERE id = $1 AND tenant = $2"
         );
-        sqlx::query(sql)
+        let mut conn = self.db.conn().await?;
+        let row = self
+            .sql()
+            .query(sql)
             .bind(uuid(id))
             .bind(tenant.as_str())
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *conn)
             .await
-            .map_err(db)?
-            .as_ref()
-            .map(decode)
-            .transpose()
+            .map_err(db)?;
+        conn.done().await?;
+        row.as_ref().map(decode).transpose()
     }
 
     async fn documents(
@@ -80,16 +85,18 @@ impl DocumentStore for PostgresStore {
             " FROM jobworks_documents WHERE tenant = $1 AND ($2::uuid IS NULL OR id < $2) \
               ORDER BY id DESC LIMIT $3"
         );
-        sqlx::query(sql)
+        let mut conn = self.db.conn().await?;
+        let rows = self
+            .sql()
+            .query(sql)
             .bind(tenant.as_str())
             .bind(page.before.map(uuid))
             .bind(page.size() as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *conn)
             .await
-            .map_err(db)?
-            .iter()
-            .map(decode)
-            .collect()
+            .map_err(db)?;
+        conn.done().await?;
+        rows.iter().map(decode).collect()
     }
 
     async fn update_document(
@@ -104,27 +111,33 @@ impl DocumentStore for PostgresStore {
              WHERE id = $4 AND tenant = $5 RETURNING ",
             columns!()
         );
-        sqlx::query(sql)
+        let mut conn = self.db.conn().await?;
+        let row = self
+            .sql()
+            .query(sql)
             .bind(name)
             .bind(json_text(body))
             .bind(self.inner.clock.now())
             .bind(uuid(id))
             .bind(tenant.as_str())
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *conn)
             .await
-            .map_err(db)?
-            .as_ref()
-            .map(decode)
-            .transpose()
+            .map_err(db)?;
+        conn.done().await?;
+        row.as_ref().map(decode).transpose()
     }
 
     async fn delete_document(&self, tenant: &TenantId, id: DocumentId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM jobworks_documents WHERE id = $1 AND tenant = $2")
+        let mut conn = self.db.conn().await?;
+        let done = self
+            .sql()
+            .query("DELETE FROM jobworks_documents WHERE id = $1 AND tenant = $2")
             .bind(uuid(id))
             .bind(tenant.as_str())
-            .execute(self.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db)?;
+        conn.done().await?;
         Ok(done.rows_affected() > 0)
     }
 }

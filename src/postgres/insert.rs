@@ -22,13 +22,15 @@ struct InTransaction<'a> {
 impl InTransaction<'_> {
     /// Points `conn`'s `search_path` at the store's schema until the transaction ends
     /// (or the savepoint is rolled back), and answers what it was.
-    async fn enter(conn: &mut PgConnection, schema: &str) -> Result<String> {
-        let previous = sqlx::query_scalar("SELECT current_setting('search_path')")
+    async fn enter(store: &PostgresStore, conn: &mut PgConnection) -> Result<String> {
+        let sql = store.sql();
+        let previous = sql
+            .query_scalar("SELECT current_setting('search_path')")
             .fetch_one(&mut *conn)
             .await
             .map_err(db)?;
-        sqlx::query("SELECT set_config('search_path', quote_ident($1), true)")
-            .bind(schema)
+        sql.query("SELECT set_config('search_path', quote_ident($1), true)")
+            .bind(&store.inner.schema)
             .execute(&mut *conn)
             .await
             .map_err(db)?;
@@ -36,8 +38,10 @@ impl InTransaction<'_> {
     }
 
     /// Sets `search_path` back to `previous`.
-    async fn leave(conn: &mut PgConnection, previous: &str) -> Result<()> {
-        sqlx::query("SELECT set_config('search_path', $1, true)")
+    async fn leave(store: &PostgresStore, conn: &mut PgConnection, previous: &str) -> Result<()> {
+        store
+            .sql()
+            .query("SELECT set_config('search_path', $1, true)")
             .bind(previous)
             .execute(conn)
             .await
@@ -53,9 +57,9 @@ impl Inserter for InTransaction<'_> {
 
     async fn insert(&mut self, records: Vec<NewRecord>, quotas: &[Quota]) -> Result<Vec<Taken>> {
         let mut sp = self.conn.begin().await.map_err(db)?;
-        let previous = Self::enter(&mut sp, &self.store.inner.schema).await?;
+        let previous = Self::enter(self.store, &mut sp).await?;
         let taken = self.store.insert_on(&mut sp, &records, quotas).await?;
-        Self::leave(&mut sp, &previous).await?;
+        Self::leave(self.store, &mut sp, &previous).await?;
         if taken.is_empty() {
             sp.commit().await.map_err(db)?;
         } else {
@@ -66,9 +70,11 @@ impl Inserter for InTransaction<'_> {
 
     async fn holder(&mut self, id: JobId) -> Result<Option<Job>> {
         let mut sp = self.conn.begin().await.map_err(db)?;
-        let previous = Self::enter(&mut sp, &self.store.inner.schema).await?;
-        let found = super::jobs::load_in(&mut sp, None, &[id]).await?.pop();
-        Self::leave(&mut sp, &previous).await?;
+        let previous = Self::enter(self.store, &mut sp).await?;
+        let found = super::jobs::load_in(&mut sp, self.store.sql(), None, &[id])
+            .await?
+            .pop();
+        Self::leave(self.store, &mut sp, &previous).await?;
         sp.commit().await.map_err(db)?;
         Ok(found.map(|s| *s.job))
     }
@@ -133,8 +139,9 @@ impl PostgresStore {
     ) -> Result<Vec<Taken>> {
         // Without idempotency keys nothing can conflict: one statement, committed alone.
         if quotas.is_empty() && records.iter().all(|r| r.job.idempotency_key.is_none()) {
-            let mut conn = self.pool.acquire().await.map_err(db)?;
+            let mut conn = self.db.conn().await?;
             self.insert_rows(&mut conn, &records).await?;
+            conn.done().await?;
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
@@ -159,16 +166,16 @@ impl PostgresStore {
         if !quotas.is_empty() {
             // One submit of a tenant at a time until commit, on every engine: the count
             // below sees every job committed before.
-            Self::lock_tenants(conn, records).await?;
+            self.lock_tenants(conn, records).await?;
         }
         let inserted = self.insert_rows(conn, records).await?;
         if inserted.len() == records.len() {
             if !quotas.is_empty() {
-                Self::check_quotas(conn, records, quotas).await?;
+                self.check_quotas(conn, records, quotas).await?;
             }
             return Ok(Vec::new());
         }
-        let taken = Self::holders(conn, records, &inserted).await?;
+        let taken = self.holders(conn, records, &inserted).await?;
         if taken.is_empty() {
             // The holder went between the insert and the lookup (purged): try again.
             return Err(Error::Unavailable {
@@ -180,22 +187,24 @@ impl PostgresStore {
     }
 
     /// Takes the quota lock of every tenant among `records`, in name order.
-    async fn lock_tenants(conn: &mut PgConnection, records: &[NewRecord]) -> Result<()> {
+    async fn lock_tenants(&self, conn: &mut PgConnection, records: &[NewRecord]) -> Result<()> {
         let tenants: Vec<&str> = records.iter().map(|r| r.job.tenant.as_str()).collect();
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(1785684595, hashtext(t.tenant))
+        self.sql()
+            .query(
+                "SELECT pg_advisory_xact_lock(1785684595, hashtext(t.tenant))
              FROM (SELECT DISTINCT tenant FROM unnest($1::text[]) AS u(tenant) ORDER BY 1) AS t",
-        )
-        .bind(&tenants)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?;
+            )
+            .bind(&tenants)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
     /// [`Quota::check_all`] for `records`, just inserted: the tenants' other unfinished
     /// jobs, counted under their quota locks.
     async fn check_quotas(
+        &self,
         conn: &mut PgConnection,
         records: &[NewRecord],
         quotas: &[Quota],
@@ -205,18 +214,20 @@ impl PostgresStore {
         let mut counts = HashMap::new();
         for quota in quotas {
             let queue = quota.queue.as_ref().map(|q| q.as_str().to_owned());
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT tenant, count(*) FROM jobworks_jobs
+            let rows: Vec<(String, i64)> = self
+                .sql()
+                .query_as(
+                    "SELECT tenant, count(*) FROM jobworks_jobs
                  WHERE tenant = ANY($1) AND status IN ('waiting', 'queued', 'running')
                      AND ($2::text IS NULL OR queue = $2) AND NOT (id = ANY($3))
                  GROUP BY tenant",
-            )
-            .bind(&tenants)
-            .bind(&queue)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
+                )
+                .bind(&tenants)
+                .bind(&queue)
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?;
             for (tenant, n) in rows {
                 counts.insert((tenant, queue.clone()), n as u64);
             }
@@ -247,7 +258,9 @@ impl PostgresStore {
         } else {
             insert_sql!("")
         };
-        let inserted: Vec<Uuid> = sqlx::query_scalar(sql)
+        let inserted: Vec<Uuid> = self
+            .sql()
+            .query_scalar(sql)
             .bind(jobs().map(|j| uuid(j.id)).collect::<Vec<_>>())
             .bind(jobs().map(|j| j.tenant.to_string()).collect::<Vec<_>>())
             .bind(jobs().map(|j| j.job_type.to_string()).collect::<Vec<_>>())
@@ -335,6 +348,7 @@ impl PostgresStore {
 
     /// The jobs holding the idempotency keys of `records` that were not inserted.
     async fn holders(
+        &self,
         conn: &mut PgConnection,
         records: &[NewRecord],
         inserted: &HashSet<Uuid>,
@@ -345,24 +359,26 @@ impl PostgresStore {
             .enumerate()
             .filter(|(_, j)| !inserted.contains(&uuid(j.id)))
             .collect();
-        let found: Vec<(String, String, Uuid)> = sqlx::query_as(
-            "SELECT j.tenant, j.idempotency_key, j.id FROM jobworks_jobs j
+        let found: Vec<(String, String, Uuid)> = self
+            .sql()
+            .query_as(
+                "SELECT j.tenant, j.idempotency_key, j.id FROM jobworks_jobs j
              JOIN unnest($1::text[], $2::text[]) AS k(tenant, key)
                ON j.tenant = k.tenant AND j.idempotency_key = k.key",
-        )
-        .bind(
-            left.iter()
-                .map(|(_, j)| j.tenant.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            left.iter()
-                .map(|(_, j)| j.idempotency_key.clone())
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+            )
+            .bind(
+                left.iter()
+                    .map(|(_, j)| j.tenant.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                left.iter()
+                    .map(|(_, j)| j.idempotency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         let by: HashMap<(&str, &str), Uuid> = found
             .iter()
             .map(|(t, k, id)| ((t.as_str(), k.as_str()), *id))

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use sqlx::types::Uuid;
-use sqlx::{PgConnection, Postgres, Transaction};
 
+use super::db::{Sql, Tx};
 use super::rows::{
     JobRow, complete, decode_event, decode_job, event_columns, job_columns, stored, uuid,
 };
@@ -21,42 +22,43 @@ use crate::store::{
 };
 use crate::{Error, Result};
 
-type Tx = Transaction<'static, Postgres>;
-
 /// The records of `ids` (of `tenant`, when given) as `conn` sees them.
 pub(super) async fn load_in(
     conn: &mut PgConnection,
+    sql: Sql,
     tenant: Option<&TenantId>,
     ids: &[JobId],
 ) -> Result<Vec<Stored>> {
-    let found = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobworks_jobs WHERE id = ANY($1) AND ($2::text IS NULL OR tenant = $2)"
-    ))
-    .bind(ids.iter().map(|&id| uuid(id)).collect::<Vec<_>>())
-    .bind(tenant.map(TenantId::as_str))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    let found = sql
+        .query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = ANY($1) AND ($2::text IS NULL OR tenant = $2)"
+        ))
+        .bind(ids.iter().map(|&id| uuid(id)).collect::<Vec<_>>())
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     let rows = found.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
-    stored(conn, rows).await
+    stored(conn, sql, rows).await
 }
 
 /// Loads the row of job `id` if it belongs to `tenant`. The tenant is part of the lookup,
 /// so another tenant's row is never read (nor its input decoded), and costs what a
 /// missing one does.
-async fn owned(conn: &mut PgConnection, tenant: &TenantId, id: JobId) -> Result<JobRow> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobworks_jobs WHERE id = $1 AND tenant = $2"
-    ))
-    .bind(uuid(id))
-    .bind(tenant.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
+async fn owned(conn: &mut PgConnection, sql: Sql, tenant: &TenantId, id: JobId) -> Result<JobRow> {
+    let row = sql
+        .query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobworks_jobs WHERE id = $1 AND tenant = $2"
+        ))
+        .bind(uuid(id))
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
     match row {
         Some(row) => decode_job(&row),
         None => Err(Error::NotFound { id }),
@@ -68,22 +70,14 @@ fn one(mut jobs: Vec<Job>) -> Job {
 }
 
 impl PostgresStore {
-    /// Starts a transaction, cancel safely.
-    ///
-    /// sqlx's `begin` is not cancel safe: dropped while `BEGIN` is in flight, it hands the
-    /// connection back to the pool inside a transaction nobody will end, and every later
-    /// statement on that connection (claims, submits) would stay uncommitted. So `BEGIN`
-    /// runs in a task of its own and always finishes; a transaction that nobody waits for
-    /// any more is dropped, which rolls it back.
+    /// Starts a transaction, cancel safely ([`db::Db::begin`](super::db::Db::begin)).
     pub(super) async fn begin(&self) -> Result<Tx> {
-        let pool = self.pool.clone();
-        tokio::spawn(async move { pool.begin().await })
-            .await
-            .map_err(|e| Error::Backend {
-                backend: BACKEND,
-                source: e.into(),
-            })?
-            .map_err(db)
+        self.db.begin().await
+    }
+
+    /// How the store's statements are built.
+    pub(super) fn sql(&self) -> Sql {
+        self.inner.sql
     }
 
     pub(super) fn channel(&self) -> &str {
@@ -123,26 +117,32 @@ impl JobStore for PostgresStore {
     }
 
     async fn load(&self, tenant: Option<&TenantId>, ids: &[JobId]) -> Result<Vec<Stored>> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        load_in(&mut conn, tenant, ids).await
+        let mut conn = self.db.conn().await?;
+        let found = load_in(&mut conn, self.sql(), tenant, ids).await?;
+        conn.done().await?;
+        Ok(found)
     }
 
     async fn load_expired(&self, limit: usize) -> Result<Vec<Stored>> {
         let now = self.inner.clock.now();
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let found = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobworks_jobs WHERE status = 'running' AND lease_expires_at <= $1 \
+        let mut conn = self.db.conn().await?;
+        let found = self
+            .sql()
+            .query(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobworks_jobs WHERE status = 'running' AND lease_expires_at <= $1 \
               ORDER BY lease_expires_at LIMIT $2"
-        ))
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+            ))
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         let rows = found.iter().map(decode_job).collect::<Result<Vec<_>>>()?;
-        stored(&mut conn, rows).await
+        let expired = stored(&mut conn, self.sql(), rows).await?;
+        conn.done().await?;
+        Ok(expired)
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>> {
@@ -175,25 +175,35 @@ impl JobStore for PostgresStore {
         // announced only once it did; two writes about one job lock one row, fewer than
         // the writes, so they are a conflict). Two such statements that lock the same rows take
         // them in one order; should the server still see a deadlock, nothing was written.
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.db.conn().await?;
         let refs: Vec<&Write> = writes.iter().collect();
-        match super::rows::save(&mut conn, &refs, &self.inner, true).await {
-            Ok(saved) if saved.len() == writes.len() => Ok(Committed::Applied),
-            Ok(_) => Ok(Committed::Conflict),
-            Err(Error::Backend { source, .. }) if deadlock(&*source) => Ok(Committed::Conflict),
-            Err(e) => Err(e),
-        }
+        let saved = match super::rows::save(&mut conn, &refs, &self.inner, true).await {
+            Ok(saved) => saved,
+            Err(Error::Backend { source, .. }) if deadlock(&*source) => {
+                return Ok(Committed::Conflict);
+            }
+            Err(e) => return Err(e),
+        };
+        conn.done().await?;
+        saved.announce(&self.inner);
+        Ok(if saved.ids.len() == writes.len() {
+            Committed::Applied
+        } else {
+            Committed::Conflict
+        })
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let row = owned(&mut conn, tenant, id).await?;
-        Ok(one(complete(&mut conn, vec![row]).await?))
+        let mut conn = self.db.conn().await?;
+        let row = owned(&mut conn, self.sql(), tenant, id).await?;
+        let job = one(complete(&mut conn, self.sql(), vec![row]).await?);
+        conn.done().await?;
+        Ok(job)
     }
 
     async fn list(&self, tenant: Option<&TenantId>, params: ListParams) -> Result<JobPage> {
         let limit = params.limit.clamp(1, 1000);
-        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut conn = self.db.conn().await?;
         // A tenant's jobs are read through its index, a workflow's through their own.
         macro_rules! filtered {
             ($tenant:literal, $scope:literal) => {
@@ -228,7 +238,9 @@ impl JobStore for PostgresStore {
             Some(_) => scoped!("tenant = $1"),
             None => scoped!("$1::text IS NULL"),
         };
-        let found = sqlx::query(sql)
+        let found = self
+            .sql()
+            .query(sql)
             .bind(tenant.map(TenantId::as_str))
             .bind(params.before.map(uuid))
             .bind(params.status.map(|s| s.as_str()))
@@ -246,7 +258,8 @@ impl JobStore for PostgresStore {
             .take(limit)
             .map(decode_job)
             .collect::<Result<Vec<_>>>()?;
-        let jobs = complete(&mut conn, rows).await?;
+        let jobs = complete(&mut conn, self.sql(), rows).await?;
+        conn.done().await?;
         let next = if more {
             jobs.last().map(|j| j.id)
         } else {
@@ -256,19 +269,20 @@ impl JobStore for PostgresStore {
     }
 
     async fn events(&self, tenant: &TenantId, id: JobId, params: EventParams) -> Result<EventPage> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let owned: Option<(String,)> =
-            sqlx::query_as("SELECT status FROM jobworks_jobs WHERE id = $1 AND tenant = $2")
-                .bind(uuid(id))
-                .bind(tenant.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db)?;
+        let mut conn = self.db.conn().await?;
+        let owned: Option<(String,)> = self
+            .sql()
+            .query_as("SELECT status FROM jobworks_jobs WHERE id = $1 AND tenant = $2")
+            .bind(uuid(id))
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
         let terminal = match owned {
             Some((st,)) => status(BACKEND, &st)?.is_terminal(),
             None => return Err(Error::NotFound { id }),
         };
-        let rows = sqlx::query(concat!(
+        let rows = self.sql().query(concat!(
             "SELECT ",
             event_columns!(),
             " FROM jobworks_events WHERE job_id = $1 AND seq > $2 AND ($3 OR visibility = 'public') \
@@ -281,6 +295,7 @@ impl JobStore for PostgresStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
+        conn.done().await?;
         let events = rows
             .iter()
             .map(|r| decode_event(r).map(|(_, e)| e))
@@ -297,25 +312,28 @@ impl JobStore for PostgresStore {
         // No row locks taken to pick the rows (each would be a WAL record): the delete
         // checks the condition again on the row's latest version, so a job retried or
         // changed meanwhile stays.
-        let doomed: Vec<(Uuid, String)> = sqlx::query_as(
-            "DELETE FROM jobworks_jobs WHERE id IN (
+        let doomed: Vec<(Uuid, String)> = self
+            .sql()
+            .query_as(
+                "DELETE FROM jobworks_jobs WHERE id IN (
                  SELECT id FROM jobworks_jobs WHERE completed_at < $1
                      AND status IN ('completed', 'failed', 'cancelled')
                  LIMIT $2)
                  AND completed_at < $1 AND status IN ('completed', 'failed', 'cancelled')
              RETURNING id, tenant",
-        )
-        .bind(params.completed_before)
-        .bind(params.limit as i64)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
+            )
+            .bind(params.completed_before)
+            .bind(params.limit as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
         let ids: Vec<Uuid> = doomed.iter().map(|(id, _)| *id).collect();
         for sql in [
             "DELETE FROM jobworks_events WHERE job_id = ANY($1)",
             "DELETE FROM jobworks_artifacts WHERE job_id = ANY($1)",
         ] {
-            sqlx::query(sql)
+            self.sql()
+                .query(sql)
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await
@@ -331,8 +349,11 @@ impl JobStore for PostgresStore {
     async fn remove(&self, tenant: &TenantId, id: JobId, revision: u64) -> Result<bool> {
         // One statement: the guarded delete of the row, and its events and artifact
         // records only if the row went.
-        let (removed,): (bool,) = sqlx::query_as(
-            "WITH gone AS (
+        let mut conn = self.db.conn().await?;
+        let (removed,): (bool,) = self
+            .sql()
+            .query_as(
+                "WITH gone AS (
                 DELETE FROM jobworks_jobs WHERE id = $1 AND tenant = $2 AND revision = $3
                 RETURNING id
             ), events AS (
@@ -342,13 +363,14 @@ impl JobStore for PostgresStore {
             )
             SELECT EXISTS (SELECT 1 FROM gone)
                 FROM (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM records) AS r",
-        )
-        .bind(uuid(id))
-        .bind(tenant.as_str())
-        .bind(revision as i64)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
+            )
+            .bind(uuid(id))
+            .bind(tenant.as_str())
+            .bind(revision as i64)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         Ok(removed)
     }
 
@@ -375,87 +397,106 @@ impl JobStore for PostgresStore {
     }
 
     async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<Schedule>> {
-        let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT body::text FROM jobworks_schedules WHERE $1::text IS NULL OR tenant = $1 \
+        let mut conn = self.db.conn().await?;
+        let bodies: Vec<String> = self
+            .sql()
+            .query_scalar(
+                "SELECT body::text FROM jobworks_schedules WHERE $1::text IS NULL OR tenant = $1 \
              ORDER BY id",
-        )
-        .bind(tenant.map(TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            )
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         bodies.iter().map(|b| parse_json(BACKEND, b)).collect()
     }
 
     async fn schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<Option<Schedule>> {
-        let body: Option<String> = sqlx::query_scalar(
-            "SELECT body::text FROM jobworks_schedules WHERE id = $1 AND tenant = $2",
-        )
-        .bind(Uuid::from_u128(id.to_u128()))
-        .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let mut conn = self.db.conn().await?;
+        let body: Option<String> = self
+            .sql()
+            .query_scalar("SELECT body::text FROM jobworks_schedules WHERE id = $1 AND tenant = $2")
+            .bind(Uuid::from_u128(id.to_u128()))
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         body.map(|b| parse_json(BACKEND, &b)).transpose()
     }
 
     async fn put_schedule(&self, schedule: &Schedule, expected: Option<u64>) -> Result<bool> {
         let query = match expected {
-            None => sqlx::query(
+            None => self.sql().query(
                 "INSERT INTO jobworks_schedules (id, tenant, revision, body) \
                  VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (id) DO NOTHING",
             ),
-            Some(_) => sqlx::query(
+            Some(_) => self.sql().query(
                 "UPDATE jobworks_schedules SET revision = $3, body = $4::jsonb \
                  WHERE id = $1 AND tenant = $2 AND revision = $5",
             ),
         };
+        let mut conn = self.db.conn().await?;
         let done = query
             .bind(Uuid::from_u128(schedule.id.to_u128()))
             .bind(schedule.tenant.as_str())
             .bind(schedule.revision as i64)
             .bind(json_text(schedule))
             .bind(expected.map(|r| r as i64))
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(db)?;
+        conn.done().await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_schedule(&self, tenant: &TenantId, id: ScheduleId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM jobworks_schedules WHERE id = $1 AND tenant = $2")
+        let mut conn = self.db.conn().await?;
+        let done = self
+            .sql()
+            .query("DELETE FROM jobworks_schedules WHERE id = $1 AND tenant = $2")
             .bind(Uuid::from_u128(id.to_u128()))
             .bind(tenant.as_str())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(db)?;
+        conn.done().await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn beat(&self, beat: &EngineBeat) -> Result<()> {
         // Seen on the server's clock, like every other time this store keeps.
-        sqlx::query(
-            "WITH beat AS (INSERT INTO jobworks_engines (id, seen_at, body) \
+        let mut conn = self.db.conn().await?;
+        self.sql()
+            .query(
+                "WITH beat AS (INSERT INTO jobworks_engines (id, seen_at, body) \
              VALUES ($1, now(), $2::jsonb) \
              ON CONFLICT (id) DO UPDATE SET seen_at = now(), body = excluded.body) \
              DELETE FROM jobworks_engines WHERE seen_at < now() - interval '1 hour' AND id <> $1",
-        )
-        .bind(&beat.id)
-        .bind(json_text(beat))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+            )
+            .bind(&beat.id)
+            .bind(json_text(beat))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         Ok(())
     }
 
     async fn engines(&self, since: DateTime<Utc>) -> Result<Option<Vec<EngineBeat>>> {
-        let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT body::text, seen_at FROM jobworks_engines WHERE seen_at >= $1 \
+        let mut conn = self.db.conn().await?;
+        let rows: Vec<(String, DateTime<Utc>)> = self
+            .sql()
+            .query_as(
+                "SELECT body::text, seen_at FROM jobworks_engines WHERE seen_at >= $1 \
              ORDER BY seen_at DESC",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            )
+            .bind(since)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         let mut all = Vec::with_capacity(rows.len());
         for (body, seen_at) in rows {
             let mut beat: EngineBeat = parse_json(BACKEND, &body)?;
@@ -486,12 +527,16 @@ impl JobStore for PostgresStore {
             Some(_) => by_minute!("tenant = $2"),
             None => by_minute!("$2::text IS NULL"),
         };
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(sql)
+        let mut conn = self.db.conn().await?;
+        let rows: Vec<(i64, i64, i64)> = self
+            .sql()
+            .query_as(sql)
             .bind(since)
             .bind(tenant.map(TenantId::as_str))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        conn.done().await?;
         Ok(Some(
             rows.into_iter()
                 .map(|(minute, completed, failed)| MinuteCounts {

@@ -10,6 +10,7 @@
 mod announce;
 mod batch;
 mod claim;
+mod db;
 mod documents;
 mod insert;
 mod jobs;
@@ -133,7 +134,7 @@ fn in_context(doing: String, e: Error) -> Error {
 /// ```
 #[derive(Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
+    db: db::Db,
     inner: Arc<Shared>,
     /// Group commit of guarded writes, on the pool that waits for the disk.
     commits: tokio::sync::mpsc::Sender<batch::Request>,
@@ -145,6 +146,8 @@ pub struct PostgresStore {
 #[derive(Debug)]
 struct Shared {
     notifier: Notifier,
+    /// How statements are built for the store's connections.
+    sql: db::Sql,
     schema: String,
     channel: String,
     clock: crate::Clock,
@@ -190,6 +193,9 @@ pub struct PostgresStoreBuilder {
     migrate: bool,
     durable_finishes: bool,
     vacuum_threshold: Option<u64>,
+    transaction_pooler: bool,
+    listen_url: Option<String>,
+    poll_interval: Duration,
     clock: crate::Clock,
 }
 
@@ -253,6 +259,47 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Whether the URL is a pooler in transaction mode, such as PgBouncer with
+    /// `pool_mode = transaction` (`false` by default: a server, or a pooler in session
+    /// mode).
+    ///
+    /// Behind such a pooler consecutive transactions of one client may run on different
+    /// server connections, so the store keeps nothing on a connection: it runs every
+    /// operation, reads too, as one transaction that sets the schema and the planner
+    /// settings for itself, prepares no named statement, and sends no `options` or
+    /// `extra_float_digits` startup parameter (PgBouncer before 1.20 refuses the first,
+    /// and the second needs `ignore_startup_parameters`). This costs two round trips
+    /// per operation (`BEGIN` and `COMMIT`) and a parse of each statement.
+    ///
+    /// `LISTEN` cannot work through it: give the server's own address to
+    /// [`listen_url`](Self::listen_url), or the store looks for changes every
+    /// [`poll_interval`](Self::poll_interval).
+    pub fn transaction_pooler(mut self, yes: bool) -> Self {
+        self.transaction_pooler = yes;
+        self
+    }
+
+    /// Where the store `LISTEN`s for the other engines' changes: a URL of the same
+    /// database that reaches the server directly (or through a pooler in session mode).
+    /// The store opens one connection there and none in its pool for listening. Without
+    /// it the store listens on a connection of its pool, or, behind a
+    /// [`transaction_pooler`](Self::transaction_pooler), polls.
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
+    /// How often a store that cannot `LISTEN` (behind a
+    /// [`transaction_pooler`](Self::transaction_pooler) without a
+    /// [`listen_url`](Self::listen_url)) looks for changes (500 ms by default, at least
+    /// 10 ms): its idle workers look for due jobs and every waiting long poll re-reads its
+    /// job that often, so other engines' submits and changes arrive that much later.
+    /// This process's own changes still wake its workers and watchers at once.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// Applies the migrations on connect (off by default: call
     /// [`PostgresStore::migrate`]).
     pub fn migrate_on_connect(mut self, yes: bool) -> Self {
@@ -267,86 +314,138 @@ impl PostgresStoreBuilder {
     /// server cannot be reached.
     pub async fn connect(self) -> Result<PostgresStore> {
         validate_schema(&self.schema)?;
-        let options: PgConnectOptions = self
-            .url
-            .parse()
-            .map_err(|_| Error::invalid("postgres url", "not a PostgreSQL connection URL"))?;
+        let options = parse_url(&self.url)?;
+        let options = options.application_name(&format!("jobworks:{}", self.schema));
         // Every query of the store is an index lookup or an ordered index scan with a
         // LIMIT. A bitmap scan would read every queued row's index entry (dead ones too)
         // and sort them on each claim, which the planner picks while statistics are stale.
-        let options = options.application_name(&format!("jobworks:{}", self.schema));
-        let options = options.options([
+        let settings = [
             ("search_path", self.schema.as_str()),
             ("enable_bitmapscan", "off"),
-        ]);
+        ];
+        let relaxed_settings = [settings[0], settings[1], ("synchronous_commit", "off")];
+        let options = if self.transaction_pooler {
+            // Settings per transaction (`db::Db::pooled`); no statement is kept, and no
+            // startup parameter that PgBouncer before 1.20 refuses.
+            options.statement_cache_capacity(0).extra_float_digits(None)
+        } else {
+            options.options(settings)
+        };
         // No ping before every use: a dead connection fails its query with
         // `Error::Unavailable`, which every caller already retries or reports.
         let pool_options = PgPoolOptions::new()
             .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(false);
-        // Never the password: host, port, database and user.
-        let target = format!(
-            "connecting to {}:{} (database {:?}, user {:?})",
-            options.get_host(),
-            options.get_port(),
-            options
-                .get_database()
-                .unwrap_or_else(|| options.get_username()),
-            options.get_username()
-        );
         // One direct connection first: a pool reports any failed connect as a timeout,
         // where this one says why (refused, unknown host, authentication, no database).
-        let probe = sqlx::ConnectOptions::connect(&options)
-            .await
-            .map_err(|e| in_context(target.clone(), db(e)))?;
+        let target = describe(&options);
+        let probe = sqlx::ConnectOptions::connect(&options).await.map_err(|e| {
+            // PgBouncer in transaction mode refuses the `options` parameter.
+            let refused = e.to_string().contains("unsupported startup parameter");
+            let e = in_context(target.clone(), db(e));
+            if refused && !self.transaction_pooler {
+                let hint = "a pooler refused the store's session settings; behind a pooler \
+                            in transaction mode, build the store with transaction_pooler(true)";
+                in_context(hint.into(), e)
+            } else {
+                e
+            }
+        })?;
         let _ = sqlx::Connection::close(probe).await;
+        let listen = match (&self.listen_url, self.transaction_pooler) {
+            (Some(url), _) => Listen::Url(Box::new(parse_url(url)?)),
+            (None, false) => Listen::Pool,
+            (None, true) => Listen::Poll,
+        };
+        let extra = u32::from(matches!(listen, Listen::Pool));
         let pool = pool_options
             .clone()
-            .max_connections(self.max_connections + 1)
+            .max_connections(self.max_connections + extra)
             .connect_with(options.clone())
             .await
             .map_err(|e| in_context(target, db(e)))?;
-        let relaxed_pool = if self.durable_finishes {
+        let make = |pool, settings: &[(&str, &str)]| {
+            if self.transaction_pooler {
+                db::Db::pooled(pool, settings)
+            } else {
+                db::Db::direct(pool)
+            }
+        };
+        let relaxed = if self.durable_finishes {
             None
         } else {
             // One batch is in flight at a time.
+            let options = if self.transaction_pooler {
+                options
+            } else {
+                options.options([("synchronous_commit", "off")])
+            };
             let relaxed = pool_options
                 .max_connections(1)
-                .connect_with(options.options([("synchronous_commit", "off")]))
+                .connect_with(options)
                 .await
                 .map_err(db)?;
-            Some(relaxed)
+            Some(make(relaxed, &relaxed_settings))
         };
-        correct_clock(&pool, &self.clock)
+        let store_db = make(pool, &settings);
+        correct_clock(&store_db, &self.clock)
             .await
             .map_err(|e| in_context("reading the server's clock".into(), e))?;
         let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             notifier: Notifier::default(),
+            sql: store_db.sql(),
             channel: format!("jobworks_{}", self.schema),
             schema: self.schema,
             clock: self.clock,
             tag: format!("~{:016x}", rand::random::<u64>()),
             changes,
         });
-        let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
-        listener.listen(&shared.channel).await.map_err(db)?;
+        let mut tasks = Vec::with_capacity(6);
+        let listener = match listen {
+            Listen::Pool => Some(
+                PgListener::connect_with(store_db.pool())
+                    .await
+                    .map_err(db)?,
+            ),
+            Listen::Url(options) => {
+                let target = describe(&options);
+                let direct = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(self.acquire_timeout)
+                    .connect_with(*options)
+                    .await
+                    .map_err(|e| in_context(format!("listening: {target}"), db(e)))?;
+                Some(PgListener::connect_with(&direct).await.map_err(db)?)
+            }
+            Listen::Poll => {
+                tasks.push(tokio::spawn(poll(self.poll_interval, shared.clone())));
+                None
+            }
+        };
+        if let Some(mut listener) = listener {
+            listener.listen(&shared.channel).await.map_err(db)?;
+            tasks.push(tokio::spawn(listen_to(listener, shared.clone())));
+        }
         let (commits, requests) = tokio::sync::mpsc::channel(1024);
-        let mut tasks = vec![
-            tokio::spawn(listen(listener, shared.clone())),
-            tokio::spawn(batch::run(pool.clone(), shared.clone(), requests)),
-            tokio::spawn(follow_server_clock(pool.clone(), shared.clone())),
+        tasks.extend([
+            tokio::spawn(batch::run(store_db.clone(), shared.clone(), requests)),
+            tokio::spawn(follow_server_clock(store_db.clone(), shared.clone())),
             tokio::spawn(announce::run(
-                pool.clone(),
+                store_db.clone(),
                 shared.channel.clone(),
                 shared.tag.clone(),
                 changed,
             )),
-        ];
+        ]);
         if let Some(threshold) = self.vacuum_threshold {
-            tasks.push(tokio::spawn(vacuum::run(pool.clone(), threshold)));
+            tasks.push(tokio::spawn(vacuum::run(
+                store_db.clone(),
+                shared.schema.clone(),
+                threshold,
+            )));
         }
-        let outcomes = relaxed_pool.map(|relaxed| {
+        let outcomes = relaxed.map(|relaxed| {
             let (outcomes, requests) = tokio::sync::mpsc::channel(1024);
             tasks.push(tokio::spawn(batch::run(relaxed, shared.clone(), requests)));
             outcomes
@@ -355,7 +454,7 @@ impl PostgresStoreBuilder {
             tasks,
             commits,
             outcomes,
-            pool,
+            db: store_db,
             inner: shared,
         };
         if self.migrate {
@@ -366,6 +465,34 @@ impl PostgresStoreBuilder {
         }
         Ok(store)
     }
+}
+
+/// Where the store hears other engines' changes.
+enum Listen {
+    /// `LISTEN` on a connection of the store's pool.
+    Pool,
+    /// `LISTEN` on a connection of its own to this server.
+    Url(Box<PgConnectOptions>),
+    /// No `LISTEN` (behind a transaction-mode pooler): look again every poll interval.
+    Poll,
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    url.parse()
+        .map_err(|_| Error::invalid("postgres url", "not a PostgreSQL connection URL"))
+}
+
+/// Host, port, database and user of `options` (never the password), for errors.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "connecting to {}:{} (database {:?}, user {:?})",
+        options.get_host(),
+        options.get_port(),
+        options
+            .get_database()
+            .unwrap_or_else(|| options.get_username()),
+        options.get_username()
+    )
 }
 
 fn validate_schema(schema: &str) -> Result<()> {
@@ -390,23 +517,27 @@ const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Corrects `clock` to the database server's: reads `clock_timestamp()` and takes this
 /// process's clock at the middle of the round trip for the same instant.
-async fn correct_clock(pool: &PgPool, clock: &crate::Clock) -> Result<()> {
+async fn correct_clock(store: &db::Db, clock: &crate::Clock) -> Result<()> {
+    let mut conn = store.conn().await?;
     let before = crate::job::now();
-    let server: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(pool)
+    let server: DateTime<Utc> = store
+        .sql()
+        .query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&mut *conn)
         .await
         .map_err(db)?;
     let after = crate::job::now();
+    conn.done().await?;
     clock.correct_to(server, before + (after - before) / 2);
     Ok(())
 }
 
 /// Keeps the store's clock on the server's: every machine's engines then agree on lease
 /// expiries and due times, whatever their own clocks say.
-async fn follow_server_clock(pool: PgPool, shared: Arc<Shared>) {
+async fn follow_server_clock(store: db::Db, shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(CLOCK_CHECK_EVERY).await;
-        if let Err(e) = correct_clock(&pool, &shared.clock).await {
+        if let Err(e) = correct_clock(&store, &shared.clock).await {
             warn!(error = %e, "could not read the database's clock; keeping the last correction");
         }
     }
@@ -414,7 +545,7 @@ async fn follow_server_clock(pool: PgPool, shared: Arc<Shared>) {
 
 /// Forwards notifications to the notifier. After a lost connection (when notifications
 /// may have been missed) it wakes everyone, so that they look again.
-async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
+async fn listen_to(mut listener: PgListener, shared: Arc<Shared>) {
     loop {
         match listener.try_recv().await {
             // This store's own announcements were dispatched when they were made.
@@ -431,6 +562,19 @@ async fn listen(mut listener: PgListener, shared: Arc<Shared>) {
                 shared.notifier.all_changed();
             }
         }
+    }
+}
+
+/// Instead of listening: every `every`, wakes idle workers and every watcher to look
+/// again, as if everything changed.
+async fn poll(every: Duration, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.notifier.work_available();
+        shared.notifier.slot_freed();
+        shared.notifier.all_changed();
     }
 }
 
@@ -468,6 +612,9 @@ impl PostgresStore {
             migrate: false,
             durable_finishes: true,
             vacuum_threshold: Some(20_000),
+            transaction_pooler: false,
+            listen_url: None,
+            poll_interval: Duration::from_millis(500),
             clock: crate::Clock::default(),
         }
     }
@@ -477,9 +624,12 @@ impl PostgresStore {
         &self.inner.schema
     }
 
-    /// The connection pool.
+    /// The connection pool. Behind a
+    /// [`transaction_pooler`](PostgresStoreBuilder::transaction_pooler) its connections
+    /// have none of the store's settings: schema-qualify names, and run statements with
+    /// parameters in a transaction.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.db.pool()
     }
 
     /// Creates the schema if needed and applies the embedded migrations it lacks, in one
@@ -498,7 +648,9 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        self.inner
+            .sql
+            .query("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -513,13 +665,17 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let applied: Vec<(i64, Option<String>)> =
-            sqlx::query_as("SELECT version, checksum FROM jobworks_schema ORDER BY version")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
+        let applied: Vec<(i64, Option<String>)> = self
+            .inner
+            .sql
+            .query_as("SELECT version, checksum FROM jobworks_schema ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
         for (version, checksum) in crate::sql::check_applied(BACKEND, MIGRATIONS, &applied)? {
-            sqlx::query("UPDATE jobworks_schema SET checksum = $2 WHERE version = $1")
+            self.inner
+                .sql
+                .query("UPDATE jobworks_schema SET checksum = $2 WHERE version = $1")
                 .bind(version)
                 .bind(checksum)
                 .execute(&mut *tx)
@@ -529,15 +685,15 @@ impl PostgresStore {
         let current = applied.last().map_or(0, |a| a.0);
         for &(version, name, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             sqlx::raw_sql(script).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query(
-                "INSERT INTO jobworks_schema (version, name, checksum) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(crate::sql::migration_checksum(script))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            self.inner
+                .sql
+                .query("INSERT INTO jobworks_schema (version, name, checksum) VALUES ($1, $2, $3)")
+                .bind(version)
+                .bind(name)
+                .bind(crate::sql::migration_checksum(script))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
@@ -547,17 +703,23 @@ impl PostgresStore {
     /// # Errors
     /// Store errors.
     pub async fn schema_version(&self) -> Result<i64> {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('jobworks_schema') IS NOT NULL")
-            .fetch_one(&self.pool)
+        let mut conn = self.db.conn().await?;
+        let sql = self.inner.sql;
+        let exists: bool = sql
+            .query_scalar("SELECT to_regclass('jobworks_schema') IS NOT NULL")
+            .fetch_one(&mut *conn)
             .await
             .map_err(db)?;
-        if !exists {
-            return Ok(0);
-        }
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
+        let version = if exists {
+            sql.query_scalar("SELECT COALESCE(MAX(version), 0) FROM jobworks_schema")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?
+        } else {
+            0
+        };
+        conn.done().await?;
+        Ok(version)
     }
 
     /// Drops the store's schema and everything in it. For tests.
@@ -567,7 +729,7 @@ impl PostgresStore {
     pub async fn drop_schema(&self) -> Result<()> {
         let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.inner.schema);
         sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-            .execute(&self.pool)
+            .execute(self.db.pool())
             .await
             .map_err(db)?;
         Ok(())

@@ -49,7 +49,14 @@ impl PostgresStore {
             settings_columns!(),
             " FROM jobworks_queues ORDER BY name"
         );
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await.map_err(db)?;
+        let mut conn = self.db.conn().await?;
+        let rows = self
+            .sql()
+            .query(sql)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         rows.iter()
             .map(|row| {
                 let name: String = row.try_get("name").map_err(db)?;
@@ -100,7 +107,10 @@ impl PostgresStore {
             settings_columns!(),
             " FROM saved, (SELECT count(*) FROM told) AS t"
         );
-        let row = sqlx::query(sql)
+        let mut conn = self.db.conn().await?;
+        let row = self
+            .sql()
+            .query(sql)
             .bind(name.as_str())
             .bind(patch.paused)
             .bind(self.inner.clock.now())
@@ -114,9 +124,10 @@ impl PostgresStore {
             .bind(rate.map(|r| int(r.burst)))
             .bind(per_key.is_some())
             .bind(per_key.flatten())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await
             .map_err(db)?;
+        conn.done().await?;
         settings(&row)
     }
 
@@ -135,11 +146,15 @@ impl PostgresStore {
                  GROUP BY queue, status"
             }
         };
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql)
+        let mut conn = self.db.conn().await?;
+        let rows: Vec<(String, String, i64)> = self
+            .sql()
+            .query_as(sql)
             .bind(tenant.map(TenantId::as_str))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        conn.done().await?;
         counts(rows)
     }
 
@@ -149,8 +164,11 @@ impl PostgresStore {
         &self,
         tenant: Option<&TenantId>,
     ) -> Result<BTreeMap<QueueName, QueueStats>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT queue, 'queued', COUNT(*) FROM jobworks_jobs \
+        let mut conn = self.db.conn().await?;
+        let rows: Vec<(String, String, i64)> = self
+            .sql()
+            .query_as(
+                "SELECT queue, 'queued', COUNT(*) FROM jobworks_jobs \
              WHERE status = 'queued' AND ($1::text IS NULL OR tenant = $1) GROUP BY queue \
              UNION ALL \
              SELECT queue, 'running', COUNT(*) FROM jobworks_jobs \
@@ -158,11 +176,12 @@ impl PostgresStore {
              UNION ALL \
              SELECT queue, 'waiting', COUNT(*) FROM jobworks_jobs \
              WHERE status = 'waiting' AND ($1::text IS NULL OR tenant = $1) GROUP BY queue",
-        )
-        .bind(tenant.map(TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            )
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.done().await?;
         counts(rows)
     }
 }

@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Uuid;
 use sqlx::{PgConnection, Row};
 
+use super::db::Sql;
 use super::{BACKEND, Shared, db};
 use crate::Result;
 use crate::job::{
@@ -198,16 +199,14 @@ macro_rules! save_sql {
 
 /// Applies guarded writes, at most one per job, in one statement: each row that still
 /// has the revision and lease its write expects gets the new fields and lease, its events
-/// and its artifact records; the others are left alone. The statement is its own
-/// transaction: once it returns, the rows written that have new events are announced
-/// (`w,` first when one of them is queued, `s,` when one freed a slot of a limited
-/// queue). Returns the ids written.
+/// and its artifact records; the others are left alone. Returns the ids written and what
+/// to announce once the caller's operation commits ([`Saved::announce`]).
 pub(super) async fn save(
     conn: &mut PgConnection,
     writes: &[&Write],
     shared: &Shared,
     whole: bool,
-) -> Result<HashSet<Uuid>> {
+) -> Result<Saved> {
     let mut c = Columns::default();
     let mut e = EventColumns::default();
     let mut a = ArtifactColumns::default();
@@ -292,7 +291,9 @@ pub(super) async fn save(
     } else {
         save_sql!("WITH ", "")
     };
-    let rows: Vec<(Vec<Uuid>, i64, i64, Option<String>)> = sqlx::query_as(sql)
+    let rows: Vec<(Vec<Uuid>, i64, i64, Option<String>)> = shared
+        .sql
+        .query_as(sql)
         .bind(c.id)
         .bind(c.status)
         .bind(c.result)
@@ -335,12 +336,31 @@ pub(super) async fn save(
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-    let mut saved = HashSet::new();
+    let mut saved = Saved::default();
     for (ids, _, _, changed) in rows {
-        saved.extend(ids);
-        shared.announce(changed.as_deref().unwrap_or_default());
+        saved.ids.extend(ids);
+        saved.changes.extend(changed);
     }
     Ok(saved)
+}
+
+/// What [`save`] wrote.
+#[derive(Debug, Default)]
+pub(super) struct Saved {
+    /// The jobs written.
+    pub(super) ids: HashSet<Uuid>,
+    /// The rows written that have new events, in the listener's format (`w,` first when
+    /// one of them is queued, `s,` when one freed a slot of a limited queue).
+    changes: Vec<String>,
+}
+
+impl Saved {
+    /// Announces the changes; call it once they are committed.
+    pub(super) fn announce(&self, shared: &Shared) {
+        for changed in &self.changes {
+            shared.announce(changed);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -395,30 +415,36 @@ struct EventColumns {
 }
 
 /// Fills in the jobs' artifacts and latest events: two queries for any number of jobs.
-pub(super) async fn complete(conn: &mut PgConnection, rows: Vec<JobRow>) -> Result<Vec<Job>> {
+pub(super) async fn complete(
+    conn: &mut PgConnection,
+    sql: Sql,
+    rows: Vec<JobRow>,
+) -> Result<Vec<Job>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = rows.iter().map(|r| uuid(r.job.id)).collect();
     let seqs: Vec<i64> = rows.iter().map(|r| r.event_seq as i64).collect();
-    let latest: HashMap<JobId, Event> = sqlx::query(concat!(
-        "SELECT ",
-        event_columns!(),
-        " FROM unnest($1::uuid[], $2::bigint[]) AS u(wanted_id, wanted_seq) \
+    let latest: HashMap<JobId, Event> = sql
+        .query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM unnest($1::uuid[], $2::bigint[]) AS u(wanted_id, wanted_seq) \
           CROSS JOIN LATERAL (SELECT * FROM jobworks_events w \
             WHERE w.job_id = u.wanted_id AND w.seq <= u.wanted_seq AND w.visibility = 'public' \
             ORDER BY w.seq DESC LIMIT 1) e"
-    ))
-    .bind(&ids)
-    .bind(&seqs)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?
-    .iter()
-    .map(decode_event)
-    .collect::<Result<_>>()?;
+        ))
+        .bind(&ids)
+        .bind(&seqs)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(decode_event)
+        .collect::<Result<_>>()?;
     let mut artifacts: HashMap<JobId, Vec<Artifact>> = HashMap::new();
-    let found = sqlx::query(
+    let found = sql
+        .query(
         "SELECT job_id, name, kind, role, content_type, size_bytes, checksum, metadata::text, \
          created_at, attempt FROM jobworks_artifacts WHERE job_id = ANY($1) ORDER BY created_at, name",
     )
@@ -442,7 +468,11 @@ pub(super) async fn complete(conn: &mut PgConnection, rows: Vec<JobRow>) -> Resu
 }
 
 /// The records of job rows, with their artifacts and latest events.
-pub(super) async fn stored(conn: &mut PgConnection, rows: Vec<JobRow>) -> Result<Vec<Stored>> {
+pub(super) async fn stored(
+    conn: &mut PgConnection,
+    sql: Sql,
+    rows: Vec<JobRow>,
+) -> Result<Vec<Stored>> {
     let kept: Vec<(u64, Option<Lease>)> = rows
         .iter()
         .map(|r| {
@@ -454,7 +484,7 @@ pub(super) async fn stored(conn: &mut PgConnection, rows: Vec<JobRow>) -> Result
             (r.event_seq + 1, lease)
         })
         .collect();
-    let jobs = complete(conn, rows).await?;
+    let jobs = complete(conn, sql, rows).await?;
     Ok(jobs
         .into_iter()
         .zip(kept)

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use super::db::Db;
 use tracing::{debug, warn};
 
 /// How often the dead rows are counted.
@@ -29,23 +29,29 @@ pub(super) fn due(dead: i64, live: i64, threshold: u64) -> bool {
 
 /// Vacuums the tables when due, on a connection of the store's pool, until the store is
 /// dropped.
-pub(super) async fn run(pool: PgPool, threshold: u64) {
+pub(super) async fn run(store: Db, schema: String, threshold: u64) {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
-        if let Err(e) = vacuum_due(&pool, threshold).await {
+        if let Err(e) = vacuum_due(&store, &schema, threshold).await {
             warn!(error = %e, "vacuuming failed; trying again");
         }
     }
 }
 
-async fn vacuum_due(pool: &PgPool, threshold: u64) -> sqlx::Result<()> {
-    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, n_dead_tup, n_live_tup FROM pg_stat_user_tables
-         WHERE schemaname = current_schema() AND relname = ANY($1)",
-    )
-    .bind(&TABLES[..])
-    .fetch_all(pool)
-    .await?;
+async fn vacuum_due(store: &Db, schema: &str, threshold: u64) -> crate::Result<()> {
+    let mut conn = store.conn().await?;
+    let counts: Vec<(String, i64, i64)> = store
+        .sql()
+        .query_as(
+            "SELECT relname::text, n_dead_tup, n_live_tup FROM pg_stat_user_tables
+             WHERE schemaname = $1 AND relname = ANY($2)",
+        )
+        .bind(schema)
+        .bind(&TABLES[..])
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(super::db)?;
+    conn.done().await?;
     for (table, dead, live) in counts {
         if !due(dead, live, threshold) {
             continue;
@@ -54,11 +60,14 @@ async fn vacuum_due(pool: &PgPool, threshold: u64) -> sqlx::Result<()> {
             continue;
         };
         debug!(table, dead, live, "vacuuming");
-        // The name is one of the constants above.
-        let sql = format!("VACUUM (SKIP_LOCKED) {table}");
+        // The table is one of the constants above, the schema's name was validated. A
+        // vacuum cannot run in a transaction: it is one simple query, which even a
+        // transaction-mode pooler runs on one server connection.
+        let sql = format!("VACUUM (SKIP_LOCKED) \"{schema}\".{table}");
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
-            .await?;
+            .execute(store.pool())
+            .await
+            .map_err(super::db)?;
     }
     Ok(())
 }
