@@ -5,7 +5,8 @@
 //! announced with `NOTIFY` on the schema's channel (a submit's in its transaction, claims'
 //! and finishes' after they commit, many in one), and a `LISTEN`ing task in every process
 //! wakes its idle workers and long-polling readers. The store vacuums its busiest tables
-//! itself when their dead rows pile up.
+//! itself when their dead rows pile up. Behind a pooler in transaction mode each
+//! operation is one transaction that carries its own settings (`db.rs`).
 
 mod announce;
 mod batch;
@@ -217,8 +218,9 @@ impl PostgresStoreBuilder {
     }
 
     /// The pool's size (10 by default); the store opens one connection more, which
-    /// `LISTEN`s. With [`durable_finishes(false)`](Self::durable_finishes) it opens one
-    /// more again, for those finishes.
+    /// `LISTEN`s (at the [`listen_url`](Self::listen_url) when given; none when it
+    /// polls). With [`durable_finishes(false)`](Self::durable_finishes) it opens one more
+    /// again, for those finishes.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
