@@ -93,10 +93,7 @@ impl Db {
         tokio::spawn(async move {
             match pooled {
                 None => pool.begin().await,
-                Some(begin) => {
-                    pool.begin_with(sqlx::AssertSqlSafe(begin.to_string()))
-                        .await
-                }
+                Some(begin) => pool.begin_with(sqlx::AssertSqlSafe(begin)).await,
             }
         })
         .await
